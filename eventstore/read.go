@@ -1,0 +1,151 @@
+package eventstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/google/uuid"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
+)
+
+const eventColumns = `e.id, e.type, e.stream_id, e.version, e.position, e.tx_id::text, e.occurred_at,
+	e.tenant_id, e.user_id, e.metadata, e.data`
+
+// Load returns a stream's events in version order, with their secret parts
+// opened, for a command to rebuild its aggregate.
+func (s *Store) Load(ctx context.Context, stream string) ([]Event, error) {
+	rows, err := s.pool.Query(ctx, `SELECT `+eventColumns+`, e.sealed, e.sealed_kid
+		FROM events e WHERE e.stream_id = $1 ORDER BY e.version`, stream)
+	if err != nil {
+		return nil, fmt.Errorf("load stream %q: %w", stream, err)
+	}
+	defer rows.Close()
+	var out []Event
+	for rows.Next() {
+		var e Event
+		var tx string
+		var sealed []byte
+		var kid pgtype.Text
+		if err := rows.Scan(append(e.scanTargets(&tx), &sealed, &kid)...); err != nil {
+			return nil, fmt.Errorf("load stream %q: %w", stream, err)
+		}
+		if err := e.fixCommit(&tx); err != nil {
+			return nil, err
+		}
+		if sealed != nil {
+			e.Secret, err = s.sealer.Open(kid.String, sealed, e.ID[:])
+			if err != nil {
+				return nil, fmt.Errorf("load stream %q: event %s: %w", stream, e.ID, err)
+			}
+		}
+		out = append(out, e)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("load stream %q: %w", stream, err)
+	}
+	return out, nil
+}
+
+// ReadLog returns up to limit events after cursor in log order, public parts
+// only. It is how the relay and projection rebuilds follow the whole log.
+//
+// Positions come from a sequence and are taken before commit, so under
+// concurrent writers a transaction can commit a lower position after a higher
+// one is already visible; a reader that had moved past the higher one would
+// never see the lower. So the read stops below the oldest transaction still
+// running (the snapshot's xmin): every transaction with a smaller id has
+// finished, so no row can ever appear behind a cursor taken from this read.
+// Ordering by (tx_id, position) makes that cursor total. A long-running
+// transaction holds the relay back, which is why authd's connections set
+// statement and idle-in-transaction timeouts.
+func (s *Store) ReadLog(ctx context.Context, after Cursor, limit int) ([]Event, error) {
+	return readLog(ctx, s.pool, after, limit)
+}
+
+// querier is what ReadLog needs of a pool, connection or transaction.
+type querier interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+}
+
+func readLog(ctx context.Context, q querier, after Cursor, limit int) ([]Event, error) {
+	rows, err := q.Query(ctx, `SELECT `+eventColumns+`
+		FROM events e
+		WHERE (e.tx_id, e.position) > ($1::text::xid8, $2)
+		  AND e.tx_id < pg_snapshot_xmin(pg_current_snapshot())
+		ORDER BY e.tx_id, e.position
+		LIMIT $3`, after.txText(), after.Position, limit)
+	if err != nil {
+		return nil, fmt.Errorf("read log after %s: %w", after, err)
+	}
+	defer rows.Close()
+	out := make([]Event, 0, min(limit, 1024))
+	var tx string
+	for rows.Next() {
+		var e Event
+		if err := rows.Scan(e.scanTargets(&tx)...); err != nil {
+			return nil, fmt.Errorf("read log after %s: %w", after, err)
+		}
+		if err := e.fixCommit(&tx); err != nil {
+			return nil, err
+		}
+		out = append(out, e)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read log after %s: %w", after, err)
+	}
+	return out, nil
+}
+
+// Backlog counts the events after cursor that a reader of the log could
+// already read, and how old the oldest of them is.
+func (s *Store) Backlog(ctx context.Context, after Cursor) (n int64, oldestAgeSeconds float64, err error) {
+	err = s.pool.QueryRow(ctx, `SELECT count(*), coalesce(extract(epoch FROM now() - min(e.occurred_at)), 0)::float8
+		FROM events e
+		WHERE (e.tx_id, e.position) > ($1::text::xid8, $2)
+		  AND e.tx_id < pg_snapshot_xmin(pg_current_snapshot())`, after.txText(), after.Position).Scan(&n, &oldestAgeSeconds)
+	if err != nil {
+		return 0, 0, fmt.Errorf("count backlog after %s: %w", after, err)
+	}
+	return n, oldestAgeSeconds, nil
+}
+
+// Lookup returns the owner of a unique key, or ErrNotFound.
+func (s *Store) Lookup(ctx context.Context, scope, key string) (string, error) {
+	var owner string
+	err := s.pool.QueryRow(ctx, `SELECT owner FROM unique_keys WHERE scope = $1 AND key = $2`, scope, key).Scan(&owner)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", ErrNotFound
+	}
+	if err != nil {
+		return "", fmt.Errorf("look up %s key: %w", scope, err)
+	}
+	return owner, nil
+}
+
+func (e *Event) scanTargets(tx *string) []any {
+	return []any{&e.ID, &e.Type, &e.StreamID, &e.Version, &e.Position, tx, &e.OccurredAt,
+		nullUUID{&e.TenantID}, nullUUID{&e.UserID}, &e.Metadata, &e.Data}
+}
+
+func (e *Event) fixCommit(tx *string) error {
+	t, err := ParseTx(*tx)
+	if err != nil {
+		return err
+	}
+	e.Commit = Cursor{Tx: t, Position: e.Position}
+	return nil
+}
+
+// nullUUID scans a nullable uuid column, leaving uuid.Nil for NULL.
+type nullUUID struct{ dst *uuid.UUID }
+
+func (n nullUUID) Scan(src any) error {
+	if src == nil {
+		*n.dst = uuid.Nil
+		return nil
+	}
+	return n.dst.Scan(src)
+}

@@ -1,0 +1,283 @@
+package eventstore
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+
+	"github.com/authd/authd/seal"
+)
+
+// Store appends to and reads from the event log.
+type Store struct {
+	pool      *pgxpool.Pool
+	sealer    *seal.Sealer
+	committed chan struct{}
+
+	appends   prometheus.Counter
+	events    prometheus.Counter
+	conflicts prometheus.Counter
+	latency   prometheus.Histogram
+}
+
+// NewStore returns a Store over pool whose secret parts are sealed by sealer.
+// Its metrics are registered with reg when reg is not nil.
+func NewStore(pool *pgxpool.Pool, sealer *seal.Sealer, reg prometheus.Registerer) *Store {
+	f := promauto.With(reg)
+	return &Store{
+		pool:      pool,
+		sealer:    sealer,
+		committed: make(chan struct{}, 1),
+		appends:   f.NewCounter(prometheus.CounterOpts{Name: "authd_eventstore_appends_total", Help: "Committed appends (one transaction each)."}),
+		events:    f.NewCounter(prometheus.CounterOpts{Name: "authd_eventstore_events_total", Help: "Events committed to the log."}),
+		conflicts: f.NewCounter(prometheus.CounterOpts{Name: "authd_eventstore_conflicts_total", Help: "Appends refused because a stream had moved on."}),
+		latency: f.NewHistogram(prometheus.HistogramOpts{
+			Name: "authd_eventstore_append_seconds", Help: "Time to commit an append.",
+			Buckets: prometheus.ExponentialBuckets(0.0002, 2, 14),
+		}),
+	}
+}
+
+// Committed is signalled after every successful append, so the relay in this
+// process wakes at once instead of waiting for its poll. A NOTIFY inside the
+// append transaction would do the same across processes but serializes every
+// commit on a global lock in Postgres.
+func (s *Store) Committed() <-chan struct{} { return s.committed }
+
+// StreamAppend is the events one stream gets in a change, and the version the
+// deciding command saw that stream at (0 for a new stream).
+type StreamAppend struct {
+	Stream   string
+	Expected int64
+	Events   []Event
+}
+
+// Claim is a write-side unique key (scope "email", key "a@b.c") held by an owner.
+type Claim struct {
+	Scope string
+	Key   string
+	Owner string
+}
+
+// Change is everything one command commits at once.
+type Change struct {
+	Appends  []StreamAppend
+	Claims   []Claim // inserted with the events; an existing key fails the change with ErrKeyTaken
+	Releases []Claim // deleted with the events, when still held by Owner
+}
+
+// Committed is what an append wrote: the events as stored and the cursor of the
+// last one, which a command waits on for read-your-writes.
+type Committed struct {
+	Events []Event
+	Last   Cursor
+}
+
+// Append appends events to one stream that the command saw at version expected.
+func (s *Store) Append(ctx context.Context, stream string, expected int64, events ...Event) (Committed, error) {
+	return s.Write(ctx, Change{Appends: []StreamAppend{{Stream: stream, Expected: expected, Events: events}}})
+}
+
+const claimSQL = `INSERT INTO unique_keys (scope, key, owner) VALUES ($1, $2, $3)`
+
+const releaseSQL = `DELETE FROM unique_keys WHERE scope = $1 AND key = $2 AND owner = $3`
+
+// The scalar subquery runs the version check once, before any row is inserted.
+// Versions follow the order of the events in the call, and so do positions.
+const appendSQL = `
+INSERT INTO events (id, stream_id, version, type, occurred_at, tenant_id, user_id, metadata, data, sealed, sealed_kid)
+SELECT e.id, $1, $2 + e.n, e.type, e.occurred_at, e.tenant_id, e.user_id, e.metadata, e.data, e.sealed, e.sealed_kid
+FROM unnest($3::uuid[], $4::text[], $5::timestamptz[], $6::uuid[], $7::uuid[], $8::jsonb[], $9::jsonb[], $10::bytea[], $11::text[])
+     WITH ORDINALITY AS e(id, type, occurred_at, tenant_id, user_id, metadata, data, sealed, sealed_kid, n)
+WHERE (SELECT eventstore_expect_version($1, $2))
+ORDER BY e.n
+RETURNING id, position, tx_id::text`
+
+// Write commits a change atomically. It is one round trip: the statements go
+// as one pipelined batch, which Postgres runs as a single implicit transaction,
+// so a failed claim or a version conflict leaves nothing behind.
+func (s *Store) Write(ctx context.Context, ch Change) (Committed, error) {
+	start := time.Now()
+	var out Committed
+	batch := &pgx.Batch{}
+	for _, c := range ch.Claims {
+		batch.Queue(claimSQL, c.Scope, c.Key, c.Owner)
+	}
+	for _, c := range ch.Releases {
+		batch.Queue(releaseSQL, c.Scope, c.Key, c.Owner)
+	}
+	for i := range ch.Appends {
+		a := &ch.Appends[i]
+		if len(a.Events) == 0 {
+			return out, fmt.Errorf("append to %q: no events", a.Stream)
+		}
+		args, err := s.appendArgs(a, start)
+		if err != nil {
+			return out, err
+		}
+		batch.Queue(appendSQL, args...)
+	}
+
+	br := s.pool.SendBatch(ctx, batch)
+	err := s.readResults(br, ch, &out)
+	if cerr := br.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return Committed{}, s.mapError(err, ch)
+	}
+	s.appends.Inc()
+	s.events.Add(float64(len(out.Events)))
+	s.latency.Observe(time.Since(start).Seconds())
+	select {
+	case s.committed <- struct{}{}:
+	default:
+	}
+	return out, nil
+}
+
+func (s *Store) appendArgs(a *StreamAppend, now time.Time) ([]any, error) {
+	n := len(a.Events)
+	ids := make([]pgtype.UUID, n)
+	types := make([]string, n)
+	times := make([]time.Time, n)
+	tenants := make([]pgtype.UUID, n)
+	users := make([]pgtype.UUID, n)
+	metas := make([]json.RawMessage, n)
+	datas := make([]json.RawMessage, n)
+	sealed := make([][]byte, n)
+	kids := make([]pgtype.Text, n)
+	for i := range a.Events {
+		e := &a.Events[i]
+		if e.Type == "" {
+			return nil, fmt.Errorf("append to %q: event %d has no type", a.Stream, i)
+		}
+		if e.ID == uuid.Nil {
+			e.ID = uuid.New()
+		}
+		if e.OccurredAt.IsZero() {
+			e.OccurredAt = now
+		}
+		e.StreamID = a.Stream
+		e.Version = a.Expected + int64(i) + 1
+		meta, err := json.Marshal(e.Metadata)
+		if err != nil {
+			return nil, fmt.Errorf("append to %q: metadata: %w", a.Stream, err)
+		}
+		data := e.Data
+		if len(data) == 0 {
+			data = json.RawMessage("{}")
+		}
+		if len(e.Secret) > 0 {
+			kid, box, err := s.sealer.Seal(e.Secret, e.ID[:])
+			if err != nil {
+				return nil, fmt.Errorf("append to %q: %w", a.Stream, err)
+			}
+			sealed[i], kids[i] = box, pgtype.Text{String: kid, Valid: true}
+		}
+		ids[i] = pgtype.UUID{Bytes: e.ID, Valid: true}
+		types[i] = e.Type
+		times[i] = e.OccurredAt
+		tenants[i] = pgtype.UUID{Bytes: e.TenantID, Valid: e.TenantID != uuid.Nil}
+		users[i] = pgtype.UUID{Bytes: e.UserID, Valid: e.UserID != uuid.Nil}
+		metas[i] = meta
+		datas[i] = data
+	}
+	return []any{a.Stream, a.Expected, ids, types, times, tenants, users, metas, datas, sealed, kids}, nil
+}
+
+func (s *Store) readResults(br pgx.BatchResults, ch Change, out *Committed) error {
+	for range ch.Claims {
+		if _, err := br.Exec(); err != nil {
+			return err
+		}
+	}
+	for range ch.Releases {
+		if _, err := br.Exec(); err != nil {
+			return err
+		}
+	}
+	for _, a := range ch.Appends {
+		rows, err := br.Query()
+		if err != nil {
+			return err
+		}
+		byID := make(map[uuid.UUID]Cursor, len(a.Events))
+		for rows.Next() {
+			var id uuid.UUID
+			var pos int64
+			var tx string
+			if err := rows.Scan(&id, &pos, &tx); err != nil {
+				rows.Close()
+				return err
+			}
+			t, err := ParseTx(tx)
+			if err != nil {
+				rows.Close()
+				return err
+			}
+			byID[id] = Cursor{Tx: t, Position: pos}
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		for _, e := range a.Events {
+			c, ok := byID[e.ID]
+			if !ok {
+				return fmt.Errorf("append to %q: event %s was not returned", a.Stream, e.ID)
+			}
+			e.Commit, e.Position = c, c.Position
+			out.Events = append(out.Events, e)
+			if out.Last.Before(c) {
+				out.Last = c
+			}
+		}
+	}
+	return nil
+}
+
+func (s *Store) mapError(err error, ch Change) error {
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) {
+		return fmt.Errorf("append: %w", err)
+	}
+	switch {
+	case pgErr.Code == "AU409" || (pgErr.Code == "23505" && pgErr.ConstraintName == "events_stream_version"):
+		s.conflicts.Inc()
+		return &ConflictError{Stream: conflictStream(pgErr, ch)}
+	case pgErr.Code == "23505" && pgErr.ConstraintName == "unique_keys_pkey":
+		return &KeyTakenError{Scope: claimScope(pgErr, ch)}
+	}
+	return fmt.Errorf("append: %w", err)
+}
+
+// conflictStream names the stream in a conflict when the change had several.
+func conflictStream(pgErr *pgconn.PgError, ch Change) string {
+	for _, a := range ch.Appends {
+		if len(ch.Appends) == 1 || strings.Contains(pgErr.Message, a.Stream) || strings.Contains(pgErr.Detail, a.Stream) {
+			return a.Stream
+		}
+	}
+	return ""
+}
+
+func claimScope(pgErr *pgconn.PgError, ch Change) string {
+	for _, c := range ch.Claims {
+		if len(ch.Claims) == 1 || strings.Contains(pgErr.Detail, c.Scope) {
+			return c.Scope
+		}
+	}
+	return ""
+}

@@ -1,0 +1,320 @@
+package eventstore
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/authd/authd/seal"
+	"github.com/authd/authd/testenv"
+)
+
+func newStore(t testing.TB) (*Store, *pgxpool.Pool) {
+	t.Helper()
+	pool, _ := testenv.Database(t)
+	key := make([]byte, seal.KeySize)
+	_, _ = rand.Read(key)
+	sealer, err := seal.New(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return NewStore(pool, sealer, nil), pool
+}
+
+func ev(typ string, data string) Event {
+	return Event{Type: typ, Data: json.RawMessage(data)}
+}
+
+func TestAppendAndLoad(t *testing.T) {
+	t.Parallel()
+	s, _ := newStore(t)
+	ctx := context.Background()
+	user := uuid.New()
+	e1 := ev("UserRegistered", `{"email":"a@example.com"}`)
+	e1.UserID = user
+	e1.Secret = json.RawMessage(`{"password_hash":"$argon2id$secret"}`)
+	e1.Metadata = Metadata{IP: "192.0.2.1", UserAgent: "test", RequestID: "r1"}
+	c, err := s.Append(ctx, "user-"+user.String(), 0, e1, ev("EmailVerified", `{}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Events) != 2 || c.Events[0].Version != 1 || c.Events[1].Version != 2 {
+		t.Fatalf("committed = %+v", c.Events)
+	}
+	if !c.Events[0].Commit.Before(c.Events[1].Commit) || c.Last != c.Events[1].Commit {
+		t.Fatalf("cursors out of order: %v %v last %v", c.Events[0].Commit, c.Events[1].Commit, c.Last)
+	}
+	got, err := s.Load(ctx, "user-"+user.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || got[0].Type != "UserRegistered" || got[1].Type != "EmailVerified" {
+		t.Fatalf("loaded %+v", got)
+	}
+	if string(got[0].Secret) != `{"password_hash":"$argon2id$secret"}` || got[1].Secret != nil {
+		t.Fatalf("secrets: %q %q", got[0].Secret, got[1].Secret)
+	}
+	if got[0].UserID != user || got[0].TenantID != uuid.Nil || got[0].Metadata.IP != "192.0.2.1" {
+		t.Fatalf("loaded fields %+v", got[0])
+	}
+}
+
+func TestSecretIsSealedAtRest(t *testing.T) {
+	t.Parallel()
+	s, pool := newStore(t)
+	ctx := context.Background()
+	e := ev("UserRegistered", `{}`)
+	e.Secret = json.RawMessage(`{"totp":"JBSWY3DPEHPK3PXP"}`)
+	if _, err := s.Append(ctx, "user-x", 0, e); err != nil {
+		t.Fatal(err)
+	}
+	var raw string
+	if err := pool.QueryRow(ctx, `SELECT e::text FROM events e`).Scan(&raw); err != nil {
+		t.Fatal(err)
+	}
+	if json.Valid([]byte(raw)) || strings.Contains(raw, "JBSWY3DPEHPK3PXP") {
+		t.Fatalf("secret stored in the clear: %s", raw)
+	}
+	logged := readAtLeast(t, s, Cursor{}, 10, 1)
+	if len(logged) != 1 || logged[0].Secret != nil {
+		t.Fatalf("ReadLog exposed a secret: %+v", logged)
+	}
+}
+
+// readAtLeast reads until at least want events are readable: transactions of
+// other tests on the same server hold the readable end back for a moment.
+func readAtLeast(t *testing.T, s *Store, after Cursor, limit, want int) []Event {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		got, err := s.ReadLog(context.Background(), after, limit)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) >= want || time.Now().After(deadline) {
+			return got
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestConcurrentAppendsOneWinnerPerVersion(t *testing.T) {
+	t.Parallel()
+	s, _ := newStore(t)
+	ctx := context.Background()
+	const writers, versions = 50, 5
+	for v := int64(0); v < versions; v++ {
+		var wins, conflicts atomic.Int32
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		for i := range writers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				<-start
+				_, err := s.Append(ctx, "contended", v, ev("Tick", fmt.Sprintf(`{"writer":%d}`, i)))
+				switch {
+				case err == nil:
+					wins.Add(1)
+				case errors.Is(err, ErrConflict):
+					conflicts.Add(1)
+				default:
+					t.Errorf("writer %d: unexpected error %v", i, err)
+				}
+			}()
+		}
+		close(start)
+		wg.Wait()
+		if wins.Load() != 1 || conflicts.Load() != writers-1 {
+			t.Fatalf("version %d: %d wins, %d conflicts; want exactly one winner", v+1, wins.Load(), conflicts.Load())
+		}
+	}
+	got, err := s.Load(ctx, "contended")
+	if err != nil || len(got) != versions {
+		t.Fatalf("stream has %d events (%v), want %d", len(got), err, versions)
+	}
+}
+
+func TestAppendAtWrongVersionIsAConflict(t *testing.T) {
+	t.Parallel()
+	s, _ := newStore(t)
+	ctx := context.Background()
+	if _, err := s.Append(ctx, "s", 0, ev("A", `{}`)); err != nil {
+		t.Fatal(err)
+	}
+	for _, expected := range []int64{0, 2, 7} {
+		_, err := s.Append(ctx, "s", expected, ev("B", `{}`))
+		var ce *ConflictError
+		if !errors.As(err, &ce) || ce.Stream != "s" {
+			t.Fatalf("expected %d: got %v, want a conflict on s", expected, err)
+		}
+	}
+	if got, _ := s.Load(ctx, "s"); len(got) != 1 {
+		t.Fatalf("a refused append wrote %d events", len(got)-1)
+	}
+}
+
+func TestClaimsCommitWithTheEventsOrNotAtAll(t *testing.T) {
+	t.Parallel()
+	s, _ := newStore(t)
+	ctx := context.Background()
+	claim := Claim{Scope: "email", Key: "a@example.com", Owner: "u1"}
+	if _, err := s.Write(ctx, Change{
+		Appends: []StreamAppend{{Stream: "user-u1", Events: []Event{ev("UserRegistered", `{}`)}}},
+		Claims:  []Claim{claim},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if owner, err := s.Lookup(ctx, "email", "a@example.com"); err != nil || owner != "u1" {
+		t.Fatalf("Lookup = %q, %v", owner, err)
+	}
+	_, err := s.Write(ctx, Change{
+		Appends: []StreamAppend{{Stream: "user-u2", Events: []Event{ev("UserRegistered", `{}`)}}},
+		Claims:  []Claim{{Scope: "email", Key: "a@example.com", Owner: "u2"}},
+	})
+	if !errors.Is(err, ErrKeyTaken) {
+		t.Fatalf("second claim: %v, want ErrKeyTaken", err)
+	}
+	if got, _ := s.Load(ctx, "user-u2"); len(got) != 0 {
+		t.Fatal("the events of a change whose claim failed were committed")
+	}
+	_, err = s.Write(ctx, Change{
+		Appends: []StreamAppend{{Stream: "user-u1", Expected: 0, Events: []Event{ev("X", `{}`)}}},
+		Claims:  []Claim{{Scope: "email", Key: "b@example.com", Owner: "u1"}},
+	})
+	if !errors.Is(err, ErrConflict) {
+		t.Fatalf("stale append: %v, want ErrConflict", err)
+	}
+	if _, err := s.Lookup(ctx, "email", "b@example.com"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("the claim of a conflicting change was committed: %v", err)
+	}
+	if _, err := s.Write(ctx, Change{
+		Appends:  []StreamAppend{{Stream: "user-u1", Expected: 1, Events: []Event{ev("EmailChanged", `{}`)}}},
+		Releases: []Claim{claim},
+		Claims:   []Claim{{Scope: "email", Key: "c@example.com", Owner: "u1"}},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Lookup(ctx, "email", "a@example.com"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("released key still held: %v", err)
+	}
+}
+
+// A transaction that took a lower position can commit after one that took a
+// higher position. A reader that followed positions would skip it; ReadLog
+// must hold back until it commits and then deliver both, once each.
+func TestReadLogNeverSkipsAnEventThatCommitsLate(t *testing.T) {
+	t.Parallel()
+	s, pool := newStore(t)
+	ctx := context.Background()
+
+	slow, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slow.Rollback(ctx)
+	slowEvent := appendInTx(t, s, slow, "slow", ev("Slow", `{}`))
+
+	fast, err := s.Append(ctx, "fast", 0, ev("Fast", `{}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fast.Last.Position <= slowEvent.Position {
+		t.Fatalf("setup: fast position %d should be above slow %d", fast.Last.Position, slowEvent.Position)
+	}
+	seen, err := s.ReadLog(ctx, Cursor{}, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(seen) != 0 {
+		t.Fatalf("read %d events past an uncommitted lower position", len(seen))
+	}
+	if err := slow.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	seen = readAtLeast(t, s, Cursor{}, 100, 2)
+	if len(seen) != 2 || seen[0].Type != "Slow" || seen[1].Type != "Fast" {
+		t.Fatalf("after commit read %v, want Slow then Fast", types(seen))
+	}
+	again, err := s.ReadLog(ctx, seen[1].Commit, 100)
+	if err != nil || len(again) != 0 {
+		t.Fatalf("read %d events again after the cursor (%v)", len(again), err)
+	}
+}
+
+// Here the transaction with the older id takes the higher position and commits
+// last: the log order follows transactions, so the reader must deliver the
+// higher position first and still miss nothing.
+func TestReadLogOrdersByTransactionWhenPositionsCross(t *testing.T) {
+	t.Parallel()
+	s, pool := newStore(t)
+	ctx := context.Background()
+
+	older, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer older.Rollback(ctx)
+	if _, err := older.Exec(ctx, "SELECT pg_current_xact_id()"); err != nil { // take a transaction id now
+		t.Fatal(err)
+	}
+	younger, err := s.Append(ctx, "younger", 0, ev("Younger", `{}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	olderEvent := appendInTx(t, s, older, "older", ev("Older", `{}`))
+	if olderEvent.Position <= younger.Last.Position {
+		t.Fatalf("setup: older position %d should be above younger %d", olderEvent.Position, younger.Last.Position)
+	}
+	if seen, _ := s.ReadLog(ctx, Cursor{}, 100); len(seen) != 0 {
+		t.Fatalf("read %v while an older transaction was open", types(seen))
+	}
+	if err := older.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	seen := readAtLeast(t, s, Cursor{}, 1, 1)
+	if len(seen) != 1 || seen[0].Type != "Older" {
+		t.Fatalf("first read %v, want Older", types(seen))
+	}
+	rest := readAtLeast(t, s, seen[0].Commit, 100, 1)
+	if len(rest) != 1 || rest[0].Type != "Younger" {
+		t.Fatalf("second read %v, want Younger", types(rest))
+	}
+}
+
+func appendInTx(t *testing.T, s *Store, tx pgx.Tx, stream string, e Event) Event {
+	t.Helper()
+	a := StreamAppend{Stream: stream, Events: []Event{e}}
+	args, err := s.appendArgs(&a, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var id uuid.UUID
+	var pos int64
+	var txt string
+	if err := tx.QueryRow(context.Background(), appendSQL, args...).Scan(&id, &pos, &txt); err != nil {
+		t.Fatal(err)
+	}
+	out := a.Events[0]
+	out.Position = pos
+	return out
+}
+
+func types(es []Event) []string {
+	out := make([]string, len(es))
+	for i, e := range es {
+		out[i] = e.Type
+	}
+	return out
+}
