@@ -65,12 +65,18 @@ func (s *Store) ReadLog(ctx context.Context, after Cursor, limit int) ([]Event, 
 	return readLog(ctx, s.pool, after, limit)
 }
 
-// querier is what ReadLog needs of a pool, connection or transaction.
-type querier interface {
+// ReadLogIn is ReadLog through a given connection or transaction, for a
+// reader that must see the log and its own writes in one snapshot.
+func ReadLogIn(ctx context.Context, q Querier, after Cursor, limit int) ([]Event, error) {
+	return readLog(ctx, q, after, limit)
+}
+
+// Querier is what ReadLog needs of a pool, connection or transaction.
+type Querier interface {
 	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
 }
 
-func readLog(ctx context.Context, q querier, after Cursor, limit int) ([]Event, error) {
+func readLog(ctx context.Context, q Querier, after Cursor, limit int) ([]Event, error) {
 	rows, err := q.Query(ctx, `SELECT `+eventColumns+`
 		FROM events e
 		WHERE (e.tx_id, e.position) > ($1::text::xid8, $2)

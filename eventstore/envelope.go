@@ -1,0 +1,75 @@
+package eventstore
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// HeaderTx carries an event's transaction id on NATS, so a consumer can place
+// it in log order (Cursor) without asking Postgres.
+const HeaderTx = "Authd-Tx"
+
+// envelope is the published form of an event, as API.md defines it. It has no
+// field for the secret part.
+type envelope struct {
+	ID         uuid.UUID       `json:"id"`
+	Type       string          `json:"type"`
+	StreamID   string          `json:"stream_id"`
+	Version    int64           `json:"version"`
+	Position   int64           `json:"position"`
+	OccurredAt time.Time       `json:"occurred_at"`
+	TenantID   *uuid.UUID      `json:"tenant_id"`
+	UserID     *uuid.UUID      `json:"user_id"`
+	Metadata   Metadata        `json:"metadata"`
+	Data       json.RawMessage `json:"data"`
+}
+
+// MarshalEnvelope returns the event's public JSON envelope.
+func (e Event) MarshalEnvelope() ([]byte, error) {
+	env := envelope{
+		ID: e.ID, Type: e.Type, StreamID: e.StreamID, Version: e.Version, Position: e.Position,
+		OccurredAt: e.OccurredAt.UTC(), Metadata: e.Metadata, Data: e.Data,
+	}
+	if e.TenantID != uuid.Nil {
+		env.TenantID = &e.TenantID
+	}
+	if e.UserID != uuid.Nil {
+		env.UserID = &e.UserID
+	}
+	if len(env.Data) == 0 {
+		env.Data = json.RawMessage("{}")
+	}
+	b, err := json.Marshal(env)
+	if err != nil {
+		return nil, fmt.Errorf("marshal envelope of event %s: %w", e.ID, err)
+	}
+	return b, nil
+}
+
+// ParseEnvelope reads an event from its published envelope and the
+// transaction id that travelled in its HeaderTx header.
+func ParseEnvelope(body []byte, txHeader string) (Event, error) {
+	var env envelope
+	if err := json.Unmarshal(body, &env); err != nil {
+		return Event{}, fmt.Errorf("parse event envelope: %w", err)
+	}
+	tx, err := ParseTx(txHeader)
+	if err != nil {
+		return Event{}, fmt.Errorf("event %s: %s header: %w", env.ID, HeaderTx, err)
+	}
+	e := Event{
+		ID: env.ID, Type: env.Type, StreamID: env.StreamID, Version: env.Version, Position: env.Position,
+		Commit: Cursor{Tx: tx, Position: env.Position}, OccurredAt: env.OccurredAt,
+		Metadata: env.Metadata, Data: env.Data,
+	}
+	if env.TenantID != nil {
+		e.TenantID = *env.TenantID
+	}
+	if env.UserID != nil {
+		e.UserID = *env.UserID
+	}
+	return e, nil
+}

@@ -1,0 +1,329 @@
+package eventstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+)
+
+// Bus is what the relay needs of the NATS connection (natsbus.Bus).
+type Bus interface {
+	JetStream() jetstream.JetStream
+	EnsureStream(ctx context.Context) (jetstream.Stream, error)
+	Subject(eventType string) string
+}
+
+// RelayConfig tunes the relay; the zero value is usable.
+type RelayConfig struct {
+	BatchSize int           // events read from the log per query (default 1000)
+	Window    int           // published messages awaiting their ack at once (default 256)
+	Poll      time.Duration // how often to look for events other instances appended (default 100ms)
+	Backoff   time.Duration // first wait after a failure, doubling to 30 times it (default 200ms)
+}
+
+func (c RelayConfig) withDefaults() RelayConfig {
+	if c.BatchSize <= 0 {
+		c.BatchSize = 1000
+	}
+	if c.Window <= 0 {
+		c.Window = 256
+	}
+	if c.Poll <= 0 {
+		c.Poll = 100 * time.Millisecond
+	}
+	if c.Backoff <= 0 {
+		c.Backoff = 200 * time.Millisecond
+	}
+	return c
+}
+
+// relayLockKey is the Postgres advisory lock that makes one instance the relay.
+const relayLockKey int64 = 0x61757468645f726c // "authd_rl"
+
+// Relay publishes the log to JetStream in log order, each event once.
+//
+// The stream is kept in strict log order: every publish names the stream
+// sequence it expects to follow, so if one message of a pipelined window is
+// lost the ones after it are refused rather than stored out of order. After any
+// failure the relay asks the stream for the last event it holds and continues
+// from there, which also covers a crash between publish and checkpoint. The
+// event id as Nats-Msg-Id makes a republish within the stream's duplicate
+// window harmless besides.
+type Relay struct {
+	store *Store
+	bus   Bus
+	cfg   RelayConfig
+	log   *slog.Logger
+
+	mu        sync.Mutex
+	published Cursor
+	leading   bool
+
+	publishedTotal prometheus.Counter
+	failures       prometheus.Counter
+	lagSeconds     prometheus.Gauge
+	leader         prometheus.Gauge
+}
+
+// NewRelay returns a relay of store's log to bus. Metrics go to reg when not nil.
+func NewRelay(store *Store, bus Bus, cfg RelayConfig, log *slog.Logger, reg prometheus.Registerer) *Relay {
+	f := promauto.With(reg)
+	return &Relay{
+		store: store, bus: bus, cfg: cfg.withDefaults(), log: log.With("component", "relay"),
+		publishedTotal: f.NewCounter(prometheus.CounterOpts{Name: "authd_relay_published_total", Help: "Events published to JetStream."}),
+		failures:       f.NewCounter(prometheus.CounterOpts{Name: "authd_relay_failures_total", Help: "Relay runs ended by an error (NATS or Postgres unavailable)."}),
+		lagSeconds:     f.NewGauge(prometheus.GaugeOpts{Name: "authd_relay_lag_seconds", Help: "Age of the oldest committed event not yet published (0 when caught up)."}),
+		leader:         f.NewGauge(prometheus.GaugeOpts{Name: "authd_relay_leader", Help: "1 while this instance is the one relaying."}),
+	}
+}
+
+// Published is the cursor of the last event this instance saw acknowledged.
+func (r *Relay) Published() Cursor {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.published
+}
+
+// Leading reports whether this instance holds the relay lock.
+func (r *Relay) Leading() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.leading
+}
+
+// Run relays until ctx ends, then flushes what is already committed (for up to
+// a few seconds) so a graceful shutdown leaves no backlog behind.
+func (r *Relay) Run(ctx context.Context) {
+	backoff := r.cfg.Backoff
+	for ctx.Err() == nil {
+		err := r.leadOnce(ctx, false)
+		if ctx.Err() != nil {
+			break
+		}
+		if err != nil {
+			r.failures.Inc()
+			r.log.Warn("relay interrupted; will retry", "err", err, "retry_in", backoff)
+		} else {
+			backoff = r.cfg.Backoff
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(backoff):
+		}
+		if err != nil {
+			backoff = min(backoff*2, 30*r.cfg.Backoff)
+		}
+	}
+	flush, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := r.leadOnce(flush, true); err != nil && !errors.Is(err, errNotLeader) {
+		r.log.Warn("relay flush at shutdown incomplete", "err", err)
+	}
+}
+
+var errNotLeader = errors.New("another instance is relaying")
+
+// leadOnce takes the relay lock if it is free and relays until ctx ends or
+// something fails; when flushing, only until it has caught up.
+func (r *Relay) leadOnce(ctx context.Context, flushing bool) error {
+	conn, err := r.store.pool.Acquire(ctx)
+	if err != nil {
+		return fmt.Errorf("relay: acquire connection: %w", err)
+	}
+	defer conn.Release()
+	var got bool
+	if err := conn.QueryRow(ctx, "SELECT pg_try_advisory_lock($1)", relayLockKey).Scan(&got); err != nil {
+		conn.Conn().Close(context.Background()) // the lock state is unknown: drop the session
+		return fmt.Errorf("relay: take lock: %w", err)
+	}
+	if !got {
+		return errNotLeader
+	}
+	r.setLeading(true)
+	defer func() {
+		r.setLeading(false)
+		unlock, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		if _, err := conn.Exec(unlock, "SELECT pg_advisory_unlock($1)", relayLockKey); err != nil {
+			conn.Conn().Close(unlock)
+		}
+	}()
+	return r.lead(ctx, conn, flushing)
+}
+
+func (r *Relay) setLeading(v bool) {
+	r.mu.Lock()
+	r.leading = v
+	r.mu.Unlock()
+	if v {
+		r.leader.Set(1)
+	} else {
+		r.leader.Set(0)
+	}
+}
+
+func (r *Relay) lead(ctx context.Context, conn *pgxpool.Conn, flushing bool) error {
+	stream, err := r.bus.EnsureStream(ctx)
+	if err != nil {
+		return fmt.Errorf("relay: %w", err)
+	}
+	cp, lastSeq, err := r.reconcile(ctx, conn, stream)
+	if err != nil {
+		return err
+	}
+	r.setPublished(cp)
+	poll := time.NewTicker(r.cfg.Poll)
+	defer poll.Stop()
+	for {
+		events, err := readLog(ctx, conn, cp, r.cfg.BatchSize)
+		if err != nil {
+			return fmt.Errorf("relay: %w", err)
+		}
+		if len(events) == 0 {
+			r.lagSeconds.Set(0)
+			if flushing {
+				return nil
+			}
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-r.store.Committed():
+			case <-poll.C:
+			}
+			continue
+		}
+		if err := r.publish(ctx, events, lastSeq); err != nil {
+			return err
+		}
+		lastSeq += uint64(len(events))
+		cp = events[len(events)-1].Commit
+		if _, err := conn.Exec(ctx, `UPDATE relay_checkpoint SET tx_id = $1::text::xid8, position = $2, updated_at = now()`,
+			cp.txText(), cp.Position); err != nil {
+			return fmt.Errorf("relay: save checkpoint %s: %w", cp, err)
+		}
+		r.setPublished(cp)
+		r.publishedTotal.Add(float64(len(events)))
+		if len(events) == r.cfg.BatchSize {
+			r.lagSeconds.Set(time.Since(events[len(events)-1].OccurredAt).Seconds())
+		}
+	}
+}
+
+func (r *Relay) setPublished(c Cursor) {
+	r.mu.Lock()
+	r.published = c
+	r.mu.Unlock()
+}
+
+// publish sends events pipelined, at most Window awaiting their ack, each
+// expecting the stream to be exactly at the sequence before it.
+func (r *Relay) publish(ctx context.Context, events []Event, lastSeq uint64) error {
+	js := r.bus.JetStream()
+	pending := make([]jetstream.PubAckFuture, 0, r.cfg.Window)
+	wait := func(f jetstream.PubAckFuture) error {
+		select {
+		case ack := <-f.Ok():
+			if ack.Duplicate {
+				return fmt.Errorf("relay: JetStream already held event %s: another relay is running", f.Msg().Header.Get(nats.MsgIdHdr))
+			}
+			return nil
+		case err := <-f.Err():
+			return fmt.Errorf("relay: publish event %s: %w", f.Msg().Header.Get(nats.MsgIdHdr), err)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	for i, e := range events {
+		if len(pending) == r.cfg.Window {
+			if err := wait(pending[0]); err != nil {
+				return err
+			}
+			pending = pending[1:]
+		}
+		body, err := e.MarshalEnvelope()
+		if err != nil {
+			return fmt.Errorf("relay: %w", err)
+		}
+		msg := nats.NewMsg(r.bus.Subject(e.Type))
+		msg.Data = body
+		msg.Header.Set(nats.MsgIdHdr, e.ID.String())
+		msg.Header.Set(HeaderTx, e.Commit.txText())
+		f, err := js.PublishMsgAsync(msg, jetstream.WithExpectLastSequence(lastSeq+uint64(i)))
+		if err != nil {
+			return fmt.Errorf("relay: publish event %s: %w", e.ID, err)
+		}
+		pending = append(pending, f)
+	}
+	for _, f := range pending {
+		if err := wait(f); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// reconcile returns where to continue: the last event the stream actually
+// holds, which can be ahead of the saved checkpoint (a crash after publishing)
+// or behind it (a stream restored or recreated), and the stream's last sequence.
+func (r *Relay) reconcile(ctx context.Context, conn *pgxpool.Conn, stream jetstream.Stream) (Cursor, uint64, error) {
+	var saved Cursor
+	var tx string
+	if err := conn.QueryRow(ctx, `SELECT tx_id::text, position FROM relay_checkpoint`).Scan(&tx, &saved.Position); err != nil {
+		return Cursor{}, 0, fmt.Errorf("relay: read checkpoint: %w", err)
+	}
+	var err error
+	if saved.Tx, err = ParseTx(tx); err != nil {
+		return Cursor{}, 0, err
+	}
+	info, err := stream.Info(ctx)
+	if err != nil {
+		return Cursor{}, 0, fmt.Errorf("relay: stream info: %w", err)
+	}
+	lastSeq := info.State.LastSeq
+	held, found, err := lastRelayed(ctx, stream, lastSeq)
+	if err != nil {
+		return Cursor{}, 0, err
+	}
+	if !found && lastSeq > 0 {
+		r.log.Warn("the stream's newest messages were not written by the relay; continuing from the saved checkpoint", "checkpoint", saved.String())
+		return saved, lastSeq, nil
+	}
+	if held != saved {
+		r.log.Info("relay checkpoint reconciled with the stream", "saved", saved.String(), "stream_holds", held.String())
+		if _, err := conn.Exec(ctx, `UPDATE relay_checkpoint SET tx_id = $1::text::xid8, position = $2, updated_at = now()`,
+			held.txText(), held.Position); err != nil {
+			return Cursor{}, 0, fmt.Errorf("relay: save checkpoint: %w", err)
+		}
+	}
+	return held, lastSeq, nil
+}
+
+// lastRelayed finds the newest message in the stream that the relay wrote,
+// looking back over a few in case something else published to the subjects.
+func lastRelayed(ctx context.Context, stream jetstream.Stream, lastSeq uint64) (Cursor, bool, error) {
+	const lookBack = 100
+	for seq := lastSeq; seq > 0 && lastSeq-seq < lookBack; seq-- {
+		msg, err := stream.GetMsg(ctx, seq)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue
+		}
+		if err != nil {
+			return Cursor{}, false, fmt.Errorf("relay: read stream message %d: %w", seq, err)
+		}
+		e, err := ParseEnvelope(msg.Data, msg.Header.Get(HeaderTx))
+		if err != nil {
+			continue
+		}
+		return e.Commit, true, nil
+	}
+	return Cursor{}, false, nil
+}

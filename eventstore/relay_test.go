@@ -1,0 +1,238 @@
+package eventstore
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/authd/authd/natsbus"
+	"github.com/authd/authd/testenv"
+)
+
+func startRelay(t *testing.T, s *Store, bus Bus) *Relay {
+	t.Helper()
+	r := NewRelay(s, bus, RelayConfig{Backoff: 50 * time.Millisecond}, slog.New(slog.DiscardHandler), nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { r.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return r
+}
+
+// streamEvents reads every message of the stream in sequence order.
+func streamEvents(t *testing.T, bus *natsbus.Bus) []Event {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	stream, err := bus.EnsureStream(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := stream.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []Event
+	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
+		msg, err := stream.GetMsg(ctx, seq)
+		if err != nil {
+			t.Fatalf("get message %d: %v", seq, err)
+		}
+		e, err := ParseEnvelope(msg.Data, msg.Header.Get(HeaderTx))
+		if err != nil {
+			t.Fatalf("message %d: %v", seq, err)
+		}
+		if msg.Subject != bus.Subject(e.Type) || msg.Header.Get("Nats-Msg-Id") != e.ID.String() {
+			t.Fatalf("message %d: subject %q, msg id %q for event %s of type %s", seq, msg.Subject, msg.Header.Get("Nats-Msg-Id"), e.ID, e.Type)
+		}
+		out = append(out, e)
+	}
+	return out
+}
+
+func waitForMessages(t *testing.T, bus *natsbus.Bus, want uint64, within time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		stream, err := bus.EnsureStream(ctx)
+		var got uint64
+		if err == nil {
+			var info *jetstream.StreamInfo
+			if info, err = stream.Info(ctx); err == nil {
+				got = info.State.Msgs
+			}
+		}
+		cancel()
+		if got >= want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("stream holds %d messages after %s, want %d (last error %v)", got, within, want, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// checkExactlyOnceInOrder checks that the stream holds each appended event
+// once, in log order, and nothing else.
+func checkExactlyOnceInOrder(t *testing.T, got []Event, appended map[uuid.UUID]Event) {
+	t.Helper()
+	if len(got) != len(appended) {
+		t.Errorf("stream holds %d events, %d were appended", len(got), len(appended))
+	}
+	seen := map[uuid.UUID]bool{}
+	for i, e := range got {
+		want, ok := appended[e.ID]
+		switch {
+		case !ok:
+			t.Fatalf("stream message %d is event %s, which was never appended", i, e.ID)
+		case seen[e.ID]:
+			t.Fatalf("event %s published twice", e.ID)
+		case want.Commit != e.Commit || want.Version != e.Version || want.StreamID != e.StreamID:
+			t.Fatalf("event %s published as %s v%d at %s, appended as %s v%d at %s", e.ID, e.StreamID, e.Version, e.Commit, want.StreamID, want.Version, want.Commit)
+		case i > 0 && !got[i-1].Commit.Before(e.Commit):
+			t.Fatalf("message %d (%s) is not after message %d (%s) in log order", i, e.Commit, i-1, got[i-1].Commit)
+		}
+		seen[e.ID] = true
+	}
+}
+
+func TestRelayPublishesEveryEventOnceInLogOrder(t *testing.T) {
+	t.Parallel()
+	for _, which := range testenv.NATSServers() {
+		t.Run(string(which), func(t *testing.T) {
+			t.Parallel()
+			s, _ := newStore(t)
+			bus := testenv.NATS(t, which)
+			startRelay(t, s, bus)
+
+			const writers, perWriter = 8, 150
+			var mu sync.Mutex
+			appended := map[uuid.UUID]Event{}
+			var wg sync.WaitGroup
+			for w := range writers {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					stream := fmt.Sprintf("writer-%d", w)
+					for v := int64(0); v < perWriter; {
+						n := 1 + int(v)%3
+						batch := make([]Event, n)
+						for i := range batch {
+							batch[i] = ev("Tick", fmt.Sprintf(`{"writer":%d,"n":%d}`, w, int(v)+i))
+						}
+						c, err := s.Append(context.Background(), stream, v, batch...)
+						if err != nil {
+							t.Errorf("writer %d: %v", w, err)
+							return
+						}
+						mu.Lock()
+						for _, e := range c.Events {
+							appended[e.ID] = e
+						}
+						mu.Unlock()
+						v += int64(n)
+					}
+				}()
+			}
+			wg.Wait()
+			waitForMessages(t, bus, uint64(len(appended)), 30*time.Second)
+			time.Sleep(200 * time.Millisecond) // a duplicate, if any, would arrive now
+			checkExactlyOnceInOrder(t, streamEvents(t, bus), appended)
+		})
+	}
+}
+
+func TestRelayNeverPublishesTheSealedPart(t *testing.T) {
+	t.Parallel()
+	s, _ := newStore(t)
+	bus := testenv.NATS(t, testenv.EmbeddedNATS)
+	startRelay(t, s, bus)
+	e := ev("UserRegistered", `{"email":"a@example.com"}`)
+	e.Secret = json.RawMessage(`{"password_hash":"$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2g"}`)
+	if _, err := s.Append(context.Background(), "user-1", 0, e); err != nil {
+		t.Fatal(err)
+	}
+	waitForMessages(t, bus, 1, 10*time.Second)
+	ctx := context.Background()
+	stream, _ := bus.EnsureStream(ctx)
+	msg, err := stream.GetMsg(ctx, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw := string(msg.Data) + fmt.Sprint(msg.Header)
+	for _, secret := range []string{"argon2id", "aGFzaGhhc2g", "password_hash", "sealed"} {
+		if strings.Contains(raw, secret) {
+			t.Fatalf("published message contains %q: %s", secret, raw)
+		}
+	}
+	var env map[string]any
+	if err := json.Unmarshal(msg.Data, &env); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"id", "type", "stream_id", "version", "position", "occurred_at", "tenant_id", "user_id", "metadata", "data"} {
+		if _, ok := env[k]; !ok {
+			t.Errorf("envelope lacks %q: %s", k, msg.Data)
+		}
+	}
+	if len(env) != 10 {
+		t.Errorf("envelope has %d fields, want the 10 of API.md: %s", len(env), msg.Data)
+	}
+}
+
+// A relay that dies after publishing but before saving its checkpoint must
+// not publish those events again, however long ago that was.
+func TestRelayRecoversFromACrashBeforeItsCheckpoint(t *testing.T) {
+	t.Parallel()
+	for _, which := range testenv.NATSServers() {
+		t.Run(string(which), func(t *testing.T) {
+			t.Parallel()
+			s, pool := newStore(t)
+			bus := testenv.NATS(t, which)
+			ctx := context.Background()
+			appended := map[uuid.UUID]Event{}
+			appendN := func(stream string, n int) {
+				for i := range n {
+					c, err := s.Append(ctx, stream, int64(i), ev("Tick", `{}`))
+					if err != nil {
+						t.Fatal(err)
+					}
+					appended[c.Events[0].ID] = c.Events[0]
+				}
+			}
+			appendN("before", 40)
+			first, cancel := context.WithCancel(ctx)
+			r := NewRelay(s, bus, RelayConfig{}, slog.New(slog.DiscardHandler), nil)
+			done := make(chan struct{})
+			go func() { r.Run(first); close(done) }()
+			waitForMessages(t, bus, 40, 10*time.Second)
+			cancel()
+			<-done
+			// The crash: the checkpoint never saw what was published.
+			if _, err := pool.Exec(ctx, `UPDATE relay_checkpoint SET tx_id = '0', position = 0`); err != nil {
+				t.Fatal(err)
+			}
+			// Past the duplicate window, Nats-Msg-Id alone would not catch a republish.
+			short := bus.StreamConfig()
+			short.Duplicates = 100 * time.Millisecond
+			if _, err := bus.JetStream().UpdateStream(ctx, short); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(300 * time.Millisecond)
+			appendN("after", 25)
+			startRelay(t, s, bus)
+			waitForMessages(t, bus, 65, 10*time.Second)
+			time.Sleep(300 * time.Millisecond)
+			checkExactlyOnceInOrder(t, streamEvents(t, bus), appended)
+		})
+	}
+}

@@ -1,0 +1,111 @@
+// Package projections builds authd's read models from the event log: each
+// projection follows the JetStream stream with its own durable consumer, and
+// can be rebuilt from the Postgres log while the service runs.
+package projections
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/authd/authd/eventstore"
+)
+
+// Projection turns events into a read model.
+type Projection interface {
+	// Name identifies the projection: its checkpoint, consumer and CLI name.
+	Name() string
+	// Tables are the read model's tables; a rebuild fills fresh copies of
+	// them and swaps them in. Apply must name them unqualified.
+	Tables() []string
+	// Apply applies a batch of events in log order inside tx. It is given
+	// every event type and ignores those it does not use. An error stops the
+	// projection: the batch is never skipped.
+	Apply(ctx context.Context, tx pgx.Tx, events []eventstore.Event) error
+}
+
+// All returns every projection authd runs, in one place so the server and
+// authctl agree on the list.
+func All() []Projection {
+	return []Projection{Users{}}
+}
+
+// Find returns the projection with the given name.
+func Find(name string) (Projection, bool) {
+	for _, p := range All() {
+		if p.Name() == name {
+			return p, true
+		}
+	}
+	return nil, false
+}
+
+// decode reads an event's public data into T.
+func decode[T any](e eventstore.Event) (T, error) {
+	var v T
+	if err := json.Unmarshal(e.Data, &v); err != nil {
+		return v, fmt.Errorf("event %s (%s at %s): %w", e.ID, e.Type, e.Commit, err)
+	}
+	return v, nil
+}
+
+// Checkpoint is how far a projection has applied the log.
+type Checkpoint struct {
+	Cursor    eventstore.Cursor
+	StreamSeq uint64 // a JetStream sequence at or before Cursor: where its consumer resumes
+}
+
+// readCheckpoint reads a projection's checkpoint, creating it at the start of
+// the log the first time; with lock it is held until tx ends, which is how
+// appliers of the same projection take turns.
+func readCheckpoint(ctx context.Context, tx pgx.Tx, name string, lock bool) (Checkpoint, error) {
+	if _, err := tx.Exec(ctx, `INSERT INTO projection_checkpoints (name) VALUES ($1) ON CONFLICT (name) DO NOTHING`, name); err != nil {
+		return Checkpoint{}, fmt.Errorf("projection %s: create checkpoint: %w", name, err)
+	}
+	q := `SELECT tx_id::text, position, stream_seq FROM projection_checkpoints WHERE name = $1`
+	if lock {
+		q += ` FOR UPDATE`
+	}
+	return scanCheckpoint(tx.QueryRow(ctx, q, name), name)
+}
+
+// loadCheckpoint reads a checkpoint without a transaction or lock.
+func loadCheckpoint(ctx context.Context, pool *pgxpool.Pool, name string) (Checkpoint, error) {
+	cp, err := scanCheckpoint(pool.QueryRow(ctx,
+		`SELECT tx_id::text, position, stream_seq FROM projection_checkpoints WHERE name = $1`, name), name)
+	if err != nil && err == pgx.ErrNoRows {
+		return Checkpoint{}, nil
+	}
+	return cp, err
+}
+
+func scanCheckpoint(row pgx.Row, name string) (Checkpoint, error) {
+	var cp Checkpoint
+	var tx string
+	var seq int64
+	if err := row.Scan(&tx, &cp.Cursor.Position, &seq); err != nil {
+		if err == pgx.ErrNoRows {
+			return Checkpoint{}, err
+		}
+		return Checkpoint{}, fmt.Errorf("projection %s: read checkpoint: %w", name, err)
+	}
+	t, err := eventstore.ParseTx(tx)
+	if err != nil {
+		return Checkpoint{}, err
+	}
+	cp.Cursor.Tx, cp.StreamSeq = t, uint64(seq)
+	return cp, nil
+}
+
+func writeCheckpoint(ctx context.Context, tx pgx.Tx, name string, cp Checkpoint) error {
+	_, err := tx.Exec(ctx, `UPDATE projection_checkpoints
+		SET tx_id = $2::text::xid8, position = $3, stream_seq = $4, updated_at = now() WHERE name = $1`,
+		name, fmt.Sprint(cp.Cursor.Tx), cp.Cursor.Position, int64(cp.StreamSeq))
+	if err != nil {
+		return fmt.Errorf("projection %s: save checkpoint %s: %w", name, cp.Cursor, err)
+	}
+	return nil
+}

@@ -1,0 +1,182 @@
+package projections
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/authd/authd/eventstore"
+)
+
+// RebuildStats reports a finished rebuild.
+type RebuildStats struct {
+	Events   int64
+	Duration time.Duration
+}
+
+// Rebuild recomputes a projection from the Postgres log while authd keeps
+// running. It fills fresh copies of the projection's tables in a scratch
+// schema, batch by batch, while the live projection goes on serving and
+// applying. At the end it takes the checkpoint's row lock, which pauses the
+// live applier between two batches, applies what is left, swaps the new tables
+// in and moves the checkpoint to where the rebuild ended. The live applier then
+// carries on from the same JetStream sequence and skips what the rebuild
+// covered: no gap and no event applied twice.
+//
+// progress, when not nil, is called after every batch with the events done and
+// the total the log held when the rebuild began.
+func Rebuild(ctx context.Context, pool *pgxpool.Pool, store *eventstore.Store, p Projection, batchSize int, progress func(done, total int64)) (RebuildStats, error) {
+	start := time.Now()
+	name := p.Name()
+	if batchSize <= 0 {
+		batchSize = 10000
+	}
+	scratch := pgx.Identifier{"authd_rebuild_" + name}.Sanitize()
+	var live string
+	if err := pool.QueryRow(ctx, `SELECT current_schema()`).Scan(&live); err != nil {
+		return RebuildStats{}, fmt.Errorf("rebuild %s: %w", name, err)
+	}
+	liveSchema := pgx.Identifier{live}.Sanitize()
+	if err := createScratch(ctx, pool, p, scratch, liveSchema); err != nil {
+		return RebuildStats{}, err
+	}
+	total, _, err := store.Backlog(ctx, eventstore.Cursor{})
+	if err != nil {
+		return RebuildStats{}, fmt.Errorf("rebuild %s: %w", name, err)
+	}
+
+	var cursor eventstore.Cursor
+	var done int64
+	for {
+		events, err := store.ReadLog(ctx, cursor, batchSize)
+		if err != nil {
+			return RebuildStats{}, fmt.Errorf("rebuild %s: %w", name, err)
+		}
+		if len(events) == 0 {
+			break
+		}
+		if err := applyInSchema(ctx, pool, p, scratch, liveSchema, events); err != nil {
+			return RebuildStats{}, err
+		}
+		cursor = events[len(events)-1].Commit
+		done += int64(len(events))
+		if progress != nil {
+			progress(done, max(total, done))
+		}
+		if len(events) < batchSize {
+			break
+		}
+	}
+
+	tail, err := swap(ctx, pool, store, p, scratch, liveSchema, cursor, batchSize)
+	if err != nil {
+		return RebuildStats{}, err
+	}
+	done += tail
+	if progress != nil {
+		progress(done, max(total, done))
+	}
+	return RebuildStats{Events: done, Duration: time.Since(start)}, nil
+}
+
+func createScratch(ctx context.Context, pool *pgxpool.Pool, p Projection, scratch, live string) error {
+	tx, err := pool.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("rebuild %s: %w", p.Name(), err)
+	}
+	defer tx.Rollback(ctx)
+	stmts := []string{`DROP SCHEMA IF EXISTS ` + scratch + ` CASCADE`, `CREATE SCHEMA ` + scratch}
+	for _, t := range p.Tables() {
+		table := pgx.Identifier{t}.Sanitize()
+		stmts = append(stmts, `CREATE TABLE `+scratch+`.`+table+` (LIKE `+live+`.`+table+` INCLUDING ALL)`)
+	}
+	for _, s := range stmts {
+		if _, err := tx.Exec(ctx, s); err != nil {
+			return fmt.Errorf("rebuild %s: prepare scratch tables: %w", p.Name(), err)
+		}
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return fmt.Errorf("rebuild %s: prepare scratch tables: %w", p.Name(), err)
+	}
+	return nil
+}
+
+// applyInSchema applies events to the scratch copies: the projection names
+// its tables unqualified, so the transaction's search_path picks the copies
+// first and finds the rest (the log) in the live schema.
+func applyInSchema(ctx context.Context, pool *pgxpool.Pool, p Projection, scratch, live string, events []eventstore.Event) error {
+	return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SET LOCAL search_path TO `+scratch+`, `+live); err != nil {
+			return fmt.Errorf("rebuild %s: %w", p.Name(), err)
+		}
+		if err := p.Apply(ctx, tx, events); err != nil {
+			return fmt.Errorf("rebuild %s: apply events from %s: %w", p.Name(), events[0].Commit, err)
+		}
+		return nil
+	})
+}
+
+// swap finishes the rebuild under the checkpoint lock and returns how many
+// events it applied on the way.
+func swap(ctx context.Context, pool *pgxpool.Pool, store *eventstore.Store, p Projection, scratch, live string, cursor eventstore.Cursor, batchSize int) (int64, error) {
+	name := p.Name()
+	tx, err := pool.Begin(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("rebuild %s: %w", name, err)
+	}
+	defer tx.Rollback(ctx)
+	cp, err := readCheckpoint(ctx, tx, name, true)
+	if err != nil {
+		return 0, err
+	}
+	if _, err := tx.Exec(ctx, `SET LOCAL search_path TO `+scratch+`, `+live); err != nil {
+		return 0, fmt.Errorf("rebuild %s: %w", name, err)
+	}
+	// Whatever committed since the last batch, read through this transaction
+	// so that nothing can slip between the read and the swap.
+	var tail int64
+	for {
+		events, err := eventstore.ReadLogIn(ctx, tx, cursor, batchSize)
+		if err != nil {
+			return 0, fmt.Errorf("rebuild %s: %w", name, err)
+		}
+		if len(events) == 0 {
+			break
+		}
+		if err := p.Apply(ctx, tx, events); err != nil {
+			return 0, fmt.Errorf("rebuild %s: apply events from %s: %w", name, events[0].Commit, err)
+		}
+		cursor = events[len(events)-1].Commit
+		tail += int64(len(events))
+	}
+	if cursor.Before(cp.Cursor) {
+		// The live projection is ahead of what the log lets a reader see now,
+		// which cannot happen; refuse rather than move its checkpoint back.
+		return 0, fmt.Errorf("rebuild %s: the live checkpoint %s is ahead of the log's readable end %s", name, cp.Cursor, cursor)
+	}
+	if _, err := tx.Exec(ctx, `SET LOCAL search_path TO `+live); err != nil {
+		return 0, fmt.Errorf("rebuild %s: %w", name, err)
+	}
+	for _, t := range p.Tables() {
+		table := pgx.Identifier{t}.Sanitize()
+		for _, s := range []string{`DROP TABLE ` + live + `.` + table, `ALTER TABLE ` + scratch + `.` + table + ` SET SCHEMA ` + live} {
+			if _, err := tx.Exec(ctx, s); err != nil {
+				return 0, fmt.Errorf("rebuild %s: swap in %s: %w", name, t, err)
+			}
+		}
+	}
+	if _, err := tx.Exec(ctx, `DROP SCHEMA `+scratch); err != nil {
+		return 0, fmt.Errorf("rebuild %s: drop scratch schema: %w", name, err)
+	}
+	cp.Cursor = cursor
+	if err := writeCheckpoint(ctx, tx, name, cp); err != nil {
+		return 0, err
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return 0, fmt.Errorf("rebuild %s: commit swap: %w", name, err)
+	}
+	return tail, nil
+}

@@ -1,0 +1,438 @@
+package projections
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+
+	"github.com/authd/authd/eventstore"
+)
+
+// Bus is what the runner needs of the NATS connection (natsbus.Bus).
+type Bus interface {
+	EnsureStream(ctx context.Context) (jetstream.Stream, error)
+	SubjectFilter() string
+}
+
+// Config tunes the runner; the zero value is usable.
+type Config struct {
+	BatchSize int           // events applied per transaction at most (default 1000)
+	Poll      time.Duration // how often an instance that does not apply a projection re-reads its checkpoint for waiters (default 50ms)
+	Backoff   time.Duration // first wait after a failure, doubling to 30 times it (default 200ms)
+	AckWait   time.Duration // how long JetStream waits for a batch's ack before redelivering (default 1m)
+}
+
+func (c Config) withDefaults() Config {
+	if c.BatchSize <= 0 {
+		c.BatchSize = 1000
+	}
+	if c.Poll <= 0 {
+		c.Poll = 50 * time.Millisecond
+	}
+	if c.Backoff <= 0 {
+		c.Backoff = 200 * time.Millisecond
+	}
+	if c.AckWait <= 0 {
+		c.AckWait = time.Minute
+	}
+	return c
+}
+
+// Runner applies projections from JetStream and answers read-your-writes waits.
+//
+// Only one instance applies a given projection at a time (a Postgres advisory
+// lock); a durable consumer splitting messages between two instances would let
+// one skip what the other had not yet applied. The Postgres checkpoint, not the
+// consumer's ack floor, is the truth: a leader recreates the consumer from the
+// checkpoint, drops out and starts again if JetStream delivers anything but the
+// next sequence, and every batch skips what the checkpoint already covers.
+type Runner struct {
+	pool   *pgxpool.Pool
+	bus    Bus
+	cfg    Config
+	log    *slog.Logger
+	states map[string]*state
+	order  []Projection
+
+	applied  *prometheus.CounterVec
+	delay    *prometheus.HistogramVec
+	lag      *prometheus.GaugeVec
+	failing  *prometheus.GaugeVec
+	position *prometheus.GaugeVec
+}
+
+// NewRunner returns a runner of projections. Metrics go to reg when not nil.
+func NewRunner(pool *pgxpool.Pool, bus Bus, projections []Projection, cfg Config, log *slog.Logger, reg prometheus.Registerer) *Runner {
+	f := promauto.With(reg)
+	r := &Runner{
+		pool: pool, bus: bus, cfg: cfg.withDefaults(), log: log.With("component", "projections"),
+		states: make(map[string]*state, len(projections)), order: projections,
+		applied: f.NewCounterVec(prometheus.CounterOpts{Name: "authd_projection_events_applied_total", Help: "Events applied by a projection."}, []string{"projection"}),
+		delay: f.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "authd_projection_apply_delay_seconds", Help: "Time from an event's append to its projection's commit.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
+		}, []string{"projection"}),
+		lag:      f.NewGaugeVec(prometheus.GaugeOpts{Name: "authd_projection_lag_seconds", Help: "Append-to-apply delay of the last event a projection applied."}, []string{"projection"}),
+		failing:  f.NewGaugeVec(prometheus.GaugeOpts{Name: "authd_projection_failing", Help: "1 while a projection is stopped by an error."}, []string{"projection"}),
+		position: f.NewGaugeVec(prometheus.GaugeOpts{Name: "authd_projection_checkpoint_position", Help: "Log position of a projection's checkpoint."}, []string{"projection"}),
+	}
+	for _, p := range projections {
+		r.states[p.Name()] = newState()
+	}
+	return r
+}
+
+// Run applies every projection until ctx ends.
+func (r *Runner) Run(ctx context.Context) {
+	var wg sync.WaitGroup
+	for _, p := range r.order {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r.run(ctx, p, r.states[p.Name()])
+		}()
+	}
+	wg.Wait()
+}
+
+// Status is a projection's health as this instance sees it.
+type Status struct {
+	Name       string
+	Checkpoint eventstore.Cursor
+	Leading    bool
+	Err        error // why the projection is stopped; nil while it runs
+}
+
+// Statuses reports every projection, in the order they were given.
+func (r *Runner) Statuses() []Status {
+	out := make([]Status, 0, len(r.order))
+	for _, p := range r.order {
+		st := r.states[p.Name()]
+		st.mu.Lock()
+		out = append(out, Status{Name: p.Name(), Checkpoint: st.cp, Leading: st.leading, Err: st.err})
+		st.mu.Unlock()
+	}
+	return out
+}
+
+// ErrUnknownProjection is returned by Wait for a name the runner does not run.
+var ErrUnknownProjection = errors.New("projections: unknown projection")
+
+// Wait returns once the named projection has applied the log up to and
+// including cursor, or with ctx's error. Commands call it after an append so
+// that the client's next read sees its write.
+func (r *Runner) Wait(ctx context.Context, name string, cursor eventstore.Cursor) error {
+	st, ok := r.states[name]
+	if !ok {
+		return fmt.Errorf("%w %q", ErrUnknownProjection, name)
+	}
+	st.mu.Lock()
+	st.waiters++
+	st.mu.Unlock()
+	defer func() {
+		st.mu.Lock()
+		st.waiters--
+		st.mu.Unlock()
+	}()
+	for {
+		st.mu.Lock()
+		done, changed := !st.cp.Before(cursor), st.changed
+		st.mu.Unlock()
+		if done {
+			return nil
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return fmt.Errorf("wait for projection %s to reach %s: %w", name, cursor, ctx.Err())
+		}
+	}
+}
+
+// state is what this instance knows of one projection.
+type state struct {
+	mu      sync.Mutex
+	cp      eventstore.Cursor
+	changed chan struct{} // closed and replaced whenever cp advances
+	waiters int
+	leading bool
+	err     error
+}
+
+func newState() *state { return &state{changed: make(chan struct{})} }
+
+func (s *state) advance(c eventstore.Cursor) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cp.Before(c) {
+		s.cp = c
+		close(s.changed)
+		s.changed = make(chan struct{})
+	}
+}
+
+func (s *state) set(f func(*state)) {
+	s.mu.Lock()
+	f(s)
+	s.mu.Unlock()
+}
+
+func (r *Runner) run(ctx context.Context, p Projection, st *state) {
+	backoff := r.cfg.Backoff
+	for ctx.Err() == nil {
+		err := r.leadOnce(ctx, p, st)
+		switch {
+		case ctx.Err() != nil:
+			return
+		case errors.Is(err, errNotLeader):
+			r.follow(ctx, p, st, time.Second)
+			continue
+		case err != nil:
+			st.set(func(s *state) { s.err = err })
+			r.failing.WithLabelValues(p.Name()).Set(1)
+			r.log.Error("projection stopped; retrying from its checkpoint", "projection", p.Name(), "err", err, "retry_in", backoff)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(backoff):
+			}
+			backoff = min(backoff*2, 30*r.cfg.Backoff)
+		}
+	}
+}
+
+// follow keeps waiters moving on an instance that does not apply p, by
+// re-reading the checkpoint the leader writes, for the given time.
+func (r *Runner) follow(ctx context.Context, p Projection, st *state, d time.Duration) {
+	t := time.NewTicker(r.cfg.Poll)
+	defer t.Stop()
+	until := time.After(d)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-until:
+			return
+		case <-t.C:
+			st.mu.Lock()
+			waiting := st.waiters > 0
+			st.mu.Unlock()
+			if !waiting {
+				continue
+			}
+			if cp, err := loadCheckpoint(ctx, r.pool, p.Name()); err == nil {
+				st.advance(cp.Cursor)
+			}
+		}
+	}
+}
+
+var errNotLeader = errors.New("another instance applies this projection")
+
+func (r *Runner) leadOnce(ctx context.Context, p Projection, st *state) error {
+	conn, err := r.pool.Acquire(ctx)
+	if err != nil {
+		return fmt.Errorf("acquire connection: %w", err)
+	}
+	defer conn.Release()
+	var got bool
+	if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock(hashtextextended('authd.projection.' || $1, 0))`, p.Name()).Scan(&got); err != nil {
+		conn.Conn().Close(context.Background())
+		return fmt.Errorf("take projection lock: %w", err)
+	}
+	if !got {
+		return errNotLeader
+	}
+	st.set(func(s *state) { s.leading = true })
+	defer func() {
+		st.set(func(s *state) { s.leading = false })
+		unlock, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		if _, err := conn.Exec(unlock, `SELECT pg_advisory_unlock(hashtextextended('authd.projection.' || $1, 0))`, p.Name()); err != nil {
+			conn.Conn().Close(unlock)
+		}
+	}()
+	return r.lead(ctx, conn, p, st)
+}
+
+func (r *Runner) lead(ctx context.Context, conn *pgxpool.Conn, p Projection, st *state) error {
+	name := p.Name()
+	stream, err := r.bus.EnsureStream(ctx)
+	if err != nil {
+		return err
+	}
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("projection %s: %w", name, err)
+	}
+	cp, err := readCheckpoint(ctx, tx, name, false)
+	if err == nil {
+		err = tx.Commit(ctx)
+	}
+	if err != nil {
+		_ = tx.Rollback(ctx)
+		return err
+	}
+	st.advance(cp.Cursor)
+	r.position.WithLabelValues(name).Set(float64(cp.Cursor.Position))
+
+	cons, err := r.resetConsumer(ctx, stream, name, cp.StreamSeq)
+	if err != nil {
+		return err
+	}
+	done := make(chan struct{})
+	defer close(done)
+	msgs := make(chan jetstream.Msg, 2*r.cfg.BatchSize)
+	consumeErr := make(chan error, 1)
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		select {
+		case msgs <- m:
+		case <-done:
+		}
+	}, jetstream.PullMaxMessages(r.cfg.BatchSize), jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+		if errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrNoHeartbeat) {
+			select {
+			case consumeErr <- err:
+			default:
+			}
+		}
+	}))
+	if err != nil {
+		return fmt.Errorf("projection %s: consume: %w", name, err)
+	}
+	defer cc.Stop()
+
+	expect := cp.StreamSeq + 1
+	first := cp.StreamSeq == 0 // a stream may have been purged: take whatever comes first
+	batch := make([]jetstream.Msg, 0, r.cfg.BatchSize)
+	for {
+		batch = batch[:0]
+		select {
+		case <-ctx.Done():
+			return nil
+		case err := <-consumeErr:
+			return fmt.Errorf("projection %s: consumer: %w", name, err)
+		case m := <-msgs:
+			batch = append(batch, m)
+		}
+	drain:
+		for len(batch) < r.cfg.BatchSize {
+			select {
+			case m := <-msgs:
+				batch = append(batch, m)
+			default:
+				break drain
+			}
+		}
+		events := make([]eventstore.Event, 0, len(batch))
+		for _, m := range batch {
+			meta, err := m.Metadata()
+			if err != nil {
+				return fmt.Errorf("projection %s: %w", name, err)
+			}
+			if !first && meta.Sequence.Stream != expect {
+				return fmt.Errorf("projection %s: JetStream delivered sequence %d, expected %d: restarting from the checkpoint", name, meta.Sequence.Stream, expect)
+			}
+			first, expect = false, meta.Sequence.Stream+1
+			e, err := eventstore.ParseEnvelope(m.Data(), m.Headers().Get(eventstore.HeaderTx))
+			if err != nil {
+				return fmt.Errorf("projection %s: stream sequence %d: %w", name, meta.Sequence.Stream, err)
+			}
+			events = append(events, e)
+		}
+		next, n, err := r.applyBatch(ctx, conn, p, events, expect-1)
+		if err != nil {
+			return err
+		}
+		// AckAll: acknowledging the last message acknowledges the batch.
+		if err := batch[len(batch)-1].Ack(); err != nil {
+			r.log.Warn("ack failed; the batch will be redelivered and skipped", "projection", name, "err", err)
+		}
+		st.advance(next.Cursor)
+		st.set(func(s *state) { s.err = nil })
+		r.failing.WithLabelValues(name).Set(0)
+		r.observe(name, events, n, next)
+	}
+}
+
+func (r *Runner) observe(name string, events []eventstore.Event, applied int, cp Checkpoint) {
+	r.applied.WithLabelValues(name).Add(float64(applied))
+	r.position.WithLabelValues(name).Set(float64(cp.Cursor.Position))
+	now := time.Now()
+	h := r.delay.WithLabelValues(name)
+	for _, e := range events {
+		h.Observe(now.Sub(e.OccurredAt).Seconds())
+	}
+	r.lag.WithLabelValues(name).Set(now.Sub(events[len(events)-1].OccurredAt).Seconds())
+}
+
+// resetConsumer (re)creates the projection's durable consumer so that it
+// delivers from just after the checkpoint's stream sequence.
+func (r *Runner) resetConsumer(ctx context.Context, stream jetstream.Stream, name string, seq uint64) (jetstream.Consumer, error) {
+	durable := "authd_projection_" + name
+	if err := stream.DeleteConsumer(ctx, durable); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return nil, fmt.Errorf("projection %s: delete consumer: %w", name, err)
+	}
+	cfg := jetstream.ConsumerConfig{
+		Durable:       durable,
+		Description:   "authd projection " + name + "; positioned from its Postgres checkpoint",
+		AckPolicy:     jetstream.AckAllPolicy,
+		AckWait:       r.cfg.AckWait,
+		MaxAckPending: 4 * r.cfg.BatchSize,
+		FilterSubject: r.bus.SubjectFilter(),
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+	}
+	if seq > 0 {
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, seq+1
+	}
+	cons, err := stream.CreateOrUpdateConsumer(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("projection %s: create consumer: %w", name, err)
+	}
+	return cons, nil
+}
+
+// applyBatch applies events newer than the checkpoint in one transaction with
+// the checkpoint's advance, and returns the new checkpoint and how many events
+// were new. Holding the checkpoint row locked is what lets a rebuild swap the
+// read model in between two batches.
+func (r *Runner) applyBatch(ctx context.Context, conn *pgxpool.Conn, p Projection, events []eventstore.Event, lastSeq uint64) (Checkpoint, int, error) {
+	name := p.Name()
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		return Checkpoint{}, 0, fmt.Errorf("projection %s: begin: %w", name, err)
+	}
+	defer tx.Rollback(ctx)
+	cp, err := readCheckpoint(ctx, tx, name, true)
+	if err != nil {
+		return Checkpoint{}, 0, err
+	}
+	fresh := events[:0:0]
+	for _, e := range events {
+		if cp.Cursor.Before(e.Commit) {
+			fresh = append(fresh, e)
+			cp.Cursor = e.Commit
+		}
+	}
+	if len(fresh) > 0 {
+		if err := p.Apply(ctx, tx, fresh); err != nil {
+			return Checkpoint{}, 0, fmt.Errorf("projection %s: apply %d events from %s: %w", name, len(fresh), fresh[0].Commit, err)
+		}
+	}
+	cp.StreamSeq = max(cp.StreamSeq, lastSeq)
+	if err := writeCheckpoint(ctx, tx, name, cp); err != nil {
+		return Checkpoint{}, 0, err
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return Checkpoint{}, 0, fmt.Errorf("projection %s: commit: %w", name, err)
+	}
+	return cp, len(fresh), nil
+}

@@ -1,0 +1,336 @@
+package projections
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/authd/authd/commands"
+	"github.com/authd/authd/domain"
+	"github.com/authd/authd/eventstore"
+	"github.com/authd/authd/natsbus"
+	"github.com/authd/authd/seal"
+	"github.com/authd/authd/testenv"
+)
+
+type harness struct {
+	pool  *pgxpool.Pool
+	store *eventstore.Store
+	bus   *natsbus.Bus
+}
+
+func newHarness(t *testing.T, bus *natsbus.Bus) *harness {
+	t.Helper()
+	pool, _ := testenv.Database(t)
+	sealer, err := seal.New(make([]byte, seal.KeySize))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &harness{pool: pool, store: eventstore.NewStore(pool, sealer, nil), bus: bus}
+}
+
+func (h *harness) startRelay(t *testing.T) (stop func()) {
+	t.Helper()
+	r := eventstore.NewRelay(h.store, h.bus, eventstore.RelayConfig{Backoff: 50 * time.Millisecond}, testenv.Logger(t), nil)
+	return background(t, r.Run)
+}
+
+func (h *harness) startRunner(t *testing.T) *Runner {
+	t.Helper()
+	r := NewRunner(h.pool, h.bus, All(), Config{Backoff: 50 * time.Millisecond}, testenv.Logger(t), nil)
+	background(t, r.Run)
+	return r
+}
+
+// background runs run until the test ends or stop is called.
+func background(t *testing.T, run func(context.Context)) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { run(ctx); close(done) }()
+	stop = func() { cancel(); <-done }
+	t.Cleanup(stop)
+	return stop
+}
+
+func (h *harness) append(t testing.TB, stream string, expected int64, events ...domain.Event) eventstore.Cursor {
+	t.Helper()
+	out := make([]eventstore.Event, len(events))
+	for i, e := range events {
+		var err error
+		if out[i], err = commands.Encode(e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c, err := h.store.Append(context.Background(), stream, expected, out...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c.Last
+}
+
+// registerUsers registers n users, verifying every other one, and returns the
+// cursor of the last event.
+func (h *harness) registerUsers(t testing.TB, n int) eventstore.Cursor {
+	t.Helper()
+	var last eventstore.Cursor
+	tenant := uuid.New()
+	for i := range n {
+		id := uuid.New()
+		reg := &domain.UserRegistered{UserID: id, TenantID: tenant, Email: fmt.Sprintf("u%d-%s@example.com", i, id), Name: fmt.Sprintf("User %d", i)}
+		reg.Secret.PasswordHash = "$argon2id$secret"
+		if i%2 == 0 {
+			last = h.append(t, "user-"+id.String(), 0, reg, domain.EmailVerified{UserID: id})
+		} else {
+			last = h.append(t, "user-"+id.String(), 0, reg)
+		}
+	}
+	return last
+}
+
+func waitFor(t *testing.T, r *Runner, name string, c eventstore.Cursor) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := r.Wait(ctx, name, c); err != nil {
+		t.Fatalf("projection %s never reached %s: %v (statuses %+v)", name, c, err, r.Statuses())
+	}
+}
+
+// dumpUsers renders the users read model for comparison.
+func dumpUsers(t *testing.T, pool *pgxpool.Pool) []string {
+	t.Helper()
+	rows, err := pool.Query(context.Background(), `SELECT id, tenant_id, email, name, email_verified, created_at, updated_at FROM users ORDER BY id`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var id, tenant uuid.UUID
+		var email, name string
+		var verified bool
+		var created, updated time.Time
+		if err := rows.Scan(&id, &tenant, &email, &name, &verified, &created, &updated); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, fmt.Sprintf("%s|%s|%s|%s|%t|%d|%d", id, tenant, email, name, verified, created.UnixMicro(), updated.UnixMicro()))
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func verifiedCount(rows []string) int {
+	n := 0
+	for _, r := range rows {
+		if strings.Contains(r, "|true|") {
+			n++
+		}
+	}
+	return n
+}
+
+func TestUsersProjectionFollowsTheLog(t *testing.T) {
+	t.Parallel()
+	for _, which := range testenv.NATSServers() {
+		t.Run(string(which), func(t *testing.T) {
+			t.Parallel()
+			h := newHarness(t, testenv.NATS(t, which))
+			h.startRelay(t)
+			r := h.startRunner(t)
+			last := h.registerUsers(t, 120)
+			waitFor(t, r, "users", last)
+			rows := dumpUsers(t, h.pool)
+			if len(rows) != 120 || verifiedCount(rows) != 60 {
+				t.Fatalf("users read model has %d users, %d verified; want 120 and 60", len(rows), verifiedCount(rows))
+			}
+			for _, row := range rows {
+				if strings.Contains(row, "argon2id") {
+					t.Fatal("a secret reached the read model")
+				}
+			}
+		})
+	}
+}
+
+func TestWaitIsBoundedByItsContext(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, testenv.NATS(t, testenv.EmbeddedNATS))
+	r := NewRunner(h.pool, h.bus, All(), Config{}, slog.New(slog.DiscardHandler), nil) // not running
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if err := r.Wait(ctx, "users", eventstore.Cursor{Tx: 1, Position: 1}); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Wait on a stopped projection = %v, want a deadline error", err)
+	}
+	if err := r.Wait(context.Background(), "nope", eventstore.Cursor{}); !errors.Is(err, ErrUnknownProjection) {
+		t.Fatalf("Wait on an unknown projection = %v", err)
+	}
+}
+
+// A rebuild while events keep arriving must end equal to a projection that
+// followed the log live: nothing skipped at the hand-over, nothing twice.
+func TestRebuildWhileRunningEqualsLive(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, testenv.NATS(t, testenv.EmbeddedNATS))
+	h.startRelay(t)
+	r := h.startRunner(t)
+	waitFor(t, r, "users", h.registerUsers(t, 300))
+	live := dumpUsers(t, h.pool)
+
+	ctx, stop := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	var lastDuring eventstore.Cursor
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for ctx.Err() == nil {
+			lastDuring = h.registerUsers(t, 5)
+		}
+	}()
+	stats, err := Rebuild(context.Background(), h.pool, h.store, Users{}, 50, nil)
+	stop()
+	wg.Wait()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if stats.Events < int64(len(live)) {
+		t.Fatalf("rebuild read %d events, fewer than the %d users before it", stats.Events, len(live))
+	}
+	final := h.registerUsers(t, 3)
+	waitFor(t, r, "users", final)
+	if lastDuring.Before(final) {
+		waitFor(t, r, "users", final)
+	}
+	rebuilt := dumpUsers(t, h.pool)
+
+	// A projection built from nothing, straight from the log, is the reference.
+	if _, err := h.pool.Exec(context.Background(), `CREATE TABLE reference (LIKE users INCLUDING ALL)`); err != nil {
+		t.Fatal(err)
+	}
+	events, err := h.store.ReadLog(context.Background(), eventstore.Cursor{}, 1_000_000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want int
+	for _, e := range events {
+		if e.Type == domain.TypeUserRegistered {
+			want++
+		}
+	}
+	if len(rebuilt) != want {
+		t.Fatalf("after rebuild the read model has %d users; the log registered %d", len(rebuilt), want)
+	}
+	if got := dumpUsers(t, h.pool)[:len(live)]; len(got) != len(live) {
+		t.Fatal("rows vanished")
+	}
+	liveSet := map[string]bool{}
+	for _, row := range rebuilt {
+		liveSet[row] = true
+	}
+	for _, row := range live {
+		if !liveSet[row] {
+			t.Fatalf("a user projected live differs after the rebuild: %s", row)
+		}
+	}
+	for _, st := range r.Statuses() {
+		if st.Err != nil {
+			t.Fatalf("projection %s failed after the rebuild: %v", st.Name, st.Err)
+		}
+	}
+}
+
+// An event the projection cannot apply stops it there: later events wait
+// behind it rather than being applied over a hole.
+func TestAnEventThatCannotBeAppliedStopsTheProjection(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, testenv.NATS(t, testenv.EmbeddedNATS))
+	h.startRelay(t)
+	r := h.startRunner(t)
+	good := h.registerUsers(t, 2)
+	waitFor(t, r, "users", good)
+	stranger := uuid.New()
+	bad := h.append(t, "user-"+stranger.String(), 0, domain.EmailVerified{UserID: stranger})
+	after := h.registerUsers(t, 1)
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if err := r.Wait(ctx, "users", after); err == nil {
+		t.Fatal("the projection moved past an event it cannot apply")
+	}
+	st := r.Statuses()[0]
+	if st.Err == nil || st.Checkpoint.Before(good) || !st.Checkpoint.Before(bad) {
+		t.Fatalf("status %+v: want an error and a checkpoint at %s, before %s", st, good, bad)
+	}
+	if n := len(dumpUsers(t, h.pool)); n != 2 {
+		t.Fatalf("%d users projected; the one after the bad event must wait", n)
+	}
+}
+
+// Two instances: one applies, the other's waiters still see the progress.
+func TestOnlyOneInstanceAppliesAProjection(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, testenv.NATS(t, testenv.MachineNATS))
+	h.startRelay(t)
+	a, b := h.startRunner(t), h.startRunner(t)
+	last := h.registerUsers(t, 50)
+	waitFor(t, a, "users", last)
+	waitFor(t, b, "users", last)
+	if la, lb := a.Statuses()[0].Leading, b.Statuses()[0].Leading; la == lb {
+		t.Fatalf("leading: a=%v b=%v, want exactly one", la, lb)
+	}
+	if n := len(dumpUsers(t, h.pool)); n != 50 {
+		t.Fatalf("%d users, want 50", n)
+	}
+}
+
+// Writes go on while NATS is down; once it is back, the backlog arrives and
+// each event is applied once.
+func TestNATSOutageLosesNothing(t *testing.T) {
+	t.Parallel()
+	serverCfg := testenv.NATSConfig(t, testenv.EmbeddedNATS)
+	var restarted *natsbus.Bus
+	t.Cleanup(func() { // first registered, so it runs after everything using the server has stopped
+		if restarted != nil {
+			restarted.Close()
+		}
+	})
+	server := testenv.OpenNATS(t, serverCfg)
+	clientCfg := natsbus.Config{URL: server.ClientURL(), Stream: serverCfg.Stream, SubjectPrefix: serverCfg.SubjectPrefix}
+	h := newHarness(t, testenv.OpenNATS(t, clientCfg))
+	h.startRelay(t)
+	r := h.startRunner(t)
+	waitFor(t, r, "users", h.registerUsers(t, 20))
+
+	server.Close()
+	last := h.registerUsers(t, 30) // appends do not need NATS
+	var err error
+	if restarted, err = natsbus.Open(context.Background(), serverCfg, testenv.Logger(t)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, r, "users", last)
+	rows := dumpUsers(t, h.pool)
+	if len(rows) != 50 || verifiedCount(rows) != 25 {
+		t.Fatalf("after the outage: %d users, %d verified; want 50 and 25", len(rows), verifiedCount(rows))
+	}
+	var msgs uint64
+	stream, err := h.bus.EnsureStream(context.Background())
+	if err == nil {
+		info, ierr := stream.Info(context.Background())
+		if ierr == nil {
+			msgs = info.State.Msgs
+		}
+		err = ierr
+	}
+	if err != nil || msgs != 75 {
+		t.Fatalf("stream holds %d messages (%v), want 75 (50 registrations, 25 verifications)", msgs, err)
+	}
+}
