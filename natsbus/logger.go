@@ -20,7 +20,9 @@ type serverLogger struct {
 // share a level with its debug lines.
 const levelTrace = slog.LevelDebug - 4
 
-func (l *serverLogger) Noticef(format string, v ...any) { l.emit(slog.LevelInfo, format, v) }
+// The embedded server's notices (its banner, every start and stop step) are
+// routine for authd: debug, so they do not drown authd's own log.
+func (l *serverLogger) Noticef(format string, v ...any) { l.emit(slog.LevelDebug, format, v) }
 func (l *serverLogger) Warnf(format string, v ...any)   { l.emit(slog.LevelWarn, format, v) }
 func (l *serverLogger) Errorf(format string, v ...any)  { l.emit(slog.LevelError, format, v) }
 func (l *serverLogger) Debugf(format string, v ...any)  { l.emit(slog.LevelDebug, format, v) }

@@ -348,7 +348,10 @@ func (r *Runner) lead(ctx context.Context, conn *pgxpool.Conn, p Projection, st 
 			}
 			events = append(events, e)
 		}
-		next, n, err := r.applyBatch(ctx, conn, p, events, expect-1)
+		// A batch in hand is finished even when shutdown begins meanwhile.
+		applyCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		next, n, err := r.applyBatch(applyCtx, conn, p, events, expect-1)
+		cancel()
 		if err != nil {
 			return err
 		}

@@ -73,3 +73,15 @@ func TestNewRejectsBadKeys(t *testing.T) {
 		t.Fatal("a 12-byte key parsed")
 	}
 }
+
+func TestDevKeyIsCreatedOnceAndKept(t *testing.T) {
+	dir := t.TempDir() + "/data"
+	k1, created, err := DevKey(dir)
+	if err != nil || !created || len(k1) != KeySize {
+		t.Fatalf("first DevKey = %d bytes, created %v, %v", len(k1), created, err)
+	}
+	k2, created, err := DevKey(dir)
+	if err != nil || created || !bytes.Equal(k1, k2) {
+		t.Fatalf("second DevKey: created %v, same %v, %v", created, bytes.Equal(k1, k2), err)
+	}
+}

@@ -1,0 +1,174 @@
+// Command authd is the authentication service: the HTTP API, the relay of the
+// event log to NATS JetStream and the projections, in one process. With no
+// NATS_URL it also runs an embedded NATS server.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/authd/authd/config"
+	"github.com/authd/authd/eventstore"
+	authhttp "github.com/authd/authd/http"
+	"github.com/authd/authd/migrations"
+	"github.com/authd/authd/natsbus"
+	"github.com/authd/authd/pgpool"
+	"github.com/authd/authd/projections"
+	"github.com/authd/authd/seal"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Getenv, os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "authd:", err)
+		os.Exit(1)
+	}
+}
+
+// run starts authd and blocks until ctx ends, then shuts down gracefully.
+func run(ctx context.Context, getenv func(string) string, logOut io.Writer) error {
+	cfg, err := config.Load(getenv)
+	if err != nil {
+		return fmt.Errorf("configuration:\n%w", err)
+	}
+	log := slog.New(slog.NewJSONHandler(logOut, &slog.HandlerOptions{Level: cfg.LogLevel}))
+	log.Info("authd starting", "config", cfg)
+
+	sealer, err := sealer(cfg, log)
+	if err != nil {
+		return err
+	}
+	startCtx, cancelStart := context.WithTimeout(ctx, time.Minute)
+	defer cancelStart()
+	if err := migrations.EnsureDatabase(startCtx, cfg.DatabaseURL); err != nil {
+		return err
+	}
+	pool, err := pgpool.Open(startCtx, cfg.DatabaseURL, 0)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	if err := migrations.Up(startCtx, pool, log); err != nil {
+		return err
+	}
+
+	bus, err := natsbus.Open(startCtx, natsbus.Config{
+		URL: cfg.NATSURL, DataDir: cfg.DataDir, EmbeddedAddr: cfg.EmbeddedNATSAddr,
+		Stream: cfg.NATSStream, SubjectPrefix: cfg.NATSSubjectPrefix,
+	}, log)
+	if err != nil {
+		return err
+	}
+	defer bus.Close()
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	store := eventstore.NewStore(pool, sealer, reg)
+	relay := eventstore.NewRelay(store, bus, eventstore.RelayConfig{}, log, reg)
+	runner := projections.NewRunner(pool, bus, projections.All(), projections.Config{}, log, reg)
+
+	background, stopBackground := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); relay.Run(background) }()
+	go func() { defer wg.Done(); runner.Run(background) }()
+	defer func() {
+		// After the HTTP server has drained: nothing new is appended, so the
+		// relay flushes what is committed and the projections finish their batch.
+		stopBackground()
+		wg.Wait()
+	}()
+
+	app := authhttp.New(authhttp.Deps{
+		Log:            log,
+		Registry:       reg,
+		Ready:          readiness(pool, bus, runner),
+		TrustedProxies: trustedProxies(cfg),
+	})
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", cfg.Addr, err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- app.Listener(ln) }()
+	nats := "embedded at " + cfg.EmbeddedNATSAddr
+	if cfg.NATSURL != "" {
+		nats = "external"
+	}
+	log.Info("authd listening", "addr", ln.Addr().String(), "nats", nats, "stream", bus.StreamName())
+
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down: finishing in-flight requests")
+	case err := <-served:
+		return fmt.Errorf("http server: %w", err)
+	}
+	if err := app.ShutdownWithTimeout(15 * time.Second); err != nil {
+		log.Warn("http shutdown", "err", err)
+	}
+	return nil
+}
+
+// sealer seals with AUTHD_MASTER_KEY, or in development with a key generated
+// and kept in the data dir.
+func sealer(cfg config.Config, log *slog.Logger) (*seal.Sealer, error) {
+	keys := cfg.MasterKeys
+	if len(keys) == 0 {
+		k, created, err := seal.DevKey(cfg.DataDir)
+		if err != nil {
+			return nil, err
+		}
+		log.Warn("AUTHD_MASTER_KEY is not set: using a development key kept in the data dir; set it in production",
+			"data_dir", cfg.DataDir, "generated_now", created)
+		keys = [][]byte{k}
+	}
+	return seal.New(keys...)
+}
+
+func readiness(pool *pgxpool.Pool, bus *natsbus.Bus, runner *projections.Runner) []authhttp.Check {
+	return []authhttp.Check{
+		{Name: "postgres", Check: pool.Ping},
+		{Name: "nats", Check: bus.Ping},
+		{Name: "migrations", Check: func(ctx context.Context) error {
+			n, err := migrations.Pending(ctx, pool)
+			if err != nil {
+				return err
+			}
+			if n > 0 {
+				return fmt.Errorf("%d migrations pending", n)
+			}
+			return nil
+		}},
+		{Name: "projections", Check: func(context.Context) error {
+			var errs []error
+			for _, st := range runner.Statuses() {
+				if st.Err != nil {
+					errs = append(errs, fmt.Errorf("%s: %w", st.Name, st.Err))
+				}
+			}
+			return errors.Join(errs...)
+		}},
+	}
+}
+
+func trustedProxies(cfg config.Config) []string {
+	out := make([]string, len(cfg.TrustedProxies))
+	for i, p := range cfg.TrustedProxies {
+		out[i] = p.String()
+	}
+	return out
+}

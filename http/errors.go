@@ -1,0 +1,68 @@
+package http
+
+import (
+	"errors"
+	"log/slog"
+	"strconv"
+
+	"github.com/gofiber/fiber/v2"
+)
+
+// Error is an API error: the status and the snake_case code of API.md, with a
+// message safe to show a client.
+type Error struct {
+	Status     int
+	Code       string
+	Message    string
+	RetryAfter int // seconds; sets Retry-After when positive
+}
+
+func (e *Error) Error() string { return e.Code + ": " + e.Message }
+
+type errorBody struct {
+	Error struct {
+		Code    string `json:"code"`
+		Message string `json:"message"`
+	} `json:"error"`
+}
+
+// errorHandler is the one place where errors become API answers. Anything not
+// already an *Error or a fiber error is a fault of ours: it is logged with the
+// request id and answered with a bare 500, never with its text.
+func errorHandler(log *slog.Logger) fiber.ErrorHandler {
+	return func(c *fiber.Ctx, err error) error {
+		var apiErr *Error
+		var fe *fiber.Error
+		switch {
+		case errors.As(err, &apiErr):
+		case errors.As(err, &fe):
+			apiErr = fromFiber(fe)
+		default:
+			log.Error("request failed", "err", err, "method", c.Method(), "path", c.Path(), "request_id", requestID(c))
+			apiErr = &Error{Status: fiber.StatusInternalServerError, Code: "internal", Message: "internal error"}
+		}
+		if apiErr.RetryAfter > 0 {
+			c.Set(fiber.HeaderRetryAfter, strconv.Itoa(apiErr.RetryAfter))
+		}
+		var body errorBody
+		body.Error.Code, body.Error.Message = apiErr.Code, apiErr.Message
+		return c.Status(apiErr.Status).JSON(body)
+	}
+}
+
+func fromFiber(fe *fiber.Error) *Error {
+	switch fe.Code {
+	case fiber.StatusNotFound:
+		return &Error{Status: fe.Code, Code: "not_found", Message: "no such resource"}
+	case fiber.StatusMethodNotAllowed:
+		return &Error{Status: fe.Code, Code: "method_not_allowed", Message: "method not allowed"}
+	case fiber.StatusRequestEntityTooLarge:
+		return &Error{Status: fe.Code, Code: "payload_too_large", Message: "request body is too large"}
+	case fiber.StatusServiceUnavailable:
+		return &Error{Status: fe.Code, Code: "unavailable", Message: "service unavailable", RetryAfter: 1}
+	}
+	if fe.Code >= 400 && fe.Code < 500 {
+		return &Error{Status: fe.Code, Code: "validation_failed", Message: fe.Message}
+	}
+	return &Error{Status: fiber.StatusInternalServerError, Code: "internal", Message: "internal error"}
+}

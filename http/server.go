@@ -1,0 +1,93 @@
+// Package http is authd's HTTP edge: it parses requests, authenticates and
+// rate-limits them, calls a command or a query, and maps the outcome to the
+// API's shapes and codes.
+package http
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+	"github.com/gofiber/fiber/v2/middleware/recover"
+	"github.com/gofiber/fiber/v2/middleware/requestid"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// BodyLimit caps request bodies: every API body is a few small fields.
+const BodyLimit = 64 << 10
+
+// Check is a named readiness probe.
+type Check struct {
+	Name  string
+	Check func(ctx context.Context) error
+}
+
+// Deps is what the HTTP edge needs.
+type Deps struct {
+	Log            *slog.Logger
+	Registry       *prometheus.Registry
+	Ready          []Check
+	TrustedProxies []string // CIDRs whose X-Forwarded-For is believed
+}
+
+// New returns the fiber app with every route of authd.
+func New(d Deps) *fiber.App {
+	cfg := fiber.Config{
+		AppName:               "authd",
+		BodyLimit:             BodyLimit,
+		DisableStartupMessage: true,
+		ErrorHandler:          errorHandler(d.Log),
+		ReadTimeout:           10 * time.Second,
+		WriteTimeout:          10 * time.Second,
+		IdleTimeout:           60 * time.Second,
+	}
+	if len(d.TrustedProxies) > 0 {
+		cfg.ProxyHeader = fiber.HeaderXForwardedFor
+		cfg.EnableTrustedProxyCheck = true
+		cfg.TrustedProxies = d.TrustedProxies
+		cfg.EnableIPValidation = true
+	}
+	app := fiber.New(cfg)
+	app.Use(recover.New())
+	app.Use(requestid.New())
+	app.Use(newMetrics(d.Registry).middleware)
+
+	app.Get("/healthz", func(c *fiber.Ctx) error { return c.JSON(fiber.Map{"status": "ok"}) })
+	app.Get("/readyz", readyz(d.Ready))
+	app.Get("/metrics", metricsHandler(d.Registry))
+	return app
+}
+
+func requestID(c *fiber.Ctx) string {
+	if id, ok := c.Locals(requestid.ConfigDefault.ContextKey).(string); ok {
+		return id
+	}
+	return ""
+}
+
+// readyz reports each check, so an operator sees which dependency is missing.
+func readyz(checks []Check) fiber.Handler {
+	return func(c *fiber.Ctx) error {
+		ctx, cancel := context.WithTimeout(c.UserContext(), 2*time.Second)
+		defer cancel()
+		results := make(map[string]string, len(checks))
+		ready := true
+		for _, ch := range checks {
+			if err := ch.Check(ctx); err != nil {
+				results[ch.Name] = err.Error()
+				ready = false
+			} else {
+				results[ch.Name] = "ok"
+			}
+		}
+		if !ready {
+			c.Set(fiber.HeaderRetryAfter, "1")
+			return c.Status(fiber.StatusServiceUnavailable).JSON(fiber.Map{
+				"error":  fiber.Map{"code": "unavailable", "message": "not ready"},
+				"checks": results,
+			})
+		}
+		return c.JSON(fiber.Map{"status": "ready", "checks": results})
+	}
+}
