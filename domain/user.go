@@ -1,31 +1,55 @@
 package domain
 
-import "github.com/google/uuid"
+import (
+	"time"
+
+	"github.com/google/uuid"
+)
 
 // Event types of the user stream.
 const (
-	TypeUserRegistered = "UserRegistered"
-	TypeEmailVerified  = "EmailVerified"
+	TypeUserRegistered      = "UserRegistered"
+	TypeRegistrationRenewed = "RegistrationRenewed"
+	TypeEmailVerified       = "EmailVerified"
+	TypePasswordReset       = "PasswordReset"
+	TypePasswordRehashed    = "PasswordRehashed"
 )
 
-// UserRegistered starts a user's stream.
-type UserRegistered struct {
-	UserID   uuid.UUID `json:"user_id"`
-	TenantID uuid.UUID `json:"tenant_id"`
-	Email    string    `json:"email"`
-	Name     string    `json:"name"`
+// UserStream names a user's stream.
+func UserStream(id uuid.UUID) string { return "user-" + id.String() }
 
-	Secret UserSecret `json:"-"`
+// UserRegistered starts a user's stream when someone signs up. The account
+// cannot sign in until its email is verified; its tenant is created then.
+type UserRegistered struct {
+	UserID     uuid.UUID `json:"user_id"`
+	TenantID   uuid.UUID `json:"tenant_id"`
+	TenantName string    `json:"tenant_name"`
+	Email      string    `json:"email"`
+	Name       string    `json:"name"`
+
+	Secret PasswordSecret `json:"-"`
 }
 
-// UserSecret is the sealed part of a user's registration.
-type UserSecret struct {
+// PasswordSecret is the sealed part of an event that sets a password.
+type PasswordSecret struct {
 	PasswordHash string `json:"password_hash,omitempty"`
 }
 
 func (UserRegistered) EventType() string { return TypeUserRegistered }
+func (e *UserRegistered) Secrets() any   { return &e.Secret }
 
-func (e *UserRegistered) Secrets() any { return &e.Secret }
+// RegistrationRenewed replaces the password and names of an account nobody
+// has verified yet: signing up again with the same email before verifying.
+type RegistrationRenewed struct {
+	UserID     uuid.UUID `json:"user_id"`
+	Name       string    `json:"name"`
+	TenantName string    `json:"tenant_name"`
+
+	Secret PasswordSecret `json:"-"`
+}
+
+func (RegistrationRenewed) EventType() string { return TypeRegistrationRenewed }
+func (e *RegistrationRenewed) Secrets() any   { return &e.Secret }
 
 // EmailVerified records that the user proved they own their email address.
 type EmailVerified struct {
@@ -33,3 +57,70 @@ type EmailVerified struct {
 }
 
 func (EmailVerified) EventType() string { return TypeEmailVerified }
+
+// PasswordReset sets a new password through an emailed code. Every session
+// that started before it is revoked.
+type PasswordReset struct {
+	UserID uuid.UUID `json:"user_id"`
+	At     time.Time `json:"at"`
+
+	Secret PasswordSecret `json:"-"`
+}
+
+func (PasswordReset) EventType() string { return TypePasswordReset }
+func (e *PasswordReset) Secrets() any   { return &e.Secret }
+
+// PasswordRehashed stores the same password hashed with current parameters.
+type PasswordRehashed struct {
+	UserID uuid.UUID `json:"user_id"`
+
+	Secret PasswordSecret `json:"-"`
+}
+
+func (PasswordRehashed) EventType() string { return TypePasswordRehashed }
+func (e *PasswordRehashed) Secrets() any   { return &e.Secret }
+
+// User is the write-side account, rebuilt from its stream.
+type User struct {
+	ID            uuid.UUID
+	TenantID      uuid.UUID
+	TenantName    string
+	Email         string
+	Name          string
+	PasswordHash  string
+	EmailVerified bool
+	CreatedAt     time.Time
+	// SessionsValidAfter: sessions started before it were revoked by a reset.
+	SessionsValidAfter time.Time
+	Version            int64
+}
+
+// Exists reports whether the user's stream has started.
+func (u *User) Exists() bool { return u.Version > 0 }
+
+// Apply folds one event into the user; at is when it happened.
+func (u *User) Apply(e Event, at time.Time) {
+	switch e := e.(type) {
+	case *UserRegistered:
+		u.ID, u.TenantID, u.TenantName, u.Email, u.Name = e.UserID, e.TenantID, e.TenantName, e.Email, e.Name
+		u.PasswordHash, u.CreatedAt = e.Secret.PasswordHash, at
+	case *RegistrationRenewed:
+		u.Name, u.TenantName, u.PasswordHash = e.Name, e.TenantName, e.Secret.PasswordHash
+	case *EmailVerified:
+		u.EmailVerified = true
+	case *PasswordReset:
+		u.PasswordHash, u.SessionsValidAfter = e.Secret.PasswordHash, e.At
+	case *PasswordRehashed:
+		u.PasswordHash = e.Secret.PasswordHash
+	}
+	u.Version++
+}
+
+// Verify returns the events that verify the user's email and create their
+// tenant, or none when that already happened.
+func (u *User) Verify() []Event {
+	if u.EmailVerified {
+		return nil
+	}
+	return []Event{&EmailVerified{UserID: u.ID}}
+}

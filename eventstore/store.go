@@ -55,8 +55,12 @@ func NewStore(pool *pgxpool.Pool, sealer *seal.Sealer, reg prometheus.Registerer
 // commit on a global lock in Postgres.
 func (s *Store) Committed() <-chan struct{} { return s.committed }
 
+// AnyVersion appends whatever version a stream is at: for streams that only
+// record (failed logins, say), where no decision depends on what came before.
+const AnyVersion int64 = -1
+
 // StreamAppend is the events one stream gets in a change, and the version the
-// deciding command saw that stream at (0 for a new stream).
+// deciding command saw that stream at (0 for a new stream, or AnyVersion).
 type StreamAppend struct {
 	Stream   string
 	Expected int64
@@ -97,17 +101,41 @@ const releaseSQL = `DELETE FROM unique_keys WHERE scope = $1 AND key = $2 AND ow
 // Versions follow the order of the events in the call, and so do positions.
 const appendSQL = `
 INSERT INTO events (id, stream_id, version, type, occurred_at, tenant_id, user_id, metadata, data, sealed, sealed_kid)
-SELECT e.id, $1, $2 + e.n, e.type, e.occurred_at, e.tenant_id, e.user_id, e.metadata, e.data, e.sealed, e.sealed_kid
+SELECT e.id, $1, base.v + e.n, e.type, e.occurred_at, e.tenant_id, e.user_id, e.metadata, e.data, e.sealed, e.sealed_kid
 FROM unnest($3::uuid[], $4::text[], $5::timestamptz[], $6::uuid[], $7::uuid[], $8::jsonb[], $9::jsonb[], $10::bytea[], $11::text[])
-     WITH ORDINALITY AS e(id, type, occurred_at, tenant_id, user_id, metadata, data, sealed, sealed_kid, n)
+     WITH ORDINALITY AS e(id, type, occurred_at, tenant_id, user_id, metadata, data, sealed, sealed_kid, n),
+     (SELECT CASE WHEN $2 = -1
+                  THEN (SELECT coalesce(max(version), 0) FROM events WHERE stream_id = $1)
+                  ELSE $2 END AS v) AS base
 WHERE (SELECT eventstore_expect_version($1, $2))
 ORDER BY e.n
-RETURNING id, position, tx_id::text`
+RETURNING id, position, tx_id::text, version`
 
 // Write commits a change atomically. It is one round trip: the statements go
 // as one pipelined batch, which Postgres runs as a single implicit transaction,
 // so a failed claim or a version conflict leaves nothing behind.
 func (s *Store) Write(ctx context.Context, ch Change) (Committed, error) {
+	for attempt := 1; ; attempt++ {
+		c, err := s.write(ctx, ch)
+		// Two appends at AnyVersion can pick the same version; going again is
+		// safe because they expected nothing, and each round has a winner.
+		if errors.Is(err, ErrConflict) && attempt < 20 && onlyAnyVersion(ch) {
+			continue
+		}
+		return c, err
+	}
+}
+
+func onlyAnyVersion(ch Change) bool {
+	for _, a := range ch.Appends {
+		if a.Expected != AnyVersion {
+			return false
+		}
+	}
+	return true
+}
+
+func (s *Store) write(ctx context.Context, ch Change) (Committed, error) {
 	start := time.Now()
 	var out Committed
 	batch := &pgx.Batch{}
@@ -170,7 +198,6 @@ func (s *Store) appendArgs(a *StreamAppend, now time.Time) ([]any, error) {
 			e.OccurredAt = now
 		}
 		e.StreamID = a.Stream
-		e.Version = a.Expected + int64(i) + 1
 		meta, err := json.Marshal(e.Metadata)
 		if err != nil {
 			return nil, fmt.Errorf("append to %q: metadata: %w", a.Stream, err)
@@ -213,12 +240,16 @@ func (s *Store) readResults(br pgx.BatchResults, ch Change, out *Committed) erro
 		if err != nil {
 			return err
 		}
-		byID := make(map[uuid.UUID]Cursor, len(a.Events))
+		type stored struct {
+			at      Cursor
+			version int64
+		}
+		byID := make(map[uuid.UUID]stored, len(a.Events))
 		for rows.Next() {
 			var id uuid.UUID
-			var pos int64
+			var pos, version int64
 			var tx string
-			if err := rows.Scan(&id, &pos, &tx); err != nil {
+			if err := rows.Scan(&id, &pos, &tx, &version); err != nil {
 				rows.Close()
 				return err
 			}
@@ -227,21 +258,21 @@ func (s *Store) readResults(br pgx.BatchResults, ch Change, out *Committed) erro
 				rows.Close()
 				return err
 			}
-			byID[id] = Cursor{Tx: t, Position: pos}
+			byID[id] = stored{Cursor{Tx: t, Position: pos}, version}
 		}
 		rows.Close()
 		if err := rows.Err(); err != nil {
 			return err
 		}
 		for _, e := range a.Events {
-			c, ok := byID[e.ID]
+			st, ok := byID[e.ID]
 			if !ok {
 				return fmt.Errorf("append to %q: event %s was not returned", a.Stream, e.ID)
 			}
-			e.Commit, e.Position = c, c.Position
+			e.Commit, e.Position, e.Version = st.at, st.at.Position, st.version
 			out.Events = append(out.Events, e)
-			if out.Last.Before(c) {
-				out.Last = c
+			if out.Last.Before(st.at) {
+				out.Last = st.at
 			}
 		}
 	}

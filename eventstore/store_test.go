@@ -301,9 +301,9 @@ func appendInTx(t *testing.T, s *Store, tx pgx.Tx, stream string, e Event) Event
 		t.Fatal(err)
 	}
 	var id uuid.UUID
-	var pos int64
+	var pos, version int64
 	var txt string
-	if err := tx.QueryRow(context.Background(), appendSQL, args...).Scan(&id, &pos, &txt); err != nil {
+	if err := tx.QueryRow(context.Background(), appendSQL, args...).Scan(&id, &pos, &txt, &version); err != nil {
 		t.Fatal(err)
 	}
 	out := a.Events[0]
@@ -317,4 +317,30 @@ func types(es []Event) []string {
 		out[i] = e.Type
 	}
 	return out
+}
+
+func TestAnyVersionAppendsNeverConflict(t *testing.T) {
+	t.Parallel()
+	s, _ := newStore(t)
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	for range 10 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := s.Append(ctx, "audit", AnyVersion, ev("LoginFailed", `{}`)); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	got, err := s.Load(ctx, "audit")
+	if err != nil || len(got) != 10 {
+		t.Fatalf("audit stream has %d events (%v), want 10", len(got), err)
+	}
+	for i, e := range got {
+		if e.Version != int64(i+1) {
+			t.Fatalf("event %d has version %d", i, e.Version)
+		}
+	}
 }

@@ -21,7 +21,8 @@ CREATE TABLE events (
 );
 CREATE INDEX events_commit_order ON events (tx_id, position);
 
--- Fails the append when the stream is not at the version the command decided on.
+-- Fails the append when the stream is not at the version the command decided on
+-- (-1 means any version: for audit streams with no invariant to protect).
 -- Two appends racing from the same version both pass this check and then collide
 -- on events_stream_version, so the loser fails either way.
 -- +goose StatementBegin
@@ -31,7 +32,7 @@ DECLARE
     current bigint;
 BEGIN
     SELECT version INTO current FROM events WHERE stream_id = p_stream ORDER BY version DESC LIMIT 1;
-    IF coalesce(current, 0) <> p_expected THEN
+    IF p_expected <> -1 AND coalesce(current, 0) <> p_expected THEN
         RAISE EXCEPTION 'stream % is at version %, expected %', p_stream, coalesce(current, 0), p_expected
             USING ERRCODE = 'AU409';
     END IF;

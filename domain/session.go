@@ -1,0 +1,171 @@
+package domain
+
+import (
+	"errors"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// Event types of the session stream.
+const (
+	TypeSessionStarted     = "SessionStarted"
+	TypeLoginSucceeded     = "LoginSucceeded"
+	TypeSessionRefreshed   = "SessionRefreshed"
+	TypeRefreshTokenReused = "RefreshTokenReused"
+	TypeSessionRevoked     = "SessionRevoked"
+	TypeLoginFailed        = "LoginFailed"
+)
+
+// Session lifetimes of API.md.
+const (
+	AccessTokenTTL  = 24 * time.Hour
+	RefreshTokenTTL = 7 * 24 * time.Hour
+)
+
+// SessionStream names a session's stream.
+func SessionStream(id uuid.UUID) string { return "session-" + id.String() }
+
+// LoginStream names the stream of a user's failed logins, kept apart from the
+// user's own stream so that failures cannot make the account slow to load.
+func LoginStream(userID uuid.UUID) string { return "logins-" + userID.String() }
+
+// Client is where a request came from.
+type Client struct {
+	IP        string `json:"ip"`
+	UserAgent string `json:"user_agent"`
+	Device    string `json:"device"`
+}
+
+// SessionStarted opens a session after a successful login.
+type SessionStarted struct {
+	SessionID uuid.UUID `json:"session_id"`
+	UserID    uuid.UUID `json:"user_id"`
+	TenantID  uuid.UUID `json:"tenant_id"`
+	AMR       []string  `json:"amr"`
+	Client
+}
+
+func (SessionStarted) EventType() string { return TypeSessionStarted }
+
+// LoginSucceeded is the audit record of a login; it starts no state of its own.
+type LoginSucceeded struct {
+	UserID    uuid.UUID `json:"user_id"`
+	SessionID uuid.UUID `json:"session_id"`
+	AMR       []string  `json:"amr"`
+}
+
+func (LoginSucceeded) EventType() string { return TypeLoginSucceeded }
+
+// LoginFailed records a wrong password for a known user.
+type LoginFailed struct {
+	UserID uuid.UUID `json:"user_id"`
+	Reason string    `json:"reason"`
+}
+
+func (LoginFailed) EventType() string { return TypeLoginFailed }
+
+// SessionRefreshed rotates the session's refresh token to a new generation.
+type SessionRefreshed struct {
+	SessionID  uuid.UUID `json:"session_id"`
+	Generation uint64    `json:"generation"`
+	Client
+}
+
+func (SessionRefreshed) EventType() string { return TypeSessionRefreshed }
+
+// RefreshTokenReused records that a rotated-away refresh token came back
+// after the grace: someone else may hold it, so the session is revoked.
+type RefreshTokenReused struct {
+	SessionID  uuid.UUID `json:"session_id"`
+	Generation uint64    `json:"generation"`
+	Current    uint64    `json:"current_generation"`
+}
+
+func (RefreshTokenReused) EventType() string { return TypeRefreshTokenReused }
+
+// Reasons a session is revoked.
+const (
+	RevokedByLogout   = "logout"
+	RevokedByUser     = "revoked"
+	RevokedByReuse    = "refresh_token_reused"
+	RevokedByPassword = "password_reset"
+)
+
+// SessionRevoked ends a session: its refresh and access tokens stop working.
+type SessionRevoked struct {
+	SessionID uuid.UUID `json:"session_id"`
+	UserID    uuid.UUID `json:"user_id"`
+	Reason    string    `json:"reason"`
+}
+
+func (SessionRevoked) EventType() string { return TypeSessionRevoked }
+
+// Session is the write side of one login, rebuilt from its stream.
+type Session struct {
+	ID         uuid.UUID
+	UserID     uuid.UUID
+	TenantID   uuid.UUID
+	AMR        []string
+	StartedAt  time.Time
+	Generation uint64    // of the current refresh token
+	RotatedAt  time.Time // when the current refresh token was issued
+	Revoked    bool
+	Version    int64
+}
+
+// Apply folds one event into the session; at is when it happened.
+func (s *Session) Apply(e Event, at time.Time) {
+	switch e := e.(type) {
+	case *SessionStarted:
+		s.ID, s.UserID, s.TenantID, s.AMR, s.StartedAt, s.RotatedAt = e.SessionID, e.UserID, e.TenantID, e.AMR, at, at
+	case *SessionRefreshed:
+		s.Generation, s.RotatedAt = e.Generation, at
+	case *SessionRevoked:
+		s.Revoked = true
+	}
+	s.Version++
+}
+
+// Refresh outcomes.
+var (
+	ErrRefreshInvalid = errors.New("refresh token is not valid")
+)
+
+// RefreshDecision is what presenting a refresh token does to a session.
+type RefreshDecision struct {
+	Events []Event // to append; none when the current pair is answered again
+	Answer bool    // the session's current pair answers the request
+}
+
+// Refresh decides on a refresh token of the given generation presented at now.
+// The current token rotates. The one just rotated away, within grace of its
+// rotation, answers the current pair again (tabs refreshing at once). Any other
+// reuse revokes the session, since the token may be in someone else's hands.
+func (s *Session) Refresh(generation uint64, now time.Time, grace time.Duration, client Client) (RefreshDecision, error) {
+	switch {
+	case s.Version == 0 || s.Revoked:
+		return RefreshDecision{}, ErrRefreshInvalid
+	case generation > s.Generation:
+		return RefreshDecision{}, ErrRefreshInvalid // never issued: forged or from a lost write
+	case now.After(s.RotatedAt.Add(RefreshTokenTTL)) && generation == s.Generation:
+		return RefreshDecision{}, ErrRefreshInvalid
+	case generation == s.Generation:
+		return RefreshDecision{Answer: true, Events: []Event{&SessionRefreshed{SessionID: s.ID, Generation: generation + 1, Client: client}}}, nil
+	case generation+1 == s.Generation && grace > 0 && !now.After(s.RotatedAt.Add(grace)):
+		return RefreshDecision{Answer: true}, nil
+	default:
+		return RefreshDecision{Events: []Event{
+			&RefreshTokenReused{SessionID: s.ID, Generation: generation, Current: s.Generation},
+			&SessionRevoked{SessionID: s.ID, UserID: s.UserID, Reason: RevokedByReuse},
+		}}, nil
+	}
+}
+
+// Revoke ends the session, or does nothing when it already ended.
+func (s *Session) Revoke(reason string) []Event {
+	if s.Revoked || s.Version == 0 {
+		return nil
+	}
+	return []Event{&SessionRevoked{SessionID: s.ID, UserID: s.UserID, Reason: reason}}
+}

@@ -1,0 +1,72 @@
+package domain
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+func startedSession(t0 time.Time) *Session {
+	s := &Session{}
+	s.Apply(&SessionStarted{SessionID: uuid.New(), UserID: uuid.New(), AMR: []string{"pwd"}}, t0)
+	return s
+}
+
+func TestRefreshRotatesTheCurrentToken(t *testing.T) {
+	t0 := time.Unix(1_700_000_000, 0)
+	s := startedSession(t0)
+	d, err := s.Refresh(0, t0.Add(time.Minute), 10*time.Second, Client{})
+	if err != nil || !d.Answer || len(d.Events) != 1 {
+		t.Fatalf("refresh of the current token = %+v, %v", d, err)
+	}
+	if r, ok := d.Events[0].(*SessionRefreshed); !ok || r.Generation != 1 {
+		t.Fatalf("event %#v, want SessionRefreshed to generation 1", d.Events[0])
+	}
+}
+
+func TestRefreshGraceAndReuse(t *testing.T) {
+	t0 := time.Unix(1_700_000_000, 0)
+	grace := 10 * time.Second
+	s := startedSession(t0)
+	rotated := t0.Add(time.Hour)
+	s.Apply(&SessionRefreshed{Generation: 1}, rotated)
+
+	d, err := s.Refresh(0, rotated.Add(grace), grace, Client{})
+	if err != nil || !d.Answer || len(d.Events) != 0 {
+		t.Fatalf("previous token within the grace = %+v, %v; want the current pair, no events", d, err)
+	}
+	d, err = s.Refresh(0, rotated.Add(grace+time.Millisecond), grace, Client{})
+	if err != nil || d.Answer || len(d.Events) != 2 {
+		t.Fatalf("previous token after the grace = %+v, %v; want reuse detection", d, err)
+	}
+	if _, ok := d.Events[1].(*SessionRevoked); !ok {
+		t.Fatalf("reuse must revoke the session, got %#v", d.Events[1])
+	}
+	if d, _ := s.Refresh(0, rotated, 0, Client{}); d.Answer {
+		t.Fatal("with the grace off, a rotated-away token answered")
+	}
+	s.Apply(&SessionRefreshed{Generation: 2}, rotated.Add(time.Second))
+	if d, _ := s.Refresh(0, rotated.Add(time.Second), grace, Client{}); d.Answer {
+		t.Fatal("a token two rotations old answered within the grace")
+	}
+}
+
+func TestRefreshRefusals(t *testing.T) {
+	t0 := time.Unix(1_700_000_000, 0)
+	s := startedSession(t0)
+	if _, err := s.Refresh(5, t0, time.Second, Client{}); !errors.Is(err, ErrRefreshInvalid) {
+		t.Fatalf("a generation never issued: %v", err)
+	}
+	if _, err := s.Refresh(0, t0.Add(RefreshTokenTTL+time.Second), time.Second, Client{}); !errors.Is(err, ErrRefreshInvalid) {
+		t.Fatalf("an expired token: %v", err)
+	}
+	s.Apply(&SessionRevoked{}, t0)
+	if _, err := s.Refresh(0, t0, time.Second, Client{}); !errors.Is(err, ErrRefreshInvalid) {
+		t.Fatalf("a revoked session: %v", err)
+	}
+	if (&Session{}).Revoke("x") != nil || s.Revoke("x") != nil {
+		t.Fatal("revoking a missing or revoked session made events")
+	}
+}
