@@ -1,11 +1,16 @@
 package http
 
 import (
+	"context"
 	"errors"
 	"log/slog"
 	"strconv"
 
 	"github.com/gofiber/fiber/v2"
+
+	"github.com/authd/authd/commands"
+	"github.com/authd/authd/eventstore"
+	"github.com/authd/authd/password"
 )
 
 // Error is an API error: the status and the snake_case code of API.md, with a
@@ -33,10 +38,18 @@ func errorHandler(log *slog.Logger) fiber.ErrorHandler {
 	return func(c *fiber.Ctx, err error) error {
 		var apiErr *Error
 		var fe *fiber.Error
+		var ve *commands.ValidationError
+		var rl *commands.RetryLaterError
 		switch {
 		case errors.As(err, &apiErr):
 		case errors.As(err, &fe):
 			apiErr = fromFiber(fe)
+		case errors.As(err, &ve):
+			apiErr = &Error{Status: fiber.StatusBadRequest, Code: "validation_failed", Message: ve.Error()}
+		case errors.As(err, &rl):
+			apiErr = &Error{Status: fiber.StatusTooManyRequests, Code: "rate_limited", Message: "too many attempts; retry later", RetryAfter: seconds(rl.After)}
+		case fromCommand(err) != nil:
+			apiErr = fromCommand(err)
 		default:
 			log.Error("request failed", "err", err, "method", c.Method(), "path", c.Path(), "request_id", requestID(c))
 			apiErr = &Error{Status: fiber.StatusInternalServerError, Code: "internal", Message: "internal error"}
@@ -48,6 +61,29 @@ func errorHandler(log *slog.Logger) fiber.ErrorHandler {
 		body.Error.Code, body.Error.Message = apiErr.Code, apiErr.Message
 		return c.Status(apiErr.Status).JSON(body)
 	}
+}
+
+// fromCommand maps the commands' sentinel errors; nil means none matched.
+func fromCommand(err error) *Error {
+	switch {
+	case errors.Is(err, commands.ErrInvalidCredentials):
+		return &Error{Status: fiber.StatusUnauthorized, Code: "invalid_credentials", Message: "invalid email or password"}
+	case errors.Is(err, commands.ErrEmailNotVerified):
+		return &Error{Status: fiber.StatusForbidden, Code: "email_not_verified", Message: "verify your email address first"}
+	case errors.Is(err, commands.ErrInvalidCode):
+		return &Error{Status: fiber.StatusBadRequest, Code: "invalid_code", Message: "the code is wrong, expired or already used"}
+	case errors.Is(err, commands.ErrInvalidRefreshToken):
+		return &Error{Status: fiber.StatusUnauthorized, Code: "invalid_refresh_token", Message: "refresh token is invalid, expired or revoked"}
+	case errors.Is(err, commands.ErrNotFound):
+		return &Error{Status: fiber.StatusNotFound, Code: "not_found", Message: "no such resource"}
+	case errors.Is(err, commands.ErrConflict), errors.Is(err, eventstore.ErrConflict):
+		return &Error{Status: fiber.StatusConflict, Code: "conflict", Message: "the resource changed meanwhile; try again"}
+	case errors.Is(err, password.ErrBusy):
+		return &Error{Status: fiber.StatusServiceUnavailable, Code: "unavailable", Message: "too busy; retry shortly", RetryAfter: 1}
+	case errors.Is(err, context.DeadlineExceeded):
+		return &Error{Status: fiber.StatusServiceUnavailable, Code: "unavailable", Message: "timed out; retry shortly", RetryAfter: 1}
+	}
+	return nil
 }
 
 func fromFiber(fe *fiber.Error) *Error {

@@ -29,6 +29,8 @@ type Deps struct {
 	Registry       *prometheus.Registry
 	Ready          []Check
 	TrustedProxies []string // CIDRs whose X-Forwarded-For is believed
+	Accounts       *Accounts
+	JWKS           func() []byte
 }
 
 // New returns the fiber app with every route of authd.
@@ -56,6 +58,17 @@ func New(d Deps) *fiber.App {
 	app.Get("/healthz", func(c *fiber.Ctx) error { return c.JSON(fiber.Map{"status": "ok"}) })
 	app.Get("/readyz", readyz(d.Ready))
 	app.Get("/metrics", metricsHandler(d.Registry))
+	if d.JWKS != nil {
+		app.Get("/.well-known/jwks.json", func(c *fiber.Ctx) error {
+			c.Set(fiber.HeaderCacheControl, "public, max-age=300")
+			c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
+			return c.Send(d.JWKS())
+		})
+	}
+	api := app.Group("/api/v1/auth")
+	if d.Accounts != nil {
+		d.Accounts.routes(api)
+	}
 	return app
 }
 

@@ -20,14 +20,21 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/authd/authd/codes"
+	"github.com/authd/authd/commands"
 	"github.com/authd/authd/config"
 	"github.com/authd/authd/eventstore"
 	authhttp "github.com/authd/authd/http"
 	"github.com/authd/authd/migrations"
 	"github.com/authd/authd/natsbus"
+	"github.com/authd/authd/mail"
+	"github.com/authd/authd/password"
 	"github.com/authd/authd/pgpool"
 	"github.com/authd/authd/projections"
+	"github.com/authd/authd/ratelimit"
+	"github.com/authd/authd/revocation"
 	"github.com/authd/authd/seal"
+	"github.com/authd/authd/tokens"
 )
 
 func main() {
@@ -48,7 +55,11 @@ func run(ctx context.Context, getenv func(string) string, logOut io.Writer) erro
 	log := slog.New(slog.NewJSONHandler(logOut, &slog.HandlerOptions{Level: cfg.LogLevel}))
 	log.Info("authd starting", "config", cfg)
 
-	sealer, err := sealer(cfg, log)
+	keys, err := masterKeys(cfg, log)
+	if err != nil {
+		return err
+	}
+	sealer, err := seal.New(keys...)
 	if err != nil {
 		return err
 	}
@@ -81,11 +92,52 @@ func run(ctx context.Context, getenv func(string) string, logOut io.Writer) erro
 	relay := eventstore.NewRelay(store, bus, eventstore.RelayConfig{}, log, reg)
 	runner := projections.NewRunner(pool, bus, projections.All(), projections.Config{}, log, reg)
 
+	keyring, err := tokens.Open(startCtx, pool, sealer, cfg.Issuer, time.Now)
+	if err != nil {
+		return err
+	}
+	revoked := revocation.New(time.Now)
+	unfollow, err := revoked.Follow(bus.Conn(), bus.Subject, log)
+	if err != nil {
+		return err
+	}
+	defer unfollow()
+	if err := revoked.Load(startCtx, pool); err != nil {
+		return err
+	}
+	limiter := ratelimit.New(pool, time.Now)
+	codeStore := codes.New(pool, seal.Derive(keys[0], "email-codes"), time.Now)
+	var sender mail.Sender = mail.NewLog(log)
+	if cfg.SMTPURL != "" {
+		if sender, err = mail.NewSMTP(cfg.SMTPURL, cfg.MailFrom); err != nil {
+			return err
+		}
+	}
+	app := commands.New(commands.Deps{
+		Store:        store,
+		Hasher:       password.NewHasher(password.OWASP(), 0, 0),
+		Codes:        codeStore,
+		Mail:         sender,
+		Keys:         keyring,
+		Throttle:     limiter,
+		Projections:  runner,
+		Revoked:      revoked,
+		Log:          log,
+		Now:          time.Now,
+		RefreshGrace: cfg.RefreshReuseGrace,
+		WaitTimeout:  cfg.ReadYourWritesTimeout,
+		Product:      "authd",
+	})
+
 	background, stopBackground := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
-	wg.Add(2)
+	wg.Add(3)
 	go func() { defer wg.Done(); relay.Run(background) }()
 	go func() { defer wg.Done(); runner.Run(background) }()
+	go func() {
+		defer wg.Done()
+		housekeeping(background, log, keyring, revoked, limiter, codeStore)
+	}()
 	defer func() {
 		// After the HTTP server has drained: nothing new is appended, so the
 		// relay flushes what is committed and the projections finish their batch.
@@ -93,18 +145,23 @@ func run(ctx context.Context, getenv func(string) string, logOut io.Writer) erro
 		wg.Wait()
 	}()
 
-	app := authhttp.New(authhttp.Deps{
+	server := authhttp.New(authhttp.Deps{
 		Log:            log,
 		Registry:       reg,
 		Ready:          readiness(pool, bus, runner),
 		TrustedProxies: trustedProxies(cfg),
+		JWKS:           keyring.JWKS,
+		Accounts: &authhttp.Accounts{
+			App: app, Keys: keyring, Revoked: revoked, Reads: pool, Limiter: limiter,
+			RateLimit: cfg.RateLimit, Now: time.Now, Log: log,
+		},
 	})
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", cfg.Addr, err)
 	}
 	served := make(chan error, 1)
-	go func() { served <- app.Listener(ln) }()
+	go func() { served <- server.Listener(ln) }()
 	nats := "embedded at " + cfg.EmbeddedNATSAddr
 	if cfg.NATSURL != "" {
 		nats = "external"
@@ -117,26 +174,25 @@ func run(ctx context.Context, getenv func(string) string, logOut io.Writer) erro
 	case err := <-served:
 		return fmt.Errorf("http server: %w", err)
 	}
-	if err := app.ShutdownWithTimeout(15 * time.Second); err != nil {
+	if err := server.ShutdownWithTimeout(15 * time.Second); err != nil {
 		log.Warn("http shutdown", "err", err)
 	}
 	return nil
 }
 
-// sealer seals with AUTHD_MASTER_KEY, or in development with a key generated
-// and kept in the data dir.
-func sealer(cfg config.Config, log *slog.Logger) (*seal.Sealer, error) {
-	keys := cfg.MasterKeys
-	if len(keys) == 0 {
-		k, created, err := seal.DevKey(cfg.DataDir)
-		if err != nil {
-			return nil, err
-		}
-		log.Warn("AUTHD_MASTER_KEY is not set: using a development key kept in the data dir; set it in production",
-			"data_dir", cfg.DataDir, "generated_now", created)
-		keys = [][]byte{k}
+// masterKeys are AUTHD_MASTER_KEY's, or in development a key generated and
+// kept in the data dir.
+func masterKeys(cfg config.Config, log *slog.Logger) ([][]byte, error) {
+	if len(cfg.MasterKeys) > 0 {
+		return cfg.MasterKeys, nil
 	}
-	return seal.New(keys...)
+	k, created, err := seal.DevKey(cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	log.Warn("AUTHD_MASTER_KEY is not set: using a development key kept in the data dir; set it in production",
+		"data_dir", cfg.DataDir, "generated_now", created)
+	return [][]byte{k}, nil
 }
 
 func readiness(pool *pgxpool.Pool, bus *natsbus.Bus, runner *projections.Runner) []authhttp.Check {
@@ -162,6 +218,32 @@ func readiness(pool *pgxpool.Pool, bus *natsbus.Bus, runner *projections.Runner)
 			}
 			return errors.Join(errs...)
 		}},
+	}
+}
+
+// housekeeping runs the periodic chores: picking up keys another instance
+// rotated, and forgetting expired revocations, rate-limit windows and codes.
+func housekeeping(ctx context.Context, log *slog.Logger, keys *tokens.Keyring, revoked *revocation.Set, limiter *ratelimit.Limiter, codeStore *codes.Store) {
+	t := time.NewTicker(30 * time.Second)
+	defer t.Stop()
+	for n := 1; ; n++ {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if err := keys.Reload(ctx); err != nil {
+			log.Warn("reloading signing keys", "err", err)
+		}
+		if n%2 == 0 {
+			revoked.Sweep()
+			if _, err := limiter.Sweep(ctx); err != nil {
+				log.Warn("sweeping rate limits", "err", err)
+			}
+			if _, err := codeStore.Sweep(ctx); err != nil {
+				log.Warn("sweeping expired codes", "err", err)
+			}
+		}
 	}
 }
 

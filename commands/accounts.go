@@ -1,0 +1,354 @@
+package commands
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/authd/authd/domain"
+	"github.com/authd/authd/eventstore"
+	"github.com/authd/authd/mail"
+	"github.com/authd/authd/password"
+)
+
+// CodeTTL is how long an emailed code works.
+const CodeTTL = 10 * time.Minute
+
+// Code purposes, also the codes table's purpose column.
+const (
+	PurposeVerify = "verify"
+	PurposeLogin  = "login"
+	PurposeReset  = "reset"
+)
+
+// RegisterInput is POST /register's body.
+type RegisterInput struct {
+	Email, Password, Name, TenantName string
+}
+
+// Register signs up an account that must verify its email before it can sign
+// in, and emails it a code. It answers the same whether or not the email is
+// taken, and does the same hashing work either way.
+func (a *App) Register(ctx context.Context, in RegisterInput, r Request) error {
+	email, err := NormalizeEmail(in.Email)
+	if err != nil {
+		return err
+	}
+	if err := checkPassword(in.Password); err != nil {
+		return err
+	}
+	name, err := cleanName("name", in.Name)
+	if err != nil {
+		return err
+	}
+	tenantName, err := cleanName("tenant_name", in.TenantName)
+	if err != nil {
+		return err
+	}
+	hash, err := a.d.Hasher.Hash(ctx, in.Password)
+	if err != nil {
+		return err
+	}
+	pending, err := retry(ctx, func() (bool, error) {
+		owner, found, err := a.emailOwner(ctx, email)
+		if err != nil {
+			return false, err
+		}
+		c := a.newChange(r)
+		if !found {
+			id, tenant := uuid.New(), uuid.New()
+			reg := &domain.UserRegistered{UserID: id, TenantID: tenant, TenantName: tenantName, Email: email, Name: name}
+			reg.Secret.PasswordHash = hash
+			if err := c.add(domain.UserStream(id), 0, tenant, id, reg); err != nil {
+				return false, err
+			}
+			c.write.Claims = []eventstore.Claim{{Scope: emailScope, Key: email, Owner: id.String()}}
+			_, err := a.commit(ctx, c)
+			if errors.Is(err, eventstore.ErrKeyTaken) {
+				return false, eventstore.ErrConflict // someone registered it meanwhile: decide again
+			}
+			return err == nil, err
+		}
+		u, err := a.loadUser(ctx, owner)
+		if err != nil {
+			return false, err
+		}
+		if u.EmailVerified {
+			return false, nil // taken: say nothing, send nothing
+		}
+		// Nobody has proven they own this address yet, so whoever signs up
+		// again takes over the pending account; the code decides.
+		renew := &domain.RegistrationRenewed{UserID: u.ID, Name: name, TenantName: tenantName}
+		renew.Secret.PasswordHash = hash
+		if err := c.add(domain.UserStream(u.ID), u.Version, u.TenantID, u.ID, renew); err != nil {
+			return false, err
+		}
+		_, err = a.commit(ctx, c)
+		return err == nil, err
+	})
+	if err != nil || !pending {
+		return err
+	}
+	code, err := a.d.Codes.Issue(ctx, email, PurposeVerify, CodeTTL, nil)
+	if err != nil {
+		return err
+	}
+	a.sendCode(email, code, mail.Verify, CodeTTL)
+	return nil
+}
+
+// VerifyRegistration completes a signup with its emailed code: the email is
+// verified, the tenant created, and the user signed in.
+func (a *App) VerifyRegistration(ctx context.Context, email, code string, r Request) (Tokens, error) {
+	email, err := NormalizeEmail(email)
+	if err != nil {
+		return Tokens{}, err
+	}
+	if _, err := a.d.Codes.Consume(ctx, email, PurposeVerify, code); err != nil {
+		return Tokens{}, ErrInvalidCode
+	}
+	return retry(ctx, func() (Tokens, error) {
+		u, err := a.userByEmail(ctx, email)
+		if errors.Is(err, ErrNotFound) || err == nil && u.EmailVerified {
+			return Tokens{}, ErrInvalidCode
+		}
+		if err != nil {
+			return Tokens{}, err
+		}
+		c := a.newChange(r)
+		if err := a.verifyEmail(c, u); err != nil {
+			return Tokens{}, err
+		}
+		return a.signIn(ctx, c, u, []string{"otp"}, r)
+	})
+}
+
+// verifyEmail adds the events that verify u's email and create its tenant.
+func (a *App) verifyEmail(c *change, u *domain.User) error {
+	if u.EmailVerified {
+		return nil
+	}
+	name := u.TenantName
+	if name == "" {
+		name = domain.DefaultTenantName(u.Name, u.Email)
+	}
+	if err := c.add(domain.UserStream(u.ID), u.Version, u.TenantID, u.ID, &domain.EmailVerified{UserID: u.ID}); err != nil {
+		return err
+	}
+	return c.add(domain.TenantStream(u.TenantID), 0, u.TenantID, u.ID, &domain.TenantCreated{TenantID: u.TenantID, Name: name, OwnerID: u.ID})
+}
+
+func (a *App) userByEmail(ctx context.Context, email string) (*domain.User, error) {
+	id, found, err := a.emailOwner(ctx, email)
+	if err != nil {
+		return nil, err
+	}
+	if !found {
+		return nil, ErrNotFound
+	}
+	u, err := a.loadUser(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if !u.Exists() {
+		return nil, ErrNotFound
+	}
+	return u, nil
+}
+
+// Login signs in with email and password. Unknown emails and wrong passwords
+// get the same answer after the same work.
+func (a *App) Login(ctx context.Context, email, pw string, r Request) (Tokens, error) {
+	email, err := NormalizeEmail(email)
+	if err != nil {
+		return Tokens{}, err
+	}
+	if pw == "" || len(pw) > password.MaxLen {
+		return Tokens{}, &ValidationError{Field: "password", Message: "is required (1024 bytes at most)"}
+	}
+	account := "login:" + email
+	if wait, err := a.d.Throttle.Attempt(ctx, account); err != nil {
+		return Tokens{}, err
+	} else if wait > 0 {
+		return Tokens{}, &RetryLaterError{After: wait}
+	}
+	u, err := a.userByEmail(ctx, email)
+	if errors.Is(err, ErrNotFound) {
+		if err := a.d.Hasher.VerifyUnknown(ctx, pw); err != nil {
+			return Tokens{}, err
+		}
+		return Tokens{}, ErrInvalidCredentials
+	}
+	if err != nil {
+		return Tokens{}, err
+	}
+	ok, rehash, err := a.d.Hasher.Verify(ctx, u.PasswordHash, pw)
+	if err != nil {
+		return Tokens{}, err
+	}
+	if !ok {
+		c := a.newChange(r)
+		if err := c.add(domain.LoginStream(u.ID), eventstore.AnyVersion, u.TenantID, u.ID, &domain.LoginFailed{UserID: u.ID, Reason: "wrong_password"}); err != nil {
+			return Tokens{}, err
+		}
+		if _, err := a.commit(ctx, c); err != nil {
+			a.d.Log.Error("recording a failed login", "err", err)
+		}
+		return Tokens{}, ErrInvalidCredentials
+	}
+	if err := a.d.Throttle.Reset(ctx, account); err != nil {
+		a.d.Log.Error("clearing failed logins", "err", err)
+	}
+	if !u.EmailVerified {
+		return Tokens{}, ErrEmailNotVerified
+	}
+	c := a.newChange(r)
+	if rehash {
+		if hash, err := a.d.Hasher.Hash(ctx, pw); err == nil {
+			e := &domain.PasswordRehashed{UserID: u.ID}
+			e.Secret.PasswordHash = hash
+			if err := c.add(domain.UserStream(u.ID), u.Version, u.TenantID, u.ID, e); err != nil {
+				return Tokens{}, err
+			}
+		}
+	}
+	t, err := a.signIn(ctx, c, u, []string{"pwd"}, r)
+	if errors.Is(err, eventstore.ErrConflict) && rehash {
+		// The rehash lost a race with another change to the user: sign in
+		// without it; the next login rehashes.
+		return a.signIn(ctx, a.newChange(r), u, []string{"pwd"}, r)
+	}
+	return t, err
+}
+
+// SendCode emails a login or password-reset code when the address belongs
+// to an account, and answers the same when it does not.
+func (a *App) SendCode(ctx context.Context, email, purpose string) error {
+	email, err := NormalizeEmail(email)
+	if err != nil {
+		return err
+	}
+	var kind mail.Purpose
+	switch purpose {
+	case PurposeLogin:
+		kind = mail.Login
+	case PurposeReset:
+		kind = mail.Reset
+	default:
+		return &ValidationError{Field: "purpose", Message: `must be "login" or "reset"`}
+	}
+	if _, err := a.userByEmail(ctx, email); errors.Is(err, ErrNotFound) {
+		return nil
+	} else if err != nil {
+		return err
+	}
+	code, err := a.d.Codes.Issue(ctx, email, purpose, CodeTTL, nil)
+	if err != nil {
+		return err
+	}
+	a.sendCode(email, code, kind, CodeTTL)
+	return nil
+}
+
+// CodeLogin signs in with an emailed login code; the code also proves the
+// address, so an unverified account becomes verified.
+func (a *App) CodeLogin(ctx context.Context, email, code string, r Request) (Tokens, error) {
+	email, err := NormalizeEmail(email)
+	if err != nil {
+		return Tokens{}, err
+	}
+	if _, err := a.d.Codes.Consume(ctx, email, PurposeLogin, code); err != nil {
+		return Tokens{}, ErrInvalidCode
+	}
+	return retry(ctx, func() (Tokens, error) {
+		u, err := a.userByEmail(ctx, email)
+		if errors.Is(err, ErrNotFound) {
+			return Tokens{}, ErrInvalidCode
+		}
+		if err != nil {
+			return Tokens{}, err
+		}
+		c := a.newChange(r)
+		if err := a.verifyEmail(c, u); err != nil {
+			return Tokens{}, err
+		}
+		return a.signIn(ctx, c, u, []string{"otp"}, r)
+	})
+}
+
+// ResetPassword sets a new password with an emailed reset code and ends
+// every session of the user.
+func (a *App) ResetPassword(ctx context.Context, email, code, newPassword string, active func(ctx context.Context, user uuid.UUID) ([]uuid.UUID, error), r Request) error {
+	email, err := NormalizeEmail(email)
+	if err != nil {
+		return err
+	}
+	if err := checkPassword(newPassword); err != nil {
+		return &ValidationError{Field: "new_password", Message: err.(*ValidationError).Message}
+	}
+	if _, err := a.d.Codes.Consume(ctx, email, PurposeReset, code); err != nil {
+		return ErrInvalidCode
+	}
+	hash, err := a.d.Hasher.Hash(ctx, newPassword)
+	if err != nil {
+		return err
+	}
+	var u *domain.User
+	at, err := retry(ctx, func() (eventstore.Cursor, error) {
+		var err error
+		u, err = a.userByEmail(ctx, email)
+		if errors.Is(err, ErrNotFound) {
+			return eventstore.Cursor{}, ErrInvalidCode
+		}
+		if err != nil {
+			return eventstore.Cursor{}, err
+		}
+		c := a.newChange(r)
+		reset := &domain.PasswordReset{UserID: u.ID, At: c.at}
+		reset.Secret.PasswordHash = hash
+		if err := c.add(domain.UserStream(u.ID), u.Version, u.TenantID, u.ID, reset); err != nil {
+			return eventstore.Cursor{}, err
+		}
+		u.Version++ // verifyEmail appends after the reset
+		if err := a.verifyEmail(c, u); err != nil {
+			return eventstore.Cursor{}, err
+		}
+		committed, err := a.commit(ctx, c)
+		if err == nil {
+			a.d.Revoked.CutUser(u.ID, c.at)
+		}
+		return committed.Last, err
+	})
+	if err != nil {
+		return err
+	}
+	// The reset already refuses every older token (CutUser, and on other
+	// instances the PasswordReset event); revoking each session also ends
+	// its refresh token and takes it off the sessions list.
+	a.wait(ctx, at, "sessions")
+	ids, err := active(ctx, u.ID)
+	if err != nil {
+		return err
+	}
+	var last eventstore.Cursor
+	for _, id := range ids {
+		at, err := a.revoke(ctx, u.ID, id, domain.RevokedByPassword, r)
+		if err != nil && !errors.Is(err, ErrNotFound) {
+			return err
+		}
+		if last.Before(at) {
+			last = at
+		}
+	}
+	a.wait(ctx, last, "sessions")
+	return nil
+}
+
+func checkPassword(pw string) error {
+	if err := password.Validate(pw); err != nil {
+		return &ValidationError{Field: "password", Message: err.Error()}
+	}
+	return nil
+}

@@ -1,0 +1,233 @@
+package commands
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/authd/authd/domain"
+	"github.com/authd/authd/eventstore"
+	"github.com/authd/authd/mail"
+	"github.com/authd/authd/password"
+	"github.com/authd/authd/revocation"
+	"github.com/authd/authd/tokens"
+)
+
+// Codes issues and consumes emailed one-time codes (codes.Store).
+type Codes interface {
+	Issue(ctx context.Context, email, purpose string, ttl time.Duration, payload []byte) (string, error)
+	Consume(ctx context.Context, email, purpose, code string) ([]byte, error)
+}
+
+// Throttle slows down the logins of an account that keeps getting its
+// password wrong (ratelimit.Limiter). Attempt counts a login as failed until
+// Reset says it was right, and answers how long the account must wait first.
+type Throttle interface {
+	Attempt(ctx context.Context, account string) (time.Duration, error)
+	Reset(ctx context.Context, account string) error
+}
+
+// Waiter waits for a projection to pass a place in the log (projections.Runner).
+type Waiter interface {
+	Wait(ctx context.Context, projection string, c eventstore.Cursor) error
+}
+
+// Deps is what the commands need; every field is required.
+type Deps struct {
+	Store       *eventstore.Store
+	Hasher      *password.Hasher
+	Codes       Codes
+	Mail        mail.Sender
+	Keys        *tokens.Keyring
+	Throttle    Throttle
+	Projections Waiter
+	Revoked     *revocation.Set
+	Log         *slog.Logger
+	Now         func() time.Time
+	// RefreshGrace is how long a rotated-away refresh token still answers.
+	RefreshGrace time.Duration
+	// WaitTimeout bounds how long a write waits for read-your-writes.
+	WaitTimeout time.Duration
+	// Product names the service in emails.
+	Product string
+}
+
+// App runs the commands of authd's account API.
+type App struct{ d Deps }
+
+// New returns the commands over d.
+func New(d Deps) *App { return &App{d: d} }
+
+// Request is who is asking: it becomes each event's metadata.
+type Request struct {
+	IP        string
+	UserAgent string
+	Device    string
+	RequestID string
+}
+
+func (r Request) metadata() eventstore.Metadata {
+	return eventstore.Metadata{IP: r.IP, UserAgent: r.UserAgent, RequestID: r.RequestID}
+}
+
+func (r Request) client() domain.Client {
+	return domain.Client{IP: r.IP, UserAgent: r.UserAgent, Device: r.Device}
+}
+
+// Errors the HTTP edge maps to API codes.
+var (
+	ErrInvalidCredentials  = errors.New("invalid email or password")
+	ErrEmailNotVerified    = errors.New("email address is not verified")
+	ErrInvalidCode         = errors.New("invalid or expired code")
+	ErrInvalidRefreshToken = errors.New("invalid refresh token")
+	ErrNotFound            = errors.New("not found")
+	ErrConflict            = errors.New("conflict")
+)
+
+// ValidationError says which input was wrong and how.
+type ValidationError struct {
+	Field   string
+	Message string
+}
+
+func (e *ValidationError) Error() string { return e.Field + ": " + e.Message }
+
+// RetryLaterError refuses a request for now.
+type RetryLaterError struct {
+	After time.Duration
+}
+
+func (e *RetryLaterError) Error() string {
+	return fmt.Sprintf("too many attempts; retry in %s", e.After.Round(time.Second))
+}
+
+// change collects the events of one command, ready for one atomic write.
+type change struct {
+	meta    eventstore.Metadata
+	at      time.Time
+	write   eventstore.Change
+	applied []domain.Event
+}
+
+func (a *App) newChange(r Request) *change {
+	return &change{meta: r.metadata(), at: a.d.Now()}
+}
+
+// add queues events for a stream the command saw at version expected.
+func (c *change) add(stream string, expected int64, tenant, user uuid.UUID, events ...domain.Event) error {
+	if len(events) == 0 {
+		return nil
+	}
+	out := make([]eventstore.Event, len(events))
+	for i, e := range events {
+		enc, err := Encode(e)
+		if err != nil {
+			return err
+		}
+		enc.TenantID, enc.UserID, enc.Metadata, enc.OccurredAt = tenant, user, c.meta, c.at
+		out[i] = enc
+	}
+	c.write.Appends = append(c.write.Appends, eventstore.StreamAppend{Stream: stream, Expected: expected, Events: out})
+	c.applied = append(c.applied, events...)
+	return nil
+}
+
+func (a *App) commit(ctx context.Context, c *change) (eventstore.Committed, error) {
+	return a.d.Store.Write(ctx, c.write)
+}
+
+// wait gives read-your-writes: it returns once the projections have applied
+// the write, or after WaitTimeout, logging that the next read may be stale.
+// The write has succeeded either way, so a slow projection never fails it.
+func (a *App) wait(ctx context.Context, at eventstore.Cursor, projections ...string) {
+	ctx, cancel := context.WithTimeout(ctx, a.d.WaitTimeout)
+	defer cancel()
+	for _, p := range projections {
+		if err := a.d.Projections.Wait(ctx, p, at); err != nil {
+			a.d.Log.Warn("read-your-writes wait gave up; the next read may not show this write", "projection", p, "err", err)
+			return
+		}
+	}
+}
+
+// retry runs a decide-and-append step again, on fresh state, when another
+// writer got to a stream first: the decision may be different now.
+func retry[T any](ctx context.Context, step func() (T, error)) (T, error) {
+	for attempt := 1; ; attempt++ {
+		v, err := step()
+		if !errors.Is(err, eventstore.ErrConflict) || attempt == 5 || ctx.Err() != nil {
+			return v, err
+		}
+	}
+}
+
+// load rebuilds an aggregate from its stream.
+func (a *App) load(ctx context.Context, stream string, agg applier) error {
+	events, err := a.d.Store.Load(ctx, stream)
+	if err != nil {
+		return err
+	}
+	for _, e := range events {
+		d, err := Decode(e)
+		if err != nil {
+			return err
+		}
+		agg.Apply(d, e.OccurredAt)
+	}
+	return nil
+}
+
+func (a *App) loadUser(ctx context.Context, id uuid.UUID) (*domain.User, error) {
+	u := &domain.User{}
+	if err := a.load(ctx, domain.UserStream(id), u); err != nil {
+		return nil, err
+	}
+	return u, nil
+}
+
+func (a *App) loadSession(ctx context.Context, id uuid.UUID) (*domain.Session, error) {
+	s := &domain.Session{}
+	if err := a.load(ctx, domain.SessionStream(id), s); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// emailOwner finds the user who holds an email address.
+func (a *App) emailOwner(ctx context.Context, email string) (uuid.UUID, bool, error) {
+	owner, err := a.d.Store.Lookup(ctx, emailScope, email)
+	if errors.Is(err, eventstore.ErrNotFound) {
+		return uuid.Nil, false, nil
+	}
+	if err != nil {
+		return uuid.Nil, false, err
+	}
+	id, err := uuid.Parse(owner)
+	if err != nil {
+		return uuid.Nil, false, fmt.Errorf("email index holds a bad owner %q: %w", owner, err)
+	}
+	return id, true, nil
+}
+
+const emailScope = "email"
+
+// sendCode emails a code without holding up the request: the answer must not
+// take longer for an address that exists (no enumeration by timing), and a
+// slow mail server must not stall signups.
+func (a *App) sendCode(email, code string, purpose mail.Purpose, ttl time.Duration) {
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		msg, err := mail.CodeMessage(email, a.d.Product, code, purpose, ttl)
+		if err == nil {
+			err = a.d.Mail.Send(ctx, msg)
+		}
+		if err != nil {
+			a.d.Log.Error("sending a code email failed", "purpose", purpose.String(), "err", err)
+		}
+	}()
+}

@@ -1,0 +1,170 @@
+package commands
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/authd/authd/domain"
+	"github.com/authd/authd/eventstore"
+	"github.com/authd/authd/tokens"
+)
+
+// Tokens is a signed-in session's credentials.
+type Tokens struct {
+	AccessToken  string
+	RefreshToken string
+	ExpiresIn    time.Duration
+	RefreshTTL   time.Duration
+	SessionID    uuid.UUID
+	UserID       uuid.UUID
+}
+
+// startSession adds a new session for user to the change.
+func (a *App) startSession(c *change, u *domain.User, amr []string, r Request) (uuid.UUID, error) {
+	id := uuid.New()
+	err := c.add(domain.SessionStream(id), 0, u.TenantID, u.ID,
+		&domain.SessionStarted{SessionID: id, UserID: u.ID, TenantID: u.TenantID, AMR: amr, Client: r.client()},
+		&domain.LoginSucceeded{UserID: u.ID, SessionID: id, AMR: amr},
+	)
+	return id, err
+}
+
+// issue signs the access token and derives the refresh token of a session at
+// its current refresh generation.
+func (a *App) issue(session, user, tenant uuid.UUID, amr []string, generation uint64) (Tokens, error) {
+	access, err := a.d.Keys.Issue(tokens.Claims{UserID: user, TenantID: tenant, SessionID: session, AMR: amr, IssuedAt: a.d.Now()})
+	if err != nil {
+		return Tokens{}, err
+	}
+	return Tokens{
+		AccessToken:  access,
+		RefreshToken: a.d.Keys.RefreshToken(session, generation),
+		ExpiresIn:    domain.AccessTokenTTL,
+		RefreshTTL:   domain.RefreshTokenTTL,
+		SessionID:    session,
+		UserID:       user,
+	}, nil
+}
+
+// signIn commits a change that starts a session, waits until the reads that
+// follow a sign-in will see it, and returns the session's tokens.
+func (a *App) signIn(ctx context.Context, c *change, u *domain.User, amr []string, r Request) (Tokens, error) {
+	id, err := a.startSession(c, u, amr, r)
+	if err != nil {
+		return Tokens{}, err
+	}
+	committed, err := a.commit(ctx, c)
+	if err != nil {
+		return Tokens{}, err
+	}
+	a.wait(ctx, committed.Last, "users", "sessions")
+	return a.issue(id, u.ID, u.TenantID, amr, 0)
+}
+
+// Refresh rotates a refresh token (API.md: POST /refresh).
+func (a *App) Refresh(ctx context.Context, refreshToken string, r Request) (Tokens, error) {
+	id, generation, err := a.d.Keys.ParseRefreshToken(refreshToken)
+	if err != nil {
+		return Tokens{}, ErrInvalidRefreshToken
+	}
+	return retry(ctx, func() (Tokens, error) {
+		s, err := a.loadSession(ctx, id)
+		if err != nil {
+			return Tokens{}, err
+		}
+		if s.Version > 0 && s.StartedAt.Before(a.d.Revoked.UserCut(s.UserID)) {
+			return Tokens{}, ErrInvalidRefreshToken
+		}
+		d, err := s.Refresh(generation, a.d.Now(), a.d.RefreshGrace, r.client())
+		if errors.Is(err, domain.ErrRefreshInvalid) {
+			return Tokens{}, ErrInvalidRefreshToken
+		}
+		if err != nil {
+			return Tokens{}, err
+		}
+		if len(d.Events) > 0 {
+			c := a.newChange(r)
+			if err := c.add(domain.SessionStream(id), s.Version, s.TenantID, s.UserID, d.Events...); err != nil {
+				return Tokens{}, err
+			}
+			if _, err := a.commit(ctx, c); err != nil {
+				return Tokens{}, err
+			}
+			for _, e := range d.Events {
+				s.Apply(e, c.at)
+			}
+		}
+		if !d.Answer {
+			a.d.Revoked.RevokeSession(id)
+			a.d.Log.Warn("refresh token reused after rotation: session revoked", "session_id", id, "request_id", r.RequestID)
+			return Tokens{}, ErrInvalidRefreshToken
+		}
+		return a.issue(id, s.UserID, s.TenantID, s.AMR, s.Generation)
+	})
+}
+
+// Logout revokes the caller's own session.
+func (a *App) Logout(ctx context.Context, caller tokens.Claims, r Request) error {
+	_, err := a.revoke(ctx, caller.UserID, caller.SessionID, domain.RevokedByLogout, r)
+	return err
+}
+
+// RevokeSession revokes one of the caller's sessions; someone else's session
+// is not found, so nobody learns which ids exist.
+func (a *App) RevokeSession(ctx context.Context, caller tokens.Claims, session uuid.UUID, r Request) error {
+	at, err := a.revoke(ctx, caller.UserID, session, domain.RevokedByUser, r)
+	if err != nil {
+		return err
+	}
+	a.wait(ctx, at, "sessions")
+	return nil
+}
+
+// RevokeOtherSessions revokes every active session of the caller but the one
+// making the request, and says how many it revoked.
+func (a *App) RevokeOtherSessions(ctx context.Context, caller tokens.Claims, active []uuid.UUID, r Request) (int, error) {
+	n := 0
+	var last eventstore.Cursor
+	for _, id := range active {
+		if id == caller.SessionID {
+			continue
+		}
+		at, err := a.revoke(ctx, caller.UserID, id, domain.RevokedByUser, r)
+		if errors.Is(err, ErrNotFound) {
+			continue // ended meanwhile
+		}
+		if err != nil {
+			return n, err
+		}
+		n, last = n+1, at
+	}
+	if n > 0 {
+		a.wait(ctx, last, "sessions")
+	}
+	return n, nil
+}
+
+func (a *App) revoke(ctx context.Context, user, session uuid.UUID, reason string, r Request) (eventstore.Cursor, error) {
+	at, err := retry(ctx, func() (eventstore.Cursor, error) {
+		s, err := a.loadSession(ctx, session)
+		if err != nil {
+			return eventstore.Cursor{}, err
+		}
+		if s.Version == 0 || s.UserID != user || s.Revoked {
+			return eventstore.Cursor{}, ErrNotFound
+		}
+		c := a.newChange(r)
+		if err := c.add(domain.SessionStream(session), s.Version, s.TenantID, s.UserID, s.Revoke(reason)...); err != nil {
+			return eventstore.Cursor{}, err
+		}
+		committed, err := a.commit(ctx, c)
+		return committed.Last, err
+	})
+	if err == nil {
+		a.d.Revoked.RevokeSession(session)
+	}
+	return at, err
+}

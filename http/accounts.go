@@ -1,0 +1,346 @@
+package http
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+	"github.com/google/uuid"
+	"github.com/medama-io/go-useragent"
+
+	"github.com/authd/authd/commands"
+	"github.com/authd/authd/projections"
+	"github.com/authd/authd/ratelimit"
+	"github.com/authd/authd/revocation"
+	"github.com/authd/authd/tokens"
+)
+
+// Limiter is the shared per-key request counter (ratelimit.Limiter).
+type Limiter interface {
+	Allow(ctx context.Context, key string, lim ratelimit.Limit) (bool, time.Duration, error)
+}
+
+// Accounts serves the account and session endpoints of API.md.
+type Accounts struct {
+	App       *commands.App
+	Keys      *tokens.Keyring
+	Revoked   *revocation.Set
+	Reads     projections.Querier
+	Limiter   Limiter
+	RateLimit bool
+	Now       func() time.Time
+	Log       *slog.Logger
+
+	ua *useragent.Parser
+}
+
+func (a *Accounts) routes(r fiber.Router) {
+	a.ua = useragent.NewParser()
+	// Per-IP limits of the unauthenticated endpoints, each its own group.
+	// Sending mail and creating accounts are the costliest to abuse.
+	perMinute := func(n int) ratelimit.Limit { return ratelimit.Limit{Requests: n, Window: time.Minute} }
+	limitRegister, limitCodeSend := perMinute(5), perMinute(5)
+	limitLogin, limitCode := perMinute(10), perMinute(10)
+	limitRefresh := perMinute(30) // tabs and devices behind one NAT refresh too
+	r.Post("/register", a.limit("register", limitRegister), a.register)
+	r.Post("/register/verify", a.limit("register_verify", limitCode), a.verify)
+	r.Post("/login", a.limit("login", limitLogin), a.login)
+	r.Post("/refresh", a.limit("refresh", limitRefresh), a.refresh)
+	r.Post("/otp/send", a.limit("otp_send", limitCodeSend), a.sendCode)
+	r.Post("/otp/login", a.limit("otp_login", limitCode), a.codeLogin)
+	r.Post("/reset-password", a.limit("reset_password", limitCode), a.resetPassword)
+	r.Post("/logout", a.authenticate, a.logout)
+	r.Get("/me", a.authenticate, a.me)
+	r.Get("/sessions", a.authenticate, a.sessions)
+	r.Delete("/sessions/:session_id", a.authenticate, a.revokeSession)
+	r.Delete("/sessions", a.authenticate, a.revokeOtherSessions)
+}
+
+// limit refuses a client IP past lim within the group, before the handler
+// does any work (above all, any password hashing).
+func (a *Accounts) limit(group string, lim ratelimit.Limit) fiber.Handler {
+	return func(c *fiber.Ctx) error {
+		if !a.RateLimit {
+			return c.Next()
+		}
+		ok, retry, err := a.Limiter.Allow(c.UserContext(), "ip:"+group+":"+c.IP(), lim)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return &Error{Status: fiber.StatusTooManyRequests, Code: "rate_limited", Message: "too many requests; retry later", RetryAfter: seconds(retry)}
+		}
+		return c.Next()
+	}
+}
+
+func seconds(d time.Duration) int {
+	return max(1, int((d+time.Second-1)/time.Second))
+}
+
+const claimsKey = "authd.claims"
+
+// authenticate admits a request with a valid, unrevoked access token.
+func (a *Accounts) authenticate(c *fiber.Ctx) error {
+	h := c.Get(fiber.HeaderAuthorization)
+	token, ok := strings.CutPrefix(h, "Bearer ")
+	if !ok || token == "" {
+		return errUnauthorized
+	}
+	claims, err := a.Keys.Verify(c.UserContext(), strings.TrimSpace(token))
+	if err != nil || !a.Revoked.Allows(claims.SessionID, claims.UserID, claims.IssuedAt) {
+		return errUnauthorized
+	}
+	c.Locals(claimsKey, claims)
+	return c.Next()
+}
+
+var errUnauthorized = &Error{Status: fiber.StatusUnauthorized, Code: "unauthorized", Message: "missing, invalid or revoked access token"}
+
+func claimsOf(c *fiber.Ctx) tokens.Claims { return c.Locals(claimsKey).(tokens.Claims) }
+
+func (a *Accounts) request(c *fiber.Ctx) commands.Request {
+	uaString := c.Get(fiber.HeaderUserAgent)
+	if len(uaString) > 512 {
+		uaString = uaString[:512]
+	}
+	return commands.Request{IP: c.IP(), UserAgent: uaString, Device: a.device(uaString), RequestID: requestID(c)}
+}
+
+// device names a client the way a sessions list shows it: "Chrome on macOS".
+func (a *Accounts) device(ua string) string {
+	if ua == "" {
+		return "Unknown device"
+	}
+	p := a.ua.Parse(ua)
+	browser, os := p.GetBrowser(), p.GetOS()
+	switch {
+	case browser != "" && os != "":
+		return browser + " on " + os
+	case browser != "":
+		return browser
+	case os != "":
+		return os
+	}
+	return "Unknown device"
+}
+
+// bind parses a JSON body into v: unknown fields are ignored; a malformed
+// body, or a field of the wrong type, is a 400.
+func bind(c *fiber.Ctx, v any) error {
+	body := c.Body()
+	if len(body) == 0 {
+		return &Error{Status: fiber.StatusBadRequest, Code: "validation_failed", Message: "request body is required"}
+	}
+	if err := json.Unmarshal(body, v); err != nil {
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) && te.Field != "" {
+			return &Error{Status: fiber.StatusBadRequest, Code: "validation_failed", Message: te.Field + " has the wrong type"}
+		}
+		return &Error{Status: fiber.StatusBadRequest, Code: "validation_failed", Message: "request body is not valid JSON"}
+	}
+	return nil
+}
+
+type tokensBody struct {
+	AccessToken      string               `json:"access_token"`
+	RefreshToken     string               `json:"refresh_token"`
+	TokenType        string               `json:"token_type"`
+	ExpiresIn        int                  `json:"expires_in"`
+	RefreshExpiresIn int                  `json:"refresh_expires_in"`
+	SessionID        uuid.UUID            `json:"session_id"`
+	User             projections.UserView `json:"user"`
+}
+
+func (a *Accounts) tokens(c *fiber.Ctx, status int, t commands.Tokens) error {
+	u, err := projections.GetUser(c.UserContext(), a.Reads, t.UserID)
+	if err != nil {
+		return err
+	}
+	c.Set(fiber.HeaderCacheControl, "no-store")
+	return c.Status(status).JSON(tokensBody{
+		AccessToken: t.AccessToken, RefreshToken: t.RefreshToken, TokenType: "Bearer",
+		ExpiresIn: int(t.ExpiresIn / time.Second), RefreshExpiresIn: int(t.RefreshTTL / time.Second),
+		SessionID: t.SessionID, User: u,
+	})
+}
+
+func (a *Accounts) register(c *fiber.Ctx) error {
+	var in struct {
+		Email      string `json:"email"`
+		Password   string `json:"password"`
+		Name       string `json:"name"`
+		TenantName string `json:"tenant_name"`
+	}
+	if err := bind(c, &in); err != nil {
+		return err
+	}
+	err := a.App.Register(c.UserContext(), commands.RegisterInput{Email: in.Email, Password: in.Password, Name: in.Name, TenantName: in.TenantName}, a.request(c))
+	if err != nil {
+		return err
+	}
+	return c.Status(fiber.StatusAccepted).JSON(fiber.Map{"status": "verification_sent"})
+}
+
+type emailCode struct {
+	Email string `json:"email"`
+	Code  string `json:"code"`
+}
+
+func (a *Accounts) verify(c *fiber.Ctx) error {
+	var in emailCode
+	if err := bind(c, &in); err != nil {
+		return err
+	}
+	t, err := a.App.VerifyRegistration(c.UserContext(), in.Email, in.Code, a.request(c))
+	if err != nil {
+		return err
+	}
+	return a.tokens(c, fiber.StatusCreated, t)
+}
+
+func (a *Accounts) login(c *fiber.Ctx) error {
+	var in struct {
+		Email    string `json:"email"`
+		Password string `json:"password"`
+	}
+	if err := bind(c, &in); err != nil {
+		return err
+	}
+	t, err := a.App.Login(c.UserContext(), in.Email, in.Password, a.request(c))
+	if err != nil {
+		return err
+	}
+	return a.tokens(c, fiber.StatusOK, t)
+}
+
+func (a *Accounts) refresh(c *fiber.Ctx) error {
+	var in struct {
+		RefreshToken string `json:"refresh_token"`
+	}
+	if err := bind(c, &in); err != nil {
+		return err
+	}
+	if in.RefreshToken == "" {
+		return &Error{Status: fiber.StatusBadRequest, Code: "validation_failed", Message: "refresh_token is required"}
+	}
+	t, err := a.App.Refresh(c.UserContext(), in.RefreshToken, a.request(c))
+	if err != nil {
+		return err
+	}
+	return a.tokens(c, fiber.StatusOK, t)
+}
+
+func (a *Accounts) sendCode(c *fiber.Ctx) error {
+	var in struct {
+		Email   string `json:"email"`
+		Purpose string `json:"purpose"`
+	}
+	if err := bind(c, &in); err != nil {
+		return err
+	}
+	if err := a.App.SendCode(c.UserContext(), in.Email, in.Purpose); err != nil {
+		return err
+	}
+	return c.Status(fiber.StatusAccepted).JSON(fiber.Map{"status": "sent"})
+}
+
+func (a *Accounts) codeLogin(c *fiber.Ctx) error {
+	var in emailCode
+	if err := bind(c, &in); err != nil {
+		return err
+	}
+	t, err := a.App.CodeLogin(c.UserContext(), in.Email, in.Code, a.request(c))
+	if err != nil {
+		return err
+	}
+	return a.tokens(c, fiber.StatusOK, t)
+}
+
+func (a *Accounts) resetPassword(c *fiber.Ctx) error {
+	var in struct {
+		Email       string `json:"email"`
+		Code        string `json:"code"`
+		NewPassword string `json:"new_password"`
+	}
+	if err := bind(c, &in); err != nil {
+		return err
+	}
+	active := func(ctx context.Context, user uuid.UUID) ([]uuid.UUID, error) { return a.activeIDs(ctx, user) }
+	if err := a.App.ResetPassword(c.UserContext(), in.Email, in.Code, in.NewPassword, active, a.request(c)); err != nil {
+		return err
+	}
+	return c.JSON(fiber.Map{"status": "password_reset"})
+}
+
+func (a *Accounts) logout(c *fiber.Ctx) error {
+	if err := a.App.Logout(c.UserContext(), claimsOf(c), a.request(c)); err != nil && !errors.Is(err, commands.ErrNotFound) {
+		return err
+	}
+	return c.SendStatus(fiber.StatusNoContent)
+}
+
+func (a *Accounts) me(c *fiber.Ctx) error {
+	u, err := projections.GetUser(c.UserContext(), a.Reads, claimsOf(c).UserID)
+	if errors.Is(err, projections.ErrNotFound) {
+		return errUnauthorized
+	}
+	if err != nil {
+		return err
+	}
+	return c.JSON(u)
+}
+
+func (a *Accounts) activeIDs(ctx context.Context, user uuid.UUID) ([]uuid.UUID, error) {
+	list, err := projections.ActiveSessions(ctx, a.Reads, user, a.Now().Add(-refreshLife))
+	if err != nil {
+		return nil, err
+	}
+	ids := make([]uuid.UUID, len(list))
+	for i, s := range list {
+		ids[i] = s.ID
+	}
+	return ids, nil
+}
+
+const refreshLife = 7 * 24 * time.Hour
+
+func (a *Accounts) sessions(c *fiber.Ctx) error {
+	claims := claimsOf(c)
+	list, err := projections.ActiveSessions(c.UserContext(), a.Reads, claims.UserID, a.Now().Add(-refreshLife))
+	if err != nil {
+		return err
+	}
+	for i := range list {
+		list[i].Current = list[i].ID == claims.SessionID
+	}
+	return c.JSON(fiber.Map{"sessions": list})
+}
+
+func (a *Accounts) revokeSession(c *fiber.Ctx) error {
+	id, err := uuid.Parse(c.Params("session_id"))
+	if err != nil {
+		return &Error{Status: fiber.StatusBadRequest, Code: "validation_failed", Message: "session_id must be a UUID"}
+	}
+	if err := a.App.RevokeSession(c.UserContext(), claimsOf(c), id, a.request(c)); err != nil {
+		return err
+	}
+	return c.SendStatus(fiber.StatusNoContent)
+}
+
+func (a *Accounts) revokeOtherSessions(c *fiber.Ctx) error {
+	claims := claimsOf(c)
+	ids, err := a.activeIDs(c.UserContext(), claims.UserID)
+	if err != nil {
+		return err
+	}
+	n, err := a.App.RevokeOtherSessions(c.UserContext(), claims, ids, a.request(c))
+	if err != nil {
+		return err
+	}
+	return c.JSON(fiber.Map{"revoked": n})
+}

@@ -1,0 +1,89 @@
+package projections
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+)
+
+// ErrNotFound means a read model has no such row.
+var ErrNotFound = errors.New("projections: not found")
+
+// Querier is a pool, connection or transaction.
+type Querier interface {
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+}
+
+// UserView is a user as the API shows it.
+type UserView struct {
+	ID               uuid.UUID `json:"id"`
+	Email            string    `json:"email"`
+	Name             string    `json:"name"`
+	EmailVerified    bool      `json:"email_verified"`
+	Tenant           Tenant    `json:"tenant"`
+	TwoFactorEnabled bool      `json:"two_factor_enabled"`
+	CreatedAt        time.Time `json:"created_at"`
+}
+
+// Tenant is a user's organization.
+type Tenant struct {
+	ID   uuid.UUID `json:"id"`
+	Name string    `json:"name"`
+}
+
+// GetUser reads a user from the users read model.
+func GetUser(ctx context.Context, q Querier, id uuid.UUID) (UserView, error) {
+	var u UserView
+	err := q.QueryRow(ctx, `SELECT u.id, u.email, u.name, u.email_verified, u.tenant_id, coalesce(t.name, ''), u.created_at
+		FROM users u LEFT JOIN tenants t ON t.id = u.tenant_id WHERE u.id = $1`, id).
+		Scan(&u.ID, &u.Email, &u.Name, &u.EmailVerified, &u.Tenant.ID, &u.Tenant.Name, &u.CreatedAt)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return UserView{}, ErrNotFound
+	}
+	if err != nil {
+		return UserView{}, fmt.Errorf("read user %s: %w", id, err)
+	}
+	u.CreatedAt = u.CreatedAt.UTC()
+	return u, nil
+}
+
+// SessionView is a session as GET /sessions lists it.
+type SessionView struct {
+	ID         uuid.UUID `json:"id"`
+	Device     string    `json:"device"`
+	UserAgent  string    `json:"user_agent"`
+	IP         string    `json:"ip"`
+	CreatedAt  time.Time `json:"created_at"`
+	LastSeenAt time.Time `json:"last_seen_at"`
+	Current    bool      `json:"current"`
+}
+
+// ActiveSessions lists a user's sessions that are neither revoked nor past
+// their refresh token's life, newest first.
+func ActiveSessions(ctx context.Context, q Querier, userID uuid.UUID, since time.Time) ([]SessionView, error) {
+	rows, err := q.Query(ctx, `SELECT id, device, user_agent, ip, created_at, last_seen_at FROM sessions
+		WHERE user_id = $1 AND revoked_at IS NULL AND last_seen_at > $2
+		ORDER BY created_at DESC, id`, userID, since)
+	if err != nil {
+		return nil, fmt.Errorf("list sessions of %s: %w", userID, err)
+	}
+	defer rows.Close()
+	out := []SessionView{}
+	for rows.Next() {
+		var s SessionView
+		if err := rows.Scan(&s.ID, &s.Device, &s.UserAgent, &s.IP, &s.CreatedAt, &s.LastSeenAt); err != nil {
+			return nil, fmt.Errorf("list sessions of %s: %w", userID, err)
+		}
+		s.CreatedAt, s.LastSeenAt = s.CreatedAt.UTC(), s.LastSeenAt.UTC()
+		out = append(out, s)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list sessions of %s: %w", userID, err)
+	}
+	return out, nil
+}

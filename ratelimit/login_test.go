@@ -1,0 +1,169 @@
+package ratelimit
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+func attempt(t *testing.T, l *Limiter, account string) time.Duration {
+	t.Helper()
+	wait, err := l.Attempt(context.Background(), account)
+	if err != nil {
+		t.Fatalf("Attempt: %v", err)
+	}
+	return wait
+}
+
+// fail makes n failed logins in a row, each admitted without waiting.
+func fail(t *testing.T, l *Limiter, account string, n int) {
+	t.Helper()
+	for i := range n {
+		if wait := attempt(t, l, account); wait != 0 {
+			t.Fatalf("attempt %d waits %v, want admitted", i+1, wait)
+		}
+	}
+}
+
+func TestDelayAfter(t *testing.T) {
+	t.Parallel()
+	want := map[int]time.Duration{
+		0: 0, 1: 0, 5: 0,
+		6: time.Second, 7: 2 * time.Second, 8: 4 * time.Second, 9: 8 * time.Second,
+		10: 16 * time.Second, 11: 32 * time.Second, 12: time.Minute, 13: time.Minute,
+		1000: time.Minute, int(^uint(0) >> 1): time.Minute,
+	}
+	for n, d := range want {
+		if got := delayAfter(n); got != d {
+			t.Errorf("delayAfter(%d) = %v, want %v", n, got, d)
+		}
+	}
+	if tab := delayTable(); len(tab) != 12 || tab[0] != 0 || tab[5] != time.Second || tab[11] != time.Minute {
+		t.Errorf("delayTable() = %v", tab)
+	}
+}
+
+func TestAttemptSlowsDownProgressively(t *testing.T) {
+	t.Parallel()
+	l, c := newLimiter(t)
+	const acct = "victim@example.com"
+	fail(t, l, acct, 6) // five free, and the sixth: the one that earns the first delay
+	for _, want := range []time.Duration{1, 2, 4, 8, 16, 32, 60, 60, 60} {
+		want *= time.Second
+		if wait := attempt(t, l, acct); wait != want {
+			t.Fatalf("wait = %v, want %v", wait, want)
+		}
+		c.Advance(want - time.Millisecond)
+		if wait := attempt(t, l, acct); wait != time.Millisecond {
+			t.Fatalf("1ms before the end of a %v delay: wait = %v", want, wait)
+		}
+		c.Advance(time.Millisecond)
+		if wait := attempt(t, l, acct); wait != 0 {
+			t.Fatalf("at the end of a %v delay: wait = %v, want admitted", want, wait)
+		}
+	}
+}
+
+// Attempts refused while waiting do not count: a guesser hammering the login
+// earns no longer delay for the owner than one guessing as fast as allowed.
+func TestRefusedAttemptsDoNotCount(t *testing.T) {
+	t.Parallel()
+	l, c := newLimiter(t)
+	const acct = "a@example.com"
+	fail(t, l, acct, 6)
+	c.Advance(time.Second)
+	fail(t, l, acct, 1)
+	for range 50 {
+		if wait := attempt(t, l, acct); wait <= 0 {
+			t.Fatal("admitted while waiting")
+		}
+	}
+	c.Advance(2 * time.Second)
+	fail(t, l, acct, 1)
+	if wait := attempt(t, l, acct); wait != 4*time.Second {
+		t.Fatalf("after the 8th failure: wait = %v, want 4s", wait)
+	}
+}
+
+func TestFailuresAreForgottenAfterFifteenMinutes(t *testing.T) {
+	t.Parallel()
+	l, c := newLimiter(t)
+	const acct = "a@example.com"
+	fail(t, l, acct, 6)
+	c.Advance(time.Second)
+	fail(t, l, acct, 1)
+	c.Advance(15*time.Minute - time.Microsecond)
+	if wait := attempt(t, l, acct); wait != 0 {
+		// the 2 s delay has passed long ago, so this one is admitted and counts
+		t.Fatalf("wait = %v", wait)
+	}
+	if wait := attempt(t, l, acct); wait != 4*time.Second {
+		t.Fatalf("failures forgotten too early: wait = %v, want 4s", wait)
+	}
+	c.Advance(15 * time.Minute)
+	fail(t, l, acct, 6) // a fresh run: five free again
+	if wait := attempt(t, l, acct); wait != time.Second {
+		t.Fatalf("after forgetting and six new failures: wait = %v, want 1s", wait)
+	}
+}
+
+func TestResetClearsFailures(t *testing.T) {
+	t.Parallel()
+	l, _ := newLimiter(t)
+	const acct = "a@example.com"
+	fail(t, l, acct, 6)
+	if wait := attempt(t, l, acct); wait != time.Second {
+		t.Fatalf("wait = %v, want 1s", wait)
+	}
+	if err := l.Reset(context.Background(), acct); err != nil {
+		t.Fatal(err)
+	}
+	fail(t, l, acct, 6)
+	if err := l.Reset(context.Background(), "nobody@example.com"); err != nil {
+		t.Fatalf("Reset of an account without failures: %v", err)
+	}
+}
+
+func TestAccountsAreIndependent(t *testing.T) {
+	t.Parallel()
+	l, _ := newLimiter(t)
+	fail(t, l, "a@example.com", 6)
+	if wait := attempt(t, l, "a@example.com"); wait == 0 {
+		t.Fatal("a not slowed down")
+	}
+	fail(t, l, "b@example.com", 6)
+}
+
+// Attempts are counted when admitted, under the row's lock, so a burst of
+// concurrent guesses gets exactly the five free attempts and the one after
+// them, never a check per request.
+func TestConcurrentAttemptsAreAdmittedOneByOne(t *testing.T) {
+	t.Parallel()
+	l, c := newLimiter(t)
+	run := func(account string) int32 {
+		var admitted atomic.Int32
+		var wg sync.WaitGroup
+		for range 20 {
+			wg.Go(func() {
+				wait, err := l.Attempt(context.Background(), account)
+				if err != nil {
+					t.Error(err)
+				}
+				if wait == 0 {
+					admitted.Add(1)
+				}
+			})
+		}
+		wg.Wait()
+		return admitted.Load()
+	}
+	if n := run("burst@example.com"); n != 6 {
+		t.Fatalf("%d of 20 concurrent attempts admitted, want 6", n)
+	}
+	c.Advance(time.Second)
+	if n := run("burst@example.com"); n != 1 {
+		t.Fatalf("%d of 20 concurrent attempts admitted when the delay ended, want 1", n)
+	}
+}
