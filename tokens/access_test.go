@@ -1,0 +1,322 @@
+package tokens
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+	"github.com/google/uuid"
+)
+
+func testClaims() Claims {
+	return Claims{
+		UserID:    uuid.New(),
+		TenantID:  uuid.New(),
+		SessionID: uuid.New(),
+		AMR:       []string{"pwd", "mfa"},
+	}
+}
+
+func headerKID(t *testing.T, token string) string {
+	t.Helper()
+	tok, _, err := jwt.NewParser().ParseUnverified(token, jwt.MapClaims{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kid, _ := tok.Header["kid"].(string)
+	return kid
+}
+
+// signWith makes a token the way Issue does, but with any key and kid.
+func signWith(k *Keyring, kid string, key ed25519.PrivateKey, c Claims) (string, error) {
+	if c.IssuedAt.IsZero() {
+		c.IssuedAt = k.now()
+	}
+	if c.ExpiresAt.IsZero() {
+		c.ExpiresAt = c.IssuedAt.Add(AccessTTL)
+	}
+	t := jwt.NewWithClaims(jwt.SigningMethodEdDSA, wireClaims{
+		RegisteredClaims: jwt.RegisteredClaims{
+			Issuer:    k.issuer,
+			Subject:   c.UserID.String(),
+			IssuedAt:  jwt.NewNumericDate(c.IssuedAt),
+			ExpiresAt: jwt.NewNumericDate(c.ExpiresAt),
+			ID:        "jti",
+		},
+		TenantID:  c.TenantID.String(),
+		SessionID: c.SessionID.String(),
+		AMR:       c.AMR,
+	})
+	t.Header["kid"] = kid
+	return t.SignedString(key)
+}
+
+func TestIssueVerifyRoundTrip(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	c := testClaims()
+	token, err := f.k.Issue(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := f.k.Verify(context.Background(), token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := f.clock.Now()
+	if got.UserID != c.UserID || got.TenantID != c.TenantID || got.SessionID != c.SessionID {
+		t.Fatalf("ids: got %+v, want %+v", got, c)
+	}
+	if !slices.Equal(got.AMR, c.AMR) {
+		t.Fatalf("amr = %v, want %v", got.AMR, c.AMR)
+	}
+	if !got.IssuedAt.Equal(now) || !got.ExpiresAt.Equal(now.Add(24*time.Hour)) {
+		t.Fatalf("iat %v exp %v, want %v and 24 h later", got.IssuedAt, got.ExpiresAt, now)
+	}
+	if _, err := uuid.Parse(got.ID); err != nil {
+		t.Fatalf("jti %q is not a UUID: %v", got.ID, err)
+	}
+
+	// The payload carries exactly the contract's claims, and the header the kid.
+	parts := strings.Split(token, ".")
+	var header, payload map[string]any
+	decodeSegment(t, parts[0], &header)
+	decodeSegment(t, parts[1], &payload)
+	if header["alg"] != "EdDSA" || header["kid"] != f.k.SigningKID() {
+		t.Fatalf("header = %v", header)
+	}
+	var keys []string
+	for key := range payload {
+		keys = append(keys, key)
+	}
+	slices.Sort(keys)
+	if want := []string{"amr", "exp", "iat", "iss", "jti", "sid", "sub", "tid"}; !slices.Equal(keys, want) {
+		t.Fatalf("claims %v, want %v", keys, want)
+	}
+	if payload["iss"] != testIssuer || payload["sub"] != c.UserID.String() ||
+		payload["tid"] != c.TenantID.String() || payload["sid"] != c.SessionID.String() {
+		t.Fatalf("payload = %v", payload)
+	}
+	if exp, iat := payload["exp"].(float64), payload["iat"].(float64); exp-iat != 86400 {
+		t.Fatalf("exp - iat = %v, want 86400", exp-iat)
+	}
+
+	// Given times and jti are kept.
+	c.IssuedAt = now.Add(-time.Hour)
+	c.ExpiresAt = now.Add(time.Hour)
+	c.ID = "given-id"
+	token, err = f.k.Issue(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err = f.k.Verify(context.Background(), token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !got.IssuedAt.Equal(c.IssuedAt) || !got.ExpiresAt.Equal(c.ExpiresAt) || got.ID != "given-id" {
+		t.Fatalf("given times and id: got %+v", got)
+	}
+
+	// No AMR is an empty list, not null.
+	c.AMR = nil
+	token, err = f.k.Issue(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	decodeSegment(t, strings.Split(token, ".")[1], &payload)
+	if amr, ok := payload["amr"].([]any); !ok || len(amr) != 0 {
+		t.Fatalf("amr of no methods = %#v, want []", payload["amr"])
+	}
+}
+
+func TestIssueRequiresIDs(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	for _, c := range []Claims{
+		{TenantID: uuid.New(), SessionID: uuid.New()},
+		{UserID: uuid.New(), SessionID: uuid.New()},
+		{UserID: uuid.New(), TenantID: uuid.New()},
+	} {
+		if _, err := f.k.Issue(c); err == nil {
+			t.Fatalf("Issue(%+v) succeeded without an id", c)
+		}
+	}
+}
+
+func decodeSegment(t *testing.T, seg string, v any) {
+	t.Helper()
+	b, err := base64.RawURLEncoding.DecodeString(seg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func encodeSegment(t *testing.T, v any) string {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+func TestVerifyRejects(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	ctx := context.Background()
+	c := testClaims()
+	good, err := f.k.Issue(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	parts := strings.Split(good, ".")
+	kid := f.k.SigningKID()
+	pub := f.k.keys.Load().public[kid]
+
+	var payload map[string]any
+	decodeSegment(t, parts[1], &payload)
+	payload["sub"] = uuid.NewString()
+	tamperedPayload := parts[0] + "." + encodeSegment(t, payload) + "." + parts[2]
+
+	sig, _ := base64.RawURLEncoding.DecodeString(parts[2])
+	sig[0] ^= 1
+	tamperedSig := parts[0] + "." + parts[1] + "." + base64.RawURLEncoding.EncodeToString(sig)
+
+	noneToken := func() string {
+		tok := jwt.NewWithClaims(jwt.SigningMethodNone, jwt.MapClaims(payload))
+		tok.Header["kid"] = kid
+		s, err := tok.SignedString(jwt.UnsafeAllowNoneSignatureType)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}()
+	// alg "none" spelled so that a case-insensitive check would let it through.
+	noneHeader := encodeSegment(t, map[string]any{"alg": "None", "kid": kid}) + "." + parts[1] + "."
+
+	hmacWith := func(secret []byte) string {
+		tok := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims(payload))
+		tok.Header["kid"] = kid
+		s, err := tok.SignedString(secret)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+
+	// Signed by a key the keyring never had, under its real kid and an unknown one.
+	_, stranger, _ := ed25519.GenerateKey(rand.Reader)
+	strangerSameKID, err := signWith(f.k, kid, stranger, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	strangerKID, err := signWith(f.k, thumbprint(stranger.Public().(ed25519.PublicKey)), stranger, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	noKID, err := signWith(f.k, "", f.k.keys.Load().signKey, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	otherIssuer := openKeyringIssuer(t, f, "https://evil.example")
+	wrongIssuer, err := otherIssuer.Issue(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	expiredClaims := c
+	expiredClaims.IssuedAt = f.clock.Now().Add(-25 * time.Hour)
+	expired, err := f.k.Issue(expiredClaims)
+	if err != nil {
+		t.Fatal(err)
+	}
+	futureClaims := c
+	futureClaims.IssuedAt = f.clock.Now().Add(time.Hour)
+	future, err := f.k.Issue(futureClaims)
+	if err != nil {
+		t.Fatal(err)
+	}
+	noExp := signRaw(t, f.k.keys.Load().signKey, map[string]any{"alg": "EdDSA", "kid": kid},
+		map[string]any{"iss": testIssuer, "sub": c.UserID.String(), "tid": c.TenantID.String(), "sid": c.SessionID.String(),
+			"iat": f.clock.Now().Unix(), "jti": "x", "amr": []string{}})
+	badSub := signRaw(t, f.k.keys.Load().signKey, map[string]any{"alg": "EdDSA", "kid": kid},
+		map[string]any{"iss": testIssuer, "sub": "root", "tid": c.TenantID.String(), "sid": c.SessionID.String(),
+			"iat": f.clock.Now().Unix(), "exp": f.clock.Now().Add(time.Hour).Unix(), "jti": "x", "amr": []string{}})
+
+	for name, tok := range map[string]string{
+		"empty":                        "",
+		"garbage":                      "not.a.jwt",
+		"two segments":                 parts[0] + "." + parts[1],
+		"oversize":                     good + strings.Repeat("A", maxTokenLen),
+		"tampered payload":             tamperedPayload,
+		"tampered signature":           tamperedSig,
+		"no signature":                 parts[0] + "." + parts[1] + ".",
+		"alg none":                     noneToken,
+		"alg None":                     noneHeader,
+		"HS256 with raw public key":    hmacWith(pub),
+		"HS256 with JWKS":              hmacWith(f.k.JWKS()),
+		"stranger key with our kid":    strangerSameKID,
+		"unknown kid":                  strangerKID,
+		"no kid":                       noKID,
+		"wrong issuer":                 wrongIssuer,
+		"expired":                      expired,
+		"issued in the future":         future,
+		"no exp":                       noExp,
+		"sub not a UUID":               badSub,
+		"padding in signature segment": good + "==",
+	} {
+		_, err := f.k.Verify(ctx, tok)
+		if !errors.Is(err, ErrInvalidToken) {
+			t.Errorf("%s: err = %v, want ErrInvalidToken", name, err)
+		}
+		t.Logf("%s: %v", name, err)
+	}
+}
+
+func TestVerifyExpiryLeeway(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	ctx := context.Background()
+	token, err := f.k.Issue(testClaims())
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.clock.Advance(AccessTTL + Leeway - time.Second)
+	if _, err := f.k.Verify(ctx, token); err != nil {
+		t.Fatalf("within the leeway after exp: %v", err)
+	}
+	f.clock.Advance(2 * time.Second)
+	_, err = f.k.Verify(ctx, token)
+	if !errors.Is(err, ErrInvalidToken) || !errors.Is(err, jwt.ErrTokenExpired) {
+		t.Fatalf("past the leeway: err = %v, want ErrInvalidToken wrapping jwt.ErrTokenExpired", err)
+	}
+}
+
+// openKeyringIssuer opens another keyring on f's database with another issuer.
+func openKeyringIssuer(t *testing.T, f *fixture, issuer string) *Keyring {
+	t.Helper()
+	k, err := Open(context.Background(), f.pool, f.sealer, issuer, f.clock.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+// signRaw signs any header and payload, for tokens Issue would never make.
+func signRaw(t *testing.T, key ed25519.PrivateKey, header, payload map[string]any) string {
+	t.Helper()
+	input := encodeSegment(t, header) + "." + encodeSegment(t, payload)
+	return input + "." + base64.RawURLEncoding.EncodeToString(ed25519.Sign(key, []byte(input)))
+}
