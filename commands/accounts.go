@@ -91,12 +91,7 @@ func (a *App) Register(ctx context.Context, in RegisterInput, r Request) error {
 	if err != nil || !pending {
 		return err
 	}
-	code, err := a.d.Codes.Issue(ctx, email, PurposeVerify, CodeTTL, nil)
-	if err != nil {
-		return err
-	}
-	a.sendCode(email, code, mail.Verify, CodeTTL)
-	return nil
+	return a.issueCode(ctx, email, PurposeVerify, mail.Verify)
 }
 
 // VerifyRegistration completes a signup with its emailed code: the email is
@@ -244,12 +239,7 @@ func (a *App) SendCode(ctx context.Context, email, purpose string) error {
 	} else if err != nil {
 		return err
 	}
-	code, err := a.d.Codes.Issue(ctx, email, purpose, CodeTTL, nil)
-	if err != nil {
-		return err
-	}
-	a.sendCode(email, code, kind, CodeTTL)
-	return nil
+	return a.issueCode(ctx, email, purpose, kind)
 }
 
 // CodeLogin signs in with an emailed login code; the code also proves the

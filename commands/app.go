@@ -13,6 +13,7 @@ import (
 	"github.com/authd/authd/eventstore"
 	"github.com/authd/authd/mail"
 	"github.com/authd/authd/password"
+	"github.com/authd/authd/ratelimit"
 	"github.com/authd/authd/revocation"
 	"github.com/authd/authd/tokens"
 )
@@ -31,6 +32,11 @@ type Throttle interface {
 	Reset(ctx context.Context, account string) error
 }
 
+// Limits counts requests per key across instances (ratelimit.Limiter).
+type Limits interface {
+	Allow(ctx context.Context, key string, lim ratelimit.Limit) (bool, time.Duration, error)
+}
+
 // Waiter waits for a projection to pass a place in the log (projections.Runner).
 type Waiter interface {
 	Wait(ctx context.Context, projection string, c eventstore.Cursor) error
@@ -44,6 +50,7 @@ type Deps struct {
 	Mail        mail.Sender
 	Keys        *tokens.Keyring
 	Throttle    Throttle
+	Limits      Limits
 	Projections Waiter
 	Revoked     *revocation.Set
 	Log         *slog.Logger
@@ -214,6 +221,31 @@ func (a *App) emailOwner(ctx context.Context, email string) (uuid.UUID, bool, er
 }
 
 const emailScope = "email"
+
+// codesPerEmail bounds the codes one address can be sent: each code brings
+// fresh tries, so without it the per-code try limit could be reset at will,
+// and an address could be flooded with mail.
+func codesPerEmail() ratelimit.Limit { return ratelimit.Limit{Requests: 5, Window: 15 * time.Minute} }
+
+// issueCode issues and emails a code, unless the address has had its share
+// lately: then it quietly sends nothing, so the answer still says nothing
+// about whether the address has an account.
+func (a *App) issueCode(ctx context.Context, email, purpose string, kind mail.Purpose) error {
+	ok, _, err := a.d.Limits.Allow(ctx, "codes:"+email, codesPerEmail())
+	if err != nil {
+		return err
+	}
+	if !ok {
+		a.d.Log.Info("code not sent: too many codes for this address lately", "purpose", purpose)
+		return nil
+	}
+	code, err := a.d.Codes.Issue(ctx, email, purpose, CodeTTL, nil)
+	if err != nil {
+		return err
+	}
+	a.sendCode(email, code, kind, CodeTTL)
+	return nil
+}
 
 // sendCode emails a code without holding up the request: the answer must not
 // take longer for an address that exists (no enumeration by timing), and a

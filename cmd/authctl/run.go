@@ -45,6 +45,7 @@ func commandTable() []command {
 		{"projections rebuild", "NAME...|--all [--batch N]", "rebuild projections from the event log (safe while authd runs)", setupRebuild},
 		{"events tail", "[--type T] [--user ID] [--from-start]", "print events from JetStream as JSON lines until interrupted", setupTail},
 		{"events ls", "--stream S", "print a stream's events (public part) as JSON lines", setupList},
+		{"keys rotate", "[--retire-after D]", "add a new JWT signing key; old keys keep verifying until retired", setupRotate},
 		{"health", "[URL]", "GET URL (default /readyz on AUTHD_ADDR); exit 0 on 200, 1 otherwise", setupHealth},
 		{"help", "[COMMAND]", "show this text, or a command's flags", nil},
 	}

@@ -25,9 +25,9 @@ import (
 	"github.com/authd/authd/config"
 	"github.com/authd/authd/eventstore"
 	authhttp "github.com/authd/authd/http"
+	"github.com/authd/authd/mail"
 	"github.com/authd/authd/migrations"
 	"github.com/authd/authd/natsbus"
-	"github.com/authd/authd/mail"
 	"github.com/authd/authd/password"
 	"github.com/authd/authd/pgpool"
 	"github.com/authd/authd/projections"
@@ -120,6 +120,7 @@ func run(ctx context.Context, getenv func(string) string, logOut io.Writer) erro
 		Mail:         sender,
 		Keys:         keyring,
 		Throttle:     limiter,
+		Limits:       limiter,
 		Projections:  runner,
 		Revoked:      revoked,
 		Log:          log,
