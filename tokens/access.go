@@ -134,7 +134,7 @@ func (k *Keyring) verify(ctx context.Context, token string) (Claims, error) {
 	return wc.claims()
 }
 
-// verifiedCacheSize bounds the memory of the cache (about 200 bytes a token);
+// verifiedCacheSize bounds the memory of the cache (about 300 bytes a token);
 // a full cache is emptied rather than managed, which costs one signature
 // check per live token each time it fills.
 const verifiedCacheSize = 1 << 16

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -319,4 +320,56 @@ func signRaw(t *testing.T, key ed25519.PrivateKey, header, payload map[string]an
 	t.Helper()
 	input := encodeSegment(t, header) + "." + encodeSegment(t, payload)
 	return input + "." + base64.RawURLEncoding.EncodeToString(ed25519.Sign(key, []byte(input)))
+}
+
+func TestVerifyCache(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	ctx := context.Background()
+	c := testClaims()
+	token, err := f.k.Issue(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, err := f.k.Verify(ctx, token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := f.k.keys.Load().verified.get(sha256.Sum256([]byte(token))); !ok {
+		t.Fatal("a verified token is not cached")
+	}
+	first.AMR[0] = "changed by the caller"
+	second, err := f.k.Verify(ctx, token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if second.UserID != c.UserID || !slices.Equal(second.AMR, c.AMR) {
+		t.Fatalf("cached claims %+v, want %+v", second, c)
+	}
+
+	// Forged and tampered tokens stay out of it.
+	parts := strings.Split(token, ".")
+	tampered := parts[0] + "." + parts[1] + "x." + parts[2]
+	if _, err := f.k.Verify(ctx, tampered); !errors.Is(err, ErrInvalidToken) {
+		t.Fatalf("tampered: %v", err)
+	}
+	if _, ok := f.k.keys.Load().verified.get(sha256.Sum256([]byte(tampered))); ok {
+		t.Fatal("a token that failed was cached")
+	}
+
+	// A cached token still expires.
+	f.clock.Advance(AccessTTL + Leeway)
+	_, err = f.k.Verify(ctx, token)
+	if !errors.Is(err, ErrInvalidToken) || !errors.Is(err, jwt.ErrTokenExpired) {
+		t.Fatalf("cached token past exp: err = %v, want ErrInvalidToken wrapping jwt.ErrTokenExpired", err)
+	}
+
+	// A full cache starts over instead of growing.
+	v := newVerifiedCache()
+	for i := range verifiedCacheSize + 10 {
+		v.put(sha256.Sum256([]byte{byte(i), byte(i >> 8), byte(i >> 16)}), Claims{})
+	}
+	if len(v.m) > verifiedCacheSize {
+		t.Fatalf("cache holds %d entries, limit %d", len(v.m), verifiedCacheSize)
+	}
 }

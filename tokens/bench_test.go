@@ -71,6 +71,43 @@ func BenchmarkVerifyParallel(b *testing.B) {
 	})
 }
 
+// BenchmarkVerifyUncached is the cost of a token's first Verify: the signature
+// check and claims parsing that the cache saves on its later ones.
+func BenchmarkVerifyUncached(b *testing.B) {
+	f := newFixture(b)
+	token, err := f.k.Issue(testClaims())
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	b.ReportAllocs()
+	defer reportCPU(b)()
+	for b.Loop() {
+		if _, err := f.k.verify(ctx, token); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkVerifyUncachedParallel(b *testing.B) {
+	f := newFixture(b)
+	token, err := f.k.Issue(testClaims())
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	b.ReportAllocs()
+	defer reportCPU(b)()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, err := f.k.verify(ctx, token); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}
+
 func BenchmarkRefreshToken(b *testing.B) {
 	f := newFixture(b)
 	sid := uuid.New()

@@ -36,9 +36,13 @@ func TestJWKSShape(t *testing.T) {
 		t.Fatalf("JWK = %v, want %v", key, want)
 	}
 	// The kid is the RFC 7638 thumbprint, which any JWK library computes alike.
-	parsed, err := jwk.ParseKey(f.k.JWKS()[len(`{"keys":[`) : len(f.k.JWKS())-len(`]}`)])
+	set2, err := jwk.Parse(f.k.JWKS())
 	if err != nil {
 		t.Fatal(err)
+	}
+	parsed, ok := set2.Key(0)
+	if !ok {
+		t.Fatal("jwx finds no key in the JWKS")
 	}
 	tp, err := parsed.Thumbprint(crypto.SHA256)
 	if err != nil {

@@ -324,6 +324,9 @@ func TestOtherInstanceSeesRotation(t *testing.T) {
 	if _, err := b.Verify(ctx, tok2); err != nil {
 		t.Fatalf("unknown kid after the rate limit: %v", err)
 	}
+	if b.SigningKID() != kid2 {
+		t.Fatalf("b signs with %s after its second reload, want %s", b.SigningKID(), kid2)
+	}
 
 	// A periodic Reload picks up a rotation without any token asking for it.
 	kid3, err := f.k.Rotate(ctx)
@@ -336,7 +339,6 @@ func TestOtherInstanceSeesRotation(t *testing.T) {
 	if b.SigningKID() != kid3 || !bytes.Equal(b.JWKS(), f.k.JWKS()) {
 		t.Fatalf("after Reload: b signs with %s (want %s), JWKS equal: %v", b.SigningKID(), kid3, bytes.Equal(b.JWKS(), f.k.JWKS()))
 	}
-	_ = kid2
 }
 
 func TestRetire(t *testing.T) {
@@ -347,6 +349,17 @@ func TestRetire(t *testing.T) {
 	oldKID := f.k.SigningKID()
 	oldToken, err := f.k.Issue(testClaims())
 	if err != nil {
+		t.Fatal(err)
+	}
+	// A long-lived token of the old key, verified (and so cached) before the
+	// retirement, must fail after it all the same.
+	long := testClaims()
+	long.ExpiresAt = f.clock.Now().Add(1000 * time.Hour)
+	longToken, err := f.k.Issue(long)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.k.Verify(ctx, longToken); err != nil {
 		t.Fatal(err)
 	}
 
@@ -382,7 +395,7 @@ func TestRetire(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for name, tok := range map[string]string{"expired": oldToken, "unexpired": stillValid} {
+	for name, tok := range map[string]string{"expired": oldToken, "unexpired": stillValid, "cached": longToken} {
 		if _, err := f.k.Verify(ctx, tok); !errors.Is(err, ErrInvalidToken) {
 			t.Fatalf("%s token of a retired key: err = %v, want ErrInvalidToken", name, err)
 		}
