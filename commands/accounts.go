@@ -163,6 +163,9 @@ func (a *App) Login(ctx context.Context, email, pw string, r Request) (Tokens, e
 	if pw == "" || len(pw) > password.MaxLen {
 		return Tokens{}, &ValidationError{Field: "password", Message: "is required (1024 bytes at most)"}
 	}
+	if err := checkPasswordText("password", pw); err != nil {
+		return Tokens{}, err
+	}
 	account := "login:" + email
 	if wait, err := a.d.Throttle.Attempt(ctx, account); err != nil {
 		return Tokens{}, err
@@ -337,6 +340,9 @@ func (a *App) ResetPassword(ctx context.Context, email, code, newPassword string
 }
 
 func checkPassword(pw string) error {
+	if err := checkPasswordText("password", pw); err != nil {
+		return err
+	}
 	if err := password.Validate(pw); err != nil {
 		return &ValidationError{Field: "password", Message: err.Error()}
 	}

@@ -19,8 +19,11 @@ func NormalizeEmail(s string) (string, error) {
 	if email == "" {
 		return "", &ValidationError{Field: "email", Message: "is required"}
 	}
-	if len(email) > maxEmailLen || !utf8.ValidString(email) {
-		return "", &ValidationError{Field: "email", Message: "is not a valid email address"}
+	if len(email) > maxEmailLen || !printableASCII(email) {
+		// Internationalised addresses are refused on purpose: lookalike
+		// letters and invisible characters would let two addresses that read
+		// the same belong to different accounts.
+		return "", &ValidationError{Field: "email", Message: "is not a valid email address (plain ASCII only)"}
 	}
 	addr, err := mail.ParseAddress(email)
 	if err != nil || addr.Address != email || addr.Name != "" || !strings.Contains(email[strings.LastIndexByte(email, '@')+1:], ".") && !strings.HasSuffix(email, "@localhost") {
@@ -39,10 +42,37 @@ func cleanName(field, s string) (string, error) {
 	if utf8.RuneCountInString(s) > maxNameLen {
 		return "", &ValidationError{Field: field, Message: "is too long (200 characters at most)"}
 	}
+	visible := false
 	for _, r := range s {
+		if r == utf8.RuneError { // what JSON decoding makes of invalid UTF-8
+			return "", &ValidationError{Field: field, Message: "is not valid UTF-8"}
+		}
 		if unicode.IsControl(r) || r == '\u2028' || r == '\u2029' || unicode.Is(unicode.Cf, r) && r != '\u200d' {
 			return "", &ValidationError{Field: field, Message: "contains control or invisible formatting characters"}
 		}
+		visible = visible || !unicode.IsSpace(r) && r != '\u200d'
+	}
+	if s != "" && !visible {
+		return "", &ValidationError{Field: field, Message: "has nothing visible in it"}
 	}
 	return s, nil
+}
+
+func printableASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] <= ' ' || s[i] > '~' {
+			return false
+		}
+	}
+	return true
+}
+
+// checkPasswordText refuses a password that cannot be what the user typed:
+// JSON decoding turns invalid UTF-8 into U+FFFD, and two different byte
+// strings would then hash alike.
+func checkPasswordText(field, pw string) error {
+	if strings.ContainsRune(pw, utf8.RuneError) {
+		return &ValidationError{Field: field, Message: "is not valid UTF-8"}
+	}
+	return nil
 }

@@ -20,6 +20,9 @@ type Tokens struct {
 	RefreshTTL   time.Duration
 	SessionID    uuid.UUID
 	UserID       uuid.UUID
+	// User is the account as the command saw it, when it loaded it: what to
+	// show should the users read model not have caught up yet.
+	User *domain.User
 }
 
 // startSession adds a new session for user to the change.
@@ -61,7 +64,9 @@ func (a *App) signIn(ctx context.Context, c *change, u *domain.User, amr []strin
 		return Tokens{}, err
 	}
 	a.wait(ctx, committed.Last, "users", "sessions")
-	return a.issue(id, u.ID, u.TenantID, amr, 0)
+	t, err := a.issue(id, u.ID, u.TenantID, amr, 0)
+	t.User = u
+	return t, err
 }
 
 // Refresh rotates a refresh token (API.md: POST /refresh).

@@ -13,6 +13,7 @@ import (
 	"github.com/medama-io/go-useragent"
 
 	"github.com/authd/authd/commands"
+	"github.com/authd/authd/domain"
 	"github.com/authd/authd/projections"
 	"github.com/authd/authd/ratelimit"
 	"github.com/authd/authd/revocation"
@@ -158,7 +159,12 @@ type tokensBody struct {
 
 func (a *Accounts) tokens(c *fiber.Ctx, status int, t commands.Tokens) error {
 	u, err := projections.GetUser(c.UserContext(), a.Reads, t.UserID)
-	if err != nil {
+	if errors.Is(err, projections.ErrNotFound) && t.User != nil {
+		// The read model is late (the command's wait gave up): the session
+		// exists, so answer with the account as the write side knows it
+		// rather than lose the tokens.
+		u = writeSideView(t.User)
+	} else if err != nil {
 		return err
 	}
 	c.Set(fiber.HeaderCacheControl, "no-store")
@@ -343,4 +349,15 @@ func (a *Accounts) revokeOtherSessions(c *fiber.Ctx) error {
 		return err
 	}
 	return c.JSON(fiber.Map{"revoked": n})
+}
+
+func writeSideView(u *domain.User) projections.UserView {
+	tenant := u.TenantName
+	if tenant == "" {
+		tenant = domain.DefaultTenantName(u.Name, u.Email)
+	}
+	return projections.UserView{
+		ID: u.ID, Email: u.Email, Name: u.Name, EmailVerified: true,
+		Tenant: projections.Tenant{ID: u.TenantID, Name: tenant}, CreatedAt: u.CreatedAt.UTC(),
+	}
 }

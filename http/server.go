@@ -17,6 +17,11 @@ import (
 // BodyLimit caps request bodies: every API body is a few small fields.
 const BodyLimit = 64 << 10
 
+// readLimit is where the server stops reading a body at all. Between the two
+// the body is read and answered with a clean 413: refused while the client
+// is still sending, a client sees a reset connection instead of the answer.
+const readLimit = 1 << 20
+
 // Check is a named readiness probe.
 type Check struct {
 	Name  string
@@ -37,7 +42,7 @@ type Deps struct {
 func New(d Deps) *fiber.App {
 	cfg := fiber.Config{
 		AppName:               "authd",
-		BodyLimit:             BodyLimit,
+		BodyLimit:             readLimit,
 		DisableStartupMessage: true,
 		ErrorHandler:          errorHandler(d.Log),
 		ReadTimeout:           10 * time.Second,
@@ -54,6 +59,12 @@ func New(d Deps) *fiber.App {
 	app.Use(recover.New())
 	app.Use(requestid.New())
 	app.Use(newMetrics(d.Registry).middleware)
+	app.Use(func(c *fiber.Ctx) error {
+		if len(c.Body()) > BodyLimit {
+			return fiber.ErrRequestEntityTooLarge
+		}
+		return c.Next()
+	})
 
 	app.Get("/healthz", func(c *fiber.Ctx) error { return c.JSON(fiber.Map{"status": "ok"}) })
 	app.Get("/readyz", readyz(d.Ready))
@@ -65,6 +76,7 @@ func New(d Deps) *fiber.App {
 			return c.Send(d.JWKS())
 		})
 	}
+	serveOpenAPI(app)
 	api := app.Group("/api/v1/auth")
 	if d.Accounts != nil {
 		d.Accounts.routes(api)
