@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -36,7 +37,8 @@ type Accounts struct {
 	Now       func() time.Time
 	Log       *slog.Logger
 
-	ua *useragent.Parser
+	ua      *useragent.Parser
+	trusted []netip.Prefix
 }
 
 func (a *Accounts) routes(r fiber.Router) {
@@ -68,7 +70,7 @@ func (a *Accounts) limit(group string, lim ratelimit.Limit) fiber.Handler {
 		if !a.RateLimit {
 			return c.Next()
 		}
-		ok, retry, err := a.Limiter.Allow(c.UserContext(), "ip:"+group+":"+c.IP(), lim)
+		ok, retry, err := a.Limiter.Allow(c.UserContext(), "ip:"+group+":"+clientIP(c, a.trusted), lim)
 		if err != nil {
 			return err
 		}
@@ -87,9 +89,8 @@ const claimsKey = "authd.claims"
 
 // authenticate admits a request with a valid, unrevoked access token.
 func (a *Accounts) authenticate(c *fiber.Ctx) error {
-	h := c.Get(fiber.HeaderAuthorization)
-	token, ok := strings.CutPrefix(h, "Bearer ")
-	if !ok || token == "" {
+	scheme, token, ok := strings.Cut(c.Get(fiber.HeaderAuthorization), " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") || token == "" {
 		return errUnauthorized
 	}
 	claims, err := a.Keys.Verify(c.UserContext(), strings.TrimSpace(token))
@@ -109,7 +110,7 @@ func (a *Accounts) request(c *fiber.Ctx) commands.Request {
 	if len(uaString) > 512 {
 		uaString = uaString[:512]
 	}
-	return commands.Request{IP: c.IP(), UserAgent: uaString, Device: a.device(uaString), RequestID: requestID(c)}
+	return commands.Request{IP: clientIP(c, a.trusted), UserAgent: uaString, Device: a.device(uaString), RequestID: requestID(c)}
 }
 
 // device names a client the way a sessions list shows it: "Chrome on macOS".

@@ -6,11 +6,13 @@ package http
 import (
 	"context"
 	"log/slog"
+	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/gofiber/fiber/v2/middleware/recover"
-	"github.com/gofiber/fiber/v2/middleware/requestid"
+	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -33,7 +35,7 @@ type Deps struct {
 	Log            *slog.Logger
 	Registry       *prometheus.Registry
 	Ready          []Check
-	TrustedProxies []string // CIDRs whose X-Forwarded-For is believed
+	TrustedProxies []netip.Prefix // proxies whose X-Forwarded-For is believed
 	Accounts       *Accounts
 	JWKS           func() []byte
 }
@@ -49,15 +51,9 @@ func New(d Deps) *fiber.App {
 		WriteTimeout:          10 * time.Second,
 		IdleTimeout:           60 * time.Second,
 	}
-	if len(d.TrustedProxies) > 0 {
-		cfg.ProxyHeader = fiber.HeaderXForwardedFor
-		cfg.EnableTrustedProxyCheck = true
-		cfg.TrustedProxies = d.TrustedProxies
-		cfg.EnableIPValidation = true
-	}
 	app := fiber.New(cfg)
 	app.Use(recover.New())
-	app.Use(requestid.New())
+	app.Use(withRequestID)
 	app.Use(newMetrics(d.Registry).middleware)
 	app.Use(func(c *fiber.Ctx) error {
 		if len(c.Body()) > BodyLimit {
@@ -79,16 +75,42 @@ func New(d Deps) *fiber.App {
 	serveOpenAPI(app)
 	api := app.Group("/api/v1/auth")
 	if d.Accounts != nil {
+		d.Accounts.trusted = d.TrustedProxies
 		d.Accounts.routes(api)
 	}
 	return app
 }
 
-func requestID(c *fiber.Ctx) string {
-	if id, ok := c.Locals(requestid.ConfigDefault.ContextKey).(string); ok {
-		return id
+const requestIDKey = "authd.request_id"
+
+// withRequestID keeps a caller's X-Request-ID when it is a plain token, so
+// logs and audit events can be joined with the caller's, and makes one up
+// otherwise: an id of any length or content would go into every audit event.
+func withRequestID(c *fiber.Ctx) error {
+	id := c.Get(fiber.HeaderXRequestID)
+	if !plainID(id) {
+		id = uuid.NewString()
 	}
-	return ""
+	c.Locals(requestIDKey, id)
+	c.Set(fiber.HeaderXRequestID, id)
+	return c.Next()
+}
+
+func plainID(s string) bool {
+	if len(s) == 0 || len(s) > 128 {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("._:-", r)) {
+			return false
+		}
+	}
+	return true
+}
+
+func requestID(c *fiber.Ctx) string {
+	id, _ := c.Locals(requestIDKey).(string)
+	return id
 }
 
 // readyz reports each check, so an operator sees which dependency is missing.

@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"runtime"
 	"sync"
 	"syscall"
 	"time"
@@ -114,8 +115,10 @@ func run(ctx context.Context, getenv func(string) string, logOut io.Writer) erro
 		}
 	}
 	app := commands.New(commands.Deps{
-		Store:        store,
-		Hasher:       password.NewHasher(password.OWASP(), 0, 0),
+		Store: store,
+		// As many hashes as cores, and a short queue: past it, a login is
+		// answered 503 at once instead of piling up behind a password flood.
+		Hasher:       password.NewHasher(password.OWASP(), runtime.NumCPU(), 4*runtime.NumCPU()),
 		Codes:        codeStore,
 		Mail:         sender,
 		Keys:         keyring,
@@ -150,7 +153,7 @@ func run(ctx context.Context, getenv func(string) string, logOut io.Writer) erro
 		Log:            log,
 		Registry:       reg,
 		Ready:          readiness(pool, bus, runner),
-		TrustedProxies: trustedProxies(cfg),
+		TrustedProxies: cfg.TrustedProxies,
 		JWKS:           keyring.JWKS,
 		Accounts: &authhttp.Accounts{
 			App: app, Keys: keyring, Revoked: revoked, Reads: pool, Limiter: limiter,
@@ -246,12 +249,4 @@ func housekeeping(ctx context.Context, log *slog.Logger, keys *tokens.Keyring, r
 			}
 		}
 	}
-}
-
-func trustedProxies(cfg config.Config) []string {
-	out := make([]string, len(cfg.TrustedProxies))
-	for i, p := range cfg.TrustedProxies {
-		out[i] = p.String()
-	}
-	return out
 }
