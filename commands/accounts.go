@@ -96,25 +96,25 @@ func (a *App) Register(ctx context.Context, in RegisterInput, r Request) error {
 
 // VerifyRegistration completes a signup with its emailed code: the email is
 // verified, the tenant created, and the user signed in.
-func (a *App) VerifyRegistration(ctx context.Context, email, code string, r Request) (Tokens, error) {
+func (a *App) VerifyRegistration(ctx context.Context, email, code string, r Request) (SignIn, error) {
 	email, err := NormalizeEmail(email)
 	if err != nil {
-		return Tokens{}, err
+		return SignIn{}, err
 	}
 	if _, err := a.d.Codes.Consume(ctx, email, PurposeVerify, code); err != nil {
-		return Tokens{}, ErrInvalidCode
+		return SignIn{}, ErrInvalidCode
 	}
-	return retry(ctx, func() (Tokens, error) {
+	return retry(ctx, func() (SignIn, error) {
 		u, err := a.userByEmail(ctx, email)
 		if errors.Is(err, ErrNotFound) || err == nil && u.EmailVerified {
-			return Tokens{}, ErrInvalidCode
+			return SignIn{}, ErrInvalidCode
 		}
 		if err != nil {
-			return Tokens{}, err
+			return SignIn{}, err
 		}
 		c := a.newChange(r)
 		if err := a.verifyEmail(c, u); err != nil {
-			return Tokens{}, err
+			return SignIn{}, err
 		}
 		return a.signIn(ctx, c, u, []string{"otp"}, r)
 	})
@@ -155,52 +155,52 @@ func (a *App) userByEmail(ctx context.Context, email string) (*domain.User, erro
 
 // Login signs in with email and password. Unknown emails and wrong passwords
 // get the same answer after the same work.
-func (a *App) Login(ctx context.Context, email, pw string, r Request) (Tokens, error) {
+func (a *App) Login(ctx context.Context, email, pw string, r Request) (SignIn, error) {
 	email, err := NormalizeEmail(email)
 	if err != nil {
-		return Tokens{}, err
+		return SignIn{}, err
 	}
 	if pw == "" || len(pw) > password.MaxLen {
-		return Tokens{}, &ValidationError{Field: "password", Message: "is required (1024 bytes at most)"}
+		return SignIn{}, &ValidationError{Field: "password", Message: "is required (1024 bytes at most)"}
 	}
 	if err := checkPasswordText("password", pw); err != nil {
-		return Tokens{}, err
+		return SignIn{}, err
 	}
 	account := "login:" + email
 	if wait, err := a.d.Throttle.Attempt(ctx, account); err != nil {
-		return Tokens{}, err
+		return SignIn{}, err
 	} else if wait > 0 {
-		return Tokens{}, &RetryLaterError{After: wait}
+		return SignIn{}, &RetryLaterError{After: wait}
 	}
 	u, err := a.userByEmail(ctx, email)
 	if errors.Is(err, ErrNotFound) {
 		if err := a.d.Hasher.VerifyUnknown(ctx, pw); err != nil {
-			return Tokens{}, err
+			return SignIn{}, err
 		}
-		return Tokens{}, ErrInvalidCredentials
+		return SignIn{}, ErrInvalidCredentials
 	}
 	if err != nil {
-		return Tokens{}, err
+		return SignIn{}, err
 	}
 	ok, rehash, err := a.d.Hasher.Verify(ctx, u.PasswordHash, pw)
 	if err != nil {
-		return Tokens{}, err
+		return SignIn{}, err
 	}
 	if !ok {
 		c := a.newChange(r)
 		if err := c.add(domain.LoginStream(u.ID), eventstore.AnyVersion, u.TenantID, u.ID, &domain.LoginFailed{UserID: u.ID, Reason: "wrong_password"}); err != nil {
-			return Tokens{}, err
+			return SignIn{}, err
 		}
 		if _, err := a.commit(ctx, c); err != nil {
 			a.d.Log.Error("recording a failed login", "err", err)
 		}
-		return Tokens{}, ErrInvalidCredentials
+		return SignIn{}, ErrInvalidCredentials
 	}
 	if err := a.d.Throttle.Reset(ctx, account); err != nil {
 		a.d.Log.Error("clearing failed logins", "err", err)
 	}
 	if !u.EmailVerified {
-		return Tokens{}, ErrEmailNotVerified
+		return SignIn{}, ErrEmailNotVerified
 	}
 	c := a.newChange(r)
 	if rehash {
@@ -208,7 +208,7 @@ func (a *App) Login(ctx context.Context, email, pw string, r Request) (Tokens, e
 			e := &domain.PasswordRehashed{UserID: u.ID}
 			e.Secret.PasswordHash = hash
 			if err := c.add(domain.UserStream(u.ID), u.Version, u.TenantID, u.ID, e); err != nil {
-				return Tokens{}, err
+				return SignIn{}, err
 			}
 		}
 	}
@@ -247,25 +247,25 @@ func (a *App) SendCode(ctx context.Context, email, purpose string) error {
 
 // CodeLogin signs in with an emailed login code; the code also proves the
 // address, so an unverified account becomes verified.
-func (a *App) CodeLogin(ctx context.Context, email, code string, r Request) (Tokens, error) {
+func (a *App) CodeLogin(ctx context.Context, email, code string, r Request) (SignIn, error) {
 	email, err := NormalizeEmail(email)
 	if err != nil {
-		return Tokens{}, err
+		return SignIn{}, err
 	}
 	if _, err := a.d.Codes.Consume(ctx, email, PurposeLogin, code); err != nil {
-		return Tokens{}, ErrInvalidCode
+		return SignIn{}, ErrInvalidCode
 	}
-	return retry(ctx, func() (Tokens, error) {
+	return retry(ctx, func() (SignIn, error) {
 		u, err := a.userByEmail(ctx, email)
 		if errors.Is(err, ErrNotFound) {
-			return Tokens{}, ErrInvalidCode
+			return SignIn{}, ErrInvalidCode
 		}
 		if err != nil {
-			return Tokens{}, err
+			return SignIn{}, err
 		}
 		c := a.newChange(r)
 		if err := a.verifyEmail(c, u); err != nil {
-			return Tokens{}, err
+			return SignIn{}, err
 		}
 		return a.signIn(ctx, c, u, []string{"otp"}, r)
 	})

@@ -61,6 +61,10 @@ type Deps struct {
 	WaitTimeout time.Duration
 	// Product names the service in emails.
 	Product string
+
+	TwoFactor TwoFactorConfig
+	Passkeys  PasskeyConfig
+	Google    GoogleConfig
 }
 
 // App runs the commands of authd's account API.

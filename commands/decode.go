@@ -9,8 +9,18 @@ import (
 	"github.com/authd/authd/eventstore"
 )
 
-// newEvent returns an empty domain event of the given type.
+// newEvent returns an empty domain event of the given type. Each feature
+// lists its own event types.
 func newEvent(eventType string) (domain.Event, bool) {
+	for _, f := range []func(string) (domain.Event, bool){accountEvents, twoFactorEvents, passkeyEvents, googleEvents} {
+		if e, ok := f(eventType); ok {
+			return e, true
+		}
+	}
+	return nil, false
+}
+
+func accountEvents(eventType string) (domain.Event, bool) {
 	switch eventType {
 	case domain.TypeUserRegistered:
 		return &domain.UserRegistered{}, true

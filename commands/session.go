@@ -52,9 +52,39 @@ func (a *App) issue(session, user, tenant uuid.UUID, amr []string, generation ui
 	}, nil
 }
 
-// signIn commits a change that starts a session, waits until the reads that
-// follow a sign-in will see it, and returns the session's tokens.
-func (a *App) signIn(ctx context.Context, c *change, u *domain.User, amr []string, r Request) (Tokens, error) {
+// SignIn is the outcome of a first factor: tokens, or, for a user with
+// two-factor authentication on, a challenge to answer at /2fa/verify.
+type SignIn struct {
+	Tokens    *Tokens
+	Challenge *Challenge
+}
+
+// Challenge is a pending second factor.
+type Challenge struct {
+	Token     string
+	Methods   []string
+	ExpiresIn time.Duration
+}
+
+// signIn finishes a first-factor login: it commits c (whatever the login
+// changed) and either opens a session or, when the user has a second factor,
+// answers a challenge instead.
+func (a *App) signIn(ctx context.Context, c *change, u *domain.User, amr []string, r Request) (SignIn, error) {
+	ch, err := a.challenge(ctx, c, u, amr, r)
+	if err != nil || ch != nil {
+		return SignIn{Challenge: ch}, err
+	}
+	t, err := a.openSession(ctx, c, u, amr, r)
+	if err != nil {
+		return SignIn{}, err
+	}
+	return SignIn{Tokens: &t}, nil
+}
+
+// openSession commits a change that starts a session, waits until the reads
+// that follow a sign-in will see it, and returns the session's tokens. Paths
+// that need no second factor (a passkey, a answered challenge) call it directly.
+func (a *App) openSession(ctx context.Context, c *change, u *domain.User, amr []string, r Request) (Tokens, error) {
 	id, err := a.startSession(c, u, amr, r)
 	if err != nil {
 		return Tokens{}, err

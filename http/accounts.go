@@ -61,6 +61,9 @@ func (a *Accounts) routes(r fiber.Router) {
 	r.Get("/sessions", a.authenticate, a.sessions)
 	r.Delete("/sessions/:session_id", a.authenticate, a.revokeSession)
 	r.Delete("/sessions", a.authenticate, a.revokeOtherSessions)
+	a.twoFactorRoutes(r)
+	a.passkeyRoutes(r)
+	a.googleRoutes(r)
 }
 
 // limit refuses a client IP past lim within the group, before the handler
@@ -176,6 +179,21 @@ func (a *Accounts) tokens(c *fiber.Ctx, status int, t commands.Tokens) error {
 	})
 }
 
+// signedIn answers a first-factor login: the tokens with the given status,
+// or a 200 challenge when a second factor is needed.
+func (a *Accounts) signedIn(c *fiber.Ctx, status int, s commands.SignIn) error {
+	if ch := s.Challenge; ch != nil {
+		c.Set(fiber.HeaderCacheControl, "no-store")
+		return c.JSON(fiber.Map{
+			"two_factor_required": true,
+			"challenge_token":     ch.Token,
+			"methods":             ch.Methods,
+			"expires_in":          int(ch.ExpiresIn / time.Second),
+		})
+	}
+	return a.tokens(c, status, *s.Tokens)
+}
+
 func (a *Accounts) register(c *fiber.Ctx) error {
 	var in struct {
 		Email      string `json:"email"`
@@ -203,11 +221,11 @@ func (a *Accounts) verify(c *fiber.Ctx) error {
 	if err := bind(c, &in); err != nil {
 		return err
 	}
-	t, err := a.App.VerifyRegistration(c.UserContext(), in.Email, in.Code, a.request(c))
+	s, err := a.App.VerifyRegistration(c.UserContext(), in.Email, in.Code, a.request(c))
 	if err != nil {
 		return err
 	}
-	return a.tokens(c, fiber.StatusCreated, t)
+	return a.signedIn(c, fiber.StatusCreated, s)
 }
 
 func (a *Accounts) login(c *fiber.Ctx) error {
@@ -218,11 +236,11 @@ func (a *Accounts) login(c *fiber.Ctx) error {
 	if err := bind(c, &in); err != nil {
 		return err
 	}
-	t, err := a.App.Login(c.UserContext(), in.Email, in.Password, a.request(c))
+	s, err := a.App.Login(c.UserContext(), in.Email, in.Password, a.request(c))
 	if err != nil {
 		return err
 	}
-	return a.tokens(c, fiber.StatusOK, t)
+	return a.signedIn(c, fiber.StatusOK, s)
 }
 
 func (a *Accounts) refresh(c *fiber.Ctx) error {
@@ -261,11 +279,11 @@ func (a *Accounts) codeLogin(c *fiber.Ctx) error {
 	if err := bind(c, &in); err != nil {
 		return err
 	}
-	t, err := a.App.CodeLogin(c.UserContext(), in.Email, in.Code, a.request(c))
+	s, err := a.App.CodeLogin(c.UserContext(), in.Email, in.Code, a.request(c))
 	if err != nil {
 		return err
 	}
-	return a.tokens(c, fiber.StatusOK, t)
+	return a.signedIn(c, fiber.StatusOK, s)
 }
 
 func (a *Accounts) resetPassword(c *fiber.Ctx) error {

@@ -30,7 +30,7 @@ type Projection interface {
 // All returns every projection authd runs, in one place so the server and
 // authctl agree on the list.
 func All() []Projection {
-	return []Projection{Users{}, Sessions{}}
+	return []Projection{Users{}, Sessions{}, TwoFactor{}, Passkeys{}}
 }
 
 // Find returns the projection with the given name.

@@ -69,7 +69,10 @@ func run(ctx context.Context, getenv func(string) string, logOut io.Writer) erro
 	if err := migrations.EnsureDatabase(startCtx, cfg.DatabaseURL); err != nil {
 		return err
 	}
-	pool, err := pgpool.Open(startCtx, cfg.DatabaseURL, 0)
+	// The relay and each projection's applier hold a connection for as long
+	// as they lead; requests share the rest.
+	held := 1 + len(projections.All())
+	pool, err := pgpool.Open(startCtx, cfg.DatabaseURL, int32(held+max(8, 4*runtime.NumCPU())))
 	if err != nil {
 		return err
 	}
@@ -114,6 +117,18 @@ func run(ctx context.Context, getenv func(string) string, logOut io.Writer) erro
 			return err
 		}
 	}
+	twoFactor, err := twoFactorConfig(cfg)
+	if err != nil {
+		return err
+	}
+	passkeys, err := passkeyConfig(cfg)
+	if err != nil {
+		return err
+	}
+	google, err := googleConfig(cfg)
+	if err != nil {
+		return err
+	}
 	app := commands.New(commands.Deps{
 		Store: store,
 		// As many hashes as cores, and a short queue: past it, a login is
@@ -131,6 +146,9 @@ func run(ctx context.Context, getenv func(string) string, logOut io.Writer) erro
 		RefreshGrace: cfg.RefreshReuseGrace,
 		WaitTimeout:  cfg.ReadYourWritesTimeout,
 		Product:      "authd",
+		TwoFactor:    twoFactor,
+		Passkeys:     passkeys,
+		Google:       google,
 	})
 
 	background, stopBackground := context.WithCancel(context.Background())

@@ -1,0 +1,5 @@
+package http
+
+import "github.com/gofiber/fiber/v2"
+
+func (a *Accounts) googleRoutes(r fiber.Router) {}
