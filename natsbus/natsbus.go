@@ -129,10 +129,10 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Bus, error) {
 		// connection comes up in the background and ReconnectHandler says so.
 		nc, err = nats.Connect(cfg.URL, append(opts, nats.RetryOnFailedConnect(true))...)
 		if err != nil {
-			return nil, fmt.Errorf("connect to NATS at %s: %w", redactURLs(cfg.URL), err)
+			return nil, fmt.Errorf("connect to NATS at %s: %w", RedactURLs(cfg.URL), err)
 		}
 		if !nc.IsConnected() {
-			log.Warn("NATS is not reachable yet; retrying in the background", "url", redactURLs(cfg.URL))
+			log.Warn("NATS is not reachable yet; retrying in the background", "url", RedactURLs(cfg.URL))
 		}
 	}
 	b.nc = nc
@@ -219,9 +219,9 @@ func checkURLs(urls string) error {
 	return nil
 }
 
-// redactURLs masks the user part of each URL: a password, or a token when
-// there is no password.
-func redactURLs(urls string) string {
+// RedactURLs masks the user part of each of a comma-separated list of NATS
+// URLs: a password, or a token when there is no password.
+func RedactURLs(urls string) string {
 	parts := strings.Split(urls, ",")
 	for i, p := range parts {
 		u, err := url.Parse(strings.TrimSpace(p))

@@ -9,7 +9,6 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
-	"net/url"
 	"strings"
 	"time"
 
@@ -19,6 +18,7 @@ import (
 
 	"github.com/authd/authd/config"
 	"github.com/authd/authd/eventstore"
+	"github.com/authd/authd/natsbus"
 )
 
 func setupTail(fs *flag.FlagSet) func(context.Context, *cli, []string) error {
@@ -76,7 +76,7 @@ func tail(ctx context.Context, c *cli, cfg config.Config, opt tailOptions) error
 	}
 	stream, err := js.Stream(ctx, cfg.NATSStream)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
-		return fmt.Errorf("JetStream stream %q not found at %s: is authd running with the same NATS_URL and AUTHD_NATS_STREAM?", cfg.NATSStream, redactURLs(natsURL(cfg)))
+		return fmt.Errorf("JetStream stream %q not found at %s: is authd running with the same NATS_URL and AUTHD_NATS_STREAM?", cfg.NATSStream, natsbus.RedactURLs(natsURL(cfg)))
 	}
 	if err != nil {
 		return fmt.Errorf("look up JetStream stream %q: %w", cfg.NATSStream, err)
@@ -144,7 +144,7 @@ func tail(ctx context.Context, c *cli, cfg config.Config, opt tailOptions) error
 // natsbus.Open, which retries in the background (right for a server, wrong for
 // a command) and creates the stream (a tail must not).
 func connectNATS(ctx context.Context, cfg config.Config, log *slog.Logger) (*nats.Conn, error) {
-	target := redactURLs(natsURL(cfg))
+	target := natsbus.RedactURLs(natsURL(cfg))
 	timeout := 5 * time.Second
 	if dl, ok := ctx.Deadline(); ok {
 		timeout = min(timeout, time.Until(dl))
@@ -175,28 +175,6 @@ func connectNATS(ctx context.Context, cfg config.Config, log *slog.Logger) (*nat
 // validSubjectToken reports whether s can be one token of a NATS subject.
 func validSubjectToken(s string) bool {
 	return s != "" && !strings.ContainsAny(s, ".*> \t\r\n")
-}
-
-// redactURLs masks the user part of each URL of a comma-separated list: a
-// password, or a token when there is no password.
-func redactURLs(urls string) string {
-	parts := strings.Split(urls, ",")
-	for i, p := range parts {
-		u, err := url.Parse(strings.TrimSpace(p))
-		if err != nil {
-			parts[i] = "(not a URL)"
-			continue
-		}
-		if u.User != nil {
-			if _, hasPw := u.User.Password(); hasPw {
-				u.User = url.UserPassword(u.User.Username(), "xxxxx")
-			} else {
-				u.User = url.User("xxxxx")
-			}
-		}
-		parts[i] = u.String()
-	}
-	return strings.Join(parts, ",")
 }
 
 func setupList(fs *flag.FlagSet) func(context.Context, *cli, []string) error {
