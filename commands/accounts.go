@@ -182,7 +182,12 @@ func (a *App) Login(ctx context.Context, email, pw string, r Request) (SignIn, e
 	if err != nil {
 		return SignIn{}, err
 	}
-	ok, rehash, err := a.d.Hasher.Verify(ctx, u.PasswordHash, pw)
+	var ok, rehash bool
+	if u.PasswordHash == "" { // signed up with Google: no password matches; the same work as one
+		err = a.d.Hasher.VerifyUnknown(ctx, pw)
+	} else {
+		ok, rehash, err = a.d.Hasher.Verify(ctx, u.PasswordHash, pw)
+	}
 	if err != nil {
 		return SignIn{}, err
 	}

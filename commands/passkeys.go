@@ -1,8 +1,530 @@
 package commands
 
-import "github.com/authd/authd/domain"
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/go-webauthn/webauthn/protocol"
+	"github.com/go-webauthn/webauthn/webauthn"
+	"github.com/google/uuid"
+
+	"github.com/authd/authd/domain"
+	"github.com/authd/authd/eventstore"
+	"github.com/authd/authd/tokens"
+)
 
 // PasskeyConfig is what the passkey commands need beyond Deps.
-type PasskeyConfig struct{}
+type PasskeyConfig struct {
+	// WebAuthn is the relying party (RP id, display name, origins). Nil
+	// turns passkeys off: their endpoints answer not found.
+	WebAuthn *webauthn.WebAuthn
+	// Ceremonies keeps each ceremony's state between its two steps.
+	Ceremonies Ceremonies
+	// CeremonyTTL is how long a client has between the options and the
+	// credential; DefaultCeremonyTTL when zero.
+	CeremonyTTL time.Duration
+}
 
-func passkeyEvents(string) (domain.Event, bool) { return nil, false }
+// DefaultCeremonyTTL is how long a WebAuthn ceremony may take by default.
+const DefaultCeremonyTTL = 5 * time.Minute
+
+// Ceremonies keeps WebAuthn ceremony state server-side, short-lived and
+// single use (ceremony.Store).
+type Ceremonies interface {
+	// Put stores state under a challenge for user (uuid.Nil: a login).
+	Put(ctx context.Context, kind, challenge string, user uuid.UUID, state []byte, ttl time.Duration) error
+	// Take removes and returns a live ceremony; ok is false when none is.
+	Take(ctx context.Context, kind, challenge string, user uuid.UUID) (state []byte, ok bool, err error)
+}
+
+// Ceremony kinds, as the webauthn_ceremonies table names them.
+const (
+	ceremonyRegister = "register"
+	ceremonyLogin    = "login"
+)
+
+// Errors of the passkey sign-in, which the HTTP edge maps to API codes.
+var (
+	// ErrPasskeyChallenge: the login's challenge is unknown, expired or used.
+	ErrPasskeyChallenge = errors.New("unknown, expired or already used passkey challenge")
+	// ErrPasskeyRejected: the credential did not verify (unknown passkey,
+	// signature, origin, RP id, user handle or sign count).
+	ErrPasskeyRejected = errors.New("the passkey could not be verified")
+)
+
+// passkeyScope is the write-side unique key of a credential: key is the
+// base64url credential id, owner the user id. It is how a sign-in finds the
+// account of a credential, and what keeps one credential on one account.
+const passkeyScope = "passkey"
+
+func passkeyEvents(eventType string) (domain.Event, bool) {
+	switch eventType {
+	case domain.TypePasskeyAdded:
+		return &domain.PasskeyAdded{}, true
+	case domain.TypePasskeyRenamed:
+		return &domain.PasskeyRenamed{}, true
+	case domain.TypePasskeyUsed:
+		return &domain.PasskeyUsed{}, true
+	case domain.TypePasskeyRemoved:
+		return &domain.PasskeyRemoved{}, true
+	}
+	return nil, false
+}
+
+// Passkey is a passkey as the API shows it.
+type Passkey struct {
+	ID         uuid.UUID
+	Name       string
+	CreatedAt  time.Time
+	LastUsedAt *time.Time
+}
+
+func passkeyView(k *domain.Passkey) Passkey {
+	p := Passkey{ID: k.ID, Name: k.Name, CreatedAt: k.CreatedAt.UTC()}
+	if !k.LastUsedAt.IsZero() {
+		t := k.LastUsedAt.UTC()
+		p.LastUsedAt = &t
+	}
+	return p
+}
+
+// passkeyAccount is a user and their passkeys, rebuilt from the one user stream.
+type passkeyAccount struct {
+	user     *domain.User
+	passkeys *domain.UserPasskeys
+}
+
+func (a passkeyAccount) Apply(e domain.Event, at time.Time) {
+	a.user.Apply(e, at)
+	a.passkeys.Apply(e, at)
+}
+
+func (a *App) loadPasskeyAccount(ctx context.Context, id uuid.UUID) (passkeyAccount, error) {
+	acc := passkeyAccount{user: &domain.User{}, passkeys: &domain.UserPasskeys{UserID: id}}
+	if err := a.load(ctx, domain.UserStream(id), acc); err != nil {
+		return passkeyAccount{}, err
+	}
+	return acc, nil
+}
+
+// passkeyUser shows an account to go-webauthn. The user handle is the
+// user id's 16 bytes: a sign-in finds the account from it.
+type passkeyUser struct {
+	user  *domain.User
+	creds []webauthn.Credential
+}
+
+func (w passkeyUser) WebAuthnID() []byte { return w.user.ID[:] }
+func (w passkeyUser) WebAuthnName() string {
+	return w.user.Email
+}
+
+func (w passkeyUser) WebAuthnDisplayName() string {
+	if w.user.Name != "" {
+		return w.user.Name
+	}
+	return w.user.Email
+}
+func (w passkeyUser) WebAuthnCredentials() []webauthn.Credential { return w.creds }
+
+func toWebAuthnCredential(k *domain.Passkey) webauthn.Credential {
+	c := k.Credential
+	transports := make([]protocol.AuthenticatorTransport, len(c.Transports))
+	for i, t := range c.Transports {
+		transports[i] = protocol.AuthenticatorTransport(t)
+	}
+	return webauthn.Credential{
+		ID: c.ID, PublicKey: c.PublicKey,
+		AttestationType: c.AttestationType, AttestationFormat: c.AttestationFormat,
+		Transport: transports,
+		Flags: webauthn.CredentialFlags{
+			UserPresent: c.UserPresent, UserVerified: c.UserVerified,
+			BackupEligible: c.BackupEligible, BackupState: c.BackupState,
+		},
+		Authenticator: webauthn.Authenticator{
+			AAGUID: k.AAGUID[:], SignCount: c.SignCount, Attachment: protocol.AuthenticatorAttachment(c.Attachment),
+		},
+	}
+}
+
+func fromWebAuthnCredential(c *webauthn.Credential) (domain.PasskeyCredential, uuid.UUID) {
+	transports := make([]string, 0, len(c.Transport))
+	for _, t := range c.Transport {
+		if t != "" && len(t) <= 32 && len(transports) < 8 {
+			transports = append(transports, string(t))
+		}
+	}
+	aaguid, err := uuid.FromBytes(c.Authenticator.AAGUID)
+	if err != nil {
+		aaguid = uuid.Nil
+	}
+	return domain.PasskeyCredential{
+		ID: c.ID, PublicKey: c.PublicKey, SignCount: c.Authenticator.SignCount,
+		Transports: transports, Attachment: string(c.Authenticator.Attachment),
+		AttestationType: c.AttestationType, AttestationFormat: c.AttestationFormat,
+		UserPresent: c.Flags.UserPresent, UserVerified: c.Flags.UserVerified,
+		BackupEligible: c.Flags.BackupEligible, BackupState: c.Flags.BackupState,
+	}, aaguid
+}
+
+func (a *App) passkeyRP() (*webauthn.WebAuthn, error) {
+	if a.d.Passkeys.WebAuthn == nil || a.d.Passkeys.Ceremonies == nil {
+		return nil, ErrNotFound
+	}
+	return a.d.Passkeys.WebAuthn, nil
+}
+
+func (a *App) passkeyCeremonyTTL() time.Duration {
+	if a.d.Passkeys.CeremonyTTL > 0 {
+		return a.d.Passkeys.CeremonyTTL
+	}
+	return DefaultCeremonyTTL
+}
+
+// PasskeyRegisterOptions starts registering a passkey for the caller: a
+// discoverable credential is required, user verification preferred, and the
+// caller's passkeys are excluded so an authenticator is not registered twice.
+func (a *App) PasskeyRegisterOptions(ctx context.Context, caller tokens.Claims) (*protocol.CredentialCreation, error) {
+	rp, err := a.passkeyRP()
+	if err != nil {
+		return nil, err
+	}
+	acc, err := a.loadPasskeyAccount(ctx, caller.UserID)
+	if err != nil {
+		return nil, err
+	}
+	if !acc.user.Exists() {
+		return nil, ErrNotFound
+	}
+	exclude := make([]protocol.CredentialDescriptor, len(acc.passkeys.Passkeys))
+	for i := range acc.passkeys.Passkeys {
+		cred := toWebAuthnCredential(&acc.passkeys.Passkeys[i])
+		exclude[i] = cred.Descriptor()
+	}
+	ttl := a.passkeyCeremonyTTL()
+	creation, session, err := rp.BeginRegistration(passkeyUser{user: acc.user},
+		webauthn.WithExclusions(exclude),
+		webauthn.WithAuthenticatorSelection(protocol.AuthenticatorSelection{
+			ResidentKey:        protocol.ResidentKeyRequirementRequired,
+			RequireResidentKey: protocol.ResidentKeyRequired(),
+			UserVerification:   protocol.VerificationPreferred,
+		}),
+		webauthn.WithConveyancePreference(protocol.PreferNoAttestation),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("begin passkey registration: %w", err)
+	}
+	creation.Response.Timeout = int(ttl / time.Millisecond)
+	if err := a.putPasskeyCeremony(ctx, ceremonyRegister, caller.UserID, session, ttl); err != nil {
+		return nil, err
+	}
+	return creation, nil
+}
+
+func (a *App) putPasskeyCeremony(ctx context.Context, kind string, user uuid.UUID, session *webauthn.SessionData, ttl time.Duration) error {
+	state, err := json.Marshal(session)
+	if err != nil {
+		return fmt.Errorf("encode %s ceremony: %w", kind, err)
+	}
+	return a.d.Passkeys.Ceremonies.Put(ctx, kind, session.Challenge, user, state, ttl)
+}
+
+// takePasskeyCeremony consumes the ceremony a credential answers, found from the
+// challenge in its clientDataJSON.
+func (a *App) takePasskeyCeremony(ctx context.Context, kind, challenge string, user uuid.UUID) (*webauthn.SessionData, bool, error) {
+	state, ok, err := a.d.Passkeys.Ceremonies.Take(ctx, kind, challenge, user)
+	if err != nil || !ok {
+		return nil, false, err
+	}
+	var session webauthn.SessionData
+	if err := json.Unmarshal(state, &session); err != nil {
+		return nil, false, fmt.Errorf("decode %s ceremony: %w", kind, err)
+	}
+	return &session, true, nil
+}
+
+func passkeyCredentialError(message string) error {
+	return &ValidationError{Field: "credential", Message: message}
+}
+
+// describeWebAuthnError is a client-safe account of why go-webauthn refused a credential.
+func describeWebAuthnError(err error) string {
+	var pe *protocol.Error
+	if errors.As(err, &pe) && pe.Details != "" {
+		return pe.Details
+	}
+	return "it does not verify"
+}
+
+// RegisterPasskeyInput is a finished registration ceremony.
+type RegisterPasskeyInput struct {
+	Name       string
+	Credential []byte // the PublicKeyCredential JSON of navigator.credentials.create
+}
+
+// RegisterPasskey verifies a registration response against the caller's
+// ceremony and adds the passkey to the account. Everything wrong with the
+// credential is a validation error: the caller is signed in, so there is
+// nothing to hide from them.
+func (a *App) RegisterPasskey(ctx context.Context, caller tokens.Claims, in RegisterPasskeyInput, r Request) (Passkey, error) {
+	rp, err := a.passkeyRP()
+	if err != nil {
+		return Passkey{}, err
+	}
+	name, err := cleanName("name", in.Name)
+	if err != nil {
+		return Passkey{}, err
+	}
+	if len(in.Credential) == 0 || string(in.Credential) == "null" {
+		return Passkey{}, passkeyCredentialError("is required")
+	}
+	parsed, err := protocol.ParseCredentialCreationResponseBytes(in.Credential)
+	if err != nil {
+		return Passkey{}, passkeyCredentialError("is not a valid registration credential: " + describeWebAuthnError(err))
+	}
+	session, ok, err := a.takePasskeyCeremony(ctx, ceremonyRegister, parsed.Response.CollectedClientData.Challenge, caller.UserID)
+	if err != nil {
+		return Passkey{}, err
+	}
+	if !ok {
+		return Passkey{}, passkeyCredentialError("answers no registration in progress (unknown, expired or already used challenge)")
+	}
+	acc, err := a.loadPasskeyAccount(ctx, caller.UserID)
+	if err != nil {
+		return Passkey{}, err
+	}
+	if !acc.user.Exists() {
+		return Passkey{}, ErrNotFound
+	}
+	cred, err := rp.CreateCredential(passkeyUser{user: acc.user}, *session, parsed)
+	if err != nil {
+		a.d.Log.Info("passkey registration refused", "user_id", caller.UserID, "reason", describeWebAuthnError(err), "request_id", r.RequestID)
+		return Passkey{}, passkeyCredentialError("did not verify: " + describeWebAuthnError(err))
+	}
+	record, aaguid := fromWebAuthnCredential(cred)
+	id := uuid.New()
+
+	return retry(ctx, func() (Passkey, error) {
+		acc, err := a.loadPasskeyAccount(ctx, caller.UserID)
+		if err != nil {
+			return Passkey{}, err
+		}
+		u := acc.user
+		events, err := acc.passkeys.Add(u.ID, id, name, aaguid, a.d.Now(), record)
+		switch {
+		case errors.Is(err, domain.ErrPasskeyExists):
+			return Passkey{}, passkeyCredentialError("is already registered")
+		case errors.Is(err, domain.ErrTooManyPasskeys):
+			return Passkey{}, &ValidationError{Field: "credential", Message: fmt.Sprintf("cannot be added: an account holds %d passkeys at most", domain.MaxPasskeys)}
+		case err != nil:
+			return Passkey{}, err
+		}
+		c := a.newChange(r)
+		if err := c.add(domain.UserStream(u.ID), acc.passkeys.Version, u.TenantID, u.ID, events...); err != nil {
+			return Passkey{}, err
+		}
+		c.write.Claims = append(c.write.Claims, eventstore.Claim{Scope: passkeyScope, Key: passkeyCredentialKey(record.ID), Owner: u.ID.String()})
+		committed, err := a.commit(ctx, c)
+		if errors.Is(err, eventstore.ErrKeyTaken) {
+			return Passkey{}, passkeyCredentialError("is already registered")
+		}
+		if err != nil {
+			return Passkey{}, err
+		}
+		a.wait(ctx, committed.Last, "passkeys")
+		for _, e := range events {
+			acc.passkeys.Apply(e, c.at)
+		}
+		return passkeyView(acc.passkeys.Find(id)), nil
+	})
+}
+
+func passkeyCredentialKey(id []byte) string { return base64.RawURLEncoding.EncodeToString(id) }
+
+// PasskeyLoginOptions starts a discoverable (usernameless) passkey sign-in:
+// a challenge with no user and no allowed credentials.
+func (a *App) PasskeyLoginOptions(ctx context.Context) (*protocol.CredentialAssertion, error) {
+	rp, err := a.passkeyRP()
+	if err != nil {
+		return nil, err
+	}
+	ttl := a.passkeyCeremonyTTL()
+	assertion, session, err := rp.BeginDiscoverableLogin(webauthn.WithUserVerification(protocol.VerificationPreferred))
+	if err != nil {
+		return nil, fmt.Errorf("begin passkey login: %w", err)
+	}
+	assertion.Response.Timeout = int(ttl / time.Millisecond)
+	if err := a.putPasskeyCeremony(ctx, ceremonyLogin, uuid.Nil, session, ttl); err != nil {
+		return nil, err
+	}
+	return assertion, nil
+}
+
+// PasskeyLogin verifies a discoverable sign-in and opens a session. The
+// ceremony is found from the challenge in the clientDataJSON and used up
+// whatever the outcome; the account from the credential id's claim, which
+// must agree with the user handle. A passkey is a complete sign-in: there is
+// no second-factor challenge.
+func (a *App) PasskeyLogin(ctx context.Context, credential []byte, r Request) (Tokens, error) {
+	rp, err := a.passkeyRP()
+	if err != nil {
+		return Tokens{}, err
+	}
+	if len(credential) == 0 || string(credential) == "null" {
+		return Tokens{}, passkeyCredentialError("is required")
+	}
+	parsed, err := protocol.ParseCredentialRequestResponseBytes(credential)
+	if err != nil {
+		return Tokens{}, passkeyCredentialError("is not a valid authentication credential: " + describeWebAuthnError(err))
+	}
+	session, ok, err := a.takePasskeyCeremony(ctx, ceremonyLogin, parsed.Response.CollectedClientData.Challenge, uuid.Nil)
+	if err != nil {
+		return Tokens{}, err
+	}
+	if !ok {
+		return Tokens{}, ErrPasskeyChallenge
+	}
+	refuse := func(reason string, args ...any) (Tokens, error) {
+		a.d.Log.Info("passkey sign-in refused", append([]any{"reason", reason, "request_id", r.RequestID}, args...)...)
+		return Tokens{}, ErrPasskeyRejected
+	}
+	owner, err := a.d.Store.Lookup(ctx, passkeyScope, passkeyCredentialKey(parsed.RawID))
+	if errors.Is(err, eventstore.ErrNotFound) {
+		return refuse("unknown credential")
+	}
+	if err != nil {
+		return Tokens{}, err
+	}
+	userID, err := uuid.Parse(owner)
+	if err != nil {
+		return Tokens{}, fmt.Errorf("passkey index holds a bad owner %q: %w", owner, err)
+	}
+	if handle, err := uuid.FromBytes(parsed.Response.UserHandle); err != nil || handle != userID {
+		return refuse("user handle does not match the credential's account", "user_id", userID)
+	}
+
+	acc, err := a.loadPasskeyAccount(ctx, userID)
+	if err != nil {
+		return Tokens{}, err
+	}
+	k := acc.passkeys.ByCredential(parsed.RawID)
+	if k == nil || !acc.user.Exists() || !acc.user.EmailVerified {
+		return refuse("credential not on the account", "user_id", userID)
+	}
+	passkeyID := k.ID
+	user := passkeyUser{user: acc.user, creds: []webauthn.Credential{toWebAuthnCredential(k)}}
+	handler := func(rawID, userHandle []byte) (webauthn.User, error) { return user, nil }
+	_, verified, err := rp.ValidatePasskeyLogin(handler, *session, parsed)
+	if err != nil {
+		return refuse(describeWebAuthnError(err), "user_id", userID, "passkey_id", passkeyID)
+	}
+	flags := parsed.Response.AuthenticatorData.Flags
+	amr := domain.PasskeyAMR(k.Credential)
+
+	return retry(ctx, func() (Tokens, error) {
+		acc, err := a.loadPasskeyAccount(ctx, userID)
+		if err != nil {
+			return Tokens{}, err
+		}
+		u := acc.user
+		events, err := acc.passkeys.Use(u.ID, passkeyID, parsed.Response.AuthenticatorData.Counter, flags.HasUserVerified(), flags.HasBackupState())
+		if errors.Is(err, domain.ErrSignCountWentBack) || err == nil && verified.Authenticator.CloneWarning {
+			stored := uint32(0)
+			if k := acc.passkeys.Find(passkeyID); k != nil {
+				stored = k.Credential.SignCount
+			}
+			a.d.Log.Warn("passkey sign-in refused: the sign count did not increase; possible cloned authenticator",
+				"user_id", u.ID, "passkey_id", passkeyID, "stored_sign_count", stored,
+				"reported_sign_count", parsed.Response.AuthenticatorData.Counter, "ip", r.IP, "request_id", r.RequestID)
+			return Tokens{}, ErrPasskeyRejected
+		}
+		if errors.Is(err, domain.ErrPasskeyNotFound) {
+			return refuse("passkey removed meanwhile", "user_id", userID, "passkey_id", passkeyID)
+		}
+		if err != nil {
+			return Tokens{}, err
+		}
+		c := a.newChange(r)
+		if err := c.add(domain.UserStream(u.ID), acc.passkeys.Version, u.TenantID, u.ID, events...); err != nil {
+			return Tokens{}, err
+		}
+		return a.openSession(ctx, c, u, amr, r)
+	})
+}
+
+// RenamePasskey renames one of the caller's passkeys; someone else's is not
+// found.
+func (a *App) RenamePasskey(ctx context.Context, caller tokens.Claims, id uuid.UUID, name string, r Request) (Passkey, error) {
+	name, err := cleanName("name", name)
+	if err != nil {
+		return Passkey{}, err
+	}
+	if name == "" {
+		return Passkey{}, &ValidationError{Field: "name", Message: "is required"}
+	}
+	return retry(ctx, func() (Passkey, error) {
+		acc, err := a.loadPasskeyAccount(ctx, caller.UserID)
+		if err != nil {
+			return Passkey{}, err
+		}
+		u := acc.user
+		events, err := acc.passkeys.Rename(u.ID, id, name)
+		if errors.Is(err, domain.ErrPasskeyNotFound) {
+			return Passkey{}, ErrNotFound
+		}
+		if err != nil {
+			return Passkey{}, err
+		}
+		if len(events) > 0 {
+			c := a.newChange(r)
+			if err := c.add(domain.UserStream(u.ID), acc.passkeys.Version, u.TenantID, u.ID, events...); err != nil {
+				return Passkey{}, err
+			}
+			committed, err := a.commit(ctx, c)
+			if err != nil {
+				return Passkey{}, err
+			}
+			a.wait(ctx, committed.Last, "passkeys")
+			for _, e := range events {
+				acc.passkeys.Apply(e, c.at)
+			}
+		}
+		return passkeyView(acc.passkeys.Find(id)), nil
+	})
+}
+
+// RemovePasskey removes one of the caller's passkeys and releases its
+// credential, which can then sign in nowhere; someone else's is not found.
+func (a *App) RemovePasskey(ctx context.Context, caller tokens.Claims, id uuid.UUID, r Request) error {
+	_, err := retry(ctx, func() (struct{}, error) {
+		acc, err := a.loadPasskeyAccount(ctx, caller.UserID)
+		if err != nil {
+			return struct{}{}, err
+		}
+		u := acc.user
+		k := acc.passkeys.Find(id)
+		events, err := acc.passkeys.Remove(u.ID, id)
+		if errors.Is(err, domain.ErrPasskeyNotFound) {
+			return struct{}{}, ErrNotFound
+		}
+		if err != nil {
+			return struct{}{}, err
+		}
+		c := a.newChange(r)
+		if err := c.add(domain.UserStream(u.ID), acc.passkeys.Version, u.TenantID, u.ID, events...); err != nil {
+			return struct{}{}, err
+		}
+		c.write.Releases = append(c.write.Releases, eventstore.Claim{Scope: passkeyScope, Key: passkeyCredentialKey(k.Credential.ID), Owner: u.ID.String()})
+		committed, err := a.commit(ctx, c)
+		if err != nil {
+			return struct{}{}, err
+		}
+		a.wait(ctx, committed.Last, "passkeys")
+		return struct{}{}, nil
+	})
+	return err
+}

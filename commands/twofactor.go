@@ -2,19 +2,438 @@ package commands
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"math/big"
+	"slices"
+
+	"github.com/google/uuid"
 
 	"github.com/authd/authd/domain"
+	"github.com/authd/authd/eventstore"
+	"github.com/authd/authd/tokens"
+	"github.com/authd/authd/totp"
+	"github.com/authd/authd/twofactor"
 )
+
+// TwoFactorConfig is what the two-factor commands need beyond Deps.
+type TwoFactorConfig struct {
+	// Challenges keeps the pending login challenges (twofactor.Challenges).
+	Challenges Challenges
+	// BackupCodeKey is the HMAC key backup codes are hashed under, derived
+	// from the master key for that purpose alone (32 bytes).
+	BackupCodeKey []byte
+	// Issuer names the service in authenticator apps; Deps.Product when empty.
+	Issuer string
+}
+
+// Challenges issues and admits answers to login challenges (twofactor.Challenges).
+type Challenges interface {
+	Issue(ctx context.Context, user uuid.UUID, amr []string) (token string, err error)
+	Answer(ctx context.Context, token string) (twofactor.Challenge, error)
+	Finish(ctx context.Context, token string) error
+}
+
+// ErrInvalidChallenge means a challenge token is unknown, expired, out of
+// tries or already answered.
+var ErrInvalidChallenge = errors.New("invalid or expired challenge")
+
+// challengeMethods are the second factors a challenge can be answered with.
+var challengeMethods = []string{domain.MethodTOTP, domain.MethodBackupCode}
+
+func twoFactorEvents(eventType string) (domain.Event, bool) {
+	switch eventType {
+	case domain.TypeTotpSetupStarted:
+		return &domain.TotpSetupStarted{}, true
+	case domain.TypeTotpEnabled:
+		return &domain.TotpEnabled{}, true
+	case domain.TypeTotpDisabled:
+		return &domain.TotpDisabled{}, true
+	case domain.TypeTotpCodeAccepted:
+		return &domain.TotpCodeAccepted{}, true
+	case domain.TypeBackupCodesRegenerated:
+		return &domain.BackupCodesRegenerated{}, true
+	case domain.TypeBackupCodeUsed:
+		return &domain.BackupCodeUsed{}, true
+	}
+	return nil, false
+}
+
+func (a *App) loadTwoFactor(ctx context.Context, user uuid.UUID) (*domain.TwoFactor, error) {
+	t := &domain.TwoFactor{}
+	if err := a.load(ctx, domain.TwoFactorStream(user), t); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
 
 // challenge decides whether a first-factor login of u needs a second factor.
 // When it does, it commits c (the login may have changed the account, e.g. a
 // rehashed password) and returns the challenge; otherwise it returns nil and
 // leaves c to the caller.
 func (a *App) challenge(ctx context.Context, c *change, u *domain.User, amr []string, r Request) (*Challenge, error) {
-	return nil, nil
+	tf, err := a.loadTwoFactor(ctx, u.ID)
+	if err != nil {
+		return nil, err
+	}
+	if !tf.Enabled {
+		return nil, nil
+	}
+	if a.d.TwoFactor.Challenges == nil {
+		return nil, errors.New("two-factor challenges are not configured")
+	}
+	if len(c.write.Appends) > 0 {
+		if _, err := a.commit(ctx, c); err != nil {
+			return nil, err
+		}
+	}
+	token, err := a.d.TwoFactor.Challenges.Issue(ctx, u.ID, amr)
+	if err != nil {
+		return nil, err
+	}
+	return &Challenge{Token: token, Methods: slices.Clone(challengeMethods), ExpiresIn: domain.ChallengeTTL}, nil
 }
 
-// TwoFactorConfig is what the two-factor commands need beyond Deps.
-type TwoFactorConfig struct{}
+// TwoFactorSetup is a new TOTP secret to show the user: as text, as an
+// otpauth:// URI and as a QR code of that URI (a PNG data URL).
+type TwoFactorSetup struct {
+	Secret          string
+	ProvisioningURI string
+	QRCode          string
+}
 
-func twoFactorEvents(string) (domain.Event, bool) { return nil, false }
+// SetupTwoFactor starts a TOTP setup with a new secret, in place of any
+// unconfirmed one. A user with two-factor on is refused (ErrConflict).
+func (a *App) SetupTwoFactor(ctx context.Context, caller tokens.Claims, r Request) (TwoFactorSetup, error) {
+	secret, err := totp.NewSecret(rand.Reader)
+	if err != nil {
+		return TwoFactorSetup{}, err
+	}
+	u, err := retry(ctx, func() (*domain.User, error) {
+		u, tf, err := a.loadAccount(ctx, caller.UserID)
+		if err != nil {
+			return nil, err
+		}
+		events, err := tf.Setup(u.ID, secret)
+		if err != nil {
+			return nil, twoFactorError(err)
+		}
+		c := a.newChange(r)
+		if err := c.add(domain.TwoFactorStream(u.ID), tf.Version, u.TenantID, u.ID, events...); err != nil {
+			return nil, err
+		}
+		_, err = a.commit(ctx, c)
+		return u, err
+	})
+	if err != nil {
+		return TwoFactorSetup{}, err
+	}
+	issuer := a.d.TwoFactor.Issuer
+	if issuer == "" {
+		issuer = a.d.Product
+	}
+	uri, err := totp.URI(issuer, u.Email, secret)
+	if err != nil {
+		return TwoFactorSetup{}, err
+	}
+	qr, err := totp.QRCode(uri)
+	if err != nil {
+		return TwoFactorSetup{}, err
+	}
+	return TwoFactorSetup{Secret: secret, ProvisioningURI: uri, QRCode: qr}, nil
+}
+
+// EnableTwoFactor confirms the pending setup with a TOTP code and returns the
+// first backup codes. Nothing pending (or two-factor already on) is
+// ErrConflict; a wrong code is ErrInvalidCode.
+func (a *App) EnableTwoFactor(ctx context.Context, caller tokens.Claims, code string, r Request) ([]string, error) {
+	parsed, err := domain.ParseCode(code)
+	if err != nil {
+		return nil, ErrInvalidCode
+	}
+	shown, digits, err := newBackupCodes()
+	if err != nil {
+		return nil, err
+	}
+	at, err := retry(ctx, func() (eventstore.Cursor, error) {
+		u, tf, err := a.loadAccount(ctx, caller.UserID)
+		if err != nil {
+			return eventstore.Cursor{}, err
+		}
+		events, err := tf.Enable(u.ID, parsed, a.d.Now(), a.backupHashes(u.ID, digits))
+		if err != nil {
+			return eventstore.Cursor{}, twoFactorError(err)
+		}
+		return a.commitTwoFactor(ctx, u, tf, r, events)
+	})
+	if err != nil {
+		return nil, err
+	}
+	a.wait(ctx, at, "twofactor")
+	return shown, nil
+}
+
+// DisableTwoFactor turns two-factor off, proven by a TOTP or backup code.
+func (a *App) DisableTwoFactor(ctx context.Context, caller tokens.Claims, code string, r Request) error {
+	parsed, err := domain.ParseCode(code)
+	if err != nil {
+		return ErrInvalidCode
+	}
+	if err := a.attemptCode(ctx, caller.UserID); err != nil {
+		return err
+	}
+	at, err := retry(ctx, func() (eventstore.Cursor, error) {
+		u, tf, err := a.loadAccount(ctx, caller.UserID)
+		if err != nil {
+			return eventstore.Cursor{}, err
+		}
+		events, err := tf.Disable(parsed, a.d.Now(), a.backupHash(u.ID))
+		if err != nil {
+			return eventstore.Cursor{}, twoFactorError(err)
+		}
+		return a.commitTwoFactor(ctx, u, tf, r, events)
+	})
+	a.settleCode(ctx, caller.UserID, err)
+	if err != nil {
+		return err
+	}
+	a.wait(ctx, at, "twofactor")
+	return nil
+}
+
+// RegenerateBackupCodes replaces every backup code with new ones and returns
+// them; with two-factor off it is ErrConflict.
+func (a *App) RegenerateBackupCodes(ctx context.Context, caller tokens.Claims, r Request) ([]string, error) {
+	shown, digits, err := newBackupCodes()
+	if err != nil {
+		return nil, err
+	}
+	at, err := retry(ctx, func() (eventstore.Cursor, error) {
+		u, tf, err := a.loadAccount(ctx, caller.UserID)
+		if err != nil {
+			return eventstore.Cursor{}, err
+		}
+		events, err := tf.RegenerateBackupCodes(a.backupHashes(u.ID, digits))
+		if err != nil {
+			return eventstore.Cursor{}, twoFactorError(err)
+		}
+		return a.commitTwoFactor(ctx, u, tf, r, events)
+	})
+	if err != nil {
+		return nil, err
+	}
+	a.wait(ctx, at, "twofactor")
+	return shown, nil
+}
+
+// VerifyChallenge answers a login challenge with a TOTP or backup code and
+// opens the session the first factor earned, with "mfa" added to its amr.
+// A TOTP step and a backup code are accepted once; so is a challenge, which
+// also takes at most domain.ChallengeTries answers in all.
+func (a *App) VerifyChallenge(ctx context.Context, token, code string, r Request) (Tokens, error) {
+	if token == "" {
+		return Tokens{}, ErrInvalidChallenge
+	}
+	parsed, err := domain.ParseCode(code)
+	if err != nil {
+		return Tokens{}, ErrInvalidCode
+	}
+	if a.d.TwoFactor.Challenges == nil {
+		return Tokens{}, ErrInvalidChallenge
+	}
+	ch, err := a.d.TwoFactor.Challenges.Answer(ctx, token)
+	if errors.Is(err, twofactor.ErrInvalidChallenge) {
+		return Tokens{}, ErrInvalidChallenge
+	}
+	if err != nil {
+		return Tokens{}, err
+	}
+	if err := a.attemptCode(ctx, ch.UserID); err != nil {
+		return Tokens{}, err
+	}
+	var backup bool
+	var user *domain.User
+	t, err := retry(ctx, func() (Tokens, error) {
+		u, tf, err := a.loadAccount(ctx, ch.UserID)
+		if errors.Is(err, ErrNotFound) {
+			return Tokens{}, ErrInvalidChallenge
+		}
+		if err != nil {
+			return Tokens{}, err
+		}
+		if ch.CreatedAt.Before(u.SessionsValidAfter) {
+			return Tokens{}, ErrInvalidChallenge // the password was reset since the first factor
+		}
+		user = u
+		events, err := tf.Verify(ch.ID, parsed, a.d.Now(), a.backupHash(u.ID))
+		if errors.Is(err, domain.ErrTwoFactorDisabled) {
+			return Tokens{}, ErrInvalidChallenge // turned off since: sign in again
+		}
+		if err != nil {
+			return Tokens{}, twoFactorError(err)
+		}
+		_, backup = events[0].(*domain.BackupCodeUsed)
+		c := a.newChange(r)
+		if err := c.add(domain.TwoFactorStream(u.ID), tf.Version, u.TenantID, u.ID, events...); err != nil {
+			return Tokens{}, err
+		}
+		return a.openSession(ctx, c, u, withMFA(ch.AMR), r)
+	})
+	a.settleCode(ctx, ch.UserID, err)
+	if errors.Is(err, ErrInvalidCode) && user != nil {
+		a.recordFailure(ctx, user, r)
+	}
+	if err != nil {
+		return Tokens{}, err
+	}
+	if err := a.d.TwoFactor.Challenges.Finish(ctx, token); err != nil {
+		a.d.Log.Warn("deleting an answered challenge", "err", err)
+	}
+	if backup {
+		// The status read model counts backup codes: let the next read see it.
+		a.waitTwoFactor(ctx, ch.UserID)
+	}
+	return t, nil
+}
+
+// loadAccount loads the user and their two-factor aggregate.
+func (a *App) loadAccount(ctx context.Context, id uuid.UUID) (*domain.User, *domain.TwoFactor, error) {
+	u, err := a.loadUser(ctx, id)
+	if err != nil {
+		return nil, nil, err
+	}
+	if !u.Exists() {
+		return nil, nil, ErrNotFound
+	}
+	tf, err := a.loadTwoFactor(ctx, id)
+	if err != nil {
+		return nil, nil, err
+	}
+	return u, tf, nil
+}
+
+func (a *App) commitTwoFactor(ctx context.Context, u *domain.User, tf *domain.TwoFactor, r Request, events []domain.Event) (eventstore.Cursor, error) {
+	c := a.newChange(r)
+	if err := c.add(domain.TwoFactorStream(u.ID), tf.Version, u.TenantID, u.ID, events...); err != nil {
+		return eventstore.Cursor{}, err
+	}
+	committed, err := a.commit(ctx, c)
+	return committed.Last, err
+}
+
+// waitTwoFactor waits for the twofactor projection to reach the end of a
+// user's two-factor stream, for a write whose cursor the caller did not get.
+func (a *App) waitTwoFactor(ctx context.Context, user uuid.UUID) {
+	events, err := a.d.Store.ReadStream(ctx, domain.TwoFactorStream(user))
+	if err != nil || len(events) == 0 {
+		return
+	}
+	a.wait(ctx, events[len(events)-1].Commit, "twofactor")
+}
+
+// twoFactorError maps the aggregate's refusals to the API's errors.
+func twoFactorError(err error) error {
+	switch {
+	case errors.Is(err, domain.ErrWrongCode):
+		return ErrInvalidCode
+	case errors.Is(err, domain.ErrChallengeUsed):
+		return ErrInvalidChallenge
+	case errors.Is(err, domain.ErrTwoFactorEnabled), errors.Is(err, domain.ErrTwoFactorDisabled), errors.Is(err, domain.ErrNoSetupPending):
+		return fmt.Errorf("%w: %w", ErrConflict, err)
+	}
+	return err
+}
+
+// codeAccount is the throttle's account for a user's second-factor codes.
+func codeAccount(user uuid.UUID) string { return "2fa:" + user.String() }
+
+// attemptCode admits one check of a user's second-factor code: wrong codes in
+// a row slow the next ones down (ratelimit's login policy), so guessing the
+// six digits stays hopeless however many challenges are opened.
+func (a *App) attemptCode(ctx context.Context, user uuid.UUID) error {
+	wait, err := a.d.Throttle.Attempt(ctx, codeAccount(user))
+	if err != nil {
+		return err
+	}
+	if wait > 0 {
+		return &RetryLaterError{After: wait}
+	}
+	return nil
+}
+
+// settleCode forgets the attempt unless the code was wrong.
+func (a *App) settleCode(ctx context.Context, user uuid.UUID, err error) {
+	if errors.Is(err, ErrInvalidCode) {
+		return
+	}
+	if err := a.d.Throttle.Reset(ctx, codeAccount(user)); err != nil {
+		a.d.Log.Error("clearing second-factor failures", "err", err)
+	}
+}
+
+// recordFailure is the audit record of a wrong second factor.
+func (a *App) recordFailure(ctx context.Context, u *domain.User, r Request) {
+	c := a.newChange(r)
+	if err := c.add(domain.LoginStream(u.ID), eventstore.AnyVersion, u.TenantID, u.ID, &domain.LoginFailed{UserID: u.ID, Reason: "wrong_second_factor"}); err != nil {
+		return
+	}
+	if _, err := a.commit(ctx, c); err != nil {
+		a.d.Log.Error("recording a failed second factor", "err", err)
+	}
+}
+
+func withMFA(amr []string) []string {
+	out := slices.Clone(amr)
+	if !slices.Contains(out, "mfa") {
+		out = append(out, "mfa")
+	}
+	return out
+}
+
+// newBackupCodes draws domain.BackupCodeCount distinct 8-digit codes from
+// crypto/rand, as shown ("1234-5678") and as digits.
+func newBackupCodes() (shown, digits []string, err error) {
+	seen := map[string]bool{}
+	limit := big.NewInt(100_000_000)
+	for len(digits) < domain.BackupCodeCount {
+		n, err := rand.Int(rand.Reader, limit)
+		if err != nil {
+			return nil, nil, fmt.Errorf("draw a backup code: %w", err)
+		}
+		d := fmt.Sprintf("%08d", n.Int64())
+		if seen[d] {
+			continue
+		}
+		seen[d] = true
+		digits = append(digits, d)
+		shown = append(shown, d[:4]+"-"+d[4:])
+	}
+	return shown, digits, nil
+}
+
+// backupHash returns the hash of a user's backup code digits: an HMAC under
+// a server key (eight digits are brute-forced in no time from a plain hash),
+// bound to the user so that a hash means nothing on another account.
+func (a *App) backupHash(user uuid.UUID) func(digits string) string {
+	return func(digits string) string {
+		m := hmac.New(sha256.New, a.d.TwoFactor.BackupCodeKey)
+		m.Write([]byte("backup-code\x00"))
+		m.Write(user[:])
+		m.Write([]byte{0})
+		m.Write([]byte(digits))
+		return hex.EncodeToString(m.Sum(nil))
+	}
+}
+
+func (a *App) backupHashes(user uuid.UUID, digits []string) []string {
+	hash := a.backupHash(user)
+	out := make([]string, len(digits))
+	for i, d := range digits {
+		out[i] = hash(d)
+	}
+	return out
+}

@@ -72,8 +72,18 @@ func fromCommand(err error) *Error {
 		return &Error{Status: fiber.StatusForbidden, Code: "email_not_verified", Message: "verify your email address first"}
 	case errors.Is(err, commands.ErrInvalidCode):
 		return &Error{Status: fiber.StatusBadRequest, Code: "invalid_code", Message: "the code is wrong, expired or already used"}
+	case errors.Is(err, commands.ErrInvalidChallenge):
+		return &Error{Status: fiber.StatusUnauthorized, Code: "invalid_challenge", Message: "the challenge is invalid, expired, used up or already answered; sign in again"}
 	case errors.Is(err, commands.ErrInvalidRefreshToken):
 		return &Error{Status: fiber.StatusUnauthorized, Code: "invalid_refresh_token", Message: "refresh token is invalid, expired or revoked"}
+	case errors.Is(err, commands.ErrPasskeyChallenge):
+		return &Error{Status: fiber.StatusUnauthorized, Code: "invalid_challenge", Message: "the passkey challenge is unknown, expired or already used; start again"}
+	case errors.Is(err, commands.ErrPasskeyRejected):
+		return &Error{Status: fiber.StatusUnauthorized, Code: "invalid_credentials", Message: "the passkey could not be verified"}
+	case errors.Is(err, commands.ErrInvalidToken):
+		return &Error{Status: fiber.StatusUnauthorized, Code: "invalid_token", Message: "the Google ID token is invalid, expired or not for this service"}
+	case errors.Is(err, commands.ErrGoogleUnavailable):
+		return &Error{Status: fiber.StatusServiceUnavailable, Code: "unavailable", Message: "Google's signing keys cannot be fetched; retry shortly", RetryAfter: 5}
 	case errors.Is(err, commands.ErrNotFound):
 		return &Error{Status: fiber.StatusNotFound, Code: "not_found", Message: "no such resource"}
 	case errors.Is(err, commands.ErrConflict), errors.Is(err, eventstore.ErrConflict):

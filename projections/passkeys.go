@@ -2,16 +2,114 @@ package projections
 
 import (
 	"context"
+	"fmt"
+	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
+	"github.com/authd/authd/domain"
 	"github.com/authd/authd/eventstore"
 )
 
-// Passkeys is a read model still to be built.
+// Passkeys is the read model behind GET /passkey/list: each passkey's name,
+// when it was added and when it last signed in. It sees only the public part
+// of the events; the credential records stay on the write side.
 type Passkeys struct{}
 
 func (Passkeys) Name() string     { return "passkeys" }
-func (Passkeys) Tables() []string { return nil }
+func (Passkeys) Tables() []string { return []string{"passkeys"} }
 
-func (Passkeys) Apply(context.Context, pgx.Tx, []eventstore.Event) error { return nil }
+// Apply queues one statement per passkey event and sends them as one batch.
+// Each must touch exactly one row: anything else means the read model and the
+// log disagree, which stops the projection.
+func (Passkeys) Apply(ctx context.Context, tx pgx.Tx, events []eventstore.Event) error {
+	batch := &pgx.Batch{}
+	var what []string
+	for _, e := range events {
+		switch e.Type {
+		case domain.TypePasskeyAdded:
+			v, err := decode[domain.PasskeyAdded](e)
+			if err != nil {
+				return err
+			}
+			created := v.CreatedAt
+			if created.IsZero() {
+				created = e.OccurredAt
+			}
+			batch.Queue(`INSERT INTO passkeys (id, user_id, name, aaguid, created_at) VALUES ($1, $2, $3, $4, $5)`,
+				v.PasskeyID, v.UserID, v.Name, v.AAGUID, created)
+		case domain.TypePasskeyRenamed:
+			v, err := decode[domain.PasskeyRenamed](e)
+			if err != nil {
+				return err
+			}
+			batch.Queue(`UPDATE passkeys SET name = $2 WHERE id = $1`, v.PasskeyID, v.Name)
+		case domain.TypePasskeyUsed:
+			v, err := decode[domain.PasskeyUsed](e)
+			if err != nil {
+				return err
+			}
+			batch.Queue(`UPDATE passkeys SET last_used_at = $2 WHERE id = $1`, v.PasskeyID, e.OccurredAt)
+		case domain.TypePasskeyRemoved:
+			v, err := decode[domain.PasskeyRemoved](e)
+			if err != nil {
+				return err
+			}
+			batch.Queue(`DELETE FROM passkeys WHERE id = $1`, v.PasskeyID)
+		default:
+			continue
+		}
+		what = append(what, e.Type+" "+e.ID.String())
+	}
+	if len(what) == 0 {
+		return nil
+	}
+	br := tx.SendBatch(ctx, batch)
+	defer br.Close()
+	for _, w := range what {
+		tag, err := br.Exec()
+		if err != nil {
+			return fmt.Errorf("passkeys: %s: %w", w, err)
+		}
+		if tag.RowsAffected() != 1 {
+			return fmt.Errorf("passkeys: %s touched %d rows", w, tag.RowsAffected())
+		}
+	}
+	return br.Close()
+}
+
+// PasskeyView is a passkey as GET /passkey/list shows it.
+type PasskeyView struct {
+	ID         uuid.UUID  `json:"id"`
+	Name       string     `json:"name"`
+	CreatedAt  time.Time  `json:"created_at"`
+	LastUsedAt *time.Time `json:"last_used_at"`
+}
+
+// UserPasskeys lists a user's passkeys, oldest first.
+func UserPasskeys(ctx context.Context, q Querier, userID uuid.UUID) ([]PasskeyView, error) {
+	rows, err := q.Query(ctx, `SELECT id, name, created_at, last_used_at FROM passkeys
+		WHERE user_id = $1 ORDER BY created_at, id`, userID)
+	if err != nil {
+		return nil, fmt.Errorf("list passkeys of %s: %w", userID, err)
+	}
+	defer rows.Close()
+	out := []PasskeyView{}
+	for rows.Next() {
+		var p PasskeyView
+		if err := rows.Scan(&p.ID, &p.Name, &p.CreatedAt, &p.LastUsedAt); err != nil {
+			return nil, fmt.Errorf("list passkeys of %s: %w", userID, err)
+		}
+		p.CreatedAt = p.CreatedAt.UTC()
+		if p.LastUsedAt != nil {
+			t := p.LastUsedAt.UTC()
+			p.LastUsedAt = &t
+		}
+		out = append(out, p)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list passkeys of %s: %w", userID, err)
+	}
+	return out, nil
+}

@@ -39,9 +39,10 @@ type Tenant struct {
 // GetUser reads a user from the users read model.
 func GetUser(ctx context.Context, q Querier, id uuid.UUID) (UserView, error) {
 	var u UserView
-	err := q.QueryRow(ctx, `SELECT u.id, u.email, u.name, u.email_verified, u.tenant_id, coalesce(t.name, ''), u.created_at
-		FROM users u LEFT JOIN tenants t ON t.id = u.tenant_id WHERE u.id = $1`, id).
-		Scan(&u.ID, &u.Email, &u.Name, &u.EmailVerified, &u.Tenant.ID, &u.Tenant.Name, &u.CreatedAt)
+	err := q.QueryRow(ctx, `SELECT u.id, u.email, u.name, u.email_verified, u.tenant_id, coalesce(t.name, ''),
+		coalesce(tf.enabled, false), u.created_at
+		FROM users u LEFT JOIN tenants t ON t.id = u.tenant_id LEFT JOIN two_factor tf ON tf.user_id = u.id WHERE u.id = $1`, id).
+		Scan(&u.ID, &u.Email, &u.Name, &u.EmailVerified, &u.Tenant.ID, &u.Tenant.Name, &u.TwoFactorEnabled, &u.CreatedAt)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return UserView{}, ErrNotFound
 	}

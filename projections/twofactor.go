@@ -2,16 +2,114 @@ package projections
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
+	"github.com/authd/authd/domain"
 	"github.com/authd/authd/eventstore"
 )
 
-// TwoFactor is a read model still to be built.
+// TwoFactor is the read model behind GET /2fa/status and /me's
+// two_factor_enabled: whether a user has TOTP on, since when, and how many
+// backup codes are left. It never holds a secret or a code.
 type TwoFactor struct{}
 
 func (TwoFactor) Name() string     { return "twofactor" }
-func (TwoFactor) Tables() []string { return nil }
+func (TwoFactor) Tables() []string { return []string{"two_factor"} }
 
-func (TwoFactor) Apply(context.Context, pgx.Tx, []eventstore.Event) error { return nil }
+// Each statement is an upsert that sets the row to what the event says (a
+// count, not a decrement), so the order of the batch is all that matters.
+const (
+	twoFactorEnabledSQL = `INSERT INTO two_factor AS t (user_id, enabled, enabled_at, backup_codes_remaining, updated_at)
+		VALUES ($1, true, $2, $3, $2)
+		ON CONFLICT (user_id) DO UPDATE SET enabled = true, enabled_at = $2, backup_codes_remaining = $3, updated_at = $2`
+	twoFactorDisabledSQL = `INSERT INTO two_factor AS t (user_id, enabled, enabled_at, backup_codes_remaining, updated_at)
+		VALUES ($1, false, NULL, 0, $2)
+		ON CONFLICT (user_id) DO UPDATE SET enabled = false, enabled_at = NULL, backup_codes_remaining = 0, updated_at = $2`
+	twoFactorCodesSQL = `UPDATE two_factor SET backup_codes_remaining = $3, updated_at = $2 WHERE user_id = $1 AND enabled`
+)
+
+// Apply queues one statement per event that changes the status and sends
+// them as one batch.
+func (TwoFactor) Apply(ctx context.Context, tx pgx.Tx, events []eventstore.Event) error {
+	batch := &pgx.Batch{}
+	var what []string
+	for _, e := range events {
+		switch e.Type {
+		case domain.TypeTotpEnabled:
+			v, err := decode[domain.TotpEnabled](e)
+			if err != nil {
+				return err
+			}
+			batch.Queue(twoFactorEnabledSQL, v.UserID, e.OccurredAt, v.BackupCodes)
+		case domain.TypeTotpDisabled:
+			v, err := decode[domain.TotpDisabled](e)
+			if err != nil {
+				return err
+			}
+			batch.Queue(twoFactorDisabledSQL, v.UserID, e.OccurredAt)
+		case domain.TypeBackupCodesRegenerated:
+			v, err := decode[domain.BackupCodesRegenerated](e)
+			if err != nil {
+				return err
+			}
+			batch.Queue(twoFactorCodesSQL, v.UserID, e.OccurredAt, v.BackupCodes)
+		case domain.TypeBackupCodeUsed:
+			v, err := decode[domain.BackupCodeUsed](e)
+			if err != nil {
+				return err
+			}
+			batch.Queue(twoFactorCodesSQL, v.UserID, e.OccurredAt, v.Remaining)
+		default:
+			continue
+		}
+		what = append(what, e.Type+" "+e.ID.String())
+	}
+	if len(what) == 0 {
+		return nil
+	}
+	br := tx.SendBatch(ctx, batch)
+	defer br.Close()
+	for _, w := range what {
+		tag, err := br.Exec()
+		if err != nil {
+			return fmt.Errorf("twofactor: %s: %w", w, err)
+		}
+		if tag.RowsAffected() != 1 {
+			// Backup codes of a user whose two-factor the read model does
+			// not have on: the log and the read model disagree.
+			return fmt.Errorf("twofactor: %s touched %d rows", w, tag.RowsAffected())
+		}
+	}
+	return br.Close()
+}
+
+// TwoFactorStatus is GET /2fa/status.
+type TwoFactorStatus struct {
+	Enabled              bool       `json:"enabled"`
+	EnabledAt            *time.Time `json:"enabled_at"`
+	BackupCodesRemaining int        `json:"backup_codes_remaining"`
+}
+
+// GetTwoFactorStatus reads a user's two-factor status; a user who never
+// turned it on has it off.
+func GetTwoFactorStatus(ctx context.Context, q Querier, user uuid.UUID) (TwoFactorStatus, error) {
+	var s TwoFactorStatus
+	err := q.QueryRow(ctx, `SELECT enabled, enabled_at, backup_codes_remaining FROM two_factor WHERE user_id = $1`, user).
+		Scan(&s.Enabled, &s.EnabledAt, &s.BackupCodesRemaining)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return TwoFactorStatus{}, nil
+	}
+	if err != nil {
+		return TwoFactorStatus{}, fmt.Errorf("read two-factor status of %s: %w", user, err)
+	}
+	if s.EnabledAt != nil {
+		at := s.EnabledAt.UTC()
+		s.EnabledAt = &at
+	}
+	return s, nil
+}

@@ -117,11 +117,11 @@ func run(ctx context.Context, getenv func(string) string, logOut io.Writer) erro
 			return err
 		}
 	}
-	twoFactor, err := twoFactorConfig(cfg)
+	twoFactor, err := twoFactorConfig(cfg, pool)
 	if err != nil {
 		return err
 	}
-	passkeys, err := passkeyConfig(cfg)
+	passkeys, err := passkeyConfig(cfg, pool)
 	if err != nil {
 		return err
 	}

@@ -1,0 +1,336 @@
+package domain
+
+import (
+	"crypto/subtle"
+	"errors"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/authd/authd/totp"
+)
+
+// Event types of the two-factor stream.
+const (
+	TypeTotpSetupStarted       = "TotpSetupStarted"
+	TypeTotpEnabled            = "TotpEnabled"
+	TypeTotpDisabled           = "TotpDisabled"
+	TypeTotpCodeAccepted       = "TotpCodeAccepted"
+	TypeBackupCodesRegenerated = "BackupCodesRegenerated"
+	TypeBackupCodeUsed         = "BackupCodeUsed"
+)
+
+// Two-factor parameters.
+const (
+	// BackupCodeCount is how many backup codes enabling or regenerating gives.
+	BackupCodeCount = 10
+	// BackupCodeDigits is a backup code's length: "1234-5678" as shown.
+	BackupCodeDigits = 8
+	// ChallengeTTL is how long a login challenge can be answered.
+	ChallengeTTL = 5 * time.Minute
+	// ChallengeTries is how many answers a challenge takes, right or wrong.
+	ChallengeTries = 5
+	// maxCodeInput bounds what is even looked at as a code.
+	maxCodeInput = 64
+)
+
+// Methods of a second factor, as the Challenge of API.md lists them.
+const (
+	MethodTOTP       = "totp"
+	MethodBackupCode = "backup_code"
+)
+
+// TwoFactorStream names a user's two-factor stream, kept apart from the user
+// stream so that second-factor logins do not make the account slow to load.
+func TwoFactorStream(userID uuid.UUID) string { return "twofactor-" + userID.String() }
+
+// Two-factor decisions that refuse.
+var (
+	ErrTwoFactorEnabled  = errors.New("two-factor authentication is already on")
+	ErrTwoFactorDisabled = errors.New("two-factor authentication is off")
+	ErrNoSetupPending    = errors.New("no two-factor setup is pending")
+	ErrWrongCode         = errors.New("wrong, malformed or already used code")
+	ErrChallengeUsed     = errors.New("challenge already answered")
+)
+
+// TotpSecret is the sealed part of an event that holds a TOTP secret.
+type TotpSecret struct {
+	Secret string `json:"secret"`
+}
+
+// BackupCodeHashes is the sealed part of an event that sets backup codes:
+// their keyed hashes, never the codes.
+type BackupCodeHashes struct {
+	Hashes []string `json:"hashes"`
+}
+
+// TotpSetupStarted records a new, unconfirmed TOTP secret, which replaces any
+// earlier unconfirmed one. The secret is only in the sealed part.
+type TotpSetupStarted struct {
+	UserID uuid.UUID `json:"user_id"`
+
+	Secret TotpSecret `json:"-"`
+}
+
+func (TotpSetupStarted) EventType() string { return TypeTotpSetupStarted }
+func (e *TotpSetupStarted) Secrets() any   { return &e.Secret }
+
+// TotpEnabledSecrets is TotpEnabled's sealed part.
+type TotpEnabledSecrets struct {
+	Secret      string   `json:"secret"`
+	BackupCodes []string `json:"backup_code_hashes"`
+}
+
+// TotpEnabled turns two-factor authentication on with the pending secret,
+// confirmed by a code of time step Step, and sets the first backup codes.
+type TotpEnabled struct {
+	UserID      uuid.UUID `json:"user_id"`
+	Step        int64     `json:"step"`
+	BackupCodes int       `json:"backup_codes"`
+
+	Secret TotpEnabledSecrets `json:"-"`
+}
+
+func (TotpEnabled) EventType() string { return TypeTotpEnabled }
+func (e *TotpEnabled) Secrets() any   { return &e.Secret }
+
+// TotpDisabled turns two-factor authentication off: the secret and the backup
+// codes are gone. Method says which kind of code proved it.
+type TotpDisabled struct {
+	UserID uuid.UUID `json:"user_id"`
+	Method string    `json:"method"`
+}
+
+func (TotpDisabled) EventType() string { return TypeTotpDisabled }
+
+// TotpCodeAccepted records that the TOTP code of Step answered a challenge:
+// no code of that step or an earlier one is accepted again.
+type TotpCodeAccepted struct {
+	UserID      uuid.UUID `json:"user_id"`
+	Step        int64     `json:"step"`
+	ChallengeID uuid.UUID `json:"challenge_id"`
+}
+
+func (TotpCodeAccepted) EventType() string { return TypeTotpCodeAccepted }
+
+// BackupCodesRegenerated replaces every backup code with new ones.
+type BackupCodesRegenerated struct {
+	UserID      uuid.UUID `json:"user_id"`
+	BackupCodes int       `json:"backup_codes"`
+
+	Secret BackupCodeHashes `json:"-"`
+}
+
+func (BackupCodesRegenerated) EventType() string { return TypeBackupCodesRegenerated }
+func (e *BackupCodesRegenerated) Secrets() any   { return &e.Secret }
+
+// UsedBackupCode is BackupCodeUsed's sealed part: which code was used up.
+type UsedBackupCode struct {
+	Hash string `json:"hash"`
+}
+
+// BackupCodeUsed records that a backup code answered a challenge; it never
+// works again. Remaining is how many are left.
+type BackupCodeUsed struct {
+	UserID      uuid.UUID `json:"user_id"`
+	ChallengeID uuid.UUID `json:"challenge_id"`
+	Remaining   int       `json:"remaining"`
+
+	Secret UsedBackupCode `json:"-"`
+}
+
+func (BackupCodeUsed) EventType() string { return TypeBackupCodeUsed }
+func (e *BackupCodeUsed) Secrets() any   { return &e.Secret }
+
+// CodeKind says what a second-factor code looks like it is.
+type CodeKind int
+
+const (
+	TOTPCode CodeKind = iota + 1
+	BackupCode
+)
+
+// Code is a second-factor code as typed, normalised: digits only.
+type Code struct {
+	Kind   CodeKind
+	Digits string
+}
+
+// ParseCode normalises a typed code: spaces and dashes are dropped; what is
+// left must be 6 digits (a TOTP code) or 8 (a backup code). Anything else
+// cannot be a code and is ErrWrongCode.
+func ParseCode(s string) (Code, error) {
+	if len(s) > maxCodeInput {
+		return Code{}, ErrWrongCode
+	}
+	b := make([]byte, 0, BackupCodeDigits)
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == ' ' || c == '-' || c == '\t':
+		case c >= '0' && c <= '9' && len(b) < BackupCodeDigits:
+			b = append(b, c)
+		default:
+			return Code{}, ErrWrongCode
+		}
+	}
+	switch len(b) {
+	case totp.Digits:
+		return Code{Kind: TOTPCode, Digits: string(b)}, nil
+	case BackupCodeDigits:
+		return Code{Kind: BackupCode, Digits: string(b)}, nil
+	}
+	return Code{}, ErrWrongCode
+}
+
+// TwoFactor is a user's second factor, rebuilt from their two-factor stream.
+type TwoFactor struct {
+	UserID        uuid.UUID
+	PendingSecret string // of an unconfirmed setup
+	Enabled       bool
+	EnabledAt     time.Time
+	Secret        string
+	// LastStep is the latest TOTP step accepted for the current secret.
+	LastStep    int64
+	BackupCodes []string // hashes of the unused ones
+	// usedChallenges are the challenges answered so far: a challenge whose
+	// answer lost a race is found here when the command decides again.
+	usedChallenges map[uuid.UUID]bool
+	Version        int64
+}
+
+// Apply folds one event into the aggregate; at is when it happened.
+func (t *TwoFactor) Apply(e Event, at time.Time) {
+	switch e := e.(type) {
+	case *TotpSetupStarted:
+		t.UserID, t.PendingSecret = e.UserID, e.Secret.Secret
+	case *TotpEnabled:
+		t.UserID, t.Enabled, t.EnabledAt = e.UserID, true, at
+		t.Secret, t.LastStep, t.PendingSecret = e.Secret.Secret, e.Step, ""
+		t.BackupCodes = append([]string(nil), e.Secret.BackupCodes...)
+	case *TotpDisabled:
+		t.Enabled, t.EnabledAt, t.Secret, t.BackupCodes, t.PendingSecret = false, time.Time{}, "", nil, ""
+	case *TotpCodeAccepted:
+		t.LastStep = max(t.LastStep, e.Step)
+		t.useChallenge(e.ChallengeID)
+	case *BackupCodesRegenerated:
+		t.BackupCodes = append([]string(nil), e.Secret.Hashes...)
+	case *BackupCodeUsed:
+		for i, h := range t.BackupCodes {
+			if h == e.Secret.Hash {
+				t.BackupCodes = append(t.BackupCodes[:i:i], t.BackupCodes[i+1:]...)
+				break
+			}
+		}
+		t.useChallenge(e.ChallengeID)
+	}
+	t.Version++
+}
+
+func (t *TwoFactor) useChallenge(id uuid.UUID) {
+	if id == uuid.Nil {
+		return
+	}
+	if t.usedChallenges == nil {
+		t.usedChallenges = map[uuid.UUID]bool{}
+	}
+	t.usedChallenges[id] = true
+}
+
+// Setup starts a new setup with secret, drawn by the caller, in place of any
+// unconfirmed one. A user with two-factor on must turn it off first.
+func (t *TwoFactor) Setup(user uuid.UUID, secret string) ([]Event, error) {
+	if t.Enabled {
+		return nil, ErrTwoFactorEnabled
+	}
+	e := &TotpSetupStarted{UserID: user}
+	e.Secret.Secret = secret
+	return []Event{e}, nil
+}
+
+// Enable confirms the pending setup with a TOTP code of it at now, and sets
+// the backup codes whose hashes are given.
+func (t *TwoFactor) Enable(user uuid.UUID, code Code, now time.Time, backupHashes []string) ([]Event, error) {
+	if t.Enabled || t.PendingSecret == "" {
+		return nil, ErrNoSetupPending
+	}
+	if code.Kind != TOTPCode {
+		return nil, ErrWrongCode
+	}
+	step, ok := totp.Match(t.PendingSecret, code.Digits, now, -1)
+	if !ok {
+		return nil, ErrWrongCode
+	}
+	e := &TotpEnabled{UserID: user, Step: step, BackupCodes: len(backupHashes)}
+	e.Secret.Secret, e.Secret.BackupCodes = t.PendingSecret, backupHashes
+	return []Event{e}, nil
+}
+
+// check finds what code proves: a TOTP step after the last accepted one, or
+// an unused backup code (hash is the keyed hash of backup code digits).
+func (t *TwoFactor) check(code Code, now time.Time, hash func(digits string) string) (step int64, backup string, err error) {
+	switch code.Kind {
+	case TOTPCode:
+		if s, ok := totp.Match(t.Secret, code.Digits, now, t.LastStep); ok {
+			return s, "", nil
+		}
+	case BackupCode:
+		h := hash(code.Digits)
+		found := -1
+		for i, c := range t.BackupCodes { // every hash compared, in constant time
+			if subtle.ConstantTimeCompare([]byte(c), []byte(h)) == 1 {
+				found = i
+			}
+		}
+		if found >= 0 {
+			return 0, t.BackupCodes[found], nil
+		}
+	}
+	return 0, "", ErrWrongCode
+}
+
+// Verify answers a login challenge with a TOTP or backup code at now. A
+// challenge is answered once: a second answer, even one that raced the
+// first, is ErrChallengeUsed.
+func (t *TwoFactor) Verify(challenge uuid.UUID, code Code, now time.Time, hash func(string) string) ([]Event, error) {
+	if !t.Enabled {
+		return nil, ErrTwoFactorDisabled
+	}
+	if t.usedChallenges[challenge] {
+		return nil, ErrChallengeUsed
+	}
+	step, backup, err := t.check(code, now, hash)
+	if err != nil {
+		return nil, err
+	}
+	if backup != "" {
+		e := &BackupCodeUsed{UserID: t.UserID, ChallengeID: challenge, Remaining: len(t.BackupCodes) - 1}
+		e.Secret.Hash = backup
+		return []Event{e}, nil
+	}
+	return []Event{&TotpCodeAccepted{UserID: t.UserID, Step: step, ChallengeID: challenge}}, nil
+}
+
+// Disable turns two-factor authentication off, proven by a TOTP or backup code.
+func (t *TwoFactor) Disable(code Code, now time.Time, hash func(string) string) ([]Event, error) {
+	if !t.Enabled {
+		return nil, ErrTwoFactorDisabled
+	}
+	if _, _, err := t.check(code, now, hash); err != nil {
+		return nil, err
+	}
+	method := MethodTOTP
+	if code.Kind == BackupCode {
+		method = MethodBackupCode
+	}
+	return []Event{&TotpDisabled{UserID: t.UserID, Method: method}}, nil
+}
+
+// RegenerateBackupCodes replaces every backup code with the given hashes.
+func (t *TwoFactor) RegenerateBackupCodes(hashes []string) ([]Event, error) {
+	if !t.Enabled {
+		return nil, ErrTwoFactorDisabled
+	}
+	e := &BackupCodesRegenerated{UserID: t.UserID, BackupCodes: len(hashes)}
+	e.Secret.Hashes = hashes
+	return []Event{e}, nil
+}

@@ -1,0 +1,141 @@
+// Package twofactor keeps the ephemeral state of two-factor logins: the
+// challenges a first factor earns, to be answered at /2fa/verify. They live
+// minutes, so they sit in a TTL table rather than in the event log (DESIGN
+// rule 1); what a challenge's answer changes is decided on the event-sourced
+// two-factor aggregate.
+package twofactor
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// ErrInvalidChallenge means the token names no live challenge: never issued,
+// expired, out of tries or already answered.
+var ErrInvalidChallenge = errors.New("twofactor: invalid challenge")
+
+// tokenBytes is a challenge token's secret: 256 bits.
+const tokenBytes = 32
+
+// maxTokenLen bounds what is looked up at all; a real token is 43 characters.
+const maxTokenLen = 128
+
+// Challenge is a pending second factor: who passed a first factor, how
+// (their amr), and which answer this is.
+type Challenge struct {
+	ID     uuid.UUID // names the challenge in events; not the token
+	UserID uuid.UUID
+	AMR    []string
+	Tries  int // answers so far, this one included
+	// CreatedAt is when the first factor was passed.
+	CreatedAt time.Time
+}
+
+// Challenges keeps challenges in the two_factor_challenges table, each under
+// a hash of its token: a dump of the table gives no token away.
+type Challenges struct {
+	pool  *pgxpool.Pool
+	now   func() time.Time
+	ttl   time.Duration
+	tries int
+
+	mu        sync.Mutex
+	lastSweep time.Time
+}
+
+// NewChallenges returns a store over pool whose challenges live ttl and take
+// tries answers, with the time read from now.
+func NewChallenges(pool *pgxpool.Pool, now func() time.Time, ttl time.Duration, tries int) *Challenges {
+	return &Challenges{pool: pool, now: now, ttl: ttl, tries: tries}
+}
+
+func hashToken(token string) []byte {
+	h := sha256.Sum256([]byte(token))
+	return h[:]
+}
+
+const issueSQL = `INSERT INTO two_factor_challenges (token_hash, id, user_id, amr, tries, expires_at, created_at)
+VALUES ($1, $2, $3, $4, 0, $5, $6)`
+
+// Issue starts a challenge for user, who signed in with amr, and returns its
+// opaque token.
+func (s *Challenges) Issue(ctx context.Context, user uuid.UUID, amr []string) (string, error) {
+	b := make([]byte, tokenBytes)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("twofactor: draw a challenge token: %w", err)
+	}
+	token := base64.RawURLEncoding.EncodeToString(b)
+	now := s.now()
+	if _, err := s.pool.Exec(ctx, issueSQL, hashToken(token), uuid.New(), user, amr, now.Add(s.ttl), now); err != nil {
+		return "", fmt.Errorf("twofactor: store a challenge: %w", err)
+	}
+	s.maybeSweep(ctx, now)
+	return token, nil
+}
+
+// Counts an answer before it is checked, in one statement under the row's
+// lock: concurrent answers are counted one after another, so no more than
+// the allowed number are ever checked, and none once the challenge expired.
+const answerSQL = `UPDATE two_factor_challenges SET tries = tries + 1
+WHERE token_hash = $1 AND expires_at > $2 AND tries < $3
+RETURNING id, user_id, amr, tries, created_at`
+
+// Answer admits one answer to the challenge of token and returns it, or
+// ErrInvalidChallenge. The answer counts as a try whatever it turns out to be.
+func (s *Challenges) Answer(ctx context.Context, token string) (Challenge, error) {
+	if token == "" || len(token) > maxTokenLen {
+		return Challenge{}, ErrInvalidChallenge
+	}
+	var c Challenge
+	err := s.pool.QueryRow(ctx, answerSQL, hashToken(token), s.now(), s.tries).Scan(&c.ID, &c.UserID, &c.AMR, &c.Tries, &c.CreatedAt)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Challenge{}, ErrInvalidChallenge
+	}
+	if err != nil {
+		return Challenge{}, fmt.Errorf("twofactor: answer a challenge: %w", err)
+	}
+	return c, nil
+}
+
+// Finish deletes an answered challenge. What makes a challenge single-use is
+// the event that records its answer; deleting it just makes a second answer
+// fail early.
+func (s *Challenges) Finish(ctx context.Context, token string) error {
+	if _, err := s.pool.Exec(ctx, `DELETE FROM two_factor_challenges WHERE token_hash = $1`, hashToken(token)); err != nil {
+		return fmt.Errorf("twofactor: finish a challenge: %w", err)
+	}
+	return nil
+}
+
+// Sweep deletes the challenges nobody can answer any more.
+func (s *Challenges) Sweep(ctx context.Context) (int64, error) {
+	tag, err := s.pool.Exec(ctx, `DELETE FROM two_factor_challenges WHERE expires_at <= $1 OR tries >= $2`, s.now(), s.tries)
+	if err != nil {
+		return 0, fmt.Errorf("twofactor: sweep challenges: %w", err)
+	}
+	return tag.RowsAffected(), nil
+}
+
+// maybeSweep sweeps at most once a minute per instance, on the back of an
+// issue, so the table stays small without a chore of its own.
+func (s *Challenges) maybeSweep(ctx context.Context, now time.Time) {
+	s.mu.Lock()
+	due := now.Sub(s.lastSweep) >= time.Minute
+	if due {
+		s.lastSweep = now
+	}
+	s.mu.Unlock()
+	if due {
+		_, _ = s.Sweep(ctx) // best effort: Answer ignores dead rows anyway
+	}
+}
