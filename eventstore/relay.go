@@ -183,6 +183,11 @@ func (r *Relay) lead(ctx context.Context, conn *pgxpool.Conn, flushing bool) err
 	r.setPublished(cp)
 	poll := time.NewTicker(r.cfg.Poll)
 	defer poll.Stop()
+	// After a commit signal, an empty read usually means an older transaction
+	// (another writer, a projection's checkpoint) is still open and holds the
+	// readable end back for a moment: look again soon, backing off, rather
+	// than wait for the next signal or the poll.
+	var recheck time.Duration
 	for {
 		events, err := readLog(ctx, conn, cp, r.cfg.BatchSize)
 		if err != nil {
@@ -193,14 +198,24 @@ func (r *Relay) lead(ctx context.Context, conn *pgxpool.Conn, flushing bool) err
 			if flushing {
 				return nil
 			}
+			var again <-chan time.Time
+			if recheck > 0 {
+				again = time.After(recheck)
+			}
 			select {
 			case <-ctx.Done():
 				return nil
 			case <-r.store.Committed():
+				recheck = time.Millisecond
+			case <-again:
+				if recheck *= 2; recheck > r.cfg.Poll {
+					recheck = 0
+				}
 			case <-poll.C:
 			}
 			continue
 		}
+		recheck = 0
 		if err := r.publish(ctx, events, lastSeq); err != nil {
 			return err
 		}
