@@ -101,6 +101,14 @@ type SessionRevoked struct {
 
 func (SessionRevoked) EventType() string { return TypeSessionRevoked }
 
+// SessionStateTail is how many of a session stream's last events, with its
+// first, determine the session: the first (SessionStarted) gives who and how;
+// the newest SessionRefreshed gives the current generation; a SessionRevoked,
+// if any, is the last event, since nothing is appended after it; and the
+// longest run appended after a rotation is RefreshTokenReused then
+// SessionRevoked. So the last three events always include the newest rotation.
+const SessionStateTail = 3
+
 // Session is the write side of one login, rebuilt from its stream.
 type Session struct {
 	ID         uuid.UUID

@@ -70,3 +70,34 @@ func TestRefreshRefusals(t *testing.T) {
 		t.Fatal("revoking a missing or revoked session made events")
 	}
 }
+
+// The ends of a long stream rebuild the same session as the whole stream.
+func TestSessionFromTheEndsOfItsStream(t *testing.T) {
+	t0 := time.Unix(1_700_000_000, 0)
+	started := &SessionStarted{SessionID: uuid.New(), UserID: uuid.New(), AMR: []string{"pwd"}}
+	stream := []Event{started}
+	for g := uint64(1); g <= 50; g++ {
+		stream = append(stream, &SessionRefreshed{Generation: g})
+	}
+	for _, end := range [][]Event{
+		nil,
+		{&SessionRevoked{}},
+		{&RefreshTokenReused{Generation: 3, Current: 50}, &SessionRevoked{}},
+	} {
+		all := append(append([]Event{}, stream...), end...)
+		whole := &Session{}
+		for i, e := range all {
+			whole.Apply(e, t0.Add(time.Duration(i)*time.Minute))
+		}
+		ends := &Session{}
+		for i, e := range all {
+			if i == 0 || i >= len(all)-SessionStateTail {
+				ends.Apply(e, t0.Add(time.Duration(i)*time.Minute))
+			}
+		}
+		ends.Version = whole.Version
+		if ends.ID != whole.ID || ends.Generation != whole.Generation || !ends.RotatedAt.Equal(whole.RotatedAt) || ends.Revoked != whole.Revoked || !ends.StartedAt.Equal(whole.StartedAt) {
+			t.Fatalf("from the ends %+v, from the whole stream %+v", ends, whole)
+		}
+	}
+}

@@ -18,8 +18,12 @@ const eventColumns = `e.id, e.type, e.stream_id, e.version, e.position, e.tx_id:
 // Load returns a stream's events in version order, with their secret parts
 // opened, for a command to rebuild its aggregate.
 func (s *Store) Load(ctx context.Context, stream string) ([]Event, error) {
-	rows, err := s.pool.Query(ctx, `SELECT `+eventColumns+`, e.sealed, e.sealed_kid
+	return s.load(ctx, stream, `SELECT `+eventColumns+`, e.sealed, e.sealed_kid
 		FROM events e WHERE e.stream_id = $1 ORDER BY e.version`, stream)
+}
+
+func (s *Store) load(ctx context.Context, stream, query string, args ...any) ([]Event, error) {
+	rows, err := s.pool.Query(ctx, query, args...)
 	if err != nil {
 		return nil, fmt.Errorf("load stream %q: %w", stream, err)
 	}
@@ -48,6 +52,17 @@ func (s *Store) Load(ctx context.Context, stream string) ([]Event, error) {
 		return nil, fmt.Errorf("load stream %q: %w", stream, err)
 	}
 	return out, nil
+}
+
+// LoadEnds loads a stream's first event and its last tail events, secrets
+// opened, in version order: for an aggregate whose state depends only on how
+// its stream began and on its latest events, so that loading it does not grow
+// with the stream (a session refreshed a thousand times, say).
+func (s *Store) LoadEnds(ctx context.Context, stream string, tail int) ([]Event, error) {
+	return s.load(ctx, stream, `SELECT `+eventColumns+`, e.sealed, e.sealed_kid FROM events e
+		WHERE e.stream_id = $1
+		  AND (e.version = 1 OR e.version > (SELECT max(version) FROM events WHERE stream_id = $1) - $2)
+		ORDER BY e.version`, stream, tail)
 }
 
 // ReadStream returns a stream's events in version order with their public
