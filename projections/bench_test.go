@@ -170,7 +170,7 @@ func (p *pipeline) appendAndWait(ctx context.Context) (sample, error) {
 	return s, err
 }
 
-// loaded registers users at a steady rate for d: a ticker hands each tick to
+// loaded registers users at a steady rate for d: a pacer hands each tick to
 // a pool of workers, so a slow append does not hold the next one back. It
 // returns the rate at which appends were started.
 func (p *pipeline) loaded(b *testing.B, rate int, d time.Duration) (samples []sample, achieved float64) {
@@ -194,13 +194,14 @@ func (p *pipeline) loaded(b *testing.B, rate int, d time.Duration) (samples []sa
 			}
 		}()
 	}
-	t := time.NewTicker(time.Second / time.Duration(rate))
+	// A pacer rather than a time.Ticker: a ticker drops ticks whenever this
+	// goroutine is late, which would quietly lower the rate on a busy machine.
+	interval := time.Second / time.Duration(rate)
 	start := time.Now()
-	for range total {
-		<-t.C
+	for i := range total {
+		time.Sleep(time.Until(start.Add(time.Duration(i) * interval)))
 		ticks <- struct{}{}
 	}
-	t.Stop()
 	dispatched := time.Since(start)
 	close(ticks)
 	wg.Wait()

@@ -58,13 +58,18 @@ type Checkpoint struct {
 	StreamSeq uint64 // a JetStream sequence at or before Cursor: where its consumer resumes
 }
 
-// readCheckpoint reads a projection's checkpoint, creating it at the start of
-// the log the first time; with lock it is held until tx ends, which is how
-// appliers of the same projection take turns.
-func readCheckpoint(ctx context.Context, tx pgx.Tx, name string, lock bool) (Checkpoint, error) {
+// createCheckpoint makes sure a projection has a checkpoint row, at the
+// start of the log the first time.
+func createCheckpoint(ctx context.Context, tx pgx.Tx, name string) error {
 	if _, err := tx.Exec(ctx, `INSERT INTO projection_checkpoints (name) VALUES ($1) ON CONFLICT (name) DO NOTHING`, name); err != nil {
-		return Checkpoint{}, fmt.Errorf("projection %s: create checkpoint: %w", name, err)
+		return fmt.Errorf("projection %s: create checkpoint: %w", name, err)
 	}
+	return nil
+}
+
+// readCheckpoint reads a projection's checkpoint; with lock it is held until
+// tx ends, which is how appliers of the same projection take turns.
+func readCheckpoint(ctx context.Context, tx pgx.Tx, name string, lock bool) (Checkpoint, error) {
 	q := `SELECT tx_id::text, position, stream_seq FROM projection_checkpoints WHERE name = $1`
 	if lock {
 		q += ` FOR UPDATE`

@@ -128,6 +128,9 @@ func swap(ctx context.Context, pool *pgxpool.Pool, store *eventstore.Store, p Pr
 		return 0, fmt.Errorf("rebuild %s: %w", name, err)
 	}
 	defer tx.Rollback(ctx)
+	if err := createCheckpoint(ctx, tx, name); err != nil {
+		return 0, err
+	}
 	cp, err := readCheckpoint(ctx, tx, name, true)
 	if err != nil {
 		return 0, err

@@ -273,7 +273,11 @@ func (r *Runner) lead(ctx context.Context, conn *pgxpool.Conn, p Projection, st 
 	if err != nil {
 		return fmt.Errorf("projection %s: %w", name, err)
 	}
-	cp, err := readCheckpoint(ctx, tx, name, false)
+	err = createCheckpoint(ctx, tx, name)
+	var cp Checkpoint
+	if err == nil {
+		cp, err = readCheckpoint(ctx, tx, name, false)
+	}
 	if err == nil {
 		err = tx.Commit(ctx)
 	}
