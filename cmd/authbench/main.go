@@ -1,0 +1,260 @@
+// Command authbench loads a running authd over HTTP and reports throughput
+// and latency percentiles. It creates its own users through the real API,
+// reading their signup codes back from Mailpit, so the authd under test must
+// mail to a Mailpit whose API authbench is given:
+//
+//	mailpit --smtp 127.0.0.1:1025 --listen 127.0.0.1:8025 &
+//	SMTP_URL=smtp://127.0.0.1:1025 AUTHD_RATE_LIMIT=off authd &
+//	authbench -mailpit http://127.0.0.1:8025 -scenario me -c 16 -d 15s
+//
+// Scenarios: me (GET /me round-robin over N users' access tokens), refresh
+// (each connection rotates its own session's refresh token), login (POST
+// /login with the right password, round-robin over N users).
+//
+// -c is the exact number of connections: each worker has its own keep-alive
+// client limited to one connection. -rate 0 runs closed loop (each worker
+// sends as soon as it has its answer); -rate R offers R requests/s in total
+// and measures each request's latency from when it was due, not from when a
+// worker got round to it, so a stalled server is charged for the requests it
+// held back (no coordinated omission). Runs stop by themselves (-d, -n) and
+// only ever target loopback.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/signal"
+	"runtime"
+	"runtime/pprof"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+type config struct {
+	url, mailpit, scenario string
+	conns, users           int
+	duration, warmup       time.Duration
+	rate                   float64
+	maxReqs                int64
+	timeout, setupTimeout  time.Duration
+	json, cpu              bool
+	engine                 string
+	cpuProfile             string
+	pgDB                   string
+	authdPID               int
+}
+
+// Bounds that keep a mistyped flag from turning into a runaway load.
+const (
+	maxConns    = 1024
+	maxDuration = 10 * time.Minute
+	maxWarmup   = 2 * time.Minute
+	maxUsers    = 2000
+	maxRate     = 1e6
+	maxRequests = 20_000_000 // also bounds the memory of the latency samples
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "authbench:", err)
+		os.Exit(1)
+	}
+}
+
+func parseFlags(args []string, stderr io.Writer) (config, error) {
+	var c config
+	fs := flag.NewFlagSet("authbench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&c.url, "url", "http://127.0.0.1:8080", "authd's base URL (loopback only)")
+	fs.StringVar(&c.mailpit, "mailpit", "", "Mailpit's HTTP API base URL, e.g. http://127.0.0.1:8025 (loopback only); authd must have SMTP_URL pointing at its SMTP port")
+	fs.StringVar(&c.scenario, "scenario", "me", "what to load: "+scenarioNames())
+	fs.IntVar(&c.conns, "c", 16, "connections (one worker and one keep-alive connection each)")
+	fs.IntVar(&c.users, "users", 16, "users to sign up for the run")
+	fs.DurationVar(&c.duration, "d", 15*time.Second, "measured duration")
+	fs.DurationVar(&c.warmup, "warmup", 3*time.Second, "unmeasured load before the measurement")
+	fs.Float64Var(&c.rate, "rate", 0, "open-loop offered load in requests/s over all connections; 0 = closed loop, as fast as answers come")
+	fs.Int64Var(&c.maxReqs, "n", 0, "stop the measurement after this many requests (0: only -d bounds it)")
+	fs.DurationVar(&c.timeout, "timeout", 10*time.Second, "per-request timeout")
+	fs.DurationVar(&c.setupTimeout, "setup-timeout", 3*time.Minute, "bound on signing users up and in")
+	fs.StringVar(&c.engine, "engine", "nethttp", "HTTP client: nethttp (Go's http.Client per worker, MaxConnsPerHost 1) or raw (hand-written HTTP/1.1 on one net.Conn per worker: less client CPU on a shared machine)")
+	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "write authbench's own CPU profile of the measured phase to this file")
+	fs.StringVar(&c.pgDB, "pg-db", "", "count only the Postgres backends of this database (plus Postgres' background processes) in the CPU report")
+	fs.IntVar(&c.authdPID, "authd-pid", 0, "read authd's CPU time from /proc/PID instead of its /metrics")
+	fs.BoolVar(&c.json, "json", false, "print the report as JSON on stdout (progress still goes to stderr)")
+	fs.BoolVar(&c.cpu, "cpu", true, "report CPU per request of authd (its /metrics), Postgres and authbench (/proc)")
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+	}
+	var errs []error
+	if _, ok := scenarios[c.scenario]; !ok {
+		errs = append(errs, fmt.Errorf("-scenario %q: want one of %s", c.scenario, scenarioNames()))
+	}
+	if _, ok := engines[c.engine]; !ok {
+		errs = append(errs, fmt.Errorf("-engine %q: want nethttp or raw", c.engine))
+	}
+	if c.conns < 1 || c.conns > maxConns {
+		errs = append(errs, fmt.Errorf("-c %d: want 1..%d", c.conns, maxConns))
+	}
+	if c.users < 1 || c.users > maxUsers {
+		errs = append(errs, fmt.Errorf("-users %d: want 1..%d", c.users, maxUsers))
+	}
+	if c.duration <= 0 || c.duration > maxDuration {
+		errs = append(errs, fmt.Errorf("-d %v: want more than 0 and at most %v", c.duration, maxDuration))
+	}
+	if c.warmup < 0 || c.warmup > maxWarmup {
+		errs = append(errs, fmt.Errorf("-warmup %v: want 0..%v", c.warmup, maxWarmup))
+	}
+	if c.rate < 0 || c.rate > maxRate {
+		errs = append(errs, fmt.Errorf("-rate %v: want 0..%v", c.rate, maxRate))
+	}
+	if c.maxReqs < 0 || c.maxReqs > maxRequests {
+		errs = append(errs, fmt.Errorf("-n %d: want 0..%d", c.maxReqs, maxRequests))
+	}
+	if c.maxReqs == 0 {
+		c.maxReqs = maxRequests
+	}
+	if c.timeout <= 0 || c.timeout > time.Minute {
+		errs = append(errs, fmt.Errorf("-timeout %v: want more than 0 and at most 1m", c.timeout))
+	}
+	if c.setupTimeout <= 0 || c.setupTimeout > 30*time.Minute {
+		errs = append(errs, fmt.Errorf("-setup-timeout %v: want more than 0 and at most 30m", c.setupTimeout))
+	}
+	var err error
+	if c.url, err = loopbackURL("-url", c.url); err != nil {
+		errs = append(errs, err)
+	}
+	if c.mailpit != "" {
+		if c.mailpit, err = loopbackURL("-mailpit", c.mailpit); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return c, errors.Join(errs...)
+}
+
+// loopbackURL checks that raw is an http(s) URL to a loopback address, and
+// returns it without a trailing slash. A load tool pointed elsewhere by
+// mistake would be a denial of service.
+func loopbackURL(flagName, raw string) (string, error) {
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return "", fmt.Errorf("%s %q: want http://host:port", flagName, raw)
+	}
+	if !isLoopback(u.Hostname()) {
+		return "", fmt.Errorf("%s %q: authbench only targets loopback (127.0.0.0/8, ::1, localhost)", flagName, raw)
+	}
+	if u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+		return "", fmt.Errorf("%s %q: want a base URL without credentials, query or fragment", flagName, raw)
+	}
+	return strings.TrimRight(u.String(), "/"), nil
+}
+
+func isLoopback(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+func contextBackground() context.Context { return context.Background() }
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	cfg, err := parseFlags(args, stderr)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	logf := func(format string, a ...any) { fmt.Fprintf(stderr, "authbench: "+format+"\n", a...) }
+	setupClient := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{Proxy: nil, MaxConnsPerHost: 16, MaxIdleConnsPerHost: 16}}
+	e := &env{cfg: cfg, api: &api{base: cfg.url, client: setupClient}, log: logf}
+	if cfg.mailpit != "" {
+		e.mail = &mailpit{base: cfg.mailpit, client: setupClient}
+	}
+	sc := scenarios[cfg.scenario]
+
+	setupCtx, cancel := context.WithTimeout(ctx, cfg.setupTimeout)
+	defer cancel()
+	if err := e.api.healthy(setupCtx); err != nil {
+		return fmt.Errorf("authd at %s is not answering /healthz: %w", cfg.url, err)
+	}
+	loadAtStart := loadAvg()
+	logf("load average %s; setting up scenario %s", loadAtStart, sc.name)
+	newWorker, err := sc.setup(setupCtx, e)
+	if err != nil {
+		return fmt.Errorf("setup: %w", err)
+	}
+	var dials atomic.Int64
+	base, _ := url.Parse(cfg.url)
+	workers := make([]worker, cfg.conns)
+	for i := range workers {
+		workers[i] = newWorker(i, engines[cfg.engine](base, cfg.timeout, &dials))
+	}
+	p := phase{duration: cfg.warmup, rate: cfg.rate, timeout: cfg.timeout}
+	if cfg.warmup > 0 {
+		logf("warming up for %v", cfg.warmup)
+		p.run(ctx, workers)
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	logf("measuring %s for %v with %d connections", sc.what, cfg.duration, cfg.conns)
+	p.duration, p.maxReqs = cfg.duration, cfg.maxReqs
+	if cfg.cpuProfile != "" {
+		f, err := os.Create(cfg.cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+	}
+	before := e.cpuSample(cfg.cpu)
+	started := time.Now()
+	res := p.run(ctx, workers)
+	after := e.cpuSample(cfg.cpu)
+	if cfg.cpuProfile != "" {
+		pprof.StopCPUProfile()
+	}
+
+	rep := buildReport(res)
+	rep.Scenario, rep.Request, rep.URL = sc.name, sc.what, cfg.url
+	rep.Connections, rep.Users, rep.OfferedRate, rep.Engine = cfg.conns, cfg.users, cfg.rate, cfg.engine
+	rep.WarmupS = cfg.warmup.Seconds()
+	rep.Dials = dials.Load()
+	rep.LoadAvg, rep.Cores, rep.Started = loadAtStart, runtime.NumCPU(), started.UTC()
+	if n := e.relogins.Load(); n > 0 {
+		rep.Counters = map[string]int64{"relogins": n}
+	}
+	if res.prepErrs > 0 {
+		if rep.Counters == nil {
+			rep.Counters = map[string]int64{}
+		}
+		rep.Counters["prepare_errors"] = res.prepErrs
+	}
+	if cfg.cpu {
+		rep.CPU = cpuBetween(before, after, rep.Requests)
+	}
+	if cfg.json {
+		rep.writeText(stderr)
+		return rep.writeJSON(stdout)
+	}
+	rep.writeText(stdout)
+	return ctx.Err()
+}

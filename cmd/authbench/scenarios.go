@@ -1,0 +1,265 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// A scenario prepares what its load needs through the real API (users,
+// sessions), then gives each worker the requests it sends. To add one (e.g.
+// verify2fa: users with TOTP enabled, each worker logging in to get a
+// challenge in Prepare and timing POST /2fa/verify), write its setup and
+// worker and list it in scenarios.
+type scenario struct {
+	name string
+	what string // the measured request, for the report
+	// setup runs once, before any load; newWorker then builds worker i over
+	// its own client.
+	setup func(ctx context.Context, e *env) (newWorker func(i int, c conn) worker, err error)
+}
+
+var scenarios = map[string]scenario{
+	"me":      {name: "me", what: "GET " + apiPrefix + "/me", setup: setupMe},
+	"refresh": {name: "refresh", what: "POST " + apiPrefix + "/refresh", setup: setupRefresh},
+	"login":   {name: "login", what: "POST " + apiPrefix + "/login", setup: setupLogin},
+}
+
+func scenarioNames() string {
+	var names []string
+	for n := range scenarios {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return strings.Join(names, "|")
+}
+
+// env is what scenarios share: the configuration, a setup client, the
+// Mailpit reader and counters of unmeasured work.
+type env struct {
+	cfg      config
+	api      *api
+	mail     *mailpit
+	log      func(format string, args ...any)
+	relogins atomic.Int64
+}
+
+// user is an account the benchmark created.
+type user struct {
+	email, password string
+}
+
+// newUsers signs up n verified accounts: POST /register each (which costs
+// authd a password hash), the codes read back from Mailpit, then POST
+// /register/verify each.
+func (e *env) newUsers(ctx context.Context, n int) ([]user, error) {
+	if e.mail == nil {
+		return nil, errors.New("-mailpit is required to sign users up: start authd with SMTP_URL pointing at that Mailpit's SMTP port")
+	}
+	run := make([]byte, 6)
+	rand.Read(run)
+	runID := hex.EncodeToString(run)
+	since := time.Now().Add(-5 * time.Second)
+	users := make([]user, n)
+	emails := make([]string, n)
+	for i := range users {
+		pw := make([]byte, 12)
+		rand.Read(pw)
+		users[i] = user{email: fmt.Sprintf("authbench-%s-%d@example.com", runID, i), password: hex.EncodeToString(pw)}
+		emails[i] = users[i].email
+	}
+	e.log("signing up %d users (authbench-%s-*@example.com)", n, runID)
+	// Two at a time: authd hashes NumCPU passwords at once and answers 503
+	// beyond its queue; retry covers the rest.
+	if err := parallel(ctx, n, 2, func(i int) error { return e.api.register(ctx, users[i].email, users[i].password) }); err != nil {
+		return nil, err
+	}
+	codes, err := e.mail.codes(ctx, emails, since)
+	if err != nil {
+		return nil, err
+	}
+	err = parallel(ctx, n, 8, func(i int) error {
+		_, err := e.api.verify(ctx, users[i].email, codes[users[i].email])
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return users, nil
+}
+
+// parallel runs f(0..n-1), at most width at once, and returns the first error.
+func parallel(ctx context.Context, n, width int, f func(i int) error) error {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	sem := make(chan struct{}, width)
+	var wg sync.WaitGroup
+	for i := range n {
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			if err := f(i); err != nil {
+				cancel(err)
+			}
+		}()
+	}
+	wg.Wait()
+	return context.Cause(ctx)
+}
+
+func jsonHeader() http.Header {
+	return http.Header{"Content-Type": {"application/json"}, "User-Agent": {userAgent}}
+}
+
+// me: N users sign in once; GET /me round-robin over their access tokens.
+func setupMe(ctx context.Context, e *env) (func(int, conn) worker, error) {
+	users, err := e.newUsers(ctx, e.cfg.users)
+	if err != nil {
+		return nil, err
+	}
+	access := make([]string, len(users))
+	err = parallel(ctx, len(users), 2, func(i int) error {
+		t, err := e.api.login(ctx, users[i].email, users[i].password)
+		access[i] = t.AccessToken
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	headers := make([]http.Header, len(access))
+	for i, a := range access {
+		headers[i] = http.Header{"Authorization": {"Bearer " + a}, "User-Agent": {userAgent}}
+	}
+	return func(i int, c conn) worker {
+		return &meWorker{c: c, headers: headers, next: i}
+	}, nil
+}
+
+type meWorker struct {
+	c       conn
+	headers []http.Header
+	next    int
+}
+
+func (w *meWorker) Do(ctx context.Context) (int, error) {
+	r := request{method: http.MethodGet, path: apiPrefix + "/me", header: w.headers[w.next%len(w.headers)]}
+	w.next++
+	st, _, err := w.c.Do(ctx, &r, false)
+	return st, err
+}
+
+// refresh: each worker signs in its own session (users round-robin) and
+// rotates it: each answer's refresh_token is its next request's.
+func setupRefresh(ctx context.Context, e *env) (func(int, conn) worker, error) {
+	users, err := e.newUsers(ctx, e.cfg.users)
+	if err != nil {
+		return nil, err
+	}
+	n := e.cfg.conns
+	sessions := make([]string, n)
+	e.log("signing in %d sessions, one per connection", n)
+	err = parallel(ctx, n, 2, func(i int) error {
+		t, err := e.api.login(ctx, users[i%len(users)].email, users[i%len(users)].password)
+		sessions[i] = t.RefreshToken
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	header := jsonHeader()
+	return func(i int, c conn) worker {
+		return &refreshWorker{e: e, c: c, header: header, user: users[i%len(users)], token: sessions[i]}
+	}, nil
+}
+
+type refreshWorker struct {
+	e      *env
+	c      conn
+	header http.Header
+	user   user
+	token  string
+	lost   bool // the session was refused: sign in again before the next request
+}
+
+func (w *refreshWorker) Prepare(ctx context.Context) error {
+	if !w.lost {
+		return nil
+	}
+	t, err := w.e.api.login(ctx, w.user.email, w.user.password)
+	if err != nil {
+		return err
+	}
+	w.token, w.lost = t.RefreshToken, false
+	w.e.relogins.Add(1)
+	return nil
+}
+
+func (w *refreshWorker) Do(ctx context.Context) (int, error) {
+	body, _ := json.Marshal(map[string]string{"refresh_token": w.token})
+	r := request{method: http.MethodPost, path: apiPrefix + "/refresh", header: w.header, body: body}
+	st, b, err := w.c.Do(ctx, &r, true)
+	if err != nil {
+		// No answer: the rotation may or may not have happened. The same
+		// token again is answered with the current pair within authd's grace.
+		return st, err
+	}
+	switch {
+	case st == http.StatusOK:
+		var t tokens
+		if err := json.Unmarshal(b, &t); err != nil || t.RefreshToken == "" {
+			return st, fmt.Errorf("refresh answer without a refresh_token: %v", err)
+		}
+		w.token = t.RefreshToken
+	case st == http.StatusUnauthorized:
+		w.lost = true
+	}
+	return st, nil
+}
+
+// login: POST /login with the right password, round-robin over N users.
+func setupLogin(ctx context.Context, e *env) (func(int, conn) worker, error) {
+	users, err := e.newUsers(ctx, e.cfg.users)
+	if err != nil {
+		return nil, err
+	}
+	bodies := make([][]byte, len(users))
+	for i, u := range users {
+		bodies[i], _ = json.Marshal(map[string]string{"email": u.email, "password": u.password})
+	}
+	var next atomic.Uint64
+	header := jsonHeader()
+	return func(i int, c conn) worker {
+		return &loginWorker{c: c, header: header, bodies: bodies, next: &next}
+	}, nil
+}
+
+type loginWorker struct {
+	c      conn
+	header http.Header
+	bodies [][]byte
+	next   *atomic.Uint64 // shared: spreads logins evenly over the accounts
+}
+
+func (w *loginWorker) Do(ctx context.Context) (int, error) {
+	r := request{method: http.MethodPost, path: apiPrefix + "/login", header: w.header,
+		body: w.bodies[int((w.next.Add(1)-1)%uint64(len(w.bodies)))]}
+	st, _, err := w.c.Do(ctx, &r, false)
+	return st, err
+}
