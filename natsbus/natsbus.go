@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"net/url"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -270,11 +271,29 @@ func (b *Bus) StreamConfig() jetstream.StreamConfig {
 // EnsureStream creates the events stream, or brings an existing one back to
 // StreamConfig.
 func (b *Bus) EnsureStream(ctx context.Context) (jetstream.Stream, error) {
-	s, err := b.js.CreateOrUpdateStream(ctx, b.StreamConfig())
+	want := b.StreamConfig()
+	// The relay and every projection call this when they (re)start. An update
+	// that changes nothing still rewrites the stream's configuration on the
+	// server, and nats-server 2.15 races doing so while a consumer is being
+	// created; so leave a stream that is already as wanted alone.
+	if s, err := b.js.Stream(ctx, want.Name); err == nil && sameStream(s.CachedInfo().Config, want) {
+		return s, nil
+	}
+	s, err := b.js.CreateOrUpdateStream(ctx, want)
 	if err != nil {
 		return nil, fmt.Errorf("create or update JetStream stream %s: %w", b.cfg.Stream, err)
 	}
 	return s, nil
+}
+
+// sameStream compares the settings StreamConfig sets; the server fills in
+// others of its own.
+func sameStream(have, want jetstream.StreamConfig) bool {
+	replicas := max(want.Replicas, 1)
+	return slices.Equal(have.Subjects, want.Subjects) && have.Description == want.Description &&
+		have.Storage == want.Storage && have.Retention == want.Retention && have.MaxAge == want.MaxAge &&
+		have.MaxBytes == want.MaxBytes && have.MaxMsgs == want.MaxMsgs && have.Discard == want.Discard &&
+		have.Duplicates == want.Duplicates && max(have.Replicas, 1) == replicas
 }
 
 // Conn is the NATS connection.
