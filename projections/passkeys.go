@@ -24,8 +24,7 @@ func (Passkeys) Tables() []string { return []string{"passkeys"} }
 // Each must touch exactly one row: anything else means the read model and the
 // log disagree, which stops the projection.
 func (Passkeys) Apply(ctx context.Context, tx pgx.Tx, events []eventstore.Event) error {
-	batch := &pgx.Batch{}
-	var what []string
+	var b rowBatch
 	for _, e := range events {
 		switch e.Type {
 		case domain.TypePasskeyAdded:
@@ -37,46 +36,29 @@ func (Passkeys) Apply(ctx context.Context, tx pgx.Tx, events []eventstore.Event)
 			if created.IsZero() {
 				created = e.OccurredAt
 			}
-			batch.Queue(`INSERT INTO passkeys (id, user_id, name, aaguid, created_at) VALUES ($1, $2, $3, $4, $5)`,
+			b.queue(e, `INSERT INTO passkeys (id, user_id, name, aaguid, created_at) VALUES ($1, $2, $3, $4, $5)`,
 				v.PasskeyID, v.UserID, v.Name, v.AAGUID, created)
 		case domain.TypePasskeyRenamed:
 			v, err := decode[domain.PasskeyRenamed](e)
 			if err != nil {
 				return err
 			}
-			batch.Queue(`UPDATE passkeys SET name = $2 WHERE id = $1`, v.PasskeyID, v.Name)
+			b.queue(e, `UPDATE passkeys SET name = $2 WHERE id = $1`, v.PasskeyID, v.Name)
 		case domain.TypePasskeyUsed:
 			v, err := decode[domain.PasskeyUsed](e)
 			if err != nil {
 				return err
 			}
-			batch.Queue(`UPDATE passkeys SET last_used_at = $2 WHERE id = $1`, v.PasskeyID, e.OccurredAt)
+			b.queue(e, `UPDATE passkeys SET last_used_at = $2 WHERE id = $1`, v.PasskeyID, e.OccurredAt)
 		case domain.TypePasskeyRemoved:
 			v, err := decode[domain.PasskeyRemoved](e)
 			if err != nil {
 				return err
 			}
-			batch.Queue(`DELETE FROM passkeys WHERE id = $1`, v.PasskeyID)
-		default:
-			continue
-		}
-		what = append(what, e.Type+" "+e.ID.String())
-	}
-	if len(what) == 0 {
-		return nil
-	}
-	br := tx.SendBatch(ctx, batch)
-	defer br.Close()
-	for _, w := range what {
-		tag, err := br.Exec()
-		if err != nil {
-			return fmt.Errorf("passkeys: %s: %w", w, err)
-		}
-		if tag.RowsAffected() != 1 {
-			return fmt.Errorf("passkeys: %s touched %d rows", w, tag.RowsAffected())
+			b.queue(e, `DELETE FROM passkeys WHERE id = $1`, v.PasskeyID)
 		}
 	}
-	return br.Close()
+	return b.send(ctx, tx, "passkeys")
 }
 
 // PasskeyView is a passkey as GET /passkey/list shows it.

@@ -114,3 +114,35 @@ func writeCheckpoint(ctx context.Context, tx pgx.Tx, name string, cp Checkpoint)
 	}
 	return nil
 }
+
+// rowBatch is a batch of statements, one per event, each of which must touch
+// exactly one row: anything else means the read model and the log disagree,
+// which stops the projection.
+type rowBatch struct {
+	batch pgx.Batch
+	what  []string
+}
+
+func (b *rowBatch) queue(e eventstore.Event, sql string, args ...any) {
+	b.batch.Queue(sql, args...)
+	b.what = append(b.what, e.Type+" "+e.ID.String())
+}
+
+// send runs the batch in one round trip.
+func (b *rowBatch) send(ctx context.Context, tx pgx.Tx, projection string) error {
+	if len(b.what) == 0 {
+		return nil
+	}
+	br := tx.SendBatch(ctx, &b.batch)
+	defer br.Close()
+	for _, w := range b.what {
+		tag, err := br.Exec()
+		if err != nil {
+			return fmt.Errorf("%s: %s: %w", projection, w, err)
+		}
+		if tag.RowsAffected() != 1 {
+			return fmt.Errorf("%s: %s touched %d rows", projection, w, tag.RowsAffected())
+		}
+	}
+	return br.Close()
+}

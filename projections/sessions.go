@@ -2,7 +2,6 @@ package projections
 
 import (
 	"context"
-	"fmt"
 
 	"github.com/jackc/pgx/v5"
 
@@ -20,8 +19,7 @@ func (Sessions) Tables() []string { return []string{"sessions"} }
 // Each must touch exactly one row: anything else means the read model and the
 // log disagree, which stops the projection.
 func (Sessions) Apply(ctx context.Context, tx pgx.Tx, events []eventstore.Event) error {
-	batch := &pgx.Batch{}
-	var what []string
+	var b rowBatch
 	for _, e := range events {
 		switch e.Type {
 		case domain.TypeSessionStarted:
@@ -29,7 +27,7 @@ func (Sessions) Apply(ctx context.Context, tx pgx.Tx, events []eventstore.Event)
 			if err != nil {
 				return err
 			}
-			batch.Queue(`INSERT INTO sessions (id, user_id, tenant_id, amr, device, user_agent, ip, created_at, last_seen_at)
+			b.queue(e, `INSERT INTO sessions (id, user_id, tenant_id, amr, device, user_agent, ip, created_at, last_seen_at)
 				VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)`,
 				v.SessionID, v.UserID, v.TenantID, v.AMR, v.Device, v.UserAgent, v.IP, e.OccurredAt)
 		case domain.TypeSessionRefreshed:
@@ -37,32 +35,15 @@ func (Sessions) Apply(ctx context.Context, tx pgx.Tx, events []eventstore.Event)
 			if err != nil {
 				return err
 			}
-			batch.Queue(`UPDATE sessions SET last_seen_at = $2, ip = CASE WHEN $3 = '' THEN ip ELSE $3 END WHERE id = $1`,
+			b.queue(e, `UPDATE sessions SET last_seen_at = $2, ip = CASE WHEN $3 = '' THEN ip ELSE $3 END WHERE id = $1`,
 				v.SessionID, e.OccurredAt, v.IP)
 		case domain.TypeSessionRevoked:
 			v, err := decode[domain.SessionRevoked](e)
 			if err != nil {
 				return err
 			}
-			batch.Queue(`UPDATE sessions SET revoked_at = $2 WHERE id = $1`, v.SessionID, e.OccurredAt)
-		default:
-			continue
-		}
-		what = append(what, e.Type+" "+e.ID.String())
-	}
-	if len(what) == 0 {
-		return nil
-	}
-	br := tx.SendBatch(ctx, batch)
-	defer br.Close()
-	for _, w := range what {
-		tag, err := br.Exec()
-		if err != nil {
-			return fmt.Errorf("sessions: %s: %w", w, err)
-		}
-		if tag.RowsAffected() != 1 {
-			return fmt.Errorf("sessions: %s touched %d rows", w, tag.RowsAffected())
+			b.queue(e, `UPDATE sessions SET revoked_at = $2 WHERE id = $1`, v.SessionID, e.OccurredAt)
 		}
 	}
-	return br.Close()
+	return b.send(ctx, tx, "sessions")
 }

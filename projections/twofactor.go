@@ -36,8 +36,7 @@ const (
 // Apply queues one statement per event that changes the status and sends
 // them as one batch.
 func (TwoFactor) Apply(ctx context.Context, tx pgx.Tx, events []eventstore.Event) error {
-	batch := &pgx.Batch{}
-	var what []string
+	var b rowBatch
 	for _, e := range events {
 		switch e.Type {
 		case domain.TypeTotpEnabled:
@@ -45,47 +44,28 @@ func (TwoFactor) Apply(ctx context.Context, tx pgx.Tx, events []eventstore.Event
 			if err != nil {
 				return err
 			}
-			batch.Queue(twoFactorEnabledSQL, v.UserID, e.OccurredAt, v.BackupCodes)
+			b.queue(e, twoFactorEnabledSQL, v.UserID, e.OccurredAt, v.BackupCodes)
 		case domain.TypeTotpDisabled:
 			v, err := decode[domain.TotpDisabled](e)
 			if err != nil {
 				return err
 			}
-			batch.Queue(twoFactorDisabledSQL, v.UserID, e.OccurredAt)
+			b.queue(e, twoFactorDisabledSQL, v.UserID, e.OccurredAt)
 		case domain.TypeBackupCodesRegenerated:
 			v, err := decode[domain.BackupCodesRegenerated](e)
 			if err != nil {
 				return err
 			}
-			batch.Queue(twoFactorCodesSQL, v.UserID, e.OccurredAt, v.BackupCodes)
+			b.queue(e, twoFactorCodesSQL, v.UserID, e.OccurredAt, v.BackupCodes)
 		case domain.TypeBackupCodeUsed:
 			v, err := decode[domain.BackupCodeUsed](e)
 			if err != nil {
 				return err
 			}
-			batch.Queue(twoFactorCodesSQL, v.UserID, e.OccurredAt, v.Remaining)
-		default:
-			continue
-		}
-		what = append(what, e.Type+" "+e.ID.String())
-	}
-	if len(what) == 0 {
-		return nil
-	}
-	br := tx.SendBatch(ctx, batch)
-	defer br.Close()
-	for _, w := range what {
-		tag, err := br.Exec()
-		if err != nil {
-			return fmt.Errorf("twofactor: %s: %w", w, err)
-		}
-		if tag.RowsAffected() != 1 {
-			// Backup codes of a user whose two-factor the read model does
-			// not have on: the log and the read model disagree.
-			return fmt.Errorf("twofactor: %s touched %d rows", w, tag.RowsAffected())
+			b.queue(e, twoFactorCodesSQL, v.UserID, e.OccurredAt, v.Remaining)
 		}
 	}
-	return br.Close()
+	return b.send(ctx, tx, "twofactor")
 }
 
 // TwoFactorStatus is GET /2fa/status.
