@@ -109,7 +109,9 @@ func createScratch(ctx context.Context, pool *pgxpool.Pool, p Projection, scratc
 // first and finds the rest (the log) in the live schema.
 func applyInSchema(ctx context.Context, pool *pgxpool.Pool, p Projection, scratch, live string, events []eventstore.Event) error {
 	return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `SET LOCAL search_path TO `+scratch+`, `+live); err != nil {
+		// A lost scratch batch costs nothing but a rebuild started again, so
+		// these commits need not wait for the WAL to reach the disk.
+		if _, err := tx.Exec(ctx, `SET LOCAL search_path TO `+scratch+`, `+live+`; SET LOCAL synchronous_commit = off`); err != nil {
 			return fmt.Errorf("rebuild %s: %w", p.Name(), err)
 		}
 		if err := p.Apply(ctx, tx, events); err != nil {
