@@ -20,6 +20,15 @@ type Passkeys struct{}
 func (Passkeys) Name() string     { return "passkeys" }
 func (Passkeys) Tables() []string { return []string{"passkeys"} }
 
+// Uses lists the event types Apply acts on (Selective).
+func (Passkeys) Uses(eventType string) bool {
+	switch eventType {
+	case domain.TypePasskeyAdded, domain.TypePasskeyRenamed, domain.TypePasskeyUsed, domain.TypePasskeyRemoved:
+		return true
+	}
+	return false
+}
+
 // Apply queues one statement per passkey event and sends them as one batch.
 // Each must touch exactly one row: anything else means the read model and the
 // log disagree, which stops the projection.

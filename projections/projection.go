@@ -27,6 +27,14 @@ type Projection interface {
 	Apply(ctx context.Context, tx pgx.Tx, events []eventstore.Event) error
 }
 
+// Selective is a projection that says which event types it uses. A batch
+// with none of them only moves the projection's checkpoint, in one statement
+// instead of a transaction: most events concern one projection, and each
+// projection's checkpoint must still pass every event for read-your-writes.
+type Selective interface {
+	Uses(eventType string) bool
+}
+
 // All returns every projection authd runs, in one place so the server and
 // authctl agree on the list.
 func All() []Projection {
@@ -103,6 +111,18 @@ func scanCheckpoint(row pgx.Row, name string) (Checkpoint, error) {
 	}
 	cp.Cursor.Tx, cp.StreamSeq = t, uint64(seq)
 	return cp, nil
+}
+
+// advanceCheckpoint moves a checkpoint forward to cp, never back (a rebuild
+// may have moved it further), and returns where it is.
+func advanceCheckpoint(ctx context.Context, q Querier, name string, cp Checkpoint) (Checkpoint, error) {
+	return scanCheckpoint(q.QueryRow(ctx, `UPDATE projection_checkpoints SET
+		    (tx_id, position) = (SELECT CASE WHEN (tx_id, position) < ($2::text::xid8, $3) THEN $2::text::xid8 ELSE tx_id END,
+		                                CASE WHEN (tx_id, position) < ($2::text::xid8, $3) THEN $3 ELSE position END),
+		    stream_seq = greatest(stream_seq, $4), updated_at = now()
+		WHERE name = $1
+		RETURNING tx_id::text, position, stream_seq`,
+		name, fmt.Sprint(cp.Cursor.Tx), cp.Cursor.Position, int64(cp.StreamSeq)), name)
 }
 
 func writeCheckpoint(ctx context.Context, tx pgx.Tx, name string, cp Checkpoint) error {

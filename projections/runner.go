@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -413,6 +414,10 @@ func (r *Runner) resetConsumer(ctx context.Context, stream jetstream.Stream, nam
 // read model in between two batches.
 func (r *Runner) applyBatch(ctx context.Context, conn *pgxpool.Conn, p Projection, events []eventstore.Event, lastSeq uint64) (Checkpoint, int, error) {
 	name := p.Name()
+	if s, ok := p.(Selective); ok && !slices.ContainsFunc(events, func(e eventstore.Event) bool { return s.Uses(e.Type) }) {
+		cp, err := advanceCheckpoint(ctx, conn, name, Checkpoint{Cursor: events[len(events)-1].Commit, StreamSeq: lastSeq})
+		return cp, 0, err
+	}
 	tx, err := conn.Begin(ctx)
 	if err != nil {
 		return Checkpoint{}, 0, fmt.Errorf("projection %s: begin: %w", name, err)

@@ -15,6 +15,15 @@ type Sessions struct{}
 func (Sessions) Name() string     { return "sessions" }
 func (Sessions) Tables() []string { return []string{"sessions"} }
 
+// Uses lists the event types Apply acts on (Selective).
+func (Sessions) Uses(eventType string) bool {
+	switch eventType {
+	case domain.TypeSessionStarted, domain.TypeSessionRefreshed, domain.TypeSessionRevoked:
+		return true
+	}
+	return false
+}
+
 // Apply queues one statement per session event and sends them as one batch.
 // Each must touch exactly one row: anything else means the read model and the
 // log disagree, which stops the projection.

@@ -21,6 +21,15 @@ type TwoFactor struct{}
 func (TwoFactor) Name() string     { return "twofactor" }
 func (TwoFactor) Tables() []string { return []string{"two_factor"} }
 
+// Uses lists the event types Apply acts on (Selective).
+func (TwoFactor) Uses(eventType string) bool {
+	switch eventType {
+	case domain.TypeTotpEnabled, domain.TypeTotpDisabled, domain.TypeBackupCodesRegenerated, domain.TypeBackupCodeUsed:
+		return true
+	}
+	return false
+}
+
 // Each statement is an upsert that sets the row to what the event says (a
 // count, not a decrement), so the order of the batch is all that matters.
 const (

@@ -19,6 +19,15 @@ type Users struct{}
 func (Users) Name() string     { return "users" }
 func (Users) Tables() []string { return []string{"users", "tenants"} }
 
+// Uses lists the event types Apply acts on (Selective).
+func (Users) Uses(eventType string) bool {
+	switch eventType {
+	case domain.TypeUserRegistered, domain.TypeRegistrationRenewed, domain.TypeEmailVerified, domain.TypeTenantCreated:
+		return true
+	}
+	return false
+}
+
 type userRow struct {
 	id, tenant     uuid.UUID
 	email, name    string
