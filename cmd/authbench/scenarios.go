@@ -83,18 +83,45 @@ func (e *env) newUsers(ctx context.Context, n int) ([]user, error) {
 	if err := parallel(ctx, n, 2, func(i int) error { return e.api.register(ctx, users[i].email, users[i].password) }); err != nil {
 		return nil, err
 	}
-	codes, err := e.mail.codes(ctx, emails, since)
-	if err != nil {
-		return nil, err
+	// A signup that was retried (or raced a restart) may have been mailed a
+	// second code after the one read here: read the newest again and retry.
+	pending := users
+	for attempt := 1; ; attempt++ {
+		list := make([]string, len(pending))
+		for i, u := range pending {
+			list[i] = u.email
+		}
+		codes, err := e.mail.codes(ctx, list, since)
+		if err != nil {
+			return nil, err
+		}
+		failed := make([]bool, len(pending))
+		err = parallel(ctx, len(pending), 8, func(i int) error {
+			_, err := e.api.verify(ctx, pending[i].email, codes[pending[i].email])
+			if ae, ok := err.(*apiError); ok && ae.Code == "invalid_code" && attempt < 3 {
+				failed[i] = true
+				return nil
+			}
+			return err
+		})
+		if err != nil {
+			return nil, err
+		}
+		var again []user
+		for i, f := range failed {
+			if f {
+				again = append(again, pending[i])
+			}
+		}
+		if len(again) == 0 {
+			return users, nil
+		}
+		e.log("%d verification codes were refused; reading the newest mail again", len(again))
+		if err := sleepCtx(ctx, time.Second); err != nil {
+			return nil, err
+		}
+		pending = again
 	}
-	err = parallel(ctx, n, 8, func(i int) error {
-		_, err := e.api.verify(ctx, users[i].email, codes[users[i].email])
-		return err
-	})
-	if err != nil {
-		return nil, err
-	}
-	return users, nil
 }
 
 // parallel runs f(0..n-1), at most width at once, and returns the first error.
