@@ -175,12 +175,12 @@ func (a *App) Login(ctx context.Context, email, pw string, r Request) (SignIn, e
 	u, err := a.userByEmail(ctx, email)
 	if errors.Is(err, ErrNotFound) {
 		if err := a.d.Hasher.VerifyUnknown(ctx, pw); err != nil {
-			return SignIn{}, err
+			return SignIn{}, a.forgive(ctx, account, err)
 		}
 		return SignIn{}, ErrInvalidCredentials
 	}
 	if err != nil {
-		return SignIn{}, err
+		return SignIn{}, a.forgive(ctx, account, err)
 	}
 	var ok, rehash bool
 	if u.PasswordHash == "" { // signed up with Google: no password matches; the same work as one
@@ -189,7 +189,7 @@ func (a *App) Login(ctx context.Context, email, pw string, r Request) (SignIn, e
 		ok, rehash, err = a.d.Hasher.Verify(ctx, u.PasswordHash, pw)
 	}
 	if err != nil {
-		return SignIn{}, err
+		return SignIn{}, a.forgive(ctx, account, err)
 	}
 	if !ok {
 		c := a.newChange(r)
@@ -224,6 +224,16 @@ func (a *App) Login(ctx context.Context, email, pw string, r Request) (SignIn, e
 		return a.signIn(ctx, a.newChange(r), u, []string{"pwd"}, r)
 	}
 	return t, err
+}
+
+// forgive takes back the throttle's count of an attempt that failed before
+// its password was checked (err: the server was busy, or the request gave
+// up), and returns err.
+func (a *App) forgive(ctx context.Context, account string, err error) error {
+	if ferr := a.d.Throttle.Forgive(context.WithoutCancel(ctx), account); ferr != nil {
+		a.d.Log.Error("forgiving a login attempt", "err", ferr)
+	}
+	return err
 }
 
 // SendCode emails a login or password-reset code when the address belongs

@@ -30,6 +30,7 @@ type Codes interface {
 type Throttle interface {
 	Attempt(ctx context.Context, account string) (time.Duration, error)
 	Reset(ctx context.Context, account string) error
+	Forgive(ctx context.Context, account string) error
 }
 
 // Limits counts requests per key across instances (ratelimit.Limiter).

@@ -2,6 +2,7 @@ package http
 
 import (
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
@@ -43,12 +44,14 @@ func (m *metrics) middleware(c *fiber.Ctx) error {
 			status = fiber.StatusInternalServerError
 		}
 	}
-	route := c.Route().Path
+	// fiber's strings point into buffers it reuses for the next request: a
+	// label kept by Prometheus must be a copy, or it changes under it.
+	route, method := strings.Clone(c.Route().Path), strings.Clone(c.Method())
 	if status == fiber.StatusNotFound && route == "/" {
 		route = "unmatched"
 	}
-	m.requests.WithLabelValues(route, c.Method(), strconv.Itoa(status)).Inc()
-	m.latency.WithLabelValues(route, c.Method()).Observe(time.Since(start).Seconds())
+	m.requests.WithLabelValues(route, method, strconv.Itoa(status)).Inc()
+	m.latency.WithLabelValues(route, method).Observe(time.Since(start).Seconds())
 	return err
 }
 

@@ -123,3 +123,17 @@ func (l *Limiter) Reset(ctx context.Context, account string) error {
 	}
 	return nil
 }
+
+// Forgive takes back the failure Attempt counted for an attempt that never
+// got as far as checking the password (the server was too busy): being
+// turned away by load must not slow the account's owner down later.
+func (l *Limiter) Forgive(ctx context.Context, account string) error {
+	// The last failure taken back removes the row: a row always holds at
+	// least one failure, which is what Attempt's delay table is indexed by.
+	if _, err := l.pool.Exec(ctx, `WITH less AS (
+			UPDATE login_failures SET failures = failures - 1 WHERE account = $1 AND failures > 1 RETURNING 1)
+		DELETE FROM login_failures WHERE account = $1 AND failures <= 1 AND NOT EXISTS (SELECT 1 FROM less)`, account); err != nil {
+		return fmt.Errorf("ratelimit: forgive login attempt: %w", err)
+	}
+	return nil
+}

@@ -167,3 +167,20 @@ func TestConcurrentAttemptsAreAdmittedOneByOne(t *testing.T) {
 		t.Fatalf("%d of 20 concurrent attempts admitted when the delay ended, want 1", n)
 	}
 }
+
+func TestForgiveTakesBackOneAttempt(t *testing.T) {
+	t.Parallel()
+	l, _ := newLimiter(t)
+	ctx := context.Background()
+	for range 6 {
+		if _, err := l.Attempt(ctx, "acct"); err != nil {
+			t.Fatal(err)
+		}
+		if err := l.Forgive(ctx, "acct"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if wait, err := l.Attempt(ctx, "acct"); err != nil || wait != 0 {
+		t.Fatalf("after forgiven attempts the account waits %s (%v)", wait, err)
+	}
+}

@@ -17,7 +17,7 @@ func TestAuthdStartsReadyAndShutsDownCleanly(t *testing.T) {
 	_, dbURL := testenv.Database(t)
 	port := testenv.FreePort(t)
 	env := map[string]string{
-		"DATABASE_URL":             dbURL,
+		"DATABASE_URL":             dbURL + "&pool_max_conns=40", // pool settings must not reach Postgres
 		"AUTHD_ADDR":               fmt.Sprintf("127.0.0.1:%d", port),
 		"AUTHD_DATA_DIR":           t.TempDir(),
 		"AUTHD_EMBEDDED_NATS_ADDR": fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t)),
