@@ -61,21 +61,35 @@ func newCluster(t *testing.T, extra map[string]string) *cluster {
 
 func (c *cluster) start(t *testing.T) *instance {
 	t.Helper()
+	return c.startLogged(t, io.Discard)
+}
+
+// startLogged starts an instance of the cluster on a free port of its own,
+// writing its log to logs.
+func (c *cluster) startLogged(t *testing.T, logs io.Writer) *instance {
+	t.Helper()
 	port := testenv.FreePort(t)
 	env := map[string]string{"AUTHD_ADDR": fmt.Sprintf("127.0.0.1:%d", port)}
 	for k, v := range c.env {
 		env[k] = v
 	}
+	return runAuthd(t, env, fmt.Sprintf("http://127.0.0.1:%d", port), logs)
+}
+
+// runAuthd runs authd in-process with env until the test ends and waits
+// until base answers ready.
+func runAuthd(t *testing.T, env map[string]string, base string, logs io.Writer) *instance {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- run(ctx, func(k string) string { return env[k] }, io.Discard) }()
+	go func() { done <- run(ctx, func(k string) string { return env[k] }, logs) }()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
-			t.Errorf("authd on :%d: %v", port, err)
+			t.Errorf("authd at %s: %v", base, err)
 		}
 	})
-	in := &instance{base: fmt.Sprintf("http://127.0.0.1:%d", port)}
+	in := &instance{base: base}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		resp, err := http.Get(in.base + "/readyz")

@@ -12,7 +12,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"slices"
 	"strings"
@@ -194,34 +193,5 @@ func TestPasskeyInRealBrowser(t *testing.T) {
 // AUTHD_ADDR) and waits until base answers ready.
 func pkStartAt(t *testing.T, c *cluster, base string) *instance {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	env := c.env
-	go func() { done <- run(ctx, func(k string) string { return env[k] }, io.Discard) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("authd at %s: %v", base, err)
-		}
-	})
-	in := &instance{base: base}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		resp, err := http.Get(in.base + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return in
-			}
-		}
-		select {
-		case err := <-done:
-			t.Fatalf("authd exited: %v", err)
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("authd not ready in 30s")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	return runAuthd(t, c.env, base, io.Discard)
 }

@@ -20,8 +20,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
-
-	"github.com/authd/authd/testenv"
 )
 
 // apiErrorCodes are the error codes API.md lists, with the status each goes
@@ -274,45 +272,6 @@ func (b *logBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
-}
-
-// startLogged is start with the instance's log kept in logs.
-func (c *cluster) startLogged(t *testing.T, logs io.Writer) *instance {
-	t.Helper()
-	port := testenv.FreePort(t)
-	env := map[string]string{"AUTHD_ADDR": fmt.Sprintf("127.0.0.1:%d", port)}
-	for k, v := range c.env {
-		env[k] = v
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- run(ctx, func(k string) string { return env[k] }, logs) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("authd on :%d: %v", port, err)
-		}
-	})
-	in := &instance{base: fmt.Sprintf("http://127.0.0.1:%d", port)}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		resp, err := http.Get(in.base + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return in
-			}
-		}
-		select {
-		case err := <-done:
-			t.Fatalf("authd exited: %v", err)
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("authd not ready in 30s")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 func containsAny(s string, subs []string) []string {
