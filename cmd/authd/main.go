@@ -15,6 +15,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -223,10 +224,16 @@ func masterKeys(cfg config.Config, log *slog.Logger) ([][]byte, error) {
 }
 
 func readiness(pool *pgxpool.Pool, bus *natsbus.Bus, runner *projections.Runner) []authhttp.Check {
+	var applied atomic.Bool
 	return []authhttp.Check{
 		{Name: "postgres", Check: pool.Ping},
 		{Name: "nats", Check: bus.Ping},
 		{Name: "migrations", Check: func(ctx context.Context) error {
+			// Once applied, this binary's migrations stay applied: asking
+			// again (it takes goose's lock) on every probe is wasted work.
+			if applied.Load() {
+				return nil
+			}
 			n, err := migrations.Pending(ctx, pool)
 			if err != nil {
 				return err
@@ -234,6 +241,7 @@ func readiness(pool *pgxpool.Pool, bus *natsbus.Bus, runner *projections.Runner)
 			if n > 0 {
 				return fmt.Errorf("%d migrations pending", n)
 			}
+			applied.Store(true)
 			return nil
 		}},
 		{Name: "projections", Check: func(context.Context) error {
