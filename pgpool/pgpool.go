@@ -9,23 +9,22 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
-// Session settings every authd connection gets. The relay reads only below the
-// oldest running transaction, so one transaction left open would stall the
-// publication of every event: these bound how long any can stay open.
-var sessionSettings = map[string]string{
-	"statement_timeout":                   "30s",
-	"idle_in_transaction_session_timeout": "10s",
-	"lock_timeout":                        "10s",
-	"application_name":                    "authd",
-}
-
 // Open connects to url and checks the connection.
 func Open(ctx context.Context, url string, maxConns int32) (*pgxpool.Pool, error) {
 	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
 		return nil, fmt.Errorf("parse DATABASE_URL: %w", err)
 	}
-	for k, v := range sessionSettings {
+	// Session settings every authd connection gets. The relay reads only
+	// below the oldest running transaction, so one transaction left open
+	// would stall the publication of every event: these bound how long any
+	// can stay open.
+	for k, v := range map[string]string{
+		"statement_timeout":                   "30s",
+		"idle_in_transaction_session_timeout": "10s",
+		"lock_timeout":                        "10s",
+		"application_name":                    "authd",
+	} {
 		if _, set := cfg.ConnConfig.RuntimeParams[k]; !set {
 			cfg.ConnConfig.RuntimeParams[k] = v
 		}
