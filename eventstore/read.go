@@ -12,8 +12,11 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 )
 
+// eventColumns takes the metadata's fields as text: decoding each event's
+// metadata JSON in Go was a quarter of a rebuild's CPU.
 const eventColumns = `e.id, e.type, e.stream_id, e.version, e.position, e.tx_id::text, e.occurred_at,
-	e.tenant_id, e.user_id, e.metadata, e.data`
+	e.tenant_id, e.user_id, coalesce(e.metadata->>'ip', ''), coalesce(e.metadata->>'user_agent', ''),
+	coalesce(e.metadata->>'request_id', ''), e.data`
 
 // Load returns a stream's events in version order, with their secret parts
 // opened, for a command to rebuild its aggregate.
@@ -30,14 +33,14 @@ func (s *Store) load(ctx context.Context, stream, query string, args ...any) ([]
 	defer rows.Close()
 	var out []Event
 	for rows.Next() {
-		var e Event
-		var tx string
+		var r eventRow
 		var sealed []byte
 		var kid pgtype.Text
-		if err := rows.Scan(append(e.scanTargets(&tx), &sealed, &kid)...); err != nil {
+		if err := rows.Scan(append(r.targets(), &sealed, &kid)...); err != nil {
 			return nil, fmt.Errorf("load stream %q: %w", stream, err)
 		}
-		if err := e.fixCommit(&tx); err != nil {
+		e, err := r.finish()
+		if err != nil {
 			return nil, err
 		}
 		if sealed != nil {
@@ -74,13 +77,13 @@ func (s *Store) ReadStream(ctx context.Context, stream string) ([]Event, error) 
 	}
 	defer rows.Close()
 	var out []Event
-	var tx string
 	for rows.Next() {
-		var e Event
-		if err := rows.Scan(e.scanTargets(&tx)...); err != nil {
+		var r eventRow
+		if err := rows.Scan(r.targets()...); err != nil {
 			return nil, fmt.Errorf("read stream %q: %w", stream, err)
 		}
-		if err := e.fixCommit(&tx); err != nil {
+		e, err := r.finish()
+		if err != nil {
 			return nil, err
 		}
 		out = append(out, e)
@@ -130,13 +133,13 @@ func readLog(ctx context.Context, q Querier, after Cursor, limit int) ([]Event, 
 	}
 	defer rows.Close()
 	out := make([]Event, 0, min(limit, 1024))
-	var tx string
 	for rows.Next() {
-		var e Event
-		if err := rows.Scan(e.scanTargets(&tx)...); err != nil {
+		var r eventRow
+		if err := rows.Scan(r.targets()...); err != nil {
 			return nil, fmt.Errorf("read log after %s: %w", after, err)
 		}
-		if err := e.fixCommit(&tx); err != nil {
+		e, err := r.finish()
+		if err != nil {
 			return nil, err
 		}
 		out = append(out, e)
@@ -173,9 +176,37 @@ func (s *Store) Lookup(ctx context.Context, scope, key string) (string, error) {
 	return owner, nil
 }
 
-func (e *Event) scanTargets(tx *string) []any {
-	return []any{&e.ID, &e.Type, &e.StreamID, &e.Version, &e.Position, tx, &e.OccurredAt,
-		nullUUID{&e.TenantID}, nullUUID{&e.UserID}, &e.Metadata, (*rawJSON)(&e.Data)}
+// eventRow is what a read scans one row into; finish turns it into the Event.
+type eventRow struct {
+	Event
+	tx           string
+	tenant, user pgtype.UUID
+}
+
+// targets scans the nullable uuids as pgtype.UUID: as sql.Scanners they went
+// through text and cost a tenth of a rebuild's CPU.
+func (r *eventRow) targets() []any {
+	e := &r.Event
+	return []any{&e.ID, &e.Type, &e.StreamID, &e.Version, &e.Position, &r.tx, &e.OccurredAt,
+		&r.tenant, &r.user, &e.Metadata.IP, &e.Metadata.UserAgent, &e.Metadata.RequestID, (*rawJSON)(&e.Data)}
+}
+
+func (r *eventRow) finish() (Event, error) {
+	t, err := ParseTx(r.tx)
+	if err != nil {
+		return Event{}, err
+	}
+	e := r.Event
+	e.Commit = Cursor{Tx: t, Position: e.Position}
+	e.TenantID, e.UserID = orNil(r.tenant), orNil(r.user)
+	return e, nil
+}
+
+func orNil(u pgtype.UUID) uuid.UUID {
+	if !u.Valid {
+		return uuid.Nil
+	}
+	return u.Bytes
 }
 
 // rawJSON takes a jsonb column as it comes: Postgres has already checked it,
@@ -195,24 +226,4 @@ func (r *rawJSON) Scan(src any) error {
 		return fmt.Errorf("scan jsonb: unexpected %T", src)
 	}
 	return nil
-}
-
-func (e *Event) fixCommit(tx *string) error {
-	t, err := ParseTx(*tx)
-	if err != nil {
-		return err
-	}
-	e.Commit = Cursor{Tx: t, Position: e.Position}
-	return nil
-}
-
-// nullUUID scans a nullable uuid column, leaving uuid.Nil for NULL.
-type nullUUID struct{ dst *uuid.UUID }
-
-func (n nullUUID) Scan(src any) error {
-	if src == nil {
-		*n.dst = uuid.Nil
-		return nil
-	}
-	return n.dst.Scan(src)
 }

@@ -34,13 +34,14 @@ func Rebuild(ctx context.Context, pool *pgxpool.Pool, store *eventstore.Store, p
 	if batchSize <= 0 {
 		batchSize = 10000
 	}
-	scratch := pgx.Identifier{"authd_rebuild_" + name}.Sanitize()
+	scratch := pgx.Identifier{scratchSchema(p)}.Sanitize()
 	var live string
 	if err := pool.QueryRow(ctx, `SELECT current_schema()`).Scan(&live); err != nil {
 		return RebuildStats{}, fmt.Errorf("rebuild %s: %w", name, err)
 	}
 	liveSchema := pgx.Identifier{live}.Sanitize()
-	if err := createScratch(ctx, pool, p, scratch, liveSchema); err != nil {
+	indexes, err := createScratch(ctx, pool, p, scratch, liveSchema)
+	if err != nil {
 		return RebuildStats{}, err
 	}
 	total, _, err := store.Backlog(ctx, eventstore.Cursor{})
@@ -71,6 +72,11 @@ func Rebuild(ctx context.Context, pool *pgxpool.Pool, store *eventstore.Store, p
 		}
 	}
 
+	for _, def := range indexes {
+		if _, err := pool.Exec(ctx, def); err != nil {
+			return RebuildStats{}, fmt.Errorf("rebuild %s: build index: %w", name, err)
+		}
+	}
 	tail, err := swap(ctx, pool, store, p, scratch, liveSchema, cursor, batchSize)
 	if err != nil {
 		return RebuildStats{}, err
@@ -82,10 +88,17 @@ func Rebuild(ctx context.Context, pool *pgxpool.Pool, store *eventstore.Store, p
 	return RebuildStats{Events: done, Duration: time.Since(start)}, nil
 }
 
-func createScratch(ctx context.Context, pool *pgxpool.Pool, p Projection, scratch, live string) error {
+// scratchSchema is where a rebuild of p fills its tables.
+func scratchSchema(p Projection) string { return "authd_rebuild_" + p.Name() }
+
+// createScratch makes empty copies of the projection's tables and returns the
+// statements that build their secondary indexes, which it leaves out: building
+// an index once after loading is cheaper than keeping it up to date row by
+// row. Apply finds rows by key constraints only, which the copies keep.
+func createScratch(ctx context.Context, pool *pgxpool.Pool, p Projection, scratch, live string) ([]string, error) {
 	tx, err := pool.Begin(ctx)
 	if err != nil {
-		return fmt.Errorf("rebuild %s: %w", p.Name(), err)
+		return nil, fmt.Errorf("rebuild %s: %w", p.Name(), err)
 	}
 	defer tx.Rollback(ctx)
 	stmts := []string{`DROP SCHEMA IF EXISTS ` + scratch + ` CASCADE`, `CREATE SCHEMA ` + scratch}
@@ -95,13 +108,37 @@ func createScratch(ctx context.Context, pool *pgxpool.Pool, p Projection, scratc
 	}
 	for _, s := range stmts {
 		if _, err := tx.Exec(ctx, s); err != nil {
-			return fmt.Errorf("rebuild %s: prepare scratch tables: %w", p.Name(), err)
+			return nil, fmt.Errorf("rebuild %s: prepare scratch tables: %w", p.Name(), err)
+		}
+	}
+	rows, err := tx.Query(ctx, `SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname), pg_get_indexdef(i.indexrelid)
+		FROM pg_index i
+		JOIN pg_class c ON c.oid = i.indexrelid
+		JOIN pg_namespace n ON n.oid = c.relnamespace
+		WHERE n.nspname = $1 AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = i.indexrelid)`, scratchSchema(p))
+	if err != nil {
+		return nil, fmt.Errorf("rebuild %s: list scratch indexes: %w", p.Name(), err)
+	}
+	var names, defs []string
+	for rows.Next() {
+		var name, def string
+		if err := rows.Scan(&name, &def); err != nil {
+			return nil, fmt.Errorf("rebuild %s: list scratch indexes: %w", p.Name(), err)
+		}
+		names, defs = append(names, name), append(defs, def)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("rebuild %s: list scratch indexes: %w", p.Name(), err)
+	}
+	for _, name := range names {
+		if _, err := tx.Exec(ctx, `DROP INDEX `+name); err != nil {
+			return nil, fmt.Errorf("rebuild %s: prepare scratch tables: %w", p.Name(), err)
 		}
 	}
 	if err := tx.Commit(ctx); err != nil {
-		return fmt.Errorf("rebuild %s: prepare scratch tables: %w", p.Name(), err)
+		return nil, fmt.Errorf("rebuild %s: prepare scratch tables: %w", p.Name(), err)
 	}
-	return nil
+	return defs, nil
 }
 
 // applyInSchema applies events to the scratch copies: the projection names

@@ -5,12 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/authd/authd/commands"
@@ -185,6 +187,7 @@ func TestRebuildWhileRunningEqualsLive(t *testing.T) {
 	r := h.startRunner(t)
 	waitFor(t, r, "users", h.registerUsers(t, 300))
 	live := dumpUsers(t, h.pool)
+	liveIndexes := indexShapes(t, h.pool, "users")
 
 	ctx, stop := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
@@ -211,6 +214,9 @@ func TestRebuildWhileRunningEqualsLive(t *testing.T) {
 		waitFor(t, r, "users", final)
 	}
 	rebuilt := dumpUsers(t, h.pool)
+	if got := indexShapes(t, h.pool, "users"); !slices.Equal(got, liveIndexes) {
+		t.Fatalf("the rebuilt users table has indexes %q, the live one had %q", got, liveIndexes)
+	}
 
 	// A projection built from nothing, straight from the log, is the reference.
 	if _, err := h.pool.Exec(context.Background(), `CREATE TABLE reference (LIKE users INCLUDING ALL)`); err != nil {
@@ -246,6 +252,25 @@ func TestRebuildWhileRunningEqualsLive(t *testing.T) {
 			t.Fatalf("projection %s failed after the rebuild: %v", st.Name, st.Err)
 		}
 	}
+}
+
+// indexShapes lists a table's indexes without their names, which a rebuild
+// may choose differently.
+func indexShapes(t *testing.T, pool *pgxpool.Pool, table string) []string {
+	t.Helper()
+	rows, err := pool.Query(context.Background(), `SELECT regexp_replace(pg_get_indexdef(indexrelid), 'INDEX \S+ ON \S+', 'INDEX ON')
+		FROM pg_index WHERE indrelid = $1::regclass ORDER BY 1`, table)
+	if err != nil {
+		t.Fatal(err)
+	}
+	shapes, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(shapes) < 2 {
+		t.Fatalf("table %s has indexes %q: want its key and at least one secondary index", table, shapes)
+	}
+	return shapes
 }
 
 // An event the projection cannot apply stops it there: later events wait
