@@ -32,6 +32,7 @@ type Accounts struct {
 	Keys      *tokens.Keyring
 	Revoked   *revocation.Set
 	Reads     projections.Querier
+	Users     *projections.UserReader
 	Limiter   Limiter
 	RateLimit bool
 	Now       func() time.Time
@@ -162,7 +163,7 @@ type tokensBody struct {
 }
 
 func (a *Accounts) tokens(c *fiber.Ctx, status int, t commands.Tokens) error {
-	u, err := projections.GetUser(c.UserContext(), a.Reads, t.UserID)
+	u, err := a.Users.Get(c.UserContext(), t.UserID)
 	if errors.Is(err, projections.ErrNotFound) && t.User != nil {
 		// The read model is late (the command's wait gave up): the session
 		// exists, so answer with the account as the write side knows it
@@ -310,7 +311,7 @@ func (a *Accounts) logout(c *fiber.Ctx) error {
 }
 
 func (a *Accounts) me(c *fiber.Ctx) error {
-	u, err := projections.GetUser(c.UserContext(), a.Reads, claimsOf(c).UserID)
+	u, err := a.Users.Get(c.UserContext(), claimsOf(c).UserID)
 	if errors.Is(err, projections.ErrNotFound) {
 		return errUnauthorized
 	}

@@ -36,23 +36,6 @@ type Tenant struct {
 	Name string    `json:"name"`
 }
 
-// GetUser reads a user from the users read model.
-func GetUser(ctx context.Context, q Querier, id uuid.UUID) (UserView, error) {
-	var u UserView
-	err := q.QueryRow(ctx, `SELECT u.id, u.email, u.name, u.email_verified, u.tenant_id, coalesce(t.name, ''),
-		coalesce(tf.enabled, false), u.created_at
-		FROM users u LEFT JOIN tenants t ON t.id = u.tenant_id LEFT JOIN two_factor tf ON tf.user_id = u.id WHERE u.id = $1`, id).
-		Scan(&u.ID, &u.Email, &u.Name, &u.EmailVerified, &u.Tenant.ID, &u.Tenant.Name, &u.TwoFactorEnabled, &u.CreatedAt)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return UserView{}, ErrNotFound
-	}
-	if err != nil {
-		return UserView{}, fmt.Errorf("read user %s: %w", id, err)
-	}
-	u.CreatedAt = u.CreatedAt.UTC()
-	return u, nil
-}
-
 // SessionView is a session as GET /sessions lists it.
 type SessionView struct {
 	ID         uuid.UUID `json:"id"`

@@ -180,7 +180,7 @@ func run(ctx context.Context, getenv func(string) string, logOut io.Writer) erro
 		TrustedProxies: cfg.TrustedProxies,
 		JWKS:           keyring.JWKS,
 		Accounts: &authhttp.Accounts{
-			App: app, Keys: keyring, Revoked: revoked, Reads: pool, Limiter: limiter,
+			App: app, Keys: keyring, Revoked: revoked, Reads: pool, Users: projections.NewUserReader(pool), Limiter: limiter,
 			RateLimit: cfg.RateLimit, Now: time.Now, Log: log,
 		},
 	})

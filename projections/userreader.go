@@ -1,0 +1,114 @@
+package projections
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgtype"
+)
+
+// UserReader reads users from the users read model for GET /me and every
+// Tokens answer. It runs one query at a time; the reads that arrive while it
+// runs wait and go together in the next one, so that under load Postgres
+// parses, plans and answers one query for many requests. One query per read
+// was two thirds of the CPU a GET /me cost, and allowing two queries at once
+// halved the batches and the throughput at 16 connections. Every query starts
+// after the reads it answers arrived, so a read still sees every write that
+// finished before it; a cache could not promise that across instances.
+type UserReader struct {
+	q    Querier
+	turn chan struct{} // holds a token while a query runs
+
+	mu      sync.Mutex
+	pending []*userRead
+}
+
+type userRead struct {
+	id   uuid.UUID
+	done chan struct{}
+	view UserView
+	err  error
+}
+
+// readTimeout bounds a shared query, which runs on behalf of requests other
+// than the one that sends it and so cannot use that request's context.
+const readTimeout = 10 * time.Second
+
+// NewUserReader returns a reader of the users read model through q.
+func NewUserReader(q Querier) *UserReader {
+	return &UserReader{q: q, turn: make(chan struct{}, 1)}
+}
+
+// Get returns the user with the given id, or ErrNotFound.
+func (r *UserReader) Get(ctx context.Context, id uuid.UUID) (UserView, error) {
+	read := &userRead{id: id, done: make(chan struct{})}
+	r.mu.Lock()
+	r.pending = append(r.pending, read)
+	r.mu.Unlock()
+	select {
+	case <-read.done:
+	case r.turn <- struct{}{}:
+		// What waits now includes this read, unless a query that held the
+		// turn before took it, and that query has answered it.
+		r.mu.Lock()
+		batch := r.pending
+		r.pending = nil
+		r.mu.Unlock()
+		if len(batch) > 0 {
+			r.answer(context.WithoutCancel(ctx), batch)
+		}
+		<-r.turn
+	case <-ctx.Done():
+		return UserView{}, fmt.Errorf("read user %s: %w", id, ctx.Err())
+	}
+	return read.view, read.err
+}
+
+func (r *UserReader) answer(ctx context.Context, batch []*userRead) {
+	ctx, cancel := context.WithTimeout(ctx, readTimeout)
+	defer cancel()
+	found, err := r.query(ctx, batch)
+	for _, read := range batch {
+		switch v, ok := found[read.id]; {
+		case err != nil:
+			read.err = err
+		case ok:
+			read.view = v
+		default:
+			read.err = ErrNotFound
+		}
+		close(read.done)
+	}
+}
+
+func (r *UserReader) query(ctx context.Context, batch []*userRead) (map[uuid.UUID]UserView, error) {
+	ids := make([]pgtype.UUID, len(batch))
+	for i, read := range batch {
+		ids[i] = pgtype.UUID{Bytes: read.id, Valid: true}
+	}
+	rows, err := r.q.Query(ctx, `SELECT u.id, u.email, u.name, u.email_verified, u.tenant_id, coalesce(t.name, ''),
+		coalesce(tf.enabled, false), u.created_at
+		FROM users u LEFT JOIN tenants t ON t.id = u.tenant_id LEFT JOIN two_factor tf ON tf.user_id = u.id
+		WHERE u.id = ANY($1)`, ids)
+	if err != nil {
+		return nil, fmt.Errorf("read %d users: %w", len(batch), err)
+	}
+	defer rows.Close()
+	found := make(map[uuid.UUID]UserView, len(batch))
+	for rows.Next() {
+		var u UserView
+		var id, tenant pgtype.UUID
+		if err := rows.Scan(&id, &u.Email, &u.Name, &u.EmailVerified, &tenant, &u.Tenant.Name, &u.TwoFactorEnabled, &u.CreatedAt); err != nil {
+			return nil, fmt.Errorf("read %d users: %w", len(batch), err)
+		}
+		u.ID, u.Tenant.ID, u.CreatedAt = id.Bytes, tenant.Bytes, u.CreatedAt.UTC()
+		found[u.ID] = u
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read %d users: %w", len(batch), err)
+	}
+	return found, nil
+}

@@ -1,0 +1,122 @@
+package projections
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
+
+	"github.com/authd/authd/testenv"
+)
+
+// gatedQuerier holds the first query until the test opens the gate, so that
+// the reads behind it pile up; it counts the queries sent.
+type gatedQuerier struct {
+	Querier
+	gate    chan struct{}
+	queries atomic.Int32
+	first   atomic.Int32 // how many reads the first query answers
+}
+
+func (g *gatedQuerier) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
+	if g.queries.Add(1) == 1 {
+		g.first.Store(int32(len(args[0].([]pgtype.UUID))))
+		<-g.gate
+	}
+	return g.Querier.Query(ctx, sql, args...)
+}
+
+func TestUserReaderAnswersReadsThatWaitedInOneQuery(t *testing.T) {
+	t.Parallel()
+	pool, _ := testenv.Database(t)
+	ctx := context.Background()
+	const users = 50
+	ids := make([]uuid.UUID, users)
+	tenant := uuid.New()
+	if _, err := pool.Exec(ctx, `INSERT INTO tenants (id, name, owner_id, created_at) VALUES ($1, 'Acme', $1, now())`, tenant); err != nil {
+		t.Fatal(err)
+	}
+	for i := range ids {
+		ids[i] = uuid.New()
+		if _, err := pool.Exec(ctx, `INSERT INTO users (id, tenant_id, email, name, email_verified, created_at, updated_at)
+			VALUES ($1, $2, $3, $4, true, now(), now())`, ids[i], tenant, fmt.Sprintf("u%d@example.com", i), fmt.Sprintf("User %d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := pool.Exec(ctx, `INSERT INTO two_factor (user_id, enabled, enabled_at, backup_codes_remaining, updated_at)
+		VALUES ($1, true, now(), 10, now())`, ids[7]); err != nil {
+		t.Fatal(err)
+	}
+
+	q := &gatedQuerier{Querier: pool, gate: make(chan struct{})}
+	r := NewUserReader(q)
+	const reads = 200
+	type result struct {
+		want uuid.UUID
+		got  UserView
+		err  error
+	}
+	results := make([]result, reads)
+	gone, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	for i := range reads {
+		want := ids[i%users]
+		if i%10 == 3 {
+			want = uuid.New() // unknown
+		}
+		readCtx := ctx
+		if i%10 == 5 {
+			readCtx = gone // its client goes away while it waits
+		}
+		results[i].want = want
+		wg.Go(func() { results[i].got, results[i].err = r.Get(readCtx, want) })
+	}
+	waitUntil(t, func() bool {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		first := int(q.first.Load())
+		return first > 0 && first+len(r.pending) == reads
+	})
+	cancel()
+	close(q.gate)
+	wg.Wait()
+
+	if n := q.queries.Load(); n != 2 {
+		t.Errorf("%d reads took %d queries; want 2 (the first, then everything that waited behind it)", reads, n)
+	}
+	for i, res := range results {
+		switch {
+		case i%10 == 5:
+			if !errors.Is(res.err, context.Canceled) && res.err != nil {
+				t.Errorf("read %d: a read whose client left got %v", i, res.err)
+			}
+		case i%10 == 3:
+			if !errors.Is(res.err, ErrNotFound) {
+				t.Errorf("read %d of an unknown user: got %v, want ErrNotFound", i, res.err)
+			}
+		case res.err != nil:
+			t.Errorf("read %d: %v", i, res.err)
+		case res.got.ID != res.want || res.got.Tenant.ID != tenant || res.got.Tenant.Name != "Acme" ||
+			res.got.TwoFactorEnabled != (res.want == ids[7]) || res.got.Email != fmt.Sprintf("u%d@example.com", i%users):
+			t.Errorf("read %d: got %+v for user %s", i, res.got, res.want)
+		}
+	}
+}
+
+func waitUntil(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 10s")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
