@@ -4,12 +4,15 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/pquerna/otp/totp"
 )
 
 const apiPrefix = "/api/v1/auth"
@@ -142,6 +145,53 @@ func (a *api) login(ctx context.Context, email, password string) (tokens, error)
 		return t, fmt.Errorf("login of %s answered no tokens", email)
 	}
 	return t, err
+}
+
+// challenge signs in a user with TOTP on and returns the token of the
+// challenge the password earned (API.md's Challenge answer).
+func (a *api) challenge(ctx context.Context, email, password string) (string, error) {
+	var ch struct {
+		Required bool   `json:"two_factor_required"`
+		Token    string `json:"challenge_token"`
+	}
+	err := retry(ctx, func() error {
+		return a.call(ctx, http.MethodPost, apiPrefix+"/login",
+			map[string]string{"email": email, "password": password}, "", http.StatusOK, &ch)
+	})
+	if err == nil && (!ch.Required || ch.Token == "") {
+		return "", fmt.Errorf("login of %s answered no challenge: is TOTP on?", email)
+	}
+	return ch.Token, err
+}
+
+// enableTOTP turns TOTP on for the user of access: POST /2fa/setup, then
+// /2fa/enable with the current code of the secret it answered. It returns
+// the backup codes.
+func (a *api) enableTOTP(ctx context.Context, access string) ([]string, error) {
+	var setup struct {
+		Secret string `json:"secret"`
+	}
+	err := retry(ctx, func() error {
+		return a.call(ctx, http.MethodPost, apiPrefix+"/2fa/setup", nil, access, http.StatusOK, &setup)
+	})
+	if err != nil {
+		return nil, err
+	}
+	var enabled struct {
+		BackupCodes []string `json:"backup_codes"`
+	}
+	err = retry(ctx, func() error {
+		// Computed on every try: a retry may fall in the next 30 s step.
+		code, err := totp.GenerateCode(setup.Secret, time.Now())
+		if err != nil {
+			return fmt.Errorf("TOTP code of the secret /2fa/setup answered: %w", err)
+		}
+		return a.call(ctx, http.MethodPost, apiPrefix+"/2fa/enable", map[string]string{"code": code}, access, http.StatusOK, &enabled)
+	})
+	if err == nil && len(enabled.BackupCodes) == 0 {
+		return nil, errors.New("/2fa/enable answered no backup codes")
+	}
+	return enabled.BackupCodes, err
 }
 
 func (a *api) healthy(ctx context.Context) error {

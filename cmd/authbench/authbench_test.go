@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/pquerna/otp/totp"
 )
 
 func TestQuantileNearestRank(t *testing.T) {
@@ -50,6 +52,7 @@ func TestFlagBounds(t *testing.T) {
 	for _, args := range [][]string{
 		{"-c", "0"}, {"-c", "5000"}, {"-d", "0s"}, {"-d", "2h"}, {"-rate", "-1"}, {"-scenario", "nope"},
 		{"-users", "0"}, {"-engine", "curl"}, {"-n", "-3"}, {"-url", "http://192.168.1.1:80"},
+		{"-challenges", "0"}, {"-challenges", "20001"},
 	} {
 		if _, err := parseFlags(args, &out); err == nil {
 			t.Errorf("%v accepted", args)
@@ -129,17 +132,23 @@ func TestMaxRequestsBoundsARun(t *testing.T) {
 }
 
 // fakeAuthd speaks the parts of API.md authbench uses, strictly: a refresh
-// token works once, and each signup's code goes to the fake Mailpit.
+// token works once, each signup's code goes to the fake Mailpit, TOTP is
+// enabled only with the current code of its secret, and a login challenge
+// and a backup code each answer once.
 type fakeAuthd struct {
-	mu       sync.Mutex
-	codes    map[string]string // email -> code
-	password map[string]string
-	refresh  map[string]string // current refresh token -> email
-	access   map[string]bool
-	mails    []fakeMail
-	n        int
-	busy     atomic.Int64 // answer this many logins 503 first
-	reused   atomic.Int64
+	mu         sync.Mutex
+	codes      map[string]string // email -> code
+	password   map[string]string
+	refresh    map[string]string // current refresh token -> email
+	access     map[string]string // access token -> email
+	secret     map[string]string // email -> TOTP secret, set up or enabled
+	backup     map[string]map[string]bool
+	challenges map[string]string // challenge token -> email
+	mails      []fakeMail
+	n          int
+	busy       atomic.Int64 // answer this many logins 503 first
+	reused     atomic.Int64
+	verified   atomic.Int64 // challenges answered
 }
 
 type fakeMail struct {
@@ -148,19 +157,31 @@ type fakeMail struct {
 }
 
 func newFakeAuthd() *fakeAuthd {
-	return &fakeAuthd{codes: map[string]string{}, password: map[string]string{}, refresh: map[string]string{}, access: map[string]bool{}}
+	return &fakeAuthd{codes: map[string]string{}, password: map[string]string{}, refresh: map[string]string{}, access: map[string]string{},
+		secret: map[string]string{}, backup: map[string]map[string]bool{}, challenges: map[string]string{}}
 }
 
 func (f *fakeAuthd) tokens(email string) map[string]string {
 	f.n++
 	a, r := fmt.Sprintf("access-%d", f.n), fmt.Sprintf("refresh-%d", f.n)
-	f.access[a], f.refresh[r] = true, email
+	f.access[a], f.refresh[r] = email, email
 	return map[string]string{"access_token": a, "refresh_token": r, "session_id": "s"}
+}
+
+// signedIn is a login's answer: tokens, or a challenge for a user with TOTP on.
+func (f *fakeAuthd) signedIn(email string) any {
+	if f.backup[email] == nil {
+		return f.tokens(email)
+	}
+	f.n++
+	token := fmt.Sprintf("challenge-%d", f.n)
+	f.challenges[token] = email
+	return map[string]any{"two_factor_required": true, "challenge_token": token, "methods": []string{"totp", "backup_code"}, "expires_in": 300}
 }
 
 func (f *fakeAuthd) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	var in map[string]string
-	if r.Method == http.MethodPost {
+	if r.Method == http.MethodPost && r.ContentLength != 0 { // POST /2fa/setup has no body
 		if err := json.NewDecoder(r.Body).Decode(&in); err != nil {
 			http.Error(w, "bad json", 400)
 			return
@@ -199,7 +220,7 @@ func (f *fakeAuthd) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			reply(401, map[string]any{"error": map[string]string{"code": "invalid_credentials"}})
 			return
 		}
-		reply(200, f.tokens(in["email"]))
+		reply(200, f.signedIn(in["email"]))
 	case apiPrefix + "/refresh":
 		email, ok := f.refresh[in["refresh_token"]]
 		if !ok {
@@ -210,11 +231,53 @@ func (f *fakeAuthd) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		delete(f.refresh, in["refresh_token"])
 		reply(200, f.tokens(email))
 	case apiPrefix + "/me":
-		if !f.access[strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")] {
+		if f.access[strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")] == "" {
 			reply(401, map[string]any{"error": map[string]string{"code": "unauthorized"}})
 			return
 		}
 		reply(200, map[string]string{"id": "u"})
+	case apiPrefix + "/2fa/setup":
+		email := f.access[strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")]
+		if email == "" {
+			reply(401, map[string]any{"error": map[string]string{"code": "unauthorized"}})
+			return
+		}
+		key, _ := totp.Generate(totp.GenerateOpts{Issuer: "fake", AccountName: email})
+		f.secret[email] = key.Secret()
+		reply(200, map[string]string{"secret": key.Secret(), "provisioning_uri": key.URL()})
+	case apiPrefix + "/2fa/enable":
+		email := f.access[strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")]
+		if email == "" || f.secret[email] == "" || f.backup[email] != nil {
+			reply(409, map[string]any{"error": map[string]string{"code": "conflict"}})
+			return
+		}
+		if !totp.Validate(in["code"], f.secret[email]) {
+			reply(400, map[string]any{"error": map[string]string{"code": "invalid_code"}})
+			return
+		}
+		var codes []string
+		f.backup[email] = map[string]bool{}
+		for i := range 10 {
+			f.n++
+			c := fmt.Sprintf("%04d-%04d", f.n%10000, i)
+			codes = append(codes, c)
+			f.backup[email][c] = true
+		}
+		reply(200, map[string]any{"backup_codes": codes})
+	case apiPrefix + "/2fa/verify":
+		email, ok := f.challenges[in["challenge_token"]]
+		if !ok {
+			reply(401, map[string]any{"error": map[string]string{"code": "invalid_challenge"}})
+			return
+		}
+		delete(f.challenges, in["challenge_token"])
+		if !f.backup[email][in["code"]] {
+			reply(400, map[string]any{"error": map[string]string{"code": "invalid_code"}})
+			return
+		}
+		delete(f.backup[email], in["code"])
+		f.verified.Add(1)
+		reply(200, f.tokens(email))
 	default:
 		reply(404, nil)
 	}
@@ -260,13 +323,15 @@ func TestScenariosAgainstAFakeAuthd(t *testing.T) {
 	mp := httptest.NewServer(f.mailpitAPI())
 	defer mp.Close()
 	for _, engine := range []string{"nethttp", "raw"} {
-		for _, sc := range []string{"me", "refresh", "login"} {
+		for _, sc := range []string{"me", "refresh", "login", "verify2fa"} {
 			t.Run(engine+"/"+sc, func(t *testing.T) {
 				f.busy.Store(3) // the setup must ride out 503s
 				f.reused.Store(0)
+				f.verified.Store(0)
 				var out, errOut bytes.Buffer
+				// verify2fa: 4 users, one per connection (25 challenges need 3).
 				err := run(t.Context(), []string{"-url", authd.URL, "-mailpit", mp.URL, "-scenario", sc, "-engine", engine,
-					"-c", "4", "-users", "3", "-d", "300ms", "-warmup", "100ms", "-json"}, &out, &errOut)
+					"-c", "4", "-users", "2", "-challenges", "25", "-d", "300ms", "-warmup", "100ms", "-json"}, &out, &errOut)
 				if err != nil {
 					t.Fatalf("%v\n%s", err, errOut.String())
 				}
@@ -277,7 +342,9 @@ func TestScenariosAgainstAFakeAuthd(t *testing.T) {
 				if rep.Requests == 0 || rep.Statuses["200"] != rep.Requests || rep.Errors != 0 {
 					t.Fatalf("report: %+v\n%s", rep, errOut.String())
 				}
-				if rep.Dials != 4 {
+				// A worker dials at its first request, and verify2fa's 25
+				// challenges may all go to the other workers.
+				if rep.Dials > 4 || (sc != "verify2fa" && rep.Dials != 4) {
 					t.Errorf("%d connections opened by 4 workers", rep.Dials)
 				}
 				if n := f.reused.Load(); n != 0 {
@@ -285,6 +352,15 @@ func TestScenariosAgainstAFakeAuthd(t *testing.T) {
 				}
 				if !strings.Contains(errOut.String(), "p99") {
 					t.Errorf("no human summary on stderr with -json:\n%s", errOut.String())
+				}
+				if sc != "verify2fa" {
+					return
+				}
+				// The warmup answers at most a tenth of the challenges, the
+				// measurement the rest, and the run ends when they are used up.
+				if rep.Users != 4 || rep.Requests < 23 || f.verified.Load() != 25 || rep.DurationS >= 0.3 {
+					t.Errorf("%d users, %d verifies measured in %.3fs, %d answered in all; want 4, at least 23 in under 0.3s, 25",
+						rep.Users, rep.Requests, rep.DurationS, f.verified.Load())
 				}
 			})
 		}

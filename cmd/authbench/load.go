@@ -213,7 +213,9 @@ func (p phase) run(ctx context.Context, workers []worker) phaseResult {
 			res.errKinds[k] += v
 		}
 		if res.perSecond == nil {
-			res.perSecond = make([]int64, int(p.duration/time.Second))
+			// A phase that ran out of requests (maxReqs) ends early: its
+			// seconds after the end would read as a server that stopped.
+			res.perSecond = make([]int64, int(min(p.duration, res.elapsed)/time.Second))
 		}
 		for i := range res.perSecond {
 			res.perSecond[i] += r.perSecond[i]
@@ -230,12 +232,12 @@ func (p phase) run(ctx context.Context, workers []worker) phaseResult {
 		for total > 0 && !due(total-1).Before(end) {
 			total--
 		}
-		res.scheduled = total
 		taken := min(ticket.Load(), total)
 		if p.maxReqs > 0 {
 			taken = min(taken, p.maxReqs)
 			total = min(total, p.maxReqs)
 		}
+		res.scheduled = total // a phase bounded by maxReqs asked for no more
 		for k := taken; k < total; k++ {
 			res.unsentAge = append(res.unsentAge, end.Sub(due(k)))
 		}

@@ -9,7 +9,10 @@
 //
 // Scenarios: me (GET /me round-robin over N users' access tokens), refresh
 // (each connection rotates its own session's refresh token), login (POST
-// /login with the right password, round-robin over N users).
+// /login with the right password, round-robin over N users), verify2fa (POST
+// /2fa/verify answering, with backup codes, -challenges login challenges of
+// users with TOTP on, all signed in for before the load; the run ends when
+// they are used up, the warmup using at most a tenth of them).
 //
 // -c is the exact number of connections: each worker has its own keep-alive
 // client limited to one connection. -rate 0 runs closed loop (each worker
@@ -42,6 +45,7 @@ import (
 type config struct {
 	url, mailpit, scenario string
 	conns, users           int
+	challenges             int
 	duration, warmup       time.Duration
 	rate                   float64
 	maxReqs                int64
@@ -59,8 +63,10 @@ const (
 	maxDuration = 10 * time.Minute
 	maxWarmup   = 2 * time.Minute
 	maxUsers    = 2000
-	maxRate     = 1e6
-	maxRequests = 20_000_000 // also bounds the memory of the latency samples
+	// Each user's backup codes answer 10 challenges.
+	maxChallenges = maxUsers * backupCodes
+	maxRate       = 1e6
+	maxRequests   = 20_000_000 // also bounds the memory of the latency samples
 )
 
 func main() {
@@ -80,13 +86,14 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&c.mailpit, "mailpit", "", "Mailpit's HTTP API base URL, e.g. http://127.0.0.1:8025 (loopback only); authd must have SMTP_URL pointing at its SMTP port")
 	fs.StringVar(&c.scenario, "scenario", "me", "what to load: "+scenarioNames())
 	fs.IntVar(&c.conns, "c", 16, "connections (one worker and one keep-alive connection each)")
-	fs.IntVar(&c.users, "users", 16, "users to sign up for the run")
+	fs.IntVar(&c.users, "users", 16, "users to sign up for the run (verify2fa: at least one per connection and one per 10 challenges)")
+	fs.IntVar(&c.challenges, "challenges", 4000, "verify2fa: login challenges to sign in for before the load (about 80 logins/s on 2 cores; they must all be ready within 4 minutes); the run ends when they are used up")
 	fs.DurationVar(&c.duration, "d", 15*time.Second, "measured duration")
 	fs.DurationVar(&c.warmup, "warmup", 3*time.Second, "unmeasured load before the measurement")
 	fs.Float64Var(&c.rate, "rate", 0, "open-loop offered load in requests/s over all connections; 0 = closed loop, as fast as answers come")
 	fs.Int64Var(&c.maxReqs, "n", 0, "stop the measurement after this many requests (0: only -d bounds it)")
 	fs.DurationVar(&c.timeout, "timeout", 10*time.Second, "per-request timeout")
-	fs.DurationVar(&c.setupTimeout, "setup-timeout", 3*time.Minute, "bound on signing users up and in")
+	fs.DurationVar(&c.setupTimeout, "setup-timeout", 3*time.Minute, "bound on signing users up and in (verify2fa: and on signing in for its challenges)")
 	fs.StringVar(&c.engine, "engine", "nethttp", "HTTP client: nethttp (Go's http.Client per worker, MaxConnsPerHost 1) or raw (hand-written HTTP/1.1 on one net.Conn per worker: less client CPU on a shared machine)")
 	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "write authbench's own CPU profile of the measured phase to this file")
 	fs.StringVar(&c.pgDB, "pg-db", "", "count only the Postgres backends of this database (plus Postgres' background processes) in the CPU report")
@@ -111,6 +118,9 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	}
 	if c.users < 1 || c.users > maxUsers {
 		errs = append(errs, fmt.Errorf("-users %d: want 1..%d", c.users, maxUsers))
+	}
+	if c.challenges < 1 || c.challenges > maxChallenges {
+		errs = append(errs, fmt.Errorf("-challenges %d: want 1..%d", c.challenges, maxChallenges))
 	}
 	if c.duration <= 0 || c.duration > maxDuration {
 		errs = append(errs, fmt.Errorf("-d %v: want more than 0 and at most %v", c.duration, maxDuration))
@@ -206,15 +216,32 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		workers[i] = newWorker(i, engines[cfg.engine](base, cfg.timeout, &dials))
 	}
 	p := phase{duration: cfg.warmup, rate: cfg.rate, timeout: cfg.timeout}
-	if cfg.warmup > 0 {
-		logf("warming up for %v", cfg.warmup)
-		p.run(ctx, workers)
+	warmup := cfg.warmup.String()
+	var warmedUp time.Duration // less than -warmup when it ran out of requests
+	if e.supply != nil {
+		// The warmup may use a tenth of a finite supply; the rest is the
+		// measurement's.
+		p.maxReqs = e.supply() / 10
+		warmup += fmt.Sprintf(" or %d requests", p.maxReqs)
+	}
+	if cfg.warmup > 0 && (e.supply == nil || p.maxReqs > 0) {
+		logf("warming up for %s", warmup)
+		warmedUp = p.run(ctx, workers).elapsed
 	}
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
-	logf("measuring %s for %v with %d connections", sc.what, cfg.duration, cfg.conns)
 	p.duration, p.maxReqs = cfg.duration, cfg.maxReqs
+	var until string
+	if e.supply != nil {
+		left := e.supply()
+		if left == 0 { // a phase's maxReqs 0 would mean no limit at all
+			return errors.New("nothing the setup prepared is left to measure")
+		}
+		p.maxReqs = min(p.maxReqs, left)
+		until = fmt.Sprintf(", or until its %d prepared requests are used up", left)
+	}
+	logf("measuring %s for %v with %d connections%s", sc.what, cfg.duration, cfg.conns, until)
 	if cfg.cpuProfile != "" {
 		f, err := os.Create(cfg.cpuProfile)
 		if err != nil {
@@ -232,11 +259,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if cfg.cpuProfile != "" {
 		pprof.StopCPUProfile()
 	}
+	if e.supply != nil && e.supply() == 0 {
+		logf("the prepared requests ran out after %.1fs of the %v asked for: the rates are over those %.1fs", res.elapsed.Seconds(), cfg.duration, res.elapsed.Seconds())
+	}
 
 	rep := buildReport(res)
 	rep.Scenario, rep.Request, rep.URL = sc.name, sc.what, cfg.url
-	rep.Connections, rep.Users, rep.OfferedRate, rep.Engine = cfg.conns, cfg.users, cfg.rate, cfg.engine
-	rep.WarmupS = cfg.warmup.Seconds()
+	rep.Connections, rep.Users, rep.OfferedRate, rep.Engine = cfg.conns, e.users, cfg.rate, cfg.engine
+	rep.WarmupS = round3(warmedUp.Seconds())
 	rep.Dials = dials.Load()
 	rep.LoadAvg, rep.Cores, rep.Started = loadAtStart, runtime.NumCPU(), started.UTC()
 	if n := e.relogins.Load(); n > 0 {

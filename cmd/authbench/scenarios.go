@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"runtime"
 	"sort"
 	"strings"
 	"sync"
@@ -16,10 +17,10 @@ import (
 )
 
 // A scenario prepares what its load needs through the real API (users,
-// sessions), then gives each worker the requests it sends. To add one (e.g.
-// verify2fa: users with TOTP enabled, each worker logging in to get a
-// challenge in Prepare and timing POST /2fa/verify), write its setup and
-// worker and list it in scenarios.
+// sessions, login challenges), then gives each worker the requests it sends.
+// To add one, write its setup and worker and list it in scenarios; a setup
+// whose every request uses up something prepared (verify2fa's challenges)
+// also sets env.supply, so that the run stops when it is used up.
 type scenario struct {
 	name string
 	what string // the measured request, for the report
@@ -29,9 +30,10 @@ type scenario struct {
 }
 
 var scenarios = map[string]scenario{
-	"me":      {name: "me", what: "GET " + apiPrefix + "/me", setup: setupMe},
-	"refresh": {name: "refresh", what: "POST " + apiPrefix + "/refresh", setup: setupRefresh},
-	"login":   {name: "login", what: "POST " + apiPrefix + "/login", setup: setupLogin},
+	"me":        {name: "me", what: "GET " + apiPrefix + "/me", setup: setupMe},
+	"refresh":   {name: "refresh", what: "POST " + apiPrefix + "/refresh", setup: setupRefresh},
+	"login":     {name: "login", what: "POST " + apiPrefix + "/login", setup: setupLogin},
+	"verify2fa": {name: "verify2fa", what: "POST " + apiPrefix + "/2fa/verify", setup: setupVerify2FA},
 }
 
 func scenarioNames() string {
@@ -51,11 +53,16 @@ type env struct {
 	mail     *mailpit
 	log      func(format string, args ...any)
 	relogins atomic.Int64
+	users    int // signed up, for the report: a scenario may need more than -users
+	// supply, when set, says how many requests the prepared material has
+	// left; the warmup and the measurement stop before it runs out.
+	supply func() int64
 }
 
 // user is an account the benchmark created.
 type user struct {
 	email, password string
+	access          string // the access token signing up answered
 }
 
 // newUsers signs up n verified accounts: POST /register each (which costs
@@ -70,13 +77,12 @@ func (e *env) newUsers(ctx context.Context, n int) ([]user, error) {
 	runID := hex.EncodeToString(run)
 	since := time.Now().Add(-5 * time.Second)
 	users := make([]user, n)
-	emails := make([]string, n)
 	for i := range users {
 		pw := make([]byte, 12)
 		rand.Read(pw)
 		users[i] = user{email: fmt.Sprintf("authbench-%s-%d@example.com", runID, i), password: hex.EncodeToString(pw)}
-		emails[i] = users[i].email
 	}
+	e.users = n
 	e.log("signing up %d users (authbench-%s-*@example.com)", n, runID)
 	// Two at a time: authd hashes NumCPU passwords at once and answers 503
 	// beyond its queue; retry covers the rest.
@@ -85,32 +91,37 @@ func (e *env) newUsers(ctx context.Context, n int) ([]user, error) {
 	}
 	// A signup that was retried (or raced a restart) may have been mailed a
 	// second code after the one read here: read the newest again and retry.
-	pending := users
+	pending := make([]int, n) // indexes in users of the signups not verified yet
+	for i := range pending {
+		pending[i] = i
+	}
 	for attempt := 1; ; attempt++ {
 		list := make([]string, len(pending))
-		for i, u := range pending {
-			list[i] = u.email
+		for j, i := range pending {
+			list[j] = users[i].email
 		}
 		codes, err := e.mail.codes(ctx, list, since)
 		if err != nil {
 			return nil, err
 		}
 		failed := make([]bool, len(pending))
-		err = parallel(ctx, len(pending), 8, func(i int) error {
-			_, err := e.api.verify(ctx, pending[i].email, codes[pending[i].email])
+		err = parallel(ctx, len(pending), 8, func(j int) error {
+			u := &users[pending[j]]
+			t, err := e.api.verify(ctx, u.email, codes[u.email])
 			if ae, ok := err.(*apiError); ok && ae.Code == "invalid_code" && attempt < 3 {
-				failed[i] = true
+				failed[j] = true
 				return nil
 			}
+			u.access = t.AccessToken
 			return err
 		})
 		if err != nil {
 			return nil, err
 		}
-		var again []user
-		for i, f := range failed {
+		var again []int
+		for j, f := range failed {
 			if f {
-				again = append(again, pending[i])
+				again = append(again, pending[j])
 			}
 		}
 		if len(again) == 0 {
@@ -287,6 +298,110 @@ type loginWorker struct {
 func (w *loginWorker) Do(ctx context.Context) (int, error) {
 	r := request{method: http.MethodPost, path: apiPrefix + "/login", header: w.header,
 		body: w.bodies[int((w.next.Add(1)-1)%uint64(len(w.bodies)))]}
+	st, _, err := w.c.Do(ctx, &r, false)
+	return st, err
+}
+
+// Limits of the challenges verify2fa answers (API.md).
+const (
+	backupCodes   = 10              // per user; each answers one challenge
+	challengeLife = 5 * time.Minute // a challenge's expires_in
+	// maxChallengePrep bounds signing in for the challenges, so that the
+	// first ones still have a minute to live when the load starts.
+	maxChallengePrep = 4 * time.Minute
+)
+
+// verify2fa: users with TOTP on, each answering challenges with its backup
+// codes (a TOTP step is accepted once per user, a backup code once). Every
+// answer needs a challenge of its own, and a challenge costs a password login
+// (an argon2id hash, far dearer than the verify), so all of them are signed
+// in for before the load and the run ends when they are used up.
+func setupVerify2FA(ctx context.Context, e *env) (func(int, conn) worker, error) {
+	n := e.cfg.challenges
+	// Enough users for a backup code per challenge, and one per connection:
+	// the verifies at once are then of different accounts, as in real life
+	// (those of one account would race on its stream and its throttle).
+	users, err := e.newUsers(ctx, max(e.cfg.users, e.cfg.conns, (n+backupCodes-1)/backupCodes))
+	if err != nil {
+		return nil, err
+	}
+	e.log("turning TOTP on for %d users", len(users))
+	codes := make([][]string, len(users))
+	err = parallel(ctx, len(users), 8, func(i int) error {
+		var err error
+		codes[i], err = e.api.enableTOTP(ctx, users[i].access)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	bodies, err := e.prepareChallenges(ctx, users, codes, n)
+	if err != nil {
+		return nil, err
+	}
+	var next atomic.Int64
+	e.supply = func() int64 { return max(0, int64(len(bodies))-next.Load()) }
+	header := jsonHeader()
+	return func(i int, c conn) worker {
+		return &verifyWorker{c: c, header: header, bodies: bodies, next: &next}
+	}, nil
+}
+
+// prepareChallenges signs in n times and returns the /2fa/verify bodies
+// answering the challenges, each with a backup code of its user. Challenge j
+// is user j%len(users)'s, so that the logins running at once, and later the
+// verifies, are of different accounts.
+func (e *env) prepareChallenges(ctx context.Context, users []user, codes [][]string, n int) ([][]byte, error) {
+	// Two logins per core keep authd's hashers busy while the others' HTTP
+	// and database work is under way, within its queue (twice its cores),
+	// and no more than five at once go to one account.
+	width := min(2*runtime.NumCPU(), 5*len(users))
+	e.log("signing in %d times for as many challenges, %d at once", n, width)
+	start := time.Now()
+	tooSlow := fmt.Errorf("signing in for %d challenges took over %v, and they live %v: ask for fewer with -challenges", n, maxChallengePrep, challengeLife)
+	ctx, cancel := context.WithTimeoutCause(ctx, maxChallengePrep, tooSlow)
+	defer cancel()
+	bodies := make([][]byte, n)
+	err := parallel(ctx, n, width, func(j int) error {
+		u := users[j%len(users)]
+		token, err := e.api.challenge(ctx, u.email, u.password)
+		if err != nil {
+			return err
+		}
+		bodies[j], err = json.Marshal(map[string]string{"challenge_token": token, "code": codes[j%len(users)][j/len(users)]})
+		return err
+	})
+	if err != nil && context.Cause(ctx) == tooSlow {
+		return nil, tooSlow // clearer than the request it cut short
+	}
+	if err != nil {
+		return nil, err
+	}
+	took := time.Since(start)
+	e.log("%d challenges in %.1fs (%.0f logins/s)", n, took.Seconds(), float64(n)/took.Seconds())
+	if left := challengeLife - took; e.cfg.warmup+e.cfg.duration > left {
+		e.log("warning: the first challenges expire in %.0fs, before -warmup and -d are over: those still unanswered then count as 401s", left.Seconds())
+	}
+	return bodies, nil
+}
+
+// errNoChallenge is a request past the prepared supply, which the phases'
+// request limit (env.supply) keeps from happening.
+var errNoChallenge = errors.New("no prepared challenge left")
+
+type verifyWorker struct {
+	c      conn
+	header http.Header
+	bodies [][]byte
+	next   *atomic.Int64 // shared: each challenge is answered once
+}
+
+func (w *verifyWorker) Do(ctx context.Context) (int, error) {
+	k := w.next.Add(1) - 1
+	if k >= int64(len(w.bodies)) {
+		return 0, errNoChallenge
+	}
+	r := request{method: http.MethodPost, path: apiPrefix + "/2fa/verify", header: w.header, body: w.bodies[k]}
 	st, _, err := w.c.Do(ctx, &r, false)
 	return st, err
 }
