@@ -62,10 +62,15 @@ func (s *Store) load(ctx context.Context, stream, query string, args ...any) ([]
 // its stream began and on its latest events, so that loading it does not grow
 // with the stream (a session refreshed a thousand times, say).
 func (s *Store) LoadEnds(ctx context.Context, stream string, tail int) ([]Event, error) {
+	// Two index range reads: a condition on the stream's max version made
+	// Postgres fetch every event of the stream, so refreshes slowed down as
+	// their session grew.
 	return s.load(ctx, stream, `SELECT `+eventColumns+`, e.sealed, e.sealed_kid FROM events e
-		WHERE e.stream_id = $1
-		  AND (e.version = 1 OR e.version > (SELECT max(version) FROM events WHERE stream_id = $1) - $2)
-		ORDER BY e.version`, stream, tail)
+		WHERE e.stream_id = $1 AND e.version = 1
+		UNION ALL
+		SELECT * FROM (SELECT `+eventColumns+`, e.sealed, e.sealed_kid FROM events e
+			WHERE e.stream_id = $1 AND e.version > 1 ORDER BY e.version DESC LIMIT $2) last
+		ORDER BY version`, stream, tail)
 }
 
 // ReadStream returns a stream's events in version order with their public

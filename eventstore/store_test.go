@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -67,6 +68,46 @@ func TestAppendAndLoad(t *testing.T) {
 	}
 	if got[0].UserID != user || got[0].TenantID != uuid.Nil || got[0].Metadata.IP != "192.0.2.1" {
 		t.Fatalf("loaded fields %+v", got[0])
+	}
+}
+
+func TestLoadEndsReadsTheFirstAndLastEvents(t *testing.T) {
+	t.Parallel()
+	s, _ := newStore(t)
+	ctx := context.Background()
+	first := ev("SessionStarted", `{}`)
+	first.Secret = json.RawMessage(`{"key":"k"}`)
+	if _, err := s.Append(ctx, "session-a", 0, first); err != nil {
+		t.Fatal(err)
+	}
+	versions := func(tail int) []int64 {
+		t.Helper()
+		got, err := s.LoadEnds(ctx, "session-a", tail)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(got[0].Secret) != `{"key":"k"}` {
+			t.Fatalf("first event's secret: %q", got[0].Secret)
+		}
+		var vs []int64
+		for _, e := range got {
+			vs = append(vs, e.Version)
+		}
+		return vs
+	}
+	if got := versions(3); !slices.Equal(got, []int64{1}) {
+		t.Fatalf("one event, tail 3: versions %v", got)
+	}
+	for v := int64(1); v < 10; v++ {
+		if _, err := s.Append(ctx, "session-a", v, ev("SessionRefreshed", `{}`)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := versions(3); !slices.Equal(got, []int64{1, 8, 9, 10}) {
+		t.Fatalf("ten events, tail 3: versions %v", got)
+	}
+	if got := versions(20); !slices.Equal(got, []int64{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}) {
+		t.Fatalf("ten events, tail 20: versions %v", got)
 	}
 }
 
