@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	lru "github.com/hashicorp/golang-lru/v2"
 
 	"github.com/authd/authd/domain"
 	"github.com/authd/authd/eventstore"
@@ -69,10 +70,27 @@ type Deps struct {
 }
 
 // App runs the commands of authd's account API.
-type App struct{ d Deps }
+type App struct {
+	d Deps
+	// sessions holds the state of recently refreshed sessions, so that a
+	// rotation, the commonest write there is, need not read its stream
+	// first. Its append names the version the state was at, so a state that
+	// another instance has moved on only costs a conflict and a reload.
+	sessions *lru.Cache[uuid.UUID, domain.Session]
+}
+
+// sessionCacheSize bounds the cached session states, at a few hundred bytes
+// each.
+const sessionCacheSize = 100_000
 
 // New returns the commands over d.
-func New(d Deps) *App { return &App{d: d} }
+func New(d Deps) *App {
+	sessions, err := lru.New[uuid.UUID, domain.Session](sessionCacheSize)
+	if err != nil {
+		panic(err) // only for a size below 1
+	}
+	return &App{d: d, sessions: sessions}
+}
 
 // Request is who is asking: it becomes each event's metadata.
 type Request struct {

@@ -106,14 +106,27 @@ func (a *App) Refresh(ctx context.Context, refreshToken string, r Request) (Toke
 		return Tokens{}, ErrInvalidRefreshToken
 	}
 	return retry(ctx, func() (Tokens, error) {
-		s, err := a.loadSession(ctx, id)
-		if err != nil {
-			return Tokens{}, err
+		decide := func(s *domain.Session) (domain.RefreshDecision, error) {
+			if s.Version > 0 && s.StartedAt.Before(a.d.Revoked.UserCut(s.UserID)) {
+				return domain.RefreshDecision{}, ErrInvalidRefreshToken
+			}
+			return s.Refresh(generation, a.d.Now(), a.d.RefreshGrace, r.client())
 		}
-		if s.Version > 0 && s.StartedAt.Before(a.d.Revoked.UserCut(s.UserID)) {
-			return Tokens{}, ErrInvalidRefreshToken
+		s, d, err := &domain.Session{}, domain.RefreshDecision{}, error(nil)
+		cached, ok := a.sessions.Get(id)
+		if ok {
+			*s = cached
+			d, err = decide(s)
 		}
-		d, err := s.Refresh(generation, a.d.Now(), a.d.RefreshGrace, r.client())
+		// Only a rotation is checked against the stream, by its append's
+		// expected version; any other outcome of a cached state is decided
+		// again on the stream as stored.
+		if !ok || err != nil || !d.Answer || len(d.Events) == 0 {
+			if s, err = a.loadSession(ctx, id); err != nil {
+				return Tokens{}, err
+			}
+			d, err = decide(s)
+		}
 		if errors.Is(err, domain.ErrRefreshInvalid) {
 			return Tokens{}, ErrInvalidRefreshToken
 		}
@@ -126,11 +139,13 @@ func (a *App) Refresh(ctx context.Context, refreshToken string, r Request) (Toke
 				return Tokens{}, err
 			}
 			if _, err := a.commit(ctx, c); err != nil {
+				a.sessions.Remove(id)
 				return Tokens{}, err
 			}
 			for _, e := range d.Events {
 				s.Apply(e, c.at)
 			}
+			a.sessions.Add(id, *s)
 		}
 		if !d.Answer {
 			a.d.Revoked.RevokeSession(id)
@@ -200,6 +215,7 @@ func (a *App) revoke(ctx context.Context, user, session uuid.UUID, reason string
 	})
 	if err == nil {
 		a.d.Revoked.RevokeSession(session)
+		a.sessions.Remove(session) // saves the next refresh a conflict
 	}
 	return at, err
 }
