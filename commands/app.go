@@ -201,6 +201,10 @@ func (a *App) load(ctx context.Context, stream string, agg applier) error {
 	if err != nil {
 		return err
 	}
+	return fold(events, agg)
+}
+
+func fold(events []eventstore.Event, agg applier) error {
 	for _, e := range events {
 		d, err := Decode(e)
 		if err != nil {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/google/uuid"
 
@@ -23,6 +24,25 @@ const eventColumns = `e.id, e.type, e.stream_id, e.version, e.position, e.tx_id:
 func (s *Store) Load(ctx context.Context, stream string) ([]Event, error) {
 	return s.load(ctx, stream, `SELECT `+eventColumns+`, e.sealed, e.sealed_kid
 		FROM events e WHERE e.stream_id = $1 ORDER BY e.version`, stream)
+}
+
+// LoadStreams is Load for several streams in one round trip: it returns each
+// stream's events, in the order the streams are named.
+func (s *Store) LoadStreams(ctx context.Context, streams ...string) ([][]Event, error) {
+	events, err := s.load(ctx, strings.Join(streams, ", "), `SELECT `+eventColumns+`, e.sealed, e.sealed_kid
+		FROM events e WHERE e.stream_id = ANY($1) ORDER BY e.stream_id, e.version`, streams)
+	if err != nil {
+		return nil, err
+	}
+	out := make([][]Event, len(streams))
+	for i, name := range streams {
+		for _, e := range events {
+			if e.StreamID == name {
+				out[i] = append(out[i], e)
+			}
+		}
+	}
+	return out, nil
 }
 
 func (s *Store) load(ctx context.Context, stream, query string, args ...any) ([]Event, error) {

@@ -111,6 +111,30 @@ func TestLoadEndsReadsTheFirstAndLastEvents(t *testing.T) {
 	}
 }
 
+func TestLoadStreamsReadsEachStreamInItsOrder(t *testing.T) {
+	t.Parallel()
+	s, _ := newStore(t)
+	ctx := context.Background()
+	a := ev("A1", `{}`)
+	a.Secret = json.RawMessage(`{"k":1}`)
+	if _, err := s.Append(ctx, "b-stream", 0, ev("B1", `{}`), ev("B2", `{}`)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Append(ctx, "a-stream", 0, a, ev("A2", `{}`), ev("A3", `{}`)); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.LoadStreams(ctx, "b-stream", "none", "a-stream")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 3 || !slices.Equal(types(got[0]), []string{"B1", "B2"}) || len(got[1]) != 0 || !slices.Equal(types(got[2]), []string{"A1", "A2", "A3"}) {
+		t.Fatalf("loaded %v", got)
+	}
+	if string(got[2][0].Secret) != `{"k":1}` {
+		t.Fatalf("secret not opened: %q", got[2][0].Secret)
+	}
+}
+
 func TestSecretIsSealedAtRest(t *testing.T) {
 	t.Parallel()
 	s, pool := newStore(t)
