@@ -166,6 +166,12 @@ func (a *App) Login(ctx context.Context, email, pw string, r Request) (SignIn, e
 	if err := checkPasswordText("password", pw); err != nil {
 		return SignIn{}, err
 	}
+	// Under a flood of logins, half the requests are turned away as busy:
+	// they must cost no more than that answer (counting them against the
+	// account and then forgiving them took two statements each).
+	if a.d.Hasher.Full() {
+		return SignIn{}, password.ErrBusy
+	}
 	account := "login:" + email
 	if wait, err := a.d.Throttle.Attempt(ctx, account); err != nil {
 		return SignIn{}, err

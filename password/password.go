@@ -238,6 +238,11 @@ func (h *Hasher) VerifyUnknown(ctx context.Context, password string) error {
 	return err
 }
 
+// Full reports whether a hash asked for now would be refused with [ErrBusy],
+// so that a caller can turn a request away before doing any other work for
+// it. A caller that goes on may still get ErrBusy: Full only looks.
+func (h *Hasher) Full() bool { return len(h.admit) == cap(h.admit) }
+
 // acquire waits for a turn to compute a hash. It fails at once with ErrBusy
 // when the queue is full, since waiting longer would only add latency to a
 // request that the server cannot keep up with anyway.

@@ -385,6 +385,9 @@ func TestBusy(t *testing.T) {
 	}()
 	<-started
 
+	if !h.Full() {
+		t.Error("Full while busy = false")
+	}
 	if _, err := h.Hash(ctx, "second caller"); !errors.Is(err, ErrBusy) {
 		t.Errorf("Hash while busy: %v, want ErrBusy", err)
 	}
@@ -400,6 +403,9 @@ func TestBusy(t *testing.T) {
 		t.Fatalf("first caller: %v", err)
 	}
 	// The slot is free again.
+	if h.Full() {
+		t.Error("Full after the slot was freed = true")
+	}
 	if _, _, err := h.Verify(ctx, valid, "password"); err != nil {
 		t.Errorf("Verify after the slot was freed: %v", err)
 	}
