@@ -11,6 +11,13 @@ import (
 	"github.com/authd/authd/eventstore"
 )
 
+// DefaultRebuildBatch is the events a rebuild applies per transaction when
+// not told. While a batch's transaction runs, the relay can read nothing
+// newer (see eventstore.Store.ReadLog), so every read-your-writes wait of the
+// live service may wait out a batch: batches of 1,000 keep that to a few tens
+// of milliseconds, at 74,000 events/s against 83,000–86,000 for 10,000.
+const DefaultRebuildBatch = 1000
+
 // RebuildStats reports a finished rebuild.
 type RebuildStats struct {
 	Events   int64
@@ -32,7 +39,7 @@ func Rebuild(ctx context.Context, pool *pgxpool.Pool, store *eventstore.Store, p
 	start := time.Now()
 	name := p.Name()
 	if batchSize <= 0 {
-		batchSize = 10000
+		batchSize = DefaultRebuildBatch
 	}
 	scratch := pgx.Identifier{scratchSchema(p)}.Sanitize()
 	var live string

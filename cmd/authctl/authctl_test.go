@@ -270,7 +270,7 @@ func TestHelp(t *testing.T) {
 	t.Logf("usage text:\n%s", r.stdout)
 
 	r = runCLI(t, env{}, "projections", "rebuild", "-h")
-	if r.code != exitOK || !strings.Contains(r.stdout, "-batch int") || !strings.Contains(r.stdout, "(default 10000)") {
+	if r.code != exitOK || !strings.Contains(r.stdout, "-batch int") || !strings.Contains(r.stdout, "(default 1000)") {
 		t.Fatal(r)
 	}
 	if r = runCLI(t, env{}, "help", "events", "tail"); r.code != exitOK || !strings.Contains(r.stdout, "-from-start") {

@@ -190,7 +190,7 @@ func projectionNames() string {
 
 func setupRebuild(fs *flag.FlagSet) func(context.Context, *cli, []string) error {
 	all := fs.Bool("all", false, "rebuild every projection, one after the other")
-	batch := fs.Int("batch", 10000, "events read and applied per transaction")
+	batch := fs.Int("batch", projections.DefaultRebuildBatch, "events read and applied per transaction (a larger batch is faster, and holds the live service's read-your-writes waits back longer)")
 	return func(ctx context.Context, c *cli, args []string) error {
 		var todo []projections.Projection
 		switch {
