@@ -44,7 +44,10 @@ func main() {
 	// Every password hash allocates 19 MiB; at the default GOGC that is a
 	// collection every login or two, about a sixth of authd's CPU under load.
 	// The heap is small otherwise, so letting it grow further costs little.
-	debug.SetGCPercent(400)
+	// An operator's own GOGC (e.g. off, with a GOMEMLIMIT) still wins.
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(400)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, os.Getenv, os.Stdout); err != nil {
