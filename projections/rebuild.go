@@ -2,6 +2,7 @@ package projections
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -35,7 +36,7 @@ type RebuildStats struct {
 //
 // progress, when not nil, is called after every batch with the events done and
 // the total the log held when the rebuild began.
-func Rebuild(ctx context.Context, pool *pgxpool.Pool, store *eventstore.Store, p Projection, batchSize int, progress func(done, total int64)) (RebuildStats, error) {
+func Rebuild(ctx context.Context, pool *pgxpool.Pool, store *eventstore.Store, p Projection, batchSize int, progress func(done, total int64)) (_ RebuildStats, err error) {
 	start := time.Now()
 	name := p.Name()
 	if batchSize <= 0 {
@@ -51,6 +52,18 @@ func Rebuild(ctx context.Context, pool *pgxpool.Pool, store *eventstore.Store, p
 	if err != nil {
 		return RebuildStats{}, err
 	}
+	swapped := false
+	defer func() {
+		if swapped {
+			return
+		}
+		// A failed or cancelled rebuild leaves no half-filled copy behind.
+		drop, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		if _, dropErr := pool.Exec(drop, `DROP SCHEMA IF EXISTS `+scratch+` CASCADE`); dropErr != nil {
+			err = errors.Join(err, fmt.Errorf("rebuild %s: drop scratch schema: %w", name, dropErr))
+		}
+	}()
 	total, _, err := store.Backlog(ctx, eventstore.Cursor{})
 	if err != nil {
 		return RebuildStats{}, fmt.Errorf("rebuild %s: %w", name, err)
@@ -88,6 +101,7 @@ func Rebuild(ctx context.Context, pool *pgxpool.Pool, store *eventstore.Store, p
 	if err != nil {
 		return RebuildStats{}, err
 	}
+	swapped = true
 	done += tail
 	if progress != nil {
 		progress(done, max(total, done))

@@ -359,3 +359,26 @@ func TestNATSOutageLosesNothing(t *testing.T) {
 		t.Fatalf("stream holds %d messages (%v), want 75 (50 registrations, 25 verifications)", msgs, err)
 	}
 }
+
+// failingUsers is the users projection with an Apply that always fails.
+type failingUsers struct{ Users }
+
+func (failingUsers) Apply(context.Context, pgx.Tx, []eventstore.Event) error {
+	return errors.New("cannot apply")
+}
+
+func TestAFailedRebuildLeavesNoScratchSchema(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, testenv.NATS(t, testenv.EmbeddedNATS))
+	h.registerUsers(t, 3)
+	if _, err := Rebuild(context.Background(), h.pool, h.store, failingUsers{}, 0, nil); err == nil {
+		t.Fatal("a rebuild whose projection cannot apply succeeded")
+	}
+	var left int
+	if err := h.pool.QueryRow(context.Background(), `SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'authd_rebuild_%'`).Scan(&left); err != nil {
+		t.Fatal(err)
+	}
+	if left != 0 {
+		t.Fatalf("%d scratch schemas left behind", left)
+	}
+}
