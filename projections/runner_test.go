@@ -371,6 +371,12 @@ func TestAFailedRebuildLeavesNoScratchSchema(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, testenv.NATS(t, testenv.EmbeddedNATS))
 	h.registerUsers(t, 3)
+	// The log is read below the oldest transaction running anywhere on the
+	// server (other tests' included): wait until the events can be read.
+	waitUntil(t, func() bool {
+		events, err := h.store.ReadLog(context.Background(), eventstore.Cursor{}, 10)
+		return err == nil && len(events) > 0
+	})
 	if _, err := Rebuild(context.Background(), h.pool, h.store, failingUsers{}, 0, nil); err == nil {
 		t.Fatal("a rebuild whose projection cannot apply succeeded")
 	}
