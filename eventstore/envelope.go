@@ -3,6 +3,7 @@ package eventstore
 import (
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/google/uuid"
@@ -11,6 +12,25 @@ import (
 // HeaderTx carries an event's transaction id on NATS, so a consumer can place
 // it in log order (Cursor) without asking Postgres.
 const HeaderTx = "Authd-Tx"
+
+// HeaderPosition carries an event's position on NATS: with HeaderTx, a
+// consumer can place an event it does not use without decoding its envelope.
+const HeaderPosition = "Authd-Position"
+
+// CommitFromHeaders returns a published event's cursor from its HeaderTx and
+// HeaderPosition headers; ok is false when they do not hold one (a message
+// published before HeaderPosition existed).
+func CommitFromHeaders(tx, position string) (c Cursor, ok bool) {
+	t, err := strconv.ParseUint(tx, 10, 64)
+	if err != nil {
+		return Cursor{}, false
+	}
+	pos, err := strconv.ParseInt(position, 10, 64)
+	if err != nil {
+		return Cursor{}, false
+	}
+	return Cursor{Tx: t, Position: pos}, true
+}
 
 // envelope is the published form of an event, as API.md defines it. It has no
 // field for the secret part.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"sync"
 	"time"
 
@@ -274,6 +275,7 @@ func (r *Relay) publish(ctx context.Context, events []Event, lastSeq uint64) err
 		msg.Data = body
 		msg.Header.Set(nats.MsgIdHdr, e.ID.String())
 		msg.Header.Set(HeaderTx, e.Commit.txText())
+		msg.Header.Set(HeaderPosition, strconv.FormatInt(e.Commit.Position, 10))
 		f, err := js.PublishMsgAsync(msg, jetstream.WithExpectLastSequence(lastSeq+uint64(i)))
 		if err != nil {
 			return fmt.Errorf("relay: publish event %s: %w", e.ID, err)

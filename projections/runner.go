@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -46,6 +47,11 @@ func (c Config) withDefaults() Config {
 	}
 	return c
 }
+
+// skipSave bounds how long a checkpoint moved only by events a projection
+// skips stays unsaved: what another instance's read-your-writes wait may take
+// longer, on top of its Config.Poll.
+const skipSave = 20 * time.Millisecond
 
 // Runner applies projections from JetStream and answers read-your-writes waits.
 //
@@ -315,6 +321,35 @@ func (r *Runner) lead(ctx context.Context, conn *pgxpool.Conn, p Projection, st 
 	}
 	defer cc.Stop()
 
+	// A batch with no event p uses only moves its checkpoint: at once in
+	// memory, for this instance's waiters, and in Postgres with the next
+	// applied batch or skipSave later, whichever comes first. Saving it per
+	// batch cost a commit per batch for every projection the events skip.
+	// Only waiters on other instances, which poll Postgres, see it later;
+	// a leader that dies first only has JetStream deliver the skipped
+	// events again.
+	var unsaved *Checkpoint
+	saveTimer := time.NewTimer(time.Hour)
+	saveTimer.Stop()
+	save := func(ctx context.Context) error {
+		if unsaved == nil {
+			return nil
+		}
+		if _, err := advanceCheckpoint(ctx, conn, name, *unsaved); err != nil {
+			return err
+		}
+		unsaved = nil
+		return nil
+	}
+	defer func() {
+		saveCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if err := save(saveCtx); err != nil {
+			r.log.Warn("saving the checkpoint of skipped events failed; they will be delivered again", "projection", name, "err", err)
+		}
+	}()
+
+	selective, _ := p.(Selective)
 	expect := cp.StreamSeq + 1
 	first := cp.StreamSeq == 0 // a stream may have been purged: take whatever comes first
 	batch := make([]jetstream.Msg, 0, r.cfg.BatchSize)
@@ -325,6 +360,11 @@ func (r *Runner) lead(ctx context.Context, conn *pgxpool.Conn, p Projection, st 
 			return nil
 		case err := <-consumeErr:
 			return fmt.Errorf("projection %s: consumer: %w", name, err)
+		case <-saveTimer.C:
+			if err := save(ctx); err != nil {
+				return err
+			}
+			continue
 		case m := <-msgs:
 			batch = append(batch, m)
 		}
@@ -347,18 +387,38 @@ func (r *Runner) lead(ctx context.Context, conn *pgxpool.Conn, p Projection, st 
 				return fmt.Errorf("projection %s: JetStream delivered sequence %d, expected %d: restarting from the checkpoint", name, meta.Sequence.Stream, expect)
 			}
 			first, expect = false, meta.Sequence.Stream+1
+			subject := m.Subject()
+			eventType := subject[strings.LastIndexByte(subject, '.')+1:]
+			if selective != nil && !selective.Uses(eventType) {
+				// Placing an event p skips needs no more than its headers.
+				if c, ok := eventstore.CommitFromHeaders(m.Headers().Get(eventstore.HeaderTx), m.Headers().Get(eventstore.HeaderPosition)); ok {
+					events = append(events, eventstore.Event{Type: eventType, Position: c.Position, Commit: c})
+					continue
+				}
+			}
 			e, err := eventstore.ParseEnvelope(m.Data(), m.Headers().Get(eventstore.HeaderTx))
 			if err != nil {
 				return fmt.Errorf("projection %s: stream sequence %d: %w", name, meta.Sequence.Stream, err)
 			}
 			events = append(events, e)
 		}
-		// A batch in hand is finished even when shutdown begins meanwhile.
-		applyCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-		next, n, err := r.applyBatch(applyCtx, conn, p, events, expect-1)
-		cancel()
-		if err != nil {
-			return err
+		var next Checkpoint
+		var n int
+		if selective != nil && !slices.ContainsFunc(events, func(e eventstore.Event) bool { return selective.Uses(e.Type) }) {
+			next = Checkpoint{Cursor: events[len(events)-1].Commit, StreamSeq: expect - 1}
+			if unsaved == nil {
+				saveTimer.Reset(skipSave)
+			}
+			unsaved = &next
+		} else {
+			// A batch in hand is finished even when shutdown begins meanwhile.
+			applyCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+			next, n, err = r.applyBatch(applyCtx, conn, p, events, expect-1)
+			cancel()
+			if err != nil {
+				return err
+			}
+			unsaved = nil // the applied batch's checkpoint is later
 		}
 		// AckAll: acknowledging the last message acknowledges the batch.
 		if err := batch[len(batch)-1].Ack(); err != nil {
@@ -376,10 +436,17 @@ func (r *Runner) observe(name string, events []eventstore.Event, applied int, cp
 	r.position.WithLabelValues(name).Set(float64(cp.Cursor.Position))
 	now := time.Now()
 	h := r.delay.WithLabelValues(name)
+	var last time.Time
 	for _, e := range events {
+		if e.OccurredAt.IsZero() {
+			continue // skipped unread: its time is not known
+		}
 		h.Observe(now.Sub(e.OccurredAt).Seconds())
+		last = e.OccurredAt
 	}
-	r.lag.WithLabelValues(name).Set(now.Sub(events[len(events)-1].OccurredAt).Seconds())
+	if !last.IsZero() {
+		r.lag.WithLabelValues(name).Set(now.Sub(last).Seconds())
+	}
 }
 
 // resetConsumer (re)creates the projection's durable consumer so that it
@@ -414,10 +481,6 @@ func (r *Runner) resetConsumer(ctx context.Context, stream jetstream.Stream, nam
 // read model in between two batches.
 func (r *Runner) applyBatch(ctx context.Context, conn *pgxpool.Conn, p Projection, events []eventstore.Event, lastSeq uint64) (Checkpoint, int, error) {
 	name := p.Name()
-	if s, ok := p.(Selective); ok && !slices.ContainsFunc(events, func(e eventstore.Event) bool { return s.Uses(e.Type) }) {
-		cp, err := advanceCheckpoint(ctx, conn, name, Checkpoint{Cursor: events[len(events)-1].Commit, StreamSeq: lastSeq})
-		return cp, 0, err
-	}
 	tx, err := conn.Begin(ctx)
 	if err != nil {
 		return Checkpoint{}, 0, fmt.Errorf("projection %s: begin: %w", name, err)

@@ -388,3 +388,35 @@ func TestAFailedRebuildLeavesNoScratchSchema(t *testing.T) {
 		t.Fatalf("%d scratch schemas left behind", left)
 	}
 }
+
+// Events a projection does not use move its checkpoint at once for this
+// instance's waiters, and into Postgres (for other instances') soon after,
+// though no batch of them is applied.
+func TestSkippedEventsMoveTheCheckpoint(t *testing.T) {
+	t.Parallel()
+	for _, which := range testenv.NATSServers() {
+		t.Run(string(which), func(t *testing.T) {
+			t.Parallel()
+			h := newHarness(t, testenv.NATS(t, which))
+			h.startRelay(t)
+			r := h.startRunner(t)
+			waitFor(t, r, "users", h.registerUsers(t, 2))
+			var last eventstore.Cursor
+			for i := range 20 {
+				c, err := h.store.Append(context.Background(), fmt.Sprintf("audit-%d", i), 0, eventstore.Event{Type: "SomethingUsersSkip", Data: []byte(`{}`)})
+				if err != nil {
+					t.Fatal(err)
+				}
+				last = c.Last
+			}
+			waitFor(t, r, "users", last)
+			waitUntil(t, func() bool {
+				cp, err := loadCheckpoint(context.Background(), h.pool, "users")
+				return err == nil && !cp.Cursor.Before(last)
+			})
+			if n := len(dumpUsers(t, h.pool)); n != 2 {
+				t.Fatalf("users read model has %d users, want 2", n)
+			}
+		})
+	}
+}
