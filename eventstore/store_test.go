@@ -361,14 +361,14 @@ func TestReadLogOrdersByTransactionWhenPositionsCross(t *testing.T) {
 func appendInTx(t *testing.T, s *Store, tx pgx.Tx, stream string, e Event) Event {
 	t.Helper()
 	a := StreamAppend{Stream: stream, Events: []Event{e}}
-	args, err := s.appendArgs(&a, time.Now())
+	query, args, err := s.appendArgs(&a, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
 	var id uuid.UUID
 	var pos, version int64
 	var txt string
-	if err := tx.QueryRow(context.Background(), appendSQL, args...).Scan(&id, &pos, &txt, &version); err != nil {
+	if err := tx.QueryRow(context.Background(), query, args...).Scan(&id, &pos, &txt, &version); err != nil {
 		t.Fatal(err)
 	}
 	out := a.Events[0]
