@@ -21,7 +21,14 @@ type Bus interface {
 	JetStream() jetstream.JetStream
 	EnsureStream(ctx context.Context) (jetstream.Stream, error)
 	Subject(eventType string) string
+	Conn() *nats.Conn
+	SignalSubject(name string) string
 }
+
+// committedSignal names the nudge an instance that does not relay sends the
+// one that does after its appends: without it, their events waited for the
+// relay's poll.
+const committedSignal = "committed"
 
 // RelayConfig tunes the relay; the zero value is usable.
 type RelayConfig struct {
@@ -112,6 +119,10 @@ func (r *Relay) Run(ctx context.Context) {
 		if ctx.Err() != nil {
 			break
 		}
+		if errors.Is(err, errNotLeader) {
+			r.standBy(ctx, time.Second)
+			continue
+		}
 		if err != nil {
 			r.failures.Inc()
 			r.log.Warn("relay interrupted; will retry", "err", err, "retry_in", backoff)
@@ -134,6 +145,25 @@ func (r *Relay) Run(ctx context.Context) {
 }
 
 var errNotLeader = errors.New("another instance is relaying")
+
+// standBy is what an instance does while another relays, for d: it passes
+// the news of its own appends on to the relaying instance.
+func (r *Relay) standBy(ctx context.Context, d time.Duration) {
+	until := time.After(d)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-until:
+			return
+		case <-r.store.Committed():
+			// Fire and forget: a lost nudge costs the relay's poll.
+			if err := r.bus.Conn().Publish(r.bus.SignalSubject(committedSignal), nil); err != nil {
+				r.log.Debug("nudging the relay failed", "err", err)
+			}
+		}
+	}
+}
 
 // leadOnce takes the relay lock if it is free and relays until ctx ends or
 // something fails; when flushing, only until it has caught up.
@@ -184,6 +214,17 @@ func (r *Relay) lead(ctx context.Context, conn *pgxpool.Conn, flushing bool) err
 		return err
 	}
 	r.setPublished(cp)
+	nudged := make(chan struct{}, 1)
+	sub, err := r.bus.Conn().Subscribe(r.bus.SignalSubject(committedSignal), func(*nats.Msg) {
+		select {
+		case nudged <- struct{}{}:
+		default:
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("relay: listen for other instances' appends: %w", err)
+	}
+	defer sub.Unsubscribe()
 	poll := time.NewTicker(r.cfg.Poll)
 	defer poll.Stop()
 	// After a commit signal, an empty read usually means an older transaction
@@ -209,6 +250,8 @@ func (r *Relay) lead(ctx context.Context, conn *pgxpool.Conn, flushing bool) err
 			case <-ctx.Done():
 				return nil
 			case <-r.store.Committed():
+				recheck = time.Millisecond
+			case <-nudged:
 				recheck = time.Millisecond
 			case <-again:
 				if recheck *= 2; recheck > r.cfg.Poll {

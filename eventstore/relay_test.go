@@ -236,3 +236,44 @@ func TestRelayRecoversFromACrashBeforeItsCheckpoint(t *testing.T) {
 		})
 	}
 }
+
+// An instance that does not relay nudges the one that does after its
+// appends. With a poll that never comes, the nudge is the only way its events
+// can be published.
+func TestAnotherInstancesAppendsNudgeTheRelay(t *testing.T) {
+	t.Parallel()
+	for _, which := range testenv.NATSServers() {
+		t.Run(string(which), func(t *testing.T) {
+			t.Parallel()
+			relaying, pool := newStore(t)
+			other := NewStore(pool, relaying.sealer, nil)
+			bus := testenv.NATS(t, which)
+			run := func(s *Store) *Relay {
+				r := NewRelay(s, bus, RelayConfig{Poll: time.Hour, Backoff: 50 * time.Millisecond}, slog.New(slog.DiscardHandler), nil)
+				ctx, cancel := context.WithCancel(context.Background())
+				done := make(chan struct{})
+				go func() { r.Run(ctx); close(done) }()
+				t.Cleanup(func() { cancel(); <-done })
+				return r
+			}
+			leader := run(relaying)
+			deadline := time.Now().Add(10 * time.Second)
+			for !leader.Leading() {
+				if time.Now().After(deadline) {
+					t.Fatal("the first relay never took the lead")
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+			follower := run(other)
+			for i := range 5 {
+				if _, err := other.Append(context.Background(), fmt.Sprintf("other-%d", i), 0, ev("Tick", `{}`)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			waitForMessages(t, bus, 5, 10*time.Second)
+			if follower.Leading() {
+				t.Fatal("the second relay took the lead from the first")
+			}
+		})
+	}
+}

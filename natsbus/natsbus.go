@@ -311,6 +311,10 @@ func (b *Bus) Subject(eventType string) string { return b.cfg.SubjectPrefix + ".
 // SubjectFilter matches every event subject.
 func (b *Bus) SubjectFilter() string { return b.cfg.SubjectPrefix + ".>" }
 
+// SignalSubject is a core NATS subject, outside the stream, on which authd
+// instances sharing the stream nudge each other (name says about what).
+func (b *Bus) SignalSubject(name string) string { return "_AUTHD." + b.cfg.Stream + "." + name }
+
 // ClientURL is the URL other processes (authctl, audit consumers) use to
 // reach this NATS: the embedded server's listener or the configured URL,
 // which may carry credentials and so is not for logs.
