@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
@@ -22,12 +23,20 @@ import (
 type Bus interface {
 	EnsureStream(ctx context.Context) (jetstream.Stream, error)
 	SubjectFilter() string
+	Conn() *nats.Conn
+	SignalSubject(name string) string
 }
+
+// checkpointSignal names the nudge a projection's leader sends after it saves
+// the projection's checkpoint, so that waiters on other instances read it at
+// once rather than at their next poll.
+func checkpointSignal(projection string) string { return "checkpoint." + projection }
 
 // Config tunes the runner; the zero value is usable.
 type Config struct {
 	BatchSize int           // events applied per transaction at most (default 1000)
-	Poll      time.Duration // how often an instance that does not apply a projection re-reads its checkpoint for waiters (default 50ms)
+	Poll      time.Duration // how often an instance that does not apply a projection re-reads its checkpoint for waiters, besides when the leader says it moved (default 50ms)
+	Takeover  time.Duration // how often such an instance tries to take the projection over (default 1s)
 	Backoff   time.Duration // first wait after a failure, doubling to 30 times it (default 200ms)
 	AckWait   time.Duration // how long JetStream waits for a batch's ack before redelivering (default 1m)
 }
@@ -38,6 +47,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Poll <= 0 {
 		c.Poll = 50 * time.Millisecond
+	}
+	if c.Takeover <= 0 {
+		c.Takeover = time.Second
 	}
 	if c.Backoff <= 0 {
 		c.Backoff = 200 * time.Millisecond
@@ -144,6 +156,10 @@ func (r *Runner) Wait(ctx context.Context, name string, cursor eventstore.Cursor
 	st.mu.Lock()
 	st.waiters++
 	st.mu.Unlock()
+	select {
+	case st.waiting <- struct{}{}: // an instance that does not lead p looks now
+	default:
+	}
 	defer func() {
 		st.mu.Lock()
 		st.waiters--
@@ -169,12 +185,15 @@ type state struct {
 	mu      sync.Mutex
 	cp      eventstore.Cursor
 	changed chan struct{} // closed and replaced whenever cp advances
+	waiting chan struct{} // signalled when a waiter arrives
 	waiters int
 	leading bool
 	err     error
 }
 
-func newState() *state { return &state{changed: make(chan struct{})} }
+func newState() *state {
+	return &state{changed: make(chan struct{}), waiting: make(chan struct{}, 1)}
+}
 
 func (s *state) advance(c eventstore.Cursor) {
 	s.mu.Lock()
@@ -200,7 +219,7 @@ func (r *Runner) run(ctx context.Context, p Projection, st *state) {
 		case ctx.Err() != nil:
 			return
 		case errors.Is(err, errNotLeader):
-			r.follow(ctx, p, st, time.Second)
+			r.follow(ctx, p, st, r.cfg.Takeover)
 			continue
 		case err != nil:
 			st.set(func(s *state) { s.err = err })
@@ -221,23 +240,41 @@ func (r *Runner) run(ctx context.Context, p Projection, st *state) {
 func (r *Runner) follow(ctx context.Context, p Projection, st *state, d time.Duration) {
 	t := time.NewTicker(r.cfg.Poll)
 	defer t.Stop()
-	until := time.After(d)
-	for {
+	nudged := make(chan struct{}, 1)
+	sub, err := r.bus.Conn().Subscribe(r.bus.SignalSubject(checkpointSignal(p.Name())), func(*nats.Msg) {
 		select {
-		case <-ctx.Done():
-			return
-		case <-until:
-			return
-		case <-t.C:
-			st.mu.Lock()
-			waiting := st.waiters > 0
-			st.mu.Unlock()
-			if !waiting {
-				continue
+		case nudged <- struct{}{}:
+		default:
+		}
+	})
+	if err == nil {
+		defer sub.Unsubscribe()
+	} else {
+		r.log.Warn("cannot hear the leader's checkpoints; polling only", "projection", p.Name(), "err", err)
+	}
+	until := time.After(d)
+	// The first look is at once: a move made before the subscription was not
+	// heard.
+	for first := true; ; first = false {
+		if !first {
+			select {
+			case <-ctx.Done():
+				return
+			case <-until:
+				return
+			case <-nudged:
+			case <-st.waiting:
+			case <-t.C:
 			}
-			if cp, err := loadCheckpoint(ctx, r.pool, p.Name()); err == nil {
-				st.advance(cp.Cursor)
-			}
+		}
+		st.mu.Lock()
+		waiting := st.waiters > 0
+		st.mu.Unlock()
+		if !waiting {
+			continue
+		}
+		if cp, err := loadCheckpoint(ctx, r.pool, p.Name()); err == nil {
+			st.advance(cp.Cursor)
 		}
 	}
 }
@@ -339,6 +376,7 @@ func (r *Runner) lead(ctx context.Context, conn *pgxpool.Conn, p Projection, st 
 			return err
 		}
 		unsaved = nil
+		r.nudgeFollowers(name)
 		return nil
 	}
 	defer func() {
@@ -419,6 +457,7 @@ func (r *Runner) lead(ctx context.Context, conn *pgxpool.Conn, p Projection, st 
 				return err
 			}
 			unsaved = nil // the applied batch's checkpoint is later
+			r.nudgeFollowers(name)
 		}
 		// AckAll: acknowledging the last message acknowledges the batch.
 		if err := batch[len(batch)-1].Ack(); err != nil {
@@ -428,6 +467,14 @@ func (r *Runner) lead(ctx context.Context, conn *pgxpool.Conn, p Projection, st 
 		st.set(func(s *state) { s.err = nil })
 		r.failing.WithLabelValues(name).Set(0)
 		r.observe(name, events, n, next)
+	}
+}
+
+// nudgeFollowers tells other instances that the projection's checkpoint moved
+// in Postgres. Fire and forget: a lost nudge costs a waiter there its poll.
+func (r *Runner) nudgeFollowers(name string) {
+	if err := r.bus.Conn().Publish(r.bus.SignalSubject(checkpointSignal(name)), nil); err != nil {
+		r.log.Debug("nudging other instances failed", "projection", name, "err", err)
 	}
 }
 

@@ -420,3 +420,23 @@ func TestSkippedEventsMoveTheCheckpoint(t *testing.T) {
 		})
 	}
 }
+
+// An instance that does not apply a projection hears from the one that does
+// when its checkpoint moves. With polls and takeovers that never come, that
+// is the only way its waiters can see a write.
+func TestAFollowerHearsTheLeadersCheckpoints(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, testenv.NATS(t, testenv.EmbeddedNATS))
+	h.startRelay(t)
+	leader := h.startRunner(t)
+	waitFor(t, leader, "users", h.registerUsers(t, 1))
+	waitUntil(t, func() bool { return leader.Statuses()[0].Leading })
+	follower := NewRunner(h.pool, h.bus, All(), Config{Poll: time.Hour, Takeover: time.Hour, Backoff: 50 * time.Millisecond}, testenv.Logger(t), nil)
+	background(t, follower.Run)
+	for range 3 {
+		waitFor(t, follower, "users", h.registerUsers(t, 2))
+	}
+	if follower.Statuses()[0].Leading {
+		t.Fatal("the follower took the projection over")
+	}
+}
