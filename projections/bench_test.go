@@ -42,6 +42,7 @@ import (
 	"github.com/authd/authd/commands"
 	"github.com/authd/authd/domain"
 	"github.com/authd/authd/eventstore"
+	"github.com/authd/authd/natsbus"
 	"github.com/authd/authd/projections"
 	"github.com/authd/authd/seal"
 	"github.com/authd/authd/testenv"
@@ -109,6 +110,7 @@ func newSealer(b *testing.B) *seal.Sealer {
 // pipeline is a running write-to-read path: store, relay, JetStream, runner.
 type pipeline struct {
 	pool   *pgxpool.Pool
+	bus    *natsbus.Bus
 	store  *eventstore.Store
 	runner *projections.Runner
 	reg    *prometheus.Registry
@@ -121,23 +123,38 @@ func startPipeline(b *testing.B) *pipeline {
 	b.Helper()
 	pool, _ := testenv.Database(b)
 	bus := testenv.NATS(b, benchNATS())
-	log := slog.New(slog.DiscardHandler)
-	p := &pipeline{pool: pool, reg: prometheus.NewRegistry(), tenant: uuid.New()}
-	p.store = eventstore.NewStore(pool, newSealer(b), nil)
-	relay := eventstore.NewRelay(p.store, bus, eventstore.RelayConfig{}, log, nil)
-	p.runner = projections.NewRunner(pool, bus, projections.All(), projections.Config{}, log, p.reg)
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() { defer wg.Done(); relay.Run(ctx) }()
-	go func() { defer wg.Done(); p.runner.Run(ctx) }()
-	b.Cleanup(func() { cancel(); wg.Wait() }) // before the bus closes and the database is dropped
+	p := &pipeline{pool: pool, bus: bus, reg: prometheus.NewRegistry(), tenant: uuid.New()}
+	p.start(b)
 	for range 20 {
 		if _, err := p.appendAndWait(context.Background()); err != nil {
 			b.Fatalf("warm-up: %v (statuses %+v)", err, p.runner.Statuses())
 		}
 	}
 	return p
+}
+
+// secondInstance starts another instance's store, relay and runner on p's
+// database and stream, as a second authd would: the first keeps the lead.
+func (p *pipeline) secondInstance(b *testing.B) *pipeline {
+	b.Helper()
+	other := &pipeline{pool: p.pool, bus: p.bus, reg: prometheus.NewRegistry(), tenant: p.tenant}
+	other.start(b)
+	return other
+}
+
+// start runs a relay and a runner of p's own, with default configurations.
+func (p *pipeline) start(b *testing.B) {
+	b.Helper()
+	log := slog.New(slog.DiscardHandler)
+	p.store = eventstore.NewStore(p.pool, newSealer(b), nil)
+	relay := eventstore.NewRelay(p.store, p.bus, eventstore.RelayConfig{}, log, nil)
+	p.runner = projections.NewRunner(p.pool, p.bus, projections.All(), projections.Config{}, log, p.reg)
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); relay.Run(ctx) }()
+	go func() { defer wg.Done(); p.runner.Run(ctx) }()
+	b.Cleanup(func() { cancel(); wg.Wait() }) // before the bus closes and the database is dropped
 }
 
 // sample is one registration's way through the pipeline.
@@ -359,6 +376,16 @@ func BenchmarkReadYourWritesWait(b *testing.B) {
 		p := startPipeline(b)
 		b.ResetTimer()
 		samples := p.sequential(b, d)
+		b.StopTimer()
+		b.ReportMetric(float64(len(samples))/d.Seconds(), "events/s")
+		report(b, samples)
+	})
+	// One append at a time through an instance that neither relays nor
+	// applies the projection, as half the commands are with two instances.
+	b.Run("sequential-other-instance", func(b *testing.B) {
+		other := startPipeline(b).secondInstance(b)
+		b.ResetTimer()
+		samples := other.sequential(b, d)
 		b.StopTimer()
 		b.ReportMetric(float64(len(samples))/d.Seconds(), "events/s")
 		report(b, samples)
