@@ -59,16 +59,53 @@ func twoFactorEvents(eventType string) (domain.Event, bool) {
 		return &domain.BackupCodesRegenerated{}, true
 	case domain.TypeBackupCodeUsed:
 		return &domain.BackupCodeUsed{}, true
+	case domain.TypeTwoFactorSnapshotTaken:
+		return &domain.TwoFactorSnapshotTaken{}, true
 	}
 	return nil, false
 }
 
 func (a *App) loadTwoFactor(ctx context.Context, user uuid.UUID) (*domain.TwoFactor, error) {
-	t := &domain.TwoFactor{}
-	if err := a.load(ctx, domain.TwoFactorStream(user), t); err != nil {
+	streams, err := a.d.Store.LoadStreams(ctx, twoFactorRead(user))
+	if err != nil {
 		return nil, err
 	}
+	return foldTwoFactor(streams[0])
+}
+
+// twoFactorRead reads a two-factor stream from its latest snapshot on.
+func twoFactorRead(user uuid.UUID) eventstore.StreamRead {
+	return eventstore.StreamRead{Stream: domain.TwoFactorStream(user), FromLatest: domain.TypeTwoFactorSnapshotTaken}
+}
+
+// foldTwoFactor rebuilds the aggregate from its stream's latest snapshot on:
+// its version is then the last event's, not the count of what was folded.
+func foldTwoFactor(events []eventstore.Event) (*domain.TwoFactor, error) {
+	t := &domain.TwoFactor{}
+	if err := fold(events, t); err != nil {
+		return nil, err
+	}
+	if len(events) > 0 {
+		t.Version = events[len(events)-1].Version
+	}
 	return t, nil
+}
+
+// snapshotTwoFactor appends a snapshot of tf, at the version it is at, when
+// one is due. A conflict only means another change got there first; the
+// snapshot can wait for the next sign-in.
+func (a *App) snapshotTwoFactor(ctx context.Context, u *domain.User, tf *domain.TwoFactor, r Request) {
+	if !tf.SnapshotDue() {
+		return
+	}
+	c := a.newChange(r)
+	if err := c.add(domain.TwoFactorStream(u.ID), tf.Version, u.TenantID, u.ID, tf.Snapshot(a.d.Now())...); err != nil {
+		a.d.Log.Warn("snapshot of a two-factor stream", "err", err)
+		return
+	}
+	if _, err := a.commit(ctx, c); err != nil && !errors.Is(err, eventstore.ErrConflict) {
+		a.d.Log.Warn("snapshot of a two-factor stream", "err", err)
+	}
 }
 
 // challenge decides whether a first-factor login of u needs a second factor.
@@ -256,6 +293,8 @@ func (a *App) VerifyChallenge(ctx context.Context, token, code string, r Request
 		return Tokens{}, err
 	}
 	var user *domain.User
+	var state *domain.TwoFactor
+	var answered []domain.Event
 	t, err := retry(ctx, func() (Tokens, error) {
 		u, tf, err := a.loadAccount(ctx, ch.UserID)
 		if errors.Is(err, ErrNotFound) {
@@ -279,6 +318,7 @@ func (a *App) VerifyChallenge(ctx context.Context, token, code string, r Request
 		if err := c.add(domain.TwoFactorStream(u.ID), tf.Version, u.TenantID, u.ID, events...); err != nil {
 			return Tokens{}, err
 		}
+		state, answered = tf, events
 		if _, backup := events[0].(*domain.BackupCodeUsed); backup {
 			// The status read model counts backup codes: let the next read see it.
 			return a.openSession(ctx, c, u, withMFA(ch.AMR), r, "twofactor")
@@ -295,24 +335,31 @@ func (a *App) VerifyChallenge(ctx context.Context, token, code string, r Request
 	if err := a.d.TwoFactor.Challenges.Finish(ctx, token); err != nil {
 		a.d.Log.Warn("deleting an answered challenge", "err", err)
 	}
+	// Each answer adds an event to the stream; now and then a snapshot keeps
+	// what the next load reads short.
+	for _, e := range answered {
+		state.Apply(e, a.d.Now())
+	}
+	a.snapshotTwoFactor(ctx, user, state, r)
 	return t, nil
 }
 
 // loadAccount loads the user and their two-factor aggregate, in one round
 // trip.
 func (a *App) loadAccount(ctx context.Context, id uuid.UUID) (*domain.User, *domain.TwoFactor, error) {
-	streams, err := a.d.Store.LoadStreams(ctx, domain.UserStream(id), domain.TwoFactorStream(id))
+	streams, err := a.d.Store.LoadStreams(ctx, eventstore.StreamRead{Stream: domain.UserStream(id)}, twoFactorRead(id))
 	if err != nil {
 		return nil, nil, err
 	}
-	u, tf := &domain.User{}, &domain.TwoFactor{}
+	u := &domain.User{}
 	if err := fold(streams[0], u); err != nil {
 		return nil, nil, err
 	}
 	if !u.Exists() {
 		return nil, nil, ErrNotFound
 	}
-	if err := fold(streams[1], tf); err != nil {
+	tf, err := foldTwoFactor(streams[1])
+	if err != nil {
 		return nil, nil, err
 	}
 	return u, tf, nil

@@ -18,6 +18,7 @@ const (
 	TypeTotpCodeAccepted       = "TotpCodeAccepted"
 	TypeBackupCodesRegenerated = "BackupCodesRegenerated"
 	TypeBackupCodeUsed         = "BackupCodeUsed"
+	TypeTwoFactorSnapshotTaken = "TwoFactorSnapshotTaken"
 )
 
 // Two-factor parameters.
@@ -32,6 +33,11 @@ const (
 	ChallengeTries = 5
 	// maxCodeInput bounds what is even looked at as a code.
 	maxCodeInput = 64
+	// SnapshotEvery is how many events may follow the stream's start or its
+	// latest snapshot before the next snapshot is due: a load reads from the
+	// latest snapshot on, so every second-factor sign-in (one event each)
+	// does not make the next one slower.
+	SnapshotEvery = 50
 )
 
 // Methods of a second factor, as the Challenge of API.md lists them.
@@ -142,6 +148,30 @@ type BackupCodeUsed struct {
 func (BackupCodeUsed) EventType() string { return TypeBackupCodeUsed }
 func (e *BackupCodeUsed) Secrets() any   { return &e.Secret }
 
+// TwoFactorSnapshotSecrets is TwoFactorSnapshotTaken's sealed part.
+type TwoFactorSnapshotSecrets struct {
+	PendingSecret string   `json:"pending_secret,omitempty"`
+	Secret        string   `json:"secret,omitempty"`
+	BackupCodes   []string `json:"backup_code_hashes"`
+}
+
+// TwoFactorSnapshotTaken restates the whole two-factor aggregate and changes
+// nothing: the aggregate is loaded from the latest one on. Challenges are the
+// used challenges that could still be answered, with when they were used.
+type TwoFactorSnapshotTaken struct {
+	UserID      uuid.UUID               `json:"user_id"`
+	Enabled     bool                    `json:"enabled"`
+	EnabledAt   time.Time               `json:"enabled_at"`
+	LastStep    int64                   `json:"last_step"`
+	BackupCodes int                     `json:"backup_codes"`
+	Challenges  map[uuid.UUID]time.Time `json:"used_challenges"`
+
+	Secret TwoFactorSnapshotSecrets `json:"-"`
+}
+
+func (TwoFactorSnapshotTaken) EventType() string { return TypeTwoFactorSnapshotTaken }
+func (e *TwoFactorSnapshotTaken) Secrets() any   { return &e.Secret }
+
 // CodeKind says what a second-factor code looks like it is.
 type CodeKind int
 
@@ -192,10 +222,14 @@ type TwoFactor struct {
 	// LastStep is the latest TOTP step accepted for the current secret.
 	LastStep    int64
 	BackupCodes []string // hashes of the unused ones
-	// usedChallenges are the challenges answered so far: a challenge whose
-	// answer lost a race is found here when the command decides again.
-	usedChallenges map[uuid.UUID]bool
+	// usedChallenges are the challenges answered so far, with when: a
+	// challenge whose answer lost a race is found here when the command
+	// decides again.
+	usedChallenges map[uuid.UUID]time.Time
 	Version        int64
+	// sinceSnapshot counts the events applied after the latest snapshot (or
+	// the stream's start).
+	sinceSnapshot int
 }
 
 // Apply folds one event into the aggregate; at is when it happened.
@@ -211,7 +245,7 @@ func (t *TwoFactor) Apply(e Event, at time.Time) {
 		t.Enabled, t.EnabledAt, t.Secret, t.BackupCodes, t.PendingSecret = false, time.Time{}, "", nil, ""
 	case *TotpCodeAccepted:
 		t.LastStep = max(t.LastStep, e.Step)
-		t.useChallenge(e.ChallengeID)
+		t.useChallenge(e.ChallengeID, at)
 	case *BackupCodesRegenerated:
 		t.BackupCodes = append([]string(nil), e.Secret.Hashes...)
 	case *BackupCodeUsed:
@@ -221,19 +255,51 @@ func (t *TwoFactor) Apply(e Event, at time.Time) {
 				break
 			}
 		}
-		t.useChallenge(e.ChallengeID)
+		t.useChallenge(e.ChallengeID, at)
+	case *TwoFactorSnapshotTaken:
+		*t = TwoFactor{
+			UserID: e.UserID, PendingSecret: e.Secret.PendingSecret, Enabled: e.Enabled, EnabledAt: e.EnabledAt,
+			Secret: e.Secret.Secret, LastStep: e.LastStep, BackupCodes: append([]string(nil), e.Secret.BackupCodes...),
+			Version: t.Version,
+		}
+		for id, at := range e.Challenges {
+			t.useChallenge(id, at)
+		}
+		t.sinceSnapshot = -1 // the snapshot itself is not counted
 	}
 	t.Version++
+	t.sinceSnapshot++
 }
 
-func (t *TwoFactor) useChallenge(id uuid.UUID) {
+func (t *TwoFactor) useChallenge(id uuid.UUID, at time.Time) {
 	if id == uuid.Nil {
 		return
 	}
 	if t.usedChallenges == nil {
-		t.usedChallenges = map[uuid.UUID]bool{}
+		t.usedChallenges = map[uuid.UUID]time.Time{}
 	}
-	t.usedChallenges[id] = true
+	t.usedChallenges[id] = at
+}
+
+// SnapshotDue reports whether enough events follow the latest snapshot for
+// the next one to be worth appending.
+func (t *TwoFactor) SnapshotDue() bool { return t.sinceSnapshot >= SnapshotEvery }
+
+// Snapshot restates the aggregate as it is. A used challenge is left out once
+// it is twice ChallengeTTL old: it has expired, and no answer to it gets as
+// far as this aggregate.
+func (t *TwoFactor) Snapshot(now time.Time) []Event {
+	e := &TwoFactorSnapshotTaken{
+		UserID: t.UserID, Enabled: t.Enabled, EnabledAt: t.EnabledAt, LastStep: t.LastStep,
+		BackupCodes: len(t.BackupCodes), Challenges: map[uuid.UUID]time.Time{},
+	}
+	e.Secret = TwoFactorSnapshotSecrets{PendingSecret: t.PendingSecret, Secret: t.Secret, BackupCodes: append([]string{}, t.BackupCodes...)}
+	for id, at := range t.usedChallenges {
+		if now.Sub(at) < 2*ChallengeTTL {
+			e.Challenges[id] = at
+		}
+	}
+	return []Event{e}
 }
 
 // Setup starts a new setup with secret, drawn by the caller, in place of any
@@ -295,7 +361,7 @@ func (t *TwoFactor) Verify(challenge uuid.UUID, code Code, now time.Time, hash f
 	if !t.Enabled {
 		return nil, ErrTwoFactorDisabled
 	}
-	if t.usedChallenges[challenge] {
+	if _, used := t.usedChallenges[challenge]; used {
 		return nil, ErrChallengeUsed
 	}
 	step, backup, err := t.check(code, now, hash)

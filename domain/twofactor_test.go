@@ -268,3 +268,66 @@ func TestTwoFactorEventsKeepSecretsSealed(t *testing.T) {
 		}
 	}
 }
+
+// roundTrip sends an event through JSON as the store keeps it: the public
+// part, and the sealed part apart.
+func roundTrip(t *testing.T, e *TwoFactorSnapshotTaken) *TwoFactorSnapshotTaken {
+	t.Helper()
+	public, err := json.Marshal(e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sealed, err := json.Marshal(e.Secrets())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(public), e.Secret.Secret) || strings.Contains(string(public), "h:") {
+		t.Fatalf("the public part of a snapshot holds a secret: %s", public)
+	}
+	out := &TwoFactorSnapshotTaken{}
+	if err := json.Unmarshal(public, out); err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(sealed, out.Secrets()); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func TestASnapshotRestatesTheAggregate(t *testing.T) {
+	t0 := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+	tf, secret := enabled(t, t0, "11112222", "33334444", "55556666")
+	old := uuid.New()
+	ev, err := tf.Verify(old, code(t, secret, t0.Add(30*time.Second)), t0.Add(30*time.Second), fakeHash)
+	apply(t, tf, t0.Add(30*time.Second), ev, err)
+	now := t0.Add(20 * time.Minute)
+	recent := uuid.New()
+	ev, err = tf.Verify(recent, Code{Kind: BackupCode, Digits: "33334444"}, now, fakeHash)
+	apply(t, tf, now, ev, err)
+	for !tf.SnapshotDue() {
+		ev, err := tf.RegenerateBackupCodes(hashes("11112222", "55556666"))
+		apply(t, tf, now, ev, err)
+	}
+
+	restored := &TwoFactor{Version: tf.Version}
+	restored.Apply(roundTrip(t, tf.Snapshot(now)[0].(*TwoFactorSnapshotTaken)), now)
+	if restored.SnapshotDue() || restored.Version != tf.Version+1 {
+		t.Fatalf("after the snapshot: due %v, version %d (was %d)", restored.SnapshotDue(), restored.Version, tf.Version)
+	}
+	if restored.UserID != tf.UserID || !restored.Enabled || !restored.EnabledAt.Equal(tf.EnabledAt) || restored.Secret != secret ||
+		restored.LastStep != tf.LastStep || strings.Join(restored.BackupCodes, ",") != strings.Join(tf.BackupCodes, ",") {
+		t.Fatalf("restored %+v from %+v", restored, tf)
+	}
+	if _, err := restored.Verify(recent, code(t, secret, now), now, fakeHash); !errors.Is(err, ErrChallengeUsed) {
+		t.Fatalf("a challenge used just now answered again: %v", err)
+	}
+	if _, used := restored.usedChallenges[old]; used {
+		t.Fatal("a challenge used 20 minutes ago, long expired, is still carried")
+	}
+	if _, err := restored.Verify(uuid.New(), code(t, secret, t0.Add(30*time.Second)), t0.Add(30*time.Second), fakeHash); !errors.Is(err, ErrWrongCode) {
+		t.Fatalf("an accepted TOTP step accepted again after the snapshot: %v", err)
+	}
+	if _, err := restored.Verify(uuid.New(), Code{Kind: BackupCode, Digits: "55556666"}, now, fakeHash); err != nil {
+		t.Fatalf("an unused backup code refused after the snapshot: %v", err)
+	}
+}
