@@ -343,8 +343,15 @@ func TestScenariosAgainstAFakeAuthd(t *testing.T) {
 					t.Fatalf("report: %+v\n%s", rep, errOut.String())
 				}
 				// A worker dials at its first request, and verify2fa's 25
-				// challenges may all go to the other workers.
-				if rep.Dials > 4 || (sc != "verify2fa" && rep.Dials != 4) {
+				// challenges may all go to the other workers. net/http's
+				// Transport may dial again when a busy machine starves its
+				// connection goroutines (seen under the whole suite on two
+				// cores); the raw engine owns its connections outright.
+				most := int64(4)
+				if engine == "nethttp" {
+					most = 8
+				}
+				if rep.Dials > most || (sc != "verify2fa" && rep.Dials < 4) {
 					t.Errorf("%d connections opened by 4 workers", rep.Dials)
 				}
 				if n := f.reused.Load(); n != 0 {
