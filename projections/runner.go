@@ -61,8 +61,8 @@ func (c Config) withDefaults() Config {
 }
 
 // skipSave bounds how long a checkpoint moved only by events a projection
-// skips stays unsaved: what another instance's read-your-writes wait may take
-// longer, on top of its Config.Poll.
+// skips stays unsaved, and so how much longer a read-your-writes wait on
+// another instance, which reads the saved checkpoint, may take.
 const skipSave = 20 * time.Millisecond
 
 // Runner applies projections from JetStream and answers read-your-writes waits.
