@@ -66,16 +66,11 @@ func twoFactorEvents(eventType string) (domain.Event, bool) {
 }
 
 func (a *App) loadTwoFactor(ctx context.Context, user uuid.UUID) (*domain.TwoFactor, error) {
-	streams, err := a.d.Store.LoadStreams(ctx, twoFactorRead(user))
+	streams, err := a.d.Store.LoadStreams(ctx, domain.TwoFactorStream(user))
 	if err != nil {
 		return nil, err
 	}
 	return foldTwoFactor(streams[0])
-}
-
-// twoFactorRead reads a two-factor stream from its latest snapshot on.
-func twoFactorRead(user uuid.UUID) eventstore.StreamRead {
-	return eventstore.StreamRead{Stream: domain.TwoFactorStream(user), FromLatest: domain.TypeTwoFactorSnapshotTaken}
 }
 
 // foldTwoFactor rebuilds the aggregate from its stream's latest snapshot on:
@@ -347,7 +342,7 @@ func (a *App) VerifyChallenge(ctx context.Context, token, code string, r Request
 // loadAccount loads the user and their two-factor aggregate, in one round
 // trip.
 func (a *App) loadAccount(ctx context.Context, id uuid.UUID) (*domain.User, *domain.TwoFactor, error) {
-	streams, err := a.d.Store.LoadStreams(ctx, eventstore.StreamRead{Stream: domain.UserStream(id)}, twoFactorRead(id))
+	streams, err := a.d.Store.LoadStreams(ctx, domain.UserStream(id), domain.TwoFactorStream(id))
 	if err != nil {
 		return nil, nil, err
 	}

@@ -26,35 +26,28 @@ func (s *Store) Load(ctx context.Context, stream string) ([]Event, error) {
 		FROM events e WHERE e.stream_id = $1 ORDER BY e.version`, stream)
 }
 
-// StreamRead names a stream for LoadStreams. With FromLatest, only the
-// stream's latest event of that type and those after it are read (a
-// snapshot and what followed it); the whole stream when it has none.
-type StreamRead struct {
-	Stream     string
-	FromLatest string
-}
+// SnapshotSuffix ends the type of every snapshot event: an event that
+// restates its stream's aggregate whole, so that loading can start there.
+const SnapshotSuffix = "SnapshotTaken"
 
 // LoadStreams is Load for several streams in one round trip: it returns each
-// stream's events, in the order the reads are given.
-func (s *Store) LoadStreams(ctx context.Context, reads ...StreamRead) ([][]Event, error) {
-	streams, types := make([]string, len(reads)), make([]string, len(reads))
-	for i, r := range reads {
-		streams[i], types[i] = r.Stream, r.FromLatest
-	}
-	// The latest event of a type is found walking the stream's index back
-	// from its end, which stops at the first match: a load reads what
-	// followed the latest snapshot, however long the stream.
+// stream's events, in the order the streams are named, each stream from its
+// latest snapshot event on (the whole stream when it has none).
+func (s *Store) LoadStreams(ctx context.Context, streams ...string) ([][]Event, error) {
+	// The LIKE lets Postgres find a stream's latest snapshot in the partial
+	// index events_snapshots with one probe: a load reads what followed it,
+	// however long the stream.
 	events, err := s.load(ctx, strings.Join(streams, ", "), `SELECT `+eventColumns+`, e.sealed, e.sealed_kid
-		FROM unnest($1::text[], $2::text[]) AS r(stream, from_type)
-		CROSS JOIN LATERAL (SELECT CASE WHEN r.from_type = '' THEN 1 ELSE coalesce(
-			(SELECT l.version FROM events l WHERE l.stream_id = r.stream AND l.type = r.from_type ORDER BY l.version DESC LIMIT 1), 1)
-			END AS v) first
-		JOIN events e ON e.stream_id = r.stream AND e.version >= first.v
-		ORDER BY e.stream_id, e.version`, streams, types)
+		FROM events e
+		WHERE e.stream_id = ANY($1)
+		  AND e.version >= coalesce((SELECT l.version FROM events l
+			WHERE l.stream_id = e.stream_id AND l.type LIKE '%`+SnapshotSuffix+`'
+			ORDER BY l.version DESC LIMIT 1), 1)
+		ORDER BY e.stream_id, e.version`, streams)
 	if err != nil {
 		return nil, err
 	}
-	out := make([][]Event, len(reads))
+	out := make([][]Event, len(streams))
 	for i, name := range streams {
 		for _, e := range events {
 			if e.StreamID == name {

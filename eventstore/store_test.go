@@ -123,7 +123,7 @@ func TestLoadStreamsReadsEachStreamInItsOrder(t *testing.T) {
 	if _, err := s.Append(ctx, "a-stream", 0, a, ev("A2", `{}`), ev("A3", `{}`)); err != nil {
 		t.Fatal(err)
 	}
-	got, err := s.LoadStreams(ctx, StreamRead{Stream: "b-stream"}, StreamRead{Stream: "none"}, StreamRead{Stream: "a-stream"})
+	got, err := s.LoadStreams(ctx, "b-stream", "none", "a-stream")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -134,14 +134,14 @@ func TestLoadStreamsReadsEachStreamInItsOrder(t *testing.T) {
 		t.Fatalf("secret not opened: %q", got[2][0].Secret)
 	}
 	// From the latest snapshot on, and the whole stream when it has none.
-	if _, err := s.Append(ctx, "a-stream", 3, ev("Snap", `{}`), ev("A4", `{}`), ev("Snap", `{}`), ev("A5", `{}`)); err != nil {
+	if _, err := s.Append(ctx, "a-stream", 3, ev("ASnapshotTaken", `{}`), ev("A4", `{}`), ev("ASnapshotTaken", `{}`), ev("A5", `{}`)); err != nil {
 		t.Fatal(err)
 	}
-	got, err = s.LoadStreams(ctx, StreamRead{Stream: "a-stream", FromLatest: "Snap"}, StreamRead{Stream: "b-stream", FromLatest: "Snap"})
+	got, err = s.LoadStreams(ctx, "a-stream", "b-stream")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !slices.Equal(types(got[0]), []string{"Snap", "A5"}) || got[0][0].Version != 6 || !slices.Equal(types(got[1]), []string{"B1", "B2"}) {
+	if !slices.Equal(types(got[0]), []string{"ASnapshotTaken", "A5"}) || got[0][0].Version != 6 || !slices.Equal(types(got[1]), []string{"B1", "B2"}) {
 		t.Fatalf("loaded from the latest snapshot: %v and %v", types(got[0]), types(got[1]))
 	}
 }
