@@ -183,6 +183,7 @@ func (a *App) Login(ctx context.Context, email, pw string, r Request) (SignIn, e
 		if err := a.d.Hasher.VerifyUnknown(ctx, pw); err != nil {
 			return SignIn{}, a.forgive(ctx, account, err)
 		}
+		a.failed(ctx, account)
 		return SignIn{}, ErrInvalidCredentials
 	}
 	if err != nil {
@@ -198,6 +199,7 @@ func (a *App) Login(ctx context.Context, email, pw string, r Request) (SignIn, e
 		return SignIn{}, a.forgive(ctx, account, err)
 	}
 	if !ok {
+		a.failed(ctx, account)
 		c := a.newChange(r)
 		if err := c.add(domain.LoginStream(u.ID), eventstore.AnyVersion, u.TenantID, u.ID, &domain.LoginFailed{UserID: u.ID, Reason: "wrong_password"}); err != nil {
 			return SignIn{}, err
@@ -235,6 +237,13 @@ func (a *App) Login(ctx context.Context, email, pw string, r Request) (SignIn, e
 // forgive takes back the throttle's count of an attempt that failed before
 // its password was checked (err: the server was busy, or the request gave
 // up), and returns err.
+// failed counts a wrong password against the account.
+func (a *App) failed(ctx context.Context, account string) {
+	if err := a.d.Throttle.Fail(context.WithoutCancel(ctx), account); err != nil {
+		a.d.Log.Error("counting a failed login", "err", err)
+	}
+}
+
 func (a *App) forgive(ctx context.Context, account string, err error) error {
 	if ferr := a.d.Throttle.Forgive(context.WithoutCancel(ctx), account); ferr != nil {
 		a.d.Log.Error("forgiving a login attempt", "err", ferr)

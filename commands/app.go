@@ -30,6 +30,7 @@ type Codes interface {
 // Reset says it was right, and answers how long the account must wait first.
 type Throttle interface {
 	Attempt(ctx context.Context, account string) (time.Duration, error)
+	Fail(ctx context.Context, account string) error
 	Reset(ctx context.Context, account string) error
 	Forgive(ctx context.Context, account string) error
 }

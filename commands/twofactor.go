@@ -399,13 +399,22 @@ func (a *App) attemptCode(ctx context.Context, user uuid.UUID) error {
 	return nil
 }
 
-// settleCode forgets the attempt unless the code was wrong.
+// settleCode reports how a checked second-factor code turned out: a wrong
+// code counts against the user, a right one clears their failures, and any
+// other end (the challenge had expired, say) only ends the attempt.
 func (a *App) settleCode(ctx context.Context, user uuid.UUID, err error) {
-	if errors.Is(err, ErrInvalidCode) {
-		return
+	ctx, account := context.WithoutCancel(ctx), codeAccount(user)
+	var serr error
+	switch {
+	case errors.Is(err, ErrInvalidCode):
+		serr = a.d.Throttle.Fail(ctx, account)
+	case err == nil:
+		serr = a.d.Throttle.Reset(ctx, account)
+	default:
+		serr = a.d.Throttle.Forgive(ctx, account)
 	}
-	if err := a.d.Throttle.Reset(ctx, codeAccount(user)); err != nil {
-		a.d.Log.Error("clearing second-factor failures", "err", err)
+	if serr != nil {
+		a.d.Log.Error("settling a second-factor attempt", "err", serr)
 	}
 }
 

@@ -47,93 +47,167 @@ func delayTable() []time.Duration {
 	}
 }
 
-// Admits a login attempt and counts it as a failure, unless the account is
-// still waiting out the delay its last failure earned. Admission and counting
-// happen under the row lock of the upsert, so concurrent attempts on one
-// account (from any instance) are admitted one at a time: a guesser cannot
-// get a burst of password checks through in the moment a wait ends. A run of
-// failures older than the memory starts again at 1. No row comes back when
-// the attempt must wait.
-//
-// $4 is delayTable(): the wait after n failures is $4[n], and its last entry
-// holds for any larger n.
-const attemptSQL = `
-INSERT INTO login_failures AS f (account, failures, last_failure_at)
-VALUES ($1, 1, $2)
+// inFlightMemory is how long after its admission an attempt still counts as
+// in flight: one whose process died never reports, and must not block the
+// account for longer than this.
+const inFlightMemory = 30 * time.Second
+
+// inFlightPoll and inFlightWait pace and bound an attempt that waits for the
+// account's attempts in flight to prove right or wrong.
+const (
+	inFlightPoll = 20 * time.Millisecond
+	inFlightWait = 5 * time.Second
+)
+
+// failuresNow is the SQL of row f's failures not yet forgotten, given the
+// parameter holding the time before which they are.
+func failuresNow(forget string) string {
+	return `(CASE WHEN f.last_failure_at > ` + forget + ` THEN f.failures ELSE 0 END)`
+}
+
+// inFlightNow is the SQL of row f's attempts in flight, given the parameter
+// holding the time before which an attempt is presumed dead.
+func inFlightNow(presumeDead string) string {
+	return `(CASE WHEN f.in_flight_at > ` + presumeDead + ` THEN f.in_flight ELSE 0 END)`
+}
+
+// loginSQL holds the statements of the login slow-down, built once.
+type loginSQL struct {
+	attempt, blocked, fail, end string
+}
+
+func newLoginSQL() loginSQL {
+	return loginSQL{
+		// Admits a login attempt as in flight, under the row's lock, when the delay
+		// the account's failures earned is over and either the failures and the
+		// attempts in flight together are still within the free ones or nothing is
+		// in flight. Counting those in flight keeps a burst of concurrent guesses to
+		// the free attempts and one more, as if each had already failed; no row
+		// comes back when the attempt is not admitted.
+		//
+		// $2 is now, $3 and $4 the times before which failures are forgotten and
+		// attempts in flight presumed dead, $5 delayTable() (the wait after n
+		// failures is $5[n], and its last entry holds for any larger n) and $6 the
+		// free failures.
+		attempt: `
+INSERT INTO login_failures AS f (account, failures, last_failure_at, in_flight, in_flight_at)
+VALUES ($1, 0, 'epoch', 1, $2)
 ON CONFLICT (account) DO UPDATE SET
-    failures        = CASE WHEN f.last_failure_at > $3 THEN f.failures + 1 ELSE 1 END,
-    last_failure_at = $2
-WHERE f.last_failure_at <= $3
-   OR f.last_failure_at + ($4::interval[])[least(f.failures, cardinality($4::interval[]))] <= $2
-RETURNING f.failures`
+    failures     = ` + failuresNow("$3") + `,
+    in_flight    = ` + inFlightNow("$4") + ` + 1,
+    in_flight_at = $2
+WHERE (` + failuresNow("$3") + ` <= $6
+       OR f.last_failure_at + ($5::interval[])[least(` + failuresNow("$3") + `, cardinality($5::interval[]))] <= $2)
+  AND (` + failuresNow("$3") + ` + ` + inFlightNow("$4") + ` <= $6 OR ` + inFlightNow("$4") + ` = 0)
+RETURNING f.in_flight`,
+		// blocked reads what kept an attempt out ($2 and $3 as $3 and $4 above).
+		blocked: `SELECT ` + failuresNow("$2") + `, f.last_failure_at, ` + inFlightNow("$3") + `
+FROM login_failures f WHERE f.account = $1`,
+		// fail counts a failure now ($2), with $3 and $4 as in attempt.
+		fail: `
+INSERT INTO login_failures AS f (account, failures, last_failure_at) VALUES ($1, 1, $2)
+ON CONFLICT (account) DO UPDATE SET
+    failures        = ` + failuresNow("$3") + ` + 1,
+    last_failure_at = $2,
+    in_flight       = greatest(` + inFlightNow("$4") + ` - 1, 0)`,
+		// end takes an attempt off those in flight, and the failures too when
+		// $4 is set; a row with nothing left in it goes. $2 and $3 are the
+		// times before which failures are forgotten and attempts in flight
+		// presumed dead.
+		end: `WITH gone AS (
+    DELETE FROM login_failures f
+    WHERE f.account = $1 AND ` + inFlightNow("$3") + ` <= 1 AND ($4 OR ` + failuresNow("$2") + ` = 0)
+    RETURNING 1)
+UPDATE login_failures f SET
+    failures  = CASE WHEN $4 THEN 0 ELSE f.failures END,
+    in_flight = greatest(` + inFlightNow("$3") + ` - 1, 0)
+WHERE f.account = $1 AND NOT EXISTS (SELECT 1 FROM gone)`,
+	}
+}
 
-// Reads what made an attempt wait, to tell the caller for how long.
-const failuresSQL = `SELECT failures, last_failure_at FROM login_failures WHERE account = $1`
-
-// Attempt is called before a login checks a password for account. A zero wait
-// admits the attempt, which counts as a wrong password until Reset says
-// otherwise; a positive wait means the login must be refused without checking
-// the password, and wait is how long until the account's next attempt.
+// Attempt is called before a login checks a password for account. A zero
+// wait admits the attempt, which is then in flight until Fail, Reset or
+// Forgive reports how it ended; a positive wait means the login must be
+// refused without checking the password, and wait is how long until the
+// account's next attempt.
 //
 // The first five wrong passwords in a row cost nothing; after them each costs
-// a wait that doubles from 1 s up to 60 s, counted from the failed attempt.
-// Failures are forgotten 15 minutes after the last one. An attempt counts at
-// admission rather than when the password proves wrong so that concurrent
-// guesses cannot all be checked before any of them is counted; a process that
-// dies in between leaves a failure behind, which errs on the safe side.
+// a wait that doubles from 1 s up to 60 s, counted from the failure.
+// Failures are forgotten 15 minutes after the last one. Attempts in flight
+// count as failures for admission, so that concurrent guesses cannot all be
+// checked before any of them fails; an attempt kept out only by attempts in
+// flight waits (up to a few seconds) for them to end, so that the owner's
+// own burst of logins gets in once they prove right.
 //
 // account is any stable key, e.g. the normalised email, so that unknown emails
 // are slowed down exactly like known ones.
 func (l *Limiter) Attempt(ctx context.Context, account string) (wait time.Duration, err error) {
-	// The loop runs again only when the row that made the attempt wait is
-	// reset or forgotten between the two statements.
-	for range 3 {
+	giveUp := time.Now().Add(inFlightWait)
+	for {
 		now := l.now()
-		var failures int
-		err := l.pool.QueryRow(ctx, attemptSQL, account, now, now.Add(-failureMemory), l.delays).Scan(&failures)
+		forget, presumeDead := now.Add(-failureMemory), now.Add(-inFlightMemory)
+		var inFlight int
+		err := l.pool.QueryRow(ctx, l.login.attempt, account, now, forget, presumeDead, l.delays, freeFailures).Scan(&inFlight)
 		if err == nil {
 			return 0, nil
 		}
 		if !errors.Is(err, pgx.ErrNoRows) {
-			return 0, fmt.Errorf("ratelimit: count login attempt: %w", err)
+			return 0, fmt.Errorf("ratelimit: admit login attempt: %w", err)
 		}
+		var failures, pending int
 		var last time.Time
-		err = l.pool.QueryRow(ctx, failuresSQL, account).Scan(&failures, &last)
+		err = l.pool.QueryRow(ctx, l.login.blocked, account, forget, presumeDead).Scan(&failures, &last, &pending)
 		if errors.Is(err, pgx.ErrNoRows) {
-			continue
+			continue // ended meanwhile
 		}
 		if err != nil {
 			return 0, fmt.Errorf("ratelimit: read login failures: %w", err)
 		}
-		if wait := last.Add(delayAfter(failures)).Sub(now); wait > 0 && now.Before(last.Add(failureMemory)) {
+		if wait := last.Add(delayAfter(failures)).Sub(now); wait > 0 && failures > freeFailures {
 			return wait, nil
 		}
+		// Only attempts in flight keep this one out: wait for them to end.
+		if time.Now().After(giveUp) {
+			return firstDelay, nil
+		}
+		select {
+		case <-ctx.Done():
+			return 0, fmt.Errorf("ratelimit: wait for attempts in flight: %w", ctx.Err())
+		case <-time.After(inFlightPoll):
+		}
 	}
-	return 0, errors.New("ratelimit: login attempt kept racing with resets")
 }
 
-// A right password clears the account's failures.
-const resetSQL = `DELETE FROM login_failures WHERE account = $1`
-
-// Reset forgets the account's failures: the attempt Attempt admitted had the
-// right password.
-func (l *Limiter) Reset(ctx context.Context, account string) error {
-	if _, err := l.pool.Exec(ctx, resetSQL, account); err != nil {
-		return fmt.Errorf("ratelimit: reset login failures: %w", err)
+// Fail reports that an attempt Attempt admitted had the wrong password: it
+// counts as a failure from now.
+func (l *Limiter) Fail(ctx context.Context, account string) error {
+	now := l.now()
+	if _, err := l.pool.Exec(ctx, l.login.fail, account, now, now.Add(-failureMemory), now.Add(-inFlightMemory)); err != nil {
+		return fmt.Errorf("ratelimit: count login failure: %w", err)
 	}
 	return nil
 }
 
-// Forgive takes back the failure Attempt counted for an attempt that never
-// got as far as checking the password (the server was too busy): being
-// turned away by load must not slow the account's owner down later.
+// Reset reports that an attempt Attempt admitted had the right password: the
+// account's failures are forgotten.
+func (l *Limiter) Reset(ctx context.Context, account string) error {
+	return l.end(ctx, account, "reset login failures", true)
+}
+
+// Forgive reports that an attempt Attempt admitted never got as far as
+// checking the password (the server was too busy, say): it neither failed
+// nor succeeded, and being turned away by load must not slow the account's
+// owner down later.
 func (l *Limiter) Forgive(ctx context.Context, account string) error {
-	// The last failure taken back removes the row: a row always holds at
-	// least one failure, which is what Attempt's delay table is indexed by.
-	if _, err := l.pool.Exec(ctx, `WITH less AS (
-			UPDATE login_failures SET failures = failures - 1 WHERE account = $1 AND failures > 1 RETURNING 1)
-		DELETE FROM login_failures WHERE account = $1 AND failures <= 1 AND NOT EXISTS (SELECT 1 FROM less)`, account); err != nil {
-		return fmt.Errorf("ratelimit: forgive login attempt: %w", err)
+	return l.end(ctx, account, "forgive login attempt", false)
+}
+
+// end takes an attempt off the account's attempts in flight, and its
+// failures too when clear is set. A row with nothing left in it goes.
+func (l *Limiter) end(ctx context.Context, account, what string, clear bool) error {
+	now := l.now()
+	if _, err := l.pool.Exec(ctx, l.login.end, account, now.Add(-failureMemory), now.Add(-inFlightMemory), clear); err != nil {
+		return fmt.Errorf("ratelimit: %s: %w", what, err)
 	}
 	return nil
 }

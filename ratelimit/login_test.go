@@ -24,6 +24,9 @@ func fail(t *testing.T, l *Limiter, account string, n int) {
 		if wait := attempt(t, l, account); wait != 0 {
 			t.Fatalf("attempt %d waits %v, want admitted", i+1, wait)
 		}
+		if err := l.Fail(context.Background(), account); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
 
@@ -60,9 +63,7 @@ func TestAttemptSlowsDownProgressively(t *testing.T) {
 			t.Fatalf("1ms before the end of a %v delay: wait = %v", want, wait)
 		}
 		c.Advance(time.Millisecond)
-		if wait := attempt(t, l, acct); wait != 0 {
-			t.Fatalf("at the end of a %v delay: wait = %v, want admitted", want, wait)
-		}
+		fail(t, l, acct, 1) // admitted at the end of the delay, and wrong again
 	}
 }
 
@@ -95,10 +96,7 @@ func TestFailuresAreForgottenAfterFifteenMinutes(t *testing.T) {
 	c.Advance(time.Second)
 	fail(t, l, acct, 1)
 	c.Advance(15*time.Minute - time.Microsecond)
-	if wait := attempt(t, l, acct); wait != 0 {
-		// the 2 s delay has passed long ago, so this one is admitted and counts
-		t.Fatalf("wait = %v", wait)
-	}
+	fail(t, l, acct, 1) // the 2 s delay has passed long ago: admitted, and wrong
 	if wait := attempt(t, l, acct); wait != 4*time.Second {
 		t.Fatalf("failures forgotten too early: wait = %v, want 4s", wait)
 	}
@@ -136,10 +134,11 @@ func TestAccountsAreIndependent(t *testing.T) {
 	fail(t, l, "b@example.com", 6)
 }
 
-// Attempts are counted when admitted, under the row's lock, so a burst of
-// concurrent guesses gets exactly the five free attempts and the one after
-// them, never a check per request.
-func TestConcurrentAttemptsAreAdmittedOneByOne(t *testing.T) {
+// Attempts in flight count as failures for admission, under the row's lock,
+// so a burst of concurrent guesses gets exactly the five free attempts and the
+// one after them, never a check per request; the rest wait for those to fail
+// and are then refused.
+func TestConcurrentGuessesGetTheFreeAttemptsAndOneMore(t *testing.T) {
 	t.Parallel()
 	l, c := newLimiter(t)
 	run := func(account string) int32 {
@@ -153,6 +152,9 @@ func TestConcurrentAttemptsAreAdmittedOneByOne(t *testing.T) {
 				}
 				if wait == 0 {
 					admitted.Add(1)
+					if err := l.Fail(context.Background(), account); err != nil {
+						t.Error(err)
+					}
 				}
 			})
 		}
@@ -160,11 +162,57 @@ func TestConcurrentAttemptsAreAdmittedOneByOne(t *testing.T) {
 		return admitted.Load()
 	}
 	if n := run("burst@example.com"); n != 6 {
-		t.Fatalf("%d of 20 concurrent attempts admitted, want 6", n)
+		t.Fatalf("%d of 20 concurrent guesses admitted, want 6", n)
 	}
 	c.Advance(time.Second)
 	if n := run("burst@example.com"); n != 1 {
-		t.Fatalf("%d of 20 concurrent attempts admitted when the delay ended, want 1", n)
+		t.Fatalf("%d of 20 concurrent guesses admitted when the delay ended, want 1", n)
+	}
+}
+
+// The owner's own burst of logins looks like guesses in flight at first; the
+// ones beyond the free attempts wait for those to prove right, and get in.
+func TestABurstOfRightPasswordsGetsIn(t *testing.T) {
+	t.Parallel()
+	l, _ := newLimiter(t)
+	var refused atomic.Int32
+	var wg sync.WaitGroup
+	for range 12 {
+		wg.Go(func() {
+			wait, err := l.Attempt(context.Background(), "owner@example.com")
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			if wait > 0 {
+				refused.Add(1)
+				return
+			}
+			time.Sleep(30 * time.Millisecond) // the password check
+			if err := l.Reset(context.Background(), "owner@example.com"); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	if n := refused.Load(); n != 0 {
+		t.Fatalf("%d of 12 right passwords at once were refused", n)
+	}
+}
+
+// An attempt whose process died never reports; after a while it no longer
+// keeps the account's next attempts waiting.
+func TestAnAttemptThatNeverEndsIsForgotten(t *testing.T) {
+	t.Parallel()
+	l, c := newLimiter(t)
+	for range 6 {
+		if wait := attempt(t, l, "a@example.com"); wait != 0 {
+			t.Fatalf("wait = %v, want admitted", wait)
+		}
+	}
+	c.Advance(inFlightMemory + time.Second)
+	if wait := attempt(t, l, "a@example.com"); wait != 0 {
+		t.Fatalf("after the attempts in flight were presumed dead: wait = %v, want admitted", wait)
 	}
 }
 

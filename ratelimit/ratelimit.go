@@ -22,11 +22,12 @@ type Limiter struct {
 	pool   *pgxpool.Pool
 	now    func() time.Time
 	delays []time.Duration // delayTable(), built once
+	login  loginSQL
 }
 
 // New returns a Limiter over pool that reads the time from now.
 func New(pool *pgxpool.Pool, now func() time.Time) *Limiter {
-	return &Limiter{pool: pool, now: now, delays: delayTable()}
+	return &Limiter{pool: pool, now: now, delays: delayTable(), login: newLoginSQL()}
 }
 
 // Counts one request in the key's current window and returns the count so
@@ -75,7 +76,7 @@ const sweepSQL = `
 WITH windows AS (
     DELETE FROM rate_limits WHERE expires_at <= $1 RETURNING 1
 ), failures AS (
-    DELETE FROM login_failures WHERE last_failure_at <= $2 RETURNING 1
+    DELETE FROM login_failures WHERE last_failure_at <= $2 AND in_flight_at <= $3 RETURNING 1
 )
 SELECT (SELECT count(*) FROM windows) + (SELECT count(*) FROM failures)`
 
@@ -85,7 +86,7 @@ SELECT (SELECT count(*) FROM windows) + (SELECT count(*) FROM failures)`
 func (l *Limiter) Sweep(ctx context.Context) (int64, error) {
 	now := l.now()
 	var n int64
-	if err := l.pool.QueryRow(ctx, sweepSQL, now, now.Add(-failureMemory)).Scan(&n); err != nil {
+	if err := l.pool.QueryRow(ctx, sweepSQL, now, now.Add(-failureMemory), now.Add(-inFlightMemory)).Scan(&n); err != nil {
 		return 0, fmt.Errorf("ratelimit: sweep: %w", err)
 	}
 	return n, nil

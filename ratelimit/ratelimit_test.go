@@ -207,6 +207,9 @@ func TestSweepDeletesOnlyWhatHasExpired(t *testing.T) {
 	if _, err := l.Attempt(ctx, "user@example.com"); err != nil {
 		t.Fatal(err)
 	}
+	if err := l.Fail(ctx, "user@example.com"); err != nil {
+		t.Fatal(err)
+	}
 
 	c.Advance(time.Minute - time.Microsecond)
 	if n := sweep(); n != 0 {
