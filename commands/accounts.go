@@ -234,9 +234,6 @@ func (a *App) Login(ctx context.Context, email, pw string, r Request) (SignIn, e
 	return t, err
 }
 
-// forgive takes back the throttle's count of an attempt that failed before
-// its password was checked (err: the server was busy, or the request gave
-// up), and returns err.
 // failed counts a wrong password against the account.
 func (a *App) failed(ctx context.Context, account string) {
 	if err := a.d.Throttle.Fail(context.WithoutCancel(ctx), account); err != nil {
@@ -244,6 +241,9 @@ func (a *App) failed(ctx context.Context, account string) {
 	}
 }
 
+// forgive ends, without counting it, an attempt that failed before its
+// password was checked (err: the server was busy, or the request gave up),
+// and returns err.
 func (a *App) forgive(ctx context.Context, account string, err error) error {
 	if ferr := a.d.Throttle.Forgive(context.WithoutCancel(ctx), account); ferr != nil {
 		a.d.Log.Error("forgiving a login attempt", "err", ferr)

@@ -205,6 +205,7 @@ func (a *App) load(ctx context.Context, stream string, agg applier) error {
 	return fold(events, agg)
 }
 
+// fold applies events to agg in order.
 func fold(events []eventstore.Event, agg applier) error {
 	for _, e := range events {
 		d, err := Decode(e)
@@ -234,15 +235,21 @@ func (a *App) loadSession(ctx context.Context, id uuid.UUID) (*domain.Session, e
 		return nil, err
 	}
 	s := &domain.Session{}
-	for _, e := range events {
-		d, err := Decode(e)
-		if err != nil {
-			return nil, err
-		}
-		s.Apply(d, e.OccurredAt)
-		s.Version = e.Version
+	if err := fold(events, s); err != nil {
+		return nil, err
 	}
+	s.Version = lastVersion(events)
 	return s, nil
+}
+
+// lastVersion is the version of a stream whose events were read only in part
+// (its ends, or from a snapshot on): an aggregate that counts the events it
+// folded would be behind it.
+func lastVersion(events []eventstore.Event) int64 {
+	if len(events) == 0 {
+		return 0
+	}
+	return events[len(events)-1].Version
 }
 
 // emailOwner finds the user who holds an email address.

@@ -113,16 +113,19 @@ func (a *App) Refresh(ctx context.Context, refreshToken string, r Request) (Toke
 			}
 			return s.Refresh(generation, a.d.Now(), a.d.RefreshGrace, r.client())
 		}
-		s, d, err := &domain.Session{}, domain.RefreshDecision{}, error(nil)
-		cached, ok := a.sessions.Get(id)
-		if ok {
-			*s = cached
-			d, err = decide(s)
+		var s *domain.Session
+		var d domain.RefreshDecision
+		var err error
+		if cached, ok := a.sessions.Get(id); ok {
+			s = &cached
+			// Only a rotation is checked against the stream, by its append's
+			// expected version; any other outcome of a cached state is
+			// decided again on the stream as stored.
+			if d, err = decide(s); err != nil || !d.Answer || len(d.Events) == 0 {
+				s = nil
+			}
 		}
-		// Only a rotation is checked against the stream, by its append's
-		// expected version; any other outcome of a cached state is decided
-		// again on the stream as stored.
-		if !ok || err != nil || !d.Answer || len(d.Events) == 0 {
+		if s == nil {
 			if s, err = a.loadSession(ctx, id); err != nil {
 				return Tokens{}, err
 			}

@@ -73,16 +73,13 @@ func (a *App) loadTwoFactor(ctx context.Context, user uuid.UUID) (*domain.TwoFac
 	return foldTwoFactor(streams[0])
 }
 
-// foldTwoFactor rebuilds the aggregate from its stream's latest snapshot on:
-// its version is then the last event's, not the count of what was folded.
+// foldTwoFactor rebuilds the aggregate from its stream's latest snapshot on.
 func foldTwoFactor(events []eventstore.Event) (*domain.TwoFactor, error) {
 	t := &domain.TwoFactor{}
 	if err := fold(events, t); err != nil {
 		return nil, err
 	}
-	if len(events) > 0 {
-		t.Version = events[len(events)-1].Version
-	}
+	t.Version = lastVersion(events)
 	return t, nil
 }
 

@@ -27,9 +27,10 @@ type Projection interface {
 	Apply(ctx context.Context, tx pgx.Tx, events []eventstore.Event) error
 }
 
-// Selective is a projection that says which event types it uses. A batch
-// with none of them only moves the projection's checkpoint, in one statement
-// instead of a transaction: most events concern one projection, and each
+// Selective is a projection that says which event types it uses. The runner
+// places an event it does not use from the message's headers alone, and a
+// batch with none of them only moves the checkpoint, saved with the next
+// applied batch or soon after: most events concern one projection, and each
 // projection's checkpoint must still pass every event for read-your-writes.
 type Selective interface {
 	Uses(eventType string) bool
