@@ -99,10 +99,10 @@ ON CONFLICT (account) DO UPDATE SET
 WHERE (` + failuresNow("$3") + ` <= $6
        OR f.last_failure_at + ($5::interval[])[least(` + failuresNow("$3") + `, cardinality($5::interval[]))] <= $2)
   AND (` + failuresNow("$3") + ` + ` + inFlightNow("$4") + ` <= $6 OR ` + inFlightNow("$4") + ` = 0)
-RETURNING f.in_flight`,
-		// blocked reads what kept an attempt out ($2 and $3 as $3 and $4 above).
-		blocked: `SELECT ` + failuresNow("$2") + `, f.last_failure_at, ` + inFlightNow("$3") + `
-FROM login_failures f WHERE f.account = $1`,
+RETURNING true`,
+		// blocked reads the failures that may have kept an attempt out ($2
+		// as $3 above).
+		blocked: `SELECT ` + failuresNow("$2") + `, f.last_failure_at FROM login_failures f WHERE f.account = $1`,
 		// fail counts a failure now ($2), with $3 and $4 as in attempt.
 		fail: `
 INSERT INTO login_failures AS f (account, failures, last_failure_at) VALUES ($1, 1, $2)
@@ -146,17 +146,17 @@ func (l *Limiter) Attempt(ctx context.Context, account string) (wait time.Durati
 	for {
 		now := l.now()
 		forget, presumeDead := now.Add(-failureMemory), now.Add(-inFlightMemory)
-		var inFlight int
-		err := l.pool.QueryRow(ctx, l.login.attempt, account, now, forget, presumeDead, l.delays, freeFailures).Scan(&inFlight)
+		var admitted bool
+		err := l.pool.QueryRow(ctx, l.login.attempt, account, now, forget, presumeDead, l.delays, freeFailures).Scan(&admitted)
 		if err == nil {
 			return 0, nil
 		}
 		if !errors.Is(err, pgx.ErrNoRows) {
 			return 0, fmt.Errorf("ratelimit: admit login attempt: %w", err)
 		}
-		var failures, pending int
+		var failures int
 		var last time.Time
-		err = l.pool.QueryRow(ctx, l.login.blocked, account, forget, presumeDead).Scan(&failures, &last, &pending)
+		err = l.pool.QueryRow(ctx, l.login.blocked, account, forget).Scan(&failures, &last)
 		if errors.Is(err, pgx.ErrNoRows) {
 			continue // ended meanwhile
 		}
