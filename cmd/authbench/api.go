@@ -12,7 +12,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/pquerna/otp/totp"
+	"github.com/authd/authd/totp"
 )
 
 const apiPrefix = "/api/v1/auth"
@@ -134,34 +134,40 @@ func (a *api) verify(ctx context.Context, email, code string) (tokens, error) {
 	return t, err
 }
 
-func (a *api) login(ctx context.Context, email, password string) (tokens, error) {
-	var t tokens
+// signedIn is API.md's answer to a first-factor login: Tokens, or for a
+// user with TOTP on a Challenge.
+type signedIn struct {
+	tokens
+	Required  bool   `json:"two_factor_required"`
+	Challenge string `json:"challenge_token"`
+}
+
+func (a *api) signIn(ctx context.Context, email, password string) (signedIn, error) {
+	var s signedIn
 	err := retry(ctx, func() error {
 		return a.call(ctx, http.MethodPost, apiPrefix+"/login",
-			map[string]string{"email": email, "password": password}, "", http.StatusOK, &t)
+			map[string]string{"email": email, "password": password}, "", http.StatusOK, &s)
 	})
-	if err == nil && (t.AccessToken == "" || t.RefreshToken == "") {
-		// A user with TOTP on gets a challenge instead: not one of ours.
-		return t, fmt.Errorf("login of %s answered no tokens", email)
+	return s, err
+}
+
+// login signs in a user without TOTP and returns the session's tokens.
+func (a *api) login(ctx context.Context, email, password string) (tokens, error) {
+	s, err := a.signIn(ctx, email, password)
+	if err == nil && (s.AccessToken == "" || s.RefreshToken == "") {
+		return s.tokens, fmt.Errorf("login of %s answered no tokens: is TOTP on?", email)
 	}
-	return t, err
+	return s.tokens, err
 }
 
 // challenge signs in a user with TOTP on and returns the token of the
-// challenge the password earned (API.md's Challenge answer).
+// challenge the password earned.
 func (a *api) challenge(ctx context.Context, email, password string) (string, error) {
-	var ch struct {
-		Required bool   `json:"two_factor_required"`
-		Token    string `json:"challenge_token"`
-	}
-	err := retry(ctx, func() error {
-		return a.call(ctx, http.MethodPost, apiPrefix+"/login",
-			map[string]string{"email": email, "password": password}, "", http.StatusOK, &ch)
-	})
-	if err == nil && (!ch.Required || ch.Token == "") {
+	s, err := a.signIn(ctx, email, password)
+	if err == nil && (!s.Required || s.Challenge == "") {
 		return "", fmt.Errorf("login of %s answered no challenge: is TOTP on?", email)
 	}
-	return ch.Token, err
+	return s.Challenge, err
 }
 
 // enableTOTP turns TOTP on for the user of access: POST /2fa/setup, then
@@ -182,7 +188,7 @@ func (a *api) enableTOTP(ctx context.Context, access string) ([]string, error) {
 	}
 	err = retry(ctx, func() error {
 		// Computed on every try: a retry may fall in the next 30 s step.
-		code, err := totp.GenerateCode(setup.Secret, time.Now())
+		code, err := totp.CodeAt(setup.Secret, time.Now())
 		if err != nil {
 			return fmt.Errorf("TOTP code of the secret /2fa/setup answered: %w", err)
 		}

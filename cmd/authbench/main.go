@@ -7,8 +7,9 @@
 //	SMTP_URL=smtp://127.0.0.1:1025 AUTHD_RATE_LIMIT=off authd &
 //	authbench -mailpit http://127.0.0.1:8025 -scenario me -c 16 -d 15s
 //
-// Scenarios: me (GET /me round-robin over N users' access tokens), refresh
-// (each connection rotates its own session's refresh token), login (POST
+// Scenarios: me (GET /me round-robin over the access tokens N users' signups
+// answered), refresh (each connection rotates its own session's refresh
+// token), login (POST
 // /login with the right password, round-robin over N users), verify2fa (POST
 // /2fa/verify answering, with backup codes, -challenges login challenges of
 // users with TOTP on, all signed in for before the load; the run ends when
@@ -40,6 +41,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/authd/authd/domain"
 )
 
 type config struct {
@@ -63,8 +66,8 @@ const (
 	maxDuration = 10 * time.Minute
 	maxWarmup   = 2 * time.Minute
 	maxUsers    = 2000
-	// Each user's backup codes answer 10 challenges.
-	maxChallenges = maxUsers * backupCodes
+	// Each user's backup codes answer as many challenges.
+	maxChallenges = maxUsers * domain.BackupCodeCount
 	maxRate       = 1e6
 	maxRequests   = 20_000_000 // also bounds the memory of the latency samples
 )
@@ -179,8 +182,6 @@ func isLoopback(host string) bool {
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
 }
-
-func contextBackground() context.Context { return context.Background() }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	cfg, err := parseFlags(args, stderr)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -266,7 +267,7 @@ func (e *env) cpuSample(withServer bool) cpuSample {
 			if d, ok := processCPU(e.cfg.authdPID); ok {
 				s.server = d.Seconds()
 			}
-		} else if v, ok := e.api.metricValue(contextBackground(), "process_cpu_seconds_total"); ok {
+		} else if v, ok := e.api.metricValue(context.Background(), "process_cpu_seconds_total"); ok {
 			s.server = v
 		}
 	}

@@ -14,6 +14,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/authd/authd/domain"
 )
 
 // A scenario prepares what its load needs through the real API (users,
@@ -166,24 +168,15 @@ func jsonHeader() http.Header {
 	return http.Header{"Content-Type": {"application/json"}, "User-Agent": {userAgent}}
 }
 
-// me: N users sign in once; GET /me round-robin over their access tokens.
+// me: GET /me round-robin over N users' access tokens from their signups.
 func setupMe(ctx context.Context, e *env) (func(int, conn) worker, error) {
 	users, err := e.newUsers(ctx, e.cfg.users)
 	if err != nil {
 		return nil, err
 	}
-	access := make([]string, len(users))
-	err = parallel(ctx, len(users), 2, func(i int) error {
-		t, err := e.api.login(ctx, users[i].email, users[i].password)
-		access[i] = t.AccessToken
-		return err
-	})
-	if err != nil {
-		return nil, err
-	}
-	headers := make([]http.Header, len(access))
-	for i, a := range access {
-		headers[i] = http.Header{"Authorization": {"Bearer " + a}, "User-Agent": {userAgent}}
+	headers := make([]http.Header, len(users))
+	for i, u := range users { // the session signing up opened
+		headers[i] = http.Header{"Authorization": {"Bearer " + u.access}, "User-Agent": {userAgent}}
 	}
 	return func(i int, c conn) worker {
 		return &meWorker{c: c, headers: headers, next: i}
@@ -302,14 +295,10 @@ func (w *loginWorker) Do(ctx context.Context) (int, error) {
 	return st, err
 }
 
-// Limits of the challenges verify2fa answers (API.md).
-const (
-	backupCodes   = 10              // per user; each answers one challenge
-	challengeLife = 5 * time.Minute // a challenge's expires_in
-	// maxChallengePrep bounds signing in for the challenges, so that the
-	// first ones still have a minute to live when the load starts.
-	maxChallengePrep = 4 * time.Minute
-)
+// maxChallengePrep bounds signing in for verify2fa's challenges, so that the
+// first ones still have a minute to live (domain.ChallengeTTL) when the load
+// starts.
+const maxChallengePrep = domain.ChallengeTTL - time.Minute
 
 // verify2fa: users with TOTP on, each answering challenges with its backup
 // codes (a TOTP step is accepted once per user, a backup code once). Every
@@ -321,7 +310,7 @@ func setupVerify2FA(ctx context.Context, e *env) (func(int, conn) worker, error)
 	// Enough users for a backup code per challenge, and one per connection:
 	// the verifies at once are then of different accounts, as in real life
 	// (those of one account would race on its stream and its throttle).
-	users, err := e.newUsers(ctx, max(e.cfg.users, e.cfg.conns, (n+backupCodes-1)/backupCodes))
+	users, err := e.newUsers(ctx, max(e.cfg.users, e.cfg.conns, (n+domain.BackupCodeCount-1)/domain.BackupCodeCount))
 	if err != nil {
 		return nil, err
 	}
@@ -358,7 +347,7 @@ func (e *env) prepareChallenges(ctx context.Context, users []user, codes [][]str
 	width := min(2*runtime.NumCPU(), 5*len(users))
 	e.log("signing in %d times for as many challenges, %d at once", n, width)
 	start := time.Now()
-	tooSlow := fmt.Errorf("signing in for %d challenges took over %v, and they live %v: ask for fewer with -challenges", n, maxChallengePrep, challengeLife)
+	tooSlow := fmt.Errorf("signing in for %d challenges took over %v, and they live %v: ask for fewer with -challenges", n, maxChallengePrep, domain.ChallengeTTL)
 	ctx, cancel := context.WithTimeoutCause(ctx, maxChallengePrep, tooSlow)
 	defer cancel()
 	bodies := make([][]byte, n)
@@ -379,7 +368,7 @@ func (e *env) prepareChallenges(ctx context.Context, users []user, codes [][]str
 	}
 	took := time.Since(start)
 	e.log("%d challenges in %.1fs (%.0f logins/s)", n, took.Seconds(), float64(n)/took.Seconds())
-	if left := challengeLife - took; e.cfg.warmup+e.cfg.duration > left {
+	if left := domain.ChallengeTTL - took; e.cfg.warmup+e.cfg.duration > left {
 		e.log("warning: the first challenges expire in %.0fs, before -warmup and -d are over: those still unanswered then count as 401s", left.Seconds())
 	}
 	return bodies, nil
