@@ -157,8 +157,8 @@ type TwoFactorSnapshotSecrets struct {
 
 // TwoFactorSnapshotTaken restates the whole two-factor aggregate and changes
 // nothing: the aggregate is loaded from the latest one on (its type ends in
-// eventstore.SnapshotSuffix for that). Challenges are the
-// used challenges that could still be answered, with when they were used.
+// eventstore.SnapshotSuffix for that). Challenges are the used challenges
+// that could still be answered, with when they were used.
 type TwoFactorSnapshotTaken struct {
 	UserID      uuid.UUID               `json:"user_id"`
 	Enabled     bool                    `json:"enabled"`

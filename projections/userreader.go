@@ -87,7 +87,7 @@ func (r *UserReader) answer(ctx context.Context, batch []*userRead) {
 func (r *UserReader) query(ctx context.Context, batch []*userRead) (map[uuid.UUID]UserView, error) {
 	ids := make([]pgtype.UUID, len(batch))
 	for i, read := range batch {
-		ids[i] = pgtype.UUID{Bytes: read.id, Valid: true}
+		ids[i] = pgUUID(read.id)
 	}
 	rows, err := r.q.Query(ctx, `SELECT u.id, u.email, u.name, u.email_verified, u.tenant_id, coalesce(t.name, ''),
 		coalesce(tf.enabled, false), u.created_at
