@@ -209,13 +209,14 @@ func (a *App) Login(ctx context.Context, email, pw string, r Request) (SignIn, e
 		}
 		return SignIn{}, ErrInvalidCredentials
 	}
-	if err := a.d.Throttle.Reset(ctx, account); err != nil {
-		a.d.Log.Error("clearing failed logins", "err", err)
-	}
 	if !u.EmailVerified {
+		a.reset(ctx, account)
 		return SignIn{}, ErrEmailNotVerified
 	}
+	// The failures are forgotten with the sign-in's events: no statement
+	// and commit of their own.
 	c := a.newChange(r)
+	c.also(a.d.Throttle.ResetStatement(account))
 	if rehash {
 		if hash, err := a.d.Hasher.Hash(ctx, pw); err == nil {
 			e := &domain.PasswordRehashed{UserID: u.ID}
@@ -229,9 +230,21 @@ func (a *App) Login(ctx context.Context, email, pw string, r Request) (SignIn, e
 	if errors.Is(err, eventstore.ErrConflict) && rehash {
 		// The rehash lost a race with another change to the user: sign in
 		// without it; the next login rehashes.
-		return a.signIn(ctx, a.newChange(r), u, []string{"pwd"}, r)
+		c = a.newChange(r)
+		c.also(a.d.Throttle.ResetStatement(account))
+		t, err = a.signIn(ctx, c, u, []string{"pwd"}, r)
+	}
+	if !c.done {
+		a.reset(ctx, account) // the password was right, whatever failed after it
 	}
 	return t, err
+}
+
+// reset forgets the account's failed logins after a right password.
+func (a *App) reset(ctx context.Context, account string) {
+	if err := a.d.Throttle.Reset(context.WithoutCancel(ctx), account); err != nil {
+		a.d.Log.Error("clearing failed logins", "err", err)
+	}
 }
 
 // failed counts a wrong password against the account.

@@ -28,10 +28,13 @@ type Codes interface {
 // Throttle slows down the logins of an account that keeps getting its
 // password wrong (ratelimit.Limiter). Attempt counts a login as failed until
 // Reset says it was right, and answers how long the account must wait first.
+// ResetStatement is Reset to commit with the events the right password (or
+// code) earned.
 type Throttle interface {
 	Attempt(ctx context.Context, account string) (time.Duration, error)
 	Fail(ctx context.Context, account string) error
 	Reset(ctx context.Context, account string) error
+	ResetStatement(account string) eventstore.Statement
 	Forgive(ctx context.Context, account string) error
 }
 
@@ -142,6 +145,7 @@ type change struct {
 	at      time.Time
 	write   eventstore.Change
 	applied []domain.Event
+	done    bool // committed: its statements ran
 }
 
 func (a *App) newChange(r Request) *change {
@@ -167,8 +171,20 @@ func (c *change) add(stream string, expected int64, tenant, user uuid.UUID, even
 	return nil
 }
 
+// also has statements commit with the change's events.
+func (c *change) also(statements ...eventstore.Statement) {
+	c.write.Also = append(c.write.Also, statements...)
+}
+
+// empty says whether committing c would write nothing.
+func (c *change) empty() bool {
+	return len(c.write.Appends) == 0 && len(c.write.Also) == 0
+}
+
 func (a *App) commit(ctx context.Context, c *change) (eventstore.Committed, error) {
-	return a.d.Store.Write(ctx, c.write)
+	committed, err := a.d.Store.Write(ctx, c.write)
+	c.done = err == nil
+	return committed, err
 }
 
 // wait gives read-your-writes: it returns once the projections have applied

@@ -35,7 +35,9 @@ type TwoFactorConfig struct {
 type Challenges interface {
 	Issue(ctx context.Context, user uuid.UUID, amr []string) (token string, err error)
 	Answer(ctx context.Context, token string) (twofactor.Challenge, error)
-	Finish(ctx context.Context, token string) error
+	// FinishStatement deletes an answered challenge, with the events of the
+	// session it opens.
+	FinishStatement(token string) eventstore.Statement
 }
 
 // ErrInvalidChallenge means a challenge token is unknown, expired, out of
@@ -115,7 +117,7 @@ func (a *App) challenge(ctx context.Context, c *change, u *domain.User, amr []st
 	if a.d.TwoFactor.Challenges == nil {
 		return nil, errors.New("two-factor challenges are not configured")
 	}
-	if len(c.write.Appends) > 0 {
+	if !c.empty() {
 		if _, err := a.commit(ctx, c); err != nil {
 			return nil, err
 		}
@@ -287,6 +289,7 @@ func (a *App) VerifyChallenge(ctx context.Context, token, code string, r Request
 	var user *domain.User
 	var state *domain.TwoFactor
 	var answered []domain.Event
+	var opening *change
 	t, err := retry(ctx, func() (Tokens, error) {
 		u, tf, err := a.loadAccount(ctx, ch.UserID)
 		if errors.Is(err, ErrNotFound) {
@@ -310,22 +313,24 @@ func (a *App) VerifyChallenge(ctx context.Context, token, code string, r Request
 		if err := c.add(domain.TwoFactorStream(u.ID), tf.Version, u.TenantID, u.ID, events...); err != nil {
 			return Tokens{}, err
 		}
-		state, answered = tf, events
+		// The right code settles the try and uses the challenge up in the
+		// session's own transaction: two statements, no commits of their own.
+		c.also(a.d.Throttle.ResetStatement(codeAccount(u.ID)), a.d.TwoFactor.Challenges.FinishStatement(token))
+		state, answered, opening = tf, events, c
 		if _, backup := events[0].(*domain.BackupCodeUsed); backup {
 			// The status read model counts backup codes: let the next read see it.
 			return a.openSession(ctx, c, u, withMFA(ch.AMR), r, "twofactor")
 		}
 		return a.openSession(ctx, c, u, withMFA(ch.AMR), r)
 	})
-	a.settleCode(ctx, ch.UserID, err)
+	if opening == nil || !opening.done {
+		a.settleCode(ctx, ch.UserID, err)
+	}
 	if errors.Is(err, ErrInvalidCode) && user != nil {
 		a.recordFailure(ctx, user, r)
 	}
 	if err != nil {
 		return Tokens{}, err
-	}
-	if err := a.d.TwoFactor.Challenges.Finish(ctx, token); err != nil {
-		a.d.Log.Warn("deleting an answered challenge", "err", err)
 	}
 	// Each answer adds an event to the stream; now and then a snapshot keeps
 	// what the next load reads short.

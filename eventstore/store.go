@@ -79,6 +79,18 @@ type Change struct {
 	Appends  []StreamAppend
 	Claims   []Claim // inserted with the events; an existing key fails the change with ErrKeyTaken
 	Releases []Claim // deleted with the events, when still held by Owner
+	// Also runs after the appends, in their transaction: the short-lived
+	// state a command used up (a login challenge, a counter it settles) is
+	// gone exactly when its events are there, and it costs the request no
+	// round trip or commit of its own.
+	Also []Statement
+}
+
+// Statement is SQL of another part of the write side (twofactor,
+// ratelimit) to commit with a Change. An error from it fails the change.
+type Statement struct {
+	SQL  string
+	Args []any
 }
 
 // Committed is what an append wrote: the events as stored and the cursor of the
@@ -169,6 +181,9 @@ func (s *Store) write(ctx context.Context, ch Change) (Committed, error) {
 		}
 		batch.Queue(query, args...)
 	}
+	for _, st := range ch.Also {
+		batch.Queue(st.SQL, st.Args...)
+	}
 
 	br := s.pool.SendBatch(ctx, batch)
 	err := s.readResults(br, ch, &out)
@@ -177,6 +192,9 @@ func (s *Store) write(ctx context.Context, ch Change) (Committed, error) {
 	}
 	if err != nil {
 		return Committed{}, s.mapError(err, ch)
+	}
+	if len(out.Events) == 0 {
+		return out, nil // statements only: nothing for the log's followers
 	}
 	s.appends.Inc()
 	s.events.Add(float64(len(out.Events)))
@@ -292,6 +310,11 @@ func (s *Store) readResults(br pgx.BatchResults, ch Change, out *Committed) erro
 			if out.Last.Before(st.at) {
 				out.Last = st.at
 			}
+		}
+	}
+	for i := range ch.Also {
+		if _, err := br.Exec(); err != nil {
+			return fmt.Errorf("statement %d committed with the events: %w", i+1, err)
 		}
 	}
 	return nil

@@ -287,6 +287,64 @@ func TestClaimsCommitWithTheEventsOrNotAtAll(t *testing.T) {
 	}
 }
 
+func TestAlsoStatementsCommitWithTheEventsOrNotAtAll(t *testing.T) {
+	t.Parallel()
+	s, pool := newStore(t)
+	ctx := context.Background()
+	if _, err := pool.Exec(ctx, `CREATE TABLE ceremony (token text PRIMARY KEY)`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, `INSERT INTO ceremony VALUES ('t1'), ('t2')`); err != nil {
+		t.Fatal(err)
+	}
+	consume := func(token string) Statement {
+		return Statement{SQL: `DELETE FROM ceremony WHERE token = $1`, Args: []any{token}}
+	}
+	left := func() []string {
+		rows, _ := pool.Query(ctx, `SELECT token FROM ceremony ORDER BY token`)
+		tokens, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tokens
+	}
+
+	if _, err := s.Write(ctx, Change{
+		Appends: []StreamAppend{{Stream: "session-1", Events: []Event{ev("SessionStarted", `{}`)}}},
+		Also:    []Statement{consume("t1")},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if got := left(); !slices.Equal(got, []string{"t2"}) {
+		t.Fatalf("after a committed change: %v left, want [t2]", got)
+	}
+
+	_, err := s.Write(ctx, Change{
+		Appends: []StreamAppend{{Stream: "session-1", Expected: 0, Events: []Event{ev("SessionStarted", `{}`)}}},
+		Also:    []Statement{consume("t2")},
+	})
+	if !errors.Is(err, ErrConflict) {
+		t.Fatalf("stale append: %v, want ErrConflict", err)
+	}
+	if got := left(); !slices.Equal(got, []string{"t2"}) {
+		t.Fatalf("the statement of a conflicting change was committed: %v left", got)
+	}
+
+	_, err = s.Write(ctx, Change{
+		Appends: []StreamAppend{{Stream: "session-2", Events: []Event{ev("SessionStarted", `{}`)}}},
+		Also:    []Statement{consume("t2"), {SQL: `INSERT INTO ceremony VALUES ($1)`, Args: []any{"t1"}}, {SQL: `INSERT INTO ceremony VALUES ($1)`, Args: []any{"t1"}}},
+	})
+	if err == nil || !strings.Contains(err.Error(), "statement 3") {
+		t.Fatalf("a failing statement: %v, want the change to fail naming statement 3", err)
+	}
+	if got, _ := s.Load(ctx, "session-2"); len(got) != 0 {
+		t.Fatal("the events of a change whose statement failed were committed")
+	}
+	if got := left(); !slices.Equal(got, []string{"t2"}) {
+		t.Fatalf("the statements of a failed change were committed: %v left", got)
+	}
+}
+
 // A transaction that took a lower position can commit after one that took a
 // higher position. A reader that followed positions would skip it; ReadLog
 // must hold back until it commits and then deliver both, once each.

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/authd/authd/eventstore"
 )
 
 // The login slow-down policy. A guesser is slowed to one try a minute after a
@@ -202,12 +204,24 @@ func (l *Limiter) Forgive(ctx context.Context, account string) error {
 	return l.end(ctx, account, "forgive login attempt", false)
 }
 
+// ResetStatement is Reset as a statement to commit with the events of the
+// sign-in the right password earned (eventstore.Change.Also): one commit
+// fewer, and the failures are forgotten exactly when the sign-in is recorded.
+func (l *Limiter) ResetStatement(account string) eventstore.Statement {
+	return l.endStatement(account, true)
+}
+
 // end takes an attempt off the account's attempts in flight, and its
 // failures too when clear is set. A row with nothing left in it goes.
 func (l *Limiter) end(ctx context.Context, account, what string, clear bool) error {
-	now := l.now()
-	if _, err := l.pool.Exec(ctx, l.login.end, account, now.Add(-failureMemory), now.Add(-inFlightMemory), clear); err != nil {
+	st := l.endStatement(account, clear)
+	if _, err := l.pool.Exec(ctx, st.SQL, st.Args...); err != nil {
 		return fmt.Errorf("ratelimit: %s: %w", what, err)
 	}
 	return nil
+}
+
+func (l *Limiter) endStatement(account string, clear bool) eventstore.Statement {
+	now := l.now()
+	return eventstore.Statement{SQL: l.login.end, Args: []any{account, now.Add(-failureMemory), now.Add(-inFlightMemory), clear}}
 }

@@ -18,6 +18,8 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/authd/authd/eventstore"
 )
 
 // ErrInvalidChallenge means the token names no live challenge: never issued,
@@ -107,14 +109,12 @@ func (s *Challenges) Answer(ctx context.Context, token string) (Challenge, error
 	return c, nil
 }
 
-// Finish deletes an answered challenge. What makes a challenge single-use is
-// the event that records its answer; deleting it just makes a second answer
-// fail early.
-func (s *Challenges) Finish(ctx context.Context, token string) error {
-	if _, err := s.pool.Exec(ctx, `DELETE FROM two_factor_challenges WHERE token_hash = $1`, hashToken(token)); err != nil {
-		return fmt.Errorf("twofactor: finish a challenge: %w", err)
-	}
-	return nil
+// FinishStatement deletes an answered challenge, as a statement to commit
+// with the events of the session the answer opens (eventstore.Change.Also).
+// What makes a challenge single-use is the event that records its answer;
+// deleting it just makes a second answer fail early.
+func (s *Challenges) FinishStatement(token string) eventstore.Statement {
+	return eventstore.Statement{SQL: `DELETE FROM two_factor_challenges WHERE token_hash = $1`, Args: []any{hashToken(token)}}
 }
 
 // Sweep deletes the challenges nobody can answer any more.

@@ -69,7 +69,8 @@ func TestChallengeLifecycle(t *testing.T) {
 	if again.ID != c.ID || again.Tries != 2 {
 		t.Fatalf("second answer %+v", again)
 	}
-	if err := s.Finish(ctx, token); err != nil {
+	finish := s.FinishStatement(token)
+	if _, err := s.pool.Exec(ctx, finish.SQL, finish.Args...); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.Answer(ctx, token); !errors.Is(err, ErrInvalidChallenge) {

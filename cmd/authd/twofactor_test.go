@@ -246,6 +246,15 @@ func TestTwoFactorEndToEnd(t *testing.T) {
 		t.Fatalf("user in tokens: %s", v.raw)
 	}
 	b.must(t, 200, "GET", api+"/me", v.str("access_token"), nil)
+	// The login's try and the answer's were settled, and the challenge used
+	// up, with the events they led to: nothing is left in flight.
+	var challengesLeft, triesLeft int
+	if err := pool.QueryRow(context.Background(), `SELECT (SELECT count(*) FROM two_factor_challenges), (SELECT count(*) FROM login_failures)`).Scan(&challengesLeft, &triesLeft); err != nil {
+		t.Fatal(err)
+	}
+	if challengesLeft != 0 || triesLeft != 0 {
+		t.Fatalf("after a right answer: %d challenges and %d throttle rows left, want none", challengesLeft, triesLeft)
+	}
 	if r := a.call(t, "POST", api+"/2fa/verify", "", map[string]any{"challenge_token": ch, "code": backup[5]}); r.status != 401 || r.errCode() != "invalid_challenge" {
 		t.Fatalf("a used challenge with a right code = %d %s", r.status, r.raw)
 	}
