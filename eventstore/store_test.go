@@ -239,6 +239,21 @@ func TestAppendAtWrongVersionIsAConflict(t *testing.T) {
 	if got, _ := s.Load(ctx, "s"); len(got) != 1 {
 		t.Fatalf("a refused append wrote %d events", len(got)-1)
 	}
+	// In a change of several streams, the conflict names the stale one, and
+	// the other stream's events are not written either.
+	for _, expected := range []int64{0, 2} {
+		_, err := s.Write(ctx, Change{Appends: []StreamAppend{
+			{Stream: "fresh", Expected: 0, Events: []Event{ev("A", `{}`)}},
+			{Stream: "s", Expected: expected, Events: []Event{ev("B", `{}`), ev("C", `{}`)}},
+		}})
+		var ce *ConflictError
+		if !errors.As(err, &ce) || ce.Stream != "s" {
+			t.Fatalf("two streams, s expected at %d: got %v, want a conflict on s", expected, err)
+		}
+	}
+	if got, _ := s.Load(ctx, "fresh"); len(got) != 0 {
+		t.Fatal("a change with a conflict wrote another stream's events")
+	}
 }
 
 func TestClaimsCommitWithTheEventsOrNotAtAll(t *testing.T) {
