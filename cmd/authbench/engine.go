@@ -27,18 +27,27 @@ type request struct {
 	body         []byte
 }
 
-// engines build a worker's connection. "nethttp" is Go's http.Client, the
-// way a Go service calls authd; "raw" writes HTTP/1.1 itself on one
-// net.Conn and parses answers with http.ReadResponse: no goroutines per
-// connection, a few allocations per request, so that on a machine the tool
-// shares with authd and Postgres it takes less CPU away from them.
-var engines = map[string]func(base *url.URL, timeout time.Duration, dials *atomic.Int64) conn{
-	"nethttp": func(base *url.URL, timeout time.Duration, dials *atomic.Int64) conn {
-		return &httpConn{base: base.String(), cl: newClient(timeout, dials)}
-	},
-	"raw": func(base *url.URL, timeout time.Duration, dials *atomic.Int64) conn {
-		return &rawConn{addr: hostPort(base), host: base.Host, dials: dials, timeout: timeout}
-	},
+// newConn is how an engine builds a worker's connection.
+type newConn func(base *url.URL, timeout time.Duration, dials *atomic.Int64) conn
+
+// engine returns the named way of building a worker's connection. "nethttp"
+// is Go's http.Client, the way a Go service calls authd; "raw" writes
+// HTTP/1.1 itself on one net.Conn and parses answers with
+// http.ReadResponse: no goroutines per connection, a few allocations per
+// request, so that on a machine the tool shares with authd and Postgres it
+// takes less CPU away from them.
+func engine(name string) (newConn, bool) {
+	switch name {
+	case "nethttp":
+		return func(base *url.URL, timeout time.Duration, dials *atomic.Int64) conn {
+			return &httpConn{base: base.String(), cl: newClient(timeout, dials)}
+		}, true
+	case "raw":
+		return func(base *url.URL, timeout time.Duration, dials *atomic.Int64) conn {
+			return &rawConn{addr: hostPort(base), host: base.Host, dials: dials, timeout: timeout}
+		}, true
+	}
+	return nil, false
 }
 
 type httpConn struct {

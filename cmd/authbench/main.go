@@ -110,10 +110,10 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		return c, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
 	}
 	var errs []error
-	if _, ok := scenarios[c.scenario]; !ok {
+	if _, ok := findScenario(c.scenario); !ok {
 		errs = append(errs, fmt.Errorf("-scenario %q: want one of %s", c.scenario, scenarioNames()))
 	}
-	if _, ok := engines[c.engine]; !ok {
+	if _, ok := engine(c.engine); !ok {
 		errs = append(errs, fmt.Errorf("-engine %q: want nethttp or raw", c.engine))
 	}
 	if c.conns < 1 || c.conns > maxConns {
@@ -197,7 +197,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if cfg.mailpit != "" {
 		e.mail = &mailpit{base: cfg.mailpit, client: setupClient}
 	}
-	sc := scenarios[cfg.scenario]
+	sc, _ := findScenario(cfg.scenario) // checked with the flags
+	connect, _ := engine(cfg.engine)
 
 	setupCtx, cancel := context.WithTimeout(ctx, cfg.setupTimeout)
 	defer cancel()
@@ -214,7 +215,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	base, _ := url.Parse(cfg.url)
 	workers := make([]worker, cfg.conns)
 	for i := range workers {
-		workers[i] = newWorker(i, engines[cfg.engine](base, cfg.timeout, &dials))
+		workers[i] = newWorker(i, connect(base, cfg.timeout, &dials))
 	}
 	p := phase{duration: cfg.warmup, rate: cfg.rate, timeout: cfg.timeout}
 	warmup := cfg.warmup.String()

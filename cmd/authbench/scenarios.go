@@ -31,17 +31,29 @@ type scenario struct {
 	setup func(ctx context.Context, e *env) (newWorker func(i int, c conn) worker, err error)
 }
 
-var scenarios = map[string]scenario{
-	"me":        {name: "me", what: "GET " + apiPrefix + "/me", setup: setupMe},
-	"refresh":   {name: "refresh", what: "POST " + apiPrefix + "/refresh", setup: setupRefresh},
-	"login":     {name: "login", what: "POST " + apiPrefix + "/login", setup: setupLogin},
-	"verify2fa": {name: "verify2fa", what: "POST " + apiPrefix + "/2fa/verify", setup: setupVerify2FA},
+// scenarios lists what authbench can load.
+func scenarios() []scenario {
+	return []scenario{
+		{name: "me", what: "GET " + apiPrefix + "/me", setup: setupMe},
+		{name: "refresh", what: "POST " + apiPrefix + "/refresh", setup: setupRefresh},
+		{name: "login", what: "POST " + apiPrefix + "/login", setup: setupLogin},
+		{name: "verify2fa", what: "POST " + apiPrefix + "/2fa/verify", setup: setupVerify2FA},
+	}
+}
+
+func findScenario(name string) (scenario, bool) {
+	for _, sc := range scenarios() {
+		if sc.name == name {
+			return sc, true
+		}
+	}
+	return scenario{}, false
 }
 
 func scenarioNames() string {
 	var names []string
-	for n := range scenarios {
-		names = append(names, n)
+	for _, sc := range scenarios() {
+		names = append(names, sc.name)
 	}
 	sort.Strings(names)
 	return strings.Join(names, "|")
