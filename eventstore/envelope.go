@@ -21,7 +21,7 @@ const HeaderPosition = "Authd-Position"
 // HeaderPosition headers; ok is false when they do not hold one (a message
 // published before HeaderPosition existed).
 func CommitFromHeaders(tx, position string) (c Cursor, ok bool) {
-	t, err := strconv.ParseUint(tx, 10, 64)
+	t, err := ParseTx(tx)
 	if err != nil {
 		return Cursor{}, false
 	}
