@@ -21,8 +21,8 @@ type Bus interface {
 	JetStream() jetstream.JetStream
 	EnsureStream(ctx context.Context) (jetstream.Stream, error)
 	Subject(eventType string) string
-	Conn() *nats.Conn
-	SignalSubject(name string) string
+	Signal(name string) error
+	Listen(name string) (nudges <-chan struct{}, stop func(), err error)
 }
 
 // committedSignal names the nudge an instance that does not relay sends the
@@ -157,8 +157,7 @@ func (r *Relay) standBy(ctx context.Context, d time.Duration) {
 		case <-until:
 			return
 		case <-r.store.Committed():
-			// Fire and forget: a lost nudge costs the relay's poll.
-			if err := r.bus.Conn().Publish(r.bus.SignalSubject(committedSignal), nil); err != nil {
+			if err := r.bus.Signal(committedSignal); err != nil {
 				r.log.Debug("nudging the relay failed", "err", err)
 			}
 		}
@@ -214,17 +213,11 @@ func (r *Relay) lead(ctx context.Context, conn *pgxpool.Conn, flushing bool) err
 		return err
 	}
 	r.setPublished(cp)
-	nudged := make(chan struct{}, 1)
-	sub, err := r.bus.Conn().Subscribe(r.bus.SignalSubject(committedSignal), func(*nats.Msg) {
-		select {
-		case nudged <- struct{}{}:
-		default:
-		}
-	})
+	nudged, stopListening, err := r.bus.Listen(committedSignal)
 	if err != nil {
 		return fmt.Errorf("relay: listen for other instances' appends: %w", err)
 	}
-	defer sub.Unsubscribe()
+	defer stopListening()
 	poll := time.NewTicker(r.cfg.Poll)
 	defer poll.Stop()
 	// After a commit signal, an empty read usually means an older transaction

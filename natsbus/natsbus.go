@@ -311,9 +311,43 @@ func (b *Bus) Subject(eventType string) string { return b.cfg.SubjectPrefix + ".
 // SubjectFilter matches every event subject.
 func (b *Bus) SubjectFilter() string { return b.cfg.SubjectPrefix + ".>" }
 
-// SignalSubject is a core NATS subject, outside the stream, on which authd
+// signalSubject is a core NATS subject, outside the stream, on which authd
 // instances sharing the stream nudge each other (name says about what).
-func (b *Bus) SignalSubject(name string) string { return "_AUTHD." + b.cfg.Stream + "." + name }
+func (b *Bus) signalSubject(name string) string { return "_AUTHD." + b.cfg.Stream + "." + name }
+
+// Signal nudges the instances sharing the stream that Listen for name. It is
+// fire and forget: a nudge only saves a listener its next poll, so one that
+// is lost costs that poll.
+func (b *Bus) Signal(name string) error {
+	if err := b.nc.Publish(b.signalSubject(name), nil); err != nil {
+		return fmt.Errorf("natsbus: signal %s: %w", name, err)
+	}
+	return nil
+}
+
+// Listen hears every instance's Signal(name) sent after it returns, until
+// stop is called. Nudges
+// that arrive while one is still unread merge into it: a listener only needs
+// to know that something happened since it last looked.
+func (b *Bus) Listen(name string) (nudges <-chan struct{}, stop func(), err error) {
+	ch := make(chan struct{}, 1)
+	sub, err := b.nc.Subscribe(b.signalSubject(name), func(*nats.Msg) {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
+	})
+	if err == nil {
+		err = b.nc.Flush() // the server has the subscription: nothing signalled from now on is missed
+	}
+	if err != nil {
+		if sub != nil {
+			_ = sub.Unsubscribe()
+		}
+		return nil, nil, fmt.Errorf("natsbus: listen for %s: %w", name, err)
+	}
+	return ch, func() { _ = sub.Unsubscribe() }, nil
+}
 
 // ClientURL is the URL other processes (authctl, audit consumers) use to
 // reach this NATS: the embedded server's listener or the configured URL,

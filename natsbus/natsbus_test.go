@@ -207,6 +207,58 @@ func TestSubjects(t *testing.T) {
 	}
 }
 
+// Instances sharing a stream nudge each other; those of another stream on
+// the same server do not hear it.
+func TestSignalReachesListenersOfTheSameStream(t *testing.T) {
+	t.Parallel()
+	openExternal(t) // fails loudly when the machine's NATS is down
+	cfg := uniqueConfig(t)
+	cfg.URL = externalURL
+	a, b := openBus(t, cfg, slog.New(slog.DiscardHandler)), openBus(t, cfg, slog.New(slog.DiscardHandler))
+	other := openExternal(t)
+	heard, stop, err := b.Listen("committed")
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherHeard, stopOther, err := other.Listen("committed")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stopOther()
+	for range 3 {
+		if err := a.Signal("committed"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	select {
+	case <-heard:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the listener on the same stream heard nothing")
+	}
+	time.Sleep(100 * time.Millisecond) // the other two arrive, merged into at most one
+	select {
+	case <-heard:
+	default:
+	}
+	if err := a.Signal("checkpoint.users"); err != nil {
+		t.Fatal(err)
+	}
+	stop()
+	if err := a.Signal("committed"); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Conn().Flush(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-heard:
+		t.Fatal("heard a nudge of another name, or one after stop")
+	case <-otherHeard:
+		t.Fatal("an instance of another stream heard the nudge")
+	case <-time.After(200 * time.Millisecond):
+	}
+}
+
 func TestDuplicateMsgIDStoredOnce(t *testing.T) {
 	t.Parallel()
 	for _, srv := range targets() {

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
@@ -23,8 +22,8 @@ import (
 type Bus interface {
 	EnsureStream(ctx context.Context) (jetstream.Stream, error)
 	SubjectFilter() string
-	Conn() *nats.Conn
-	SignalSubject(name string) string
+	Signal(name string) error
+	Listen(name string) (nudges <-chan struct{}, stop func(), err error)
 }
 
 // checkpointSignal names the nudge a projection's leader sends after it saves
@@ -240,15 +239,9 @@ func (r *Runner) run(ctx context.Context, p Projection, st *state) {
 func (r *Runner) follow(ctx context.Context, p Projection, st *state, d time.Duration) {
 	t := time.NewTicker(r.cfg.Poll)
 	defer t.Stop()
-	nudged := make(chan struct{}, 1)
-	sub, err := r.bus.Conn().Subscribe(r.bus.SignalSubject(checkpointSignal(p.Name())), func(*nats.Msg) {
-		select {
-		case nudged <- struct{}{}:
-		default:
-		}
-	})
+	nudged, stopListening, err := r.bus.Listen(checkpointSignal(p.Name()))
 	if err == nil {
-		defer sub.Unsubscribe()
+		defer stopListening()
 	} else {
 		r.log.Warn("cannot hear the leader's checkpoints; polling only", "projection", p.Name(), "err", err)
 	}
@@ -471,9 +464,9 @@ func (r *Runner) lead(ctx context.Context, conn *pgxpool.Conn, p Projection, st 
 }
 
 // nudgeFollowers tells other instances that the projection's checkpoint moved
-// in Postgres. Fire and forget: a lost nudge costs a waiter there its poll.
+// in Postgres.
 func (r *Runner) nudgeFollowers(name string) {
-	if err := r.bus.Conn().Publish(r.bus.SignalSubject(checkpointSignal(name)), nil); err != nil {
+	if err := r.bus.Signal(checkpointSignal(name)); err != nil {
 		r.log.Debug("nudging other instances failed", "projection", name, "err", err)
 	}
 }
