@@ -215,8 +215,12 @@ func (a *App) Login(ctx context.Context, email, pw string, r Request) (SignIn, e
 	}
 	// The failures are forgotten with the sign-in's events: no statement
 	// and commit of their own.
-	c := a.newChange(r)
-	c.also(a.d.Throttle.ResetStatement(account))
+	signInChange := func() *change {
+		c := a.newChange(r)
+		c.also(a.d.Throttle.ResetStatement(account))
+		return c
+	}
+	c := signInChange()
 	if rehash {
 		if hash, err := a.d.Hasher.Hash(ctx, pw); err == nil {
 			e := &domain.PasswordRehashed{UserID: u.ID}
@@ -230,8 +234,7 @@ func (a *App) Login(ctx context.Context, email, pw string, r Request) (SignIn, e
 	if errors.Is(err, eventstore.ErrConflict) && rehash {
 		// The rehash lost a race with another change to the user: sign in
 		// without it; the next login rehashes.
-		c = a.newChange(r)
-		c.also(a.d.Throttle.ResetStatement(account))
+		c = signInChange()
 		t, err = a.signIn(ctx, c, u, []string{"pwd"}, r)
 	}
 	if !c.done {

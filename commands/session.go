@@ -82,10 +82,10 @@ func (a *App) signIn(ctx context.Context, c *change, u *domain.User, amr []strin
 }
 
 // openSession commits a change that starts a session, waits until the reads
-// that follow a sign-in will see it (and the projections named in also, for
-// what else c changed), and returns the session's tokens. Paths that need no
-// second factor (a passkey, an answered challenge) call it directly.
-func (a *App) openSession(ctx context.Context, c *change, u *domain.User, amr []string, r Request, also ...string) (Tokens, error) {
+// that follow a sign-in will see it (and the projections named in waitAlso,
+// for what else c changed), and returns the session's tokens. Paths that need
+// no second factor (a passkey, an answered challenge) call it directly.
+func (a *App) openSession(ctx context.Context, c *change, u *domain.User, amr []string, r Request, waitAlso ...string) (Tokens, error) {
 	id, err := a.startSession(c, u, amr, r)
 	if err != nil {
 		return Tokens{}, err
@@ -94,7 +94,7 @@ func (a *App) openSession(ctx context.Context, c *change, u *domain.User, amr []
 	if err != nil {
 		return Tokens{}, err
 	}
-	a.wait(ctx, committed.Last, append([]string{"users", "sessions"}, also...)...)
+	a.wait(ctx, committed.Last, append([]string{"users", "sessions"}, waitAlso...)...)
 	t, err := a.issue(id, u.ID, u.TenantID, amr, 0)
 	t.User = u
 	return t, err
