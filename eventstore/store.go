@@ -24,11 +24,13 @@ type Store struct {
 	pool      *pgxpool.Pool
 	sealer    *seal.Sealer
 	committed chan struct{}
+	groups    groups
 
 	appends   prometheus.Counter
 	events    prometheus.Counter
 	conflicts prometheus.Counter
 	latency   prometheus.Histogram
+	groupSize prometheus.Histogram
 }
 
 // NewStore returns a Store over pool whose secret parts are sealed by sealer.
@@ -45,6 +47,10 @@ func NewStore(pool *pgxpool.Pool, sealer *seal.Sealer, reg prometheus.Registerer
 		latency: f.NewHistogram(prometheus.HistogramOpts{
 			Name: "authd_eventstore_append_seconds", Help: "Time to commit an append.",
 			Buckets: prometheus.ExponentialBuckets(0.0002, 2, 14),
+		}),
+		groupSize: f.NewHistogram(prometheus.HistogramOpts{
+			Name: "authd_eventstore_group_changes", Help: "Changes committed together in one transaction (group commit).",
+			Buckets: []float64{1, 2, 4, 8, 16, 32, 64},
 		}),
 	}
 }
@@ -136,9 +142,11 @@ SELECT $3, $1, CASE WHEN $2::bigint = -1
 WHERE (SELECT eventstore_expect_version($1, $2::bigint))
 RETURNING id, position, tx_id::text, version`
 
-// Write commits a change atomically. It is one round trip: the statements go
-// as one pipelined batch, which Postgres runs as a single implicit transaction,
-// so a failed claim or a version conflict leaves nothing behind.
+// Write commits a change atomically. Its statements go as one pipelined
+// batch, which Postgres runs as a single implicit transaction, so a failed
+// claim or a version conflict leaves nothing behind. Under load the batch
+// also carries the changes of other callers (see group.go); a change that
+// fails is taken out and fails alone.
 func (s *Store) Write(ctx context.Context, ch Change) (Committed, error) {
 	for attempt := 1; ; attempt++ {
 		c, err := s.write(ctx, ch)
@@ -161,49 +169,26 @@ func onlyAnyVersion(ch Change) bool {
 }
 
 func (s *Store) write(ctx context.Context, ch Change) (Committed, error) {
-	start := time.Now()
-	var out Committed
-	batch := &pgx.Batch{}
+	p := &pending{ch: ch, start: time.Now(), done: make(chan struct{}), lead: make(chan []*pending, 1)}
 	for _, c := range ch.Claims {
-		batch.Queue(claimSQL, c.Scope, c.Key, c.Owner)
+		p.batch = append(p.batch, Statement{claimSQL, []any{c.Scope, c.Key, c.Owner}})
 	}
 	for _, c := range ch.Releases {
-		batch.Queue(releaseSQL, c.Scope, c.Key, c.Owner)
+		p.batch = append(p.batch, Statement{releaseSQL, []any{c.Scope, c.Key, c.Owner}})
 	}
 	for i := range ch.Appends {
 		a := &ch.Appends[i]
 		if len(a.Events) == 0 {
-			return out, fmt.Errorf("append to %q: no events", a.Stream)
+			return Committed{}, fmt.Errorf("append to %q: no events", a.Stream)
 		}
-		query, args, err := s.appendArgs(a, start)
+		query, args, err := s.appendArgs(a, p.start)
 		if err != nil {
-			return out, err
+			return Committed{}, err
 		}
-		batch.Queue(query, args...)
+		p.batch = append(p.batch, Statement{query, args})
 	}
-	for _, st := range ch.Also {
-		batch.Queue(st.SQL, st.Args...)
-	}
-
-	br := s.pool.SendBatch(ctx, batch)
-	err := s.readResults(br, ch, &out)
-	if cerr := br.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return Committed{}, s.mapError(err, ch)
-	}
-	if len(out.Events) == 0 {
-		return out, nil // statements only: nothing for the log's followers
-	}
-	s.appends.Inc()
-	s.events.Add(float64(len(out.Events)))
-	s.latency.Observe(time.Since(start).Seconds())
-	select {
-	case s.committed <- struct{}{}:
-	default:
-	}
-	return out, nil
+	p.batch = append(p.batch, ch.Also...)
+	return s.commit(ctx, p)
 }
 
 // appendArgs fills in what the store assigns to a's events and returns the

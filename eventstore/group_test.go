@@ -1,0 +1,131 @@
+package eventstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Changes committed together must each end as they would have alone: a
+// conflict, a taken key or a failing statement fails only its own change.
+func TestGroupedChangesFailAlone(t *testing.T) {
+	t.Parallel()
+	reg := prometheus.NewRegistry()
+	s, pool := newStoreWithMetrics(t, reg)
+	ctx := context.Background()
+	if _, err := s.Append(ctx, "raced", 0, ev("Started", `{}`)); err != nil {
+		t.Fatal(err)
+	}
+
+	const each = 25
+	type outcome struct {
+		kind string
+		err  error
+	}
+	changes := map[string]func(i int) Change{
+		// Each its own new stream: all commit.
+		"fresh": func(i int) Change {
+			return Change{Appends: []StreamAppend{{Stream: fmt.Sprintf("fresh-%d", i), Events: []Event{ev("Started", `{}`)}}}}
+		},
+		// All expect the stream at version 1: one wins.
+		"raced": func(i int) Change {
+			return Change{Appends: []StreamAppend{{Stream: "raced", Expected: 1, Events: []Event{ev("Refreshed", fmt.Sprintf(`{"i":%d}`, i))}}}}
+		},
+		// All claim one key: one wins.
+		"claim": func(i int) Change {
+			return Change{
+				Appends: []StreamAppend{{Stream: fmt.Sprintf("claimer-%d", i), Events: []Event{ev("UserRegistered", `{}`)}}},
+				Claims:  []Claim{{Scope: "email", Key: "same@example.com", Owner: fmt.Sprint(i)}},
+			}
+		},
+		// A statement that fails: none commits.
+		"broken": func(i int) Change {
+			return Change{
+				Appends: []StreamAppend{{Stream: fmt.Sprintf("broken-%d", i), Events: []Event{ev("Started", `{}`)}}},
+				Also:    []Statement{{SQL: `SELECT 1 / (0 * $1::int)`, Args: []any{i}}},
+			}
+		},
+	}
+	results := make(chan outcome, each*len(changes))
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for kind, change := range changes {
+		for i := range each {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				<-start
+				_, err := s.Write(ctx, change(i))
+				results <- outcome{kind, err}
+			}()
+		}
+	}
+	close(start)
+	wg.Wait()
+	close(results)
+
+	wins := map[string]int{}
+	for r := range results {
+		switch {
+		case r.err == nil:
+			wins[r.kind]++
+		case r.kind == "raced" && errors.Is(r.err, ErrConflict),
+			r.kind == "claim" && errors.Is(r.err, ErrKeyTaken),
+			r.kind == "broken" && !errors.Is(r.err, ErrConflict) && !errors.Is(r.err, ErrKeyTaken):
+		default:
+			t.Errorf("%s change: unexpected error %v", r.kind, r.err)
+		}
+	}
+	if want := map[string]int{"fresh": each, "raced": 1, "claim": 1}; fmt.Sprint(wins) != fmt.Sprint(want) {
+		t.Errorf("changes committed per kind: %v, want %v", wins, want)
+	}
+	var stored int
+	if err := pool.QueryRow(ctx, `SELECT count(*) FROM events`).Scan(&stored); err != nil {
+		t.Fatal(err)
+	}
+	if want := 1 + each + 1 + 1; stored != want {
+		t.Errorf("%d events stored, want %d (the first, %d fresh, one refresh, one claimer)", stored, want, each)
+	}
+	if events, _ := s.Load(ctx, "raced"); len(events) != 2 {
+		t.Errorf("raced stream has %d events, want 2", len(events))
+	}
+
+	count, sum := groupSizes(t, reg)
+	if sum <= count {
+		t.Errorf("%v changes in %v transactions: the changes were never grouped, so this test proved nothing", sum, count)
+	}
+}
+
+func groupSizes(t *testing.T, reg *prometheus.Registry) (count, sum float64) {
+	t.Helper()
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() == "authd_eventstore_group_changes" {
+			h := f.GetMetric()[0].GetHistogram()
+			return float64(h.GetSampleCount()), h.GetSampleSum()
+		}
+	}
+	t.Fatal("no authd_eventstore_group_changes metric")
+	return 0, 0
+}
+
+// A change whose caller has gone before its turn is not committed.
+func TestCanceledChangeIsNotCommitted(t *testing.T) {
+	t.Parallel()
+	s, _ := newStore(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := s.Append(ctx, "gone", 0, ev("Started", `{}`)); !errors.Is(err, context.Canceled) {
+		t.Fatalf("append with a canceled context: %v, want context.Canceled", err)
+	}
+	if events, _ := s.Load(context.Background(), "gone"); len(events) != 0 {
+		t.Fatal("the change of a canceled caller was committed")
+	}
+}
