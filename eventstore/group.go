@@ -114,8 +114,8 @@ func (s *Store) sendGroups(ctx context.Context, group []*pending) {
 }
 
 // send commits the changes of group in one transaction. When a statement of
-// one change fails, the transaction is rolled back, that change gets the
-// error, and the others go again without it: it is the same outcome as had
+// one change fails, Postgres rolls the transaction back: that change gets the
+// error, and the others go again without it. It is the same outcome as had
 // the changes been committed one after another, in the group's order.
 func (s *Store) send(ctx context.Context, group []*pending) {
 	for len(group) > 0 {
@@ -126,43 +126,48 @@ func (s *Store) send(ctx context.Context, group []*pending) {
 			}
 		}
 		br := s.pool.SendBatch(ctx, batch)
-		failed, err := -1, error(nil)
+		errs := make([]error, len(group))
+		failed := -1
 		for i, p := range group {
 			p.out = Committed{}
-			if err = s.readResults(br, p.ch, &p.out); err != nil {
+			errs[i] = s.readResults(br, p.ch, &p.out)
+			var pgErr *pgconn.PgError
+			if errors.As(errs[i], &pgErr) {
 				failed = i
 				break
 			}
 		}
 		closeErr := br.Close()
-		var pgErr *pgconn.PgError
 		switch {
-		case failed >= 0 && errors.As(err, &pgErr):
-			group[failed].finish(s.mapError(err, group[failed].ch))
+		case failed >= 0:
+			group[failed].finish(s.mapError(errs[failed], group[failed].ch))
 			group = slices.Delete(slices.Clone(group), failed, failed+1)
 			continue
-		case err == nil && closeErr == nil:
-			s.committedGroup(group)
+		case closeErr != nil:
+			// The connection or the commit failed: nobody knows better than
+			// this error whether the transaction committed.
+			for _, p := range group {
+				p.finish(s.mapError(closeErr, p.ch))
+			}
 			return
 		}
-		// The connection or the commit failed: nobody knows better than
-		// this error whether the transaction committed.
-		if err == nil {
-			err = closeErr
-		}
-		for _, p := range group {
-			p.finish(s.mapError(err, p.ch))
-		}
+		// Committed. A change whose results could not be read (no Postgres
+		// error, so it committed too) says so alone.
+		s.committedGroup(group, errs)
 		return
 	}
 }
 
-func (s *Store) committedGroup(group []*pending) {
+func (s *Store) committedGroup(group []*pending, errs []error) {
 	s.groupSize.Observe(float64(len(group)))
 	events := false
-	for _, p := range group {
+	for i, p := range group {
+		events = events || len(p.ch.Appends) > 0
+		if errs[i] != nil {
+			p.finish(fmt.Errorf("append: committed, but reading what was stored failed: %w", errs[i]))
+			continue
+		}
 		if len(p.out.Events) > 0 {
-			events = true
 			s.appends.Inc()
 			s.events.Add(float64(len(p.out.Events)))
 			s.latency.Observe(time.Since(p.start).Seconds())
