@@ -139,6 +139,15 @@ func (s *Store) send(ctx context.Context, group []*pending) {
 		}
 		closeErr := br.Close()
 		switch {
+		case failed >= 0 && len(group) > 1 && transient(errs[failed]):
+			// Two groups in flight locked rows (a stream's next version, a
+			// claim, a counter) in opposite orders, and Postgres broke the
+			// cycle by aborting this one: no change is at fault. One at a
+			// time, the changes cannot deadlock each other.
+			for _, p := range group {
+				s.send(ctx, []*pending{p})
+			}
+			return
 		case failed >= 0:
 			group[failed].finish(s.mapError(errs[failed], group[failed].ch))
 			group = slices.Delete(slices.Clone(group), failed, failed+1)
@@ -156,6 +165,13 @@ func (s *Store) send(ctx context.Context, group []*pending) {
 		s.committedGroup(group, errs)
 		return
 	}
+}
+
+// transient reports a Postgres error that fails a transaction for what ran
+// beside it rather than for what it holds.
+func transient(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && (pgErr.Code == "40P01" || pgErr.Code == "40001") // deadlock_detected, serialization_failure
 }
 
 func (s *Store) committedGroup(group []*pending, errs []error) {

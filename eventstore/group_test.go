@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -127,5 +128,60 @@ func TestCanceledChangeIsNotCommitted(t *testing.T) {
 	}
 	if events, _ := s.Load(context.Background(), "gone"); len(events) != 0 {
 		t.Fatal("the change of a canceled caller was committed")
+	}
+}
+
+// Two groups in flight can take rows in opposite orders. The one Postgres
+// aborts to break the deadlock is sent again one change at a time, and every
+// change in it commits.
+func TestGroupAbortedByADeadlockIsSentAgainOneByOne(t *testing.T) {
+	t.Parallel()
+	s, pool := newStore(t)
+	ctx := context.Background()
+	insertFirst := `INSERT INTO events (id, stream_id, version, type, occurred_at) VALUES (gen_random_uuid(), $1, 1, 'Other', now())`
+	// Another transaction, standing in for another group, holds b's first version.
+	other, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Rollback(ctx)
+	if _, err := other.Exec(ctx, insertFirst, "b"); err != nil {
+		t.Fatal(err)
+	}
+	var group []*pending
+	for _, stream := range []string{"a", "b"} {
+		p, err := s.prepare(Change{Appends: []StreamAppend{{Stream: stream, Events: []Event{ev("Started", `{}`)}}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		group = append(group, p)
+	}
+	sent := make(chan struct{})
+	go func() {
+		s.send(ctx, group)
+		close(sent)
+	}()
+	// The group has taken a's first version and waits for b's.
+	for waiting := 0; waiting == 0; {
+		if err := pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&waiting); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// Wanting a's first version closes the cycle. Postgres aborts one side
+	// after deadlock_timeout; whichever it is, the other transaction then
+	// gives way.
+	_, _ = other.Exec(ctx, insertFirst, "a")
+	_ = other.Rollback(ctx)
+	<-sent
+	for i, p := range group {
+		if p.err != nil {
+			t.Errorf("change %d of the deadlocked group: %v", i, p.err)
+		}
+	}
+	for _, stream := range []string{"a", "b"} {
+		if events, err := s.Load(ctx, stream); err != nil || len(events) != 1 || events[0].Type != "Started" {
+			t.Errorf("stream %s: %v, %v; want the group's one event", stream, events, err)
+		}
 	}
 }

@@ -169,6 +169,15 @@ func onlyAnyVersion(ch Change) bool {
 }
 
 func (s *Store) write(ctx context.Context, ch Change) (Committed, error) {
+	p, err := s.prepare(ch)
+	if err != nil {
+		return Committed{}, err
+	}
+	return s.commit(ctx, p)
+}
+
+// prepare builds the statements of ch, ready to join a group.
+func (s *Store) prepare(ch Change) (*pending, error) {
 	p := &pending{ch: ch, start: time.Now(), done: make(chan struct{}), lead: make(chan []*pending, 1)}
 	for _, c := range ch.Claims {
 		p.batch = append(p.batch, Statement{claimSQL, []any{c.Scope, c.Key, c.Owner}})
@@ -179,16 +188,16 @@ func (s *Store) write(ctx context.Context, ch Change) (Committed, error) {
 	for i := range ch.Appends {
 		a := &ch.Appends[i]
 		if len(a.Events) == 0 {
-			return Committed{}, fmt.Errorf("append to %q: no events", a.Stream)
+			return nil, fmt.Errorf("append to %q: no events", a.Stream)
 		}
 		query, args, err := s.appendArgs(a, p.start)
 		if err != nil {
-			return Committed{}, err
+			return nil, err
 		}
 		p.batch = append(p.batch, Statement{query, args})
 	}
 	p.batch = append(p.batch, ch.Also...)
-	return s.commit(ctx, p)
+	return p, nil
 }
 
 // appendArgs fills in what the store assigns to a's events and returns the
