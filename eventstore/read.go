@@ -34,18 +34,47 @@ const SnapshotSuffix = "SnapshotTaken"
 // stream's events, in the order the streams are named, each stream from its
 // latest snapshot event on (the whole stream when it has none).
 func (s *Store) LoadStreams(ctx context.Context, streams ...string) ([][]Event, error) {
+	return s.LoadStreamsAfter(ctx, nil, streams...)
+}
+
+// LoadStreamsAfter is LoadStreams behind statements of other write-side parts
+// (a challenge's try, a throttle's count), in the same round trip and
+// implicit transaction: they commit with the load, and a statement that fails
+// fails it and commits nothing. Their results reach their parts through
+// Statement.Scan.
+func (s *Store) LoadStreamsAfter(ctx context.Context, first []Statement, streams ...string) ([][]Event, error) {
+	what := strings.Join(streams, ", ")
+	b := &pgx.Batch{}
+	for _, st := range first {
+		b.Queue(st.SQL, st.Args...)
+	}
 	// The LIKE lets Postgres find a stream's latest snapshot in the partial
 	// index events_snapshots with one probe: a load reads what followed it,
 	// however long the stream.
-	events, err := s.load(ctx, strings.Join(streams, ", "), `SELECT `+eventColumns+`, e.sealed, e.sealed_kid
+	b.Queue(`SELECT `+eventColumns+`, e.sealed, e.sealed_kid
 		FROM events e
 		WHERE e.stream_id = ANY($1)
 		  AND e.version >= coalesce((SELECT l.version FROM events l
 			WHERE l.stream_id = e.stream_id AND l.type LIKE '%`+SnapshotSuffix+`'
 			ORDER BY l.version DESC LIMIT 1), 1)
 		ORDER BY e.stream_id, e.version`, streams)
+	br := s.pool.SendBatch(ctx, b)
+	defer br.Close()
+	for i, st := range first {
+		if err := st.run(br); err != nil {
+			return nil, fmt.Errorf("load streams %s: statement %d before the load: %w", what, i+1, err)
+		}
+	}
+	rows, err := br.Query()
+	if err != nil {
+		return nil, fmt.Errorf("load stream %q: %w", what, err)
+	}
+	events, err := s.scanEvents(what, rows)
 	if err != nil {
 		return nil, err
+	}
+	if err := br.Close(); err != nil {
+		return nil, fmt.Errorf("load stream %q: %w", what, err)
 	}
 	out := make([][]Event, len(streams))
 	for i, name := range streams {
@@ -63,6 +92,11 @@ func (s *Store) load(ctx context.Context, stream, query string, args ...any) ([]
 	if err != nil {
 		return nil, fmt.Errorf("load stream %q: %w", stream, err)
 	}
+	return s.scanEvents(stream, rows)
+}
+
+// scanEvents reads events with their sealed parts, opened, and closes rows.
+func (s *Store) scanEvents(stream string, rows pgx.Rows) ([]Event, error) {
 	defer rows.Close()
 	var out []Event
 	for rows.Next() {

@@ -93,10 +93,24 @@ type Change struct {
 }
 
 // Statement is SQL of another part of the write side (twofactor,
-// ratelimit) to commit with a Change. An error from it fails the change.
+// ratelimit) to commit with a Change or ahead of a load (LoadStreamsAfter).
+// An error from it fails the change or the load.
 type Statement struct {
 	SQL  string
 	Args []any
+	// Scan, when set, reads the statement's row (pgx.ErrNoRows when there is
+	// none) for the part that wrote it; its error fails the call like the
+	// statement's own.
+	Scan func(pgx.Row) error
+}
+
+// run reads st's result from br.
+func (st Statement) run(br pgx.BatchResults) error {
+	if st.Scan != nil {
+		return st.Scan(br.QueryRow())
+	}
+	_, err := br.Exec()
+	return err
 }
 
 // Committed is what an append wrote: the events as stored and the cursor of the
@@ -180,10 +194,10 @@ func (s *Store) write(ctx context.Context, ch Change) (Committed, error) {
 func (s *Store) prepare(ch Change) (*pending, error) {
 	p := &pending{ch: ch, start: time.Now(), done: make(chan struct{}), lead: make(chan []*pending, 1)}
 	for _, c := range ch.Claims {
-		p.batch = append(p.batch, Statement{claimSQL, []any{c.Scope, c.Key, c.Owner}})
+		p.batch = append(p.batch, Statement{SQL: claimSQL, Args: []any{c.Scope, c.Key, c.Owner}})
 	}
 	for _, c := range ch.Releases {
-		p.batch = append(p.batch, Statement{releaseSQL, []any{c.Scope, c.Key, c.Owner}})
+		p.batch = append(p.batch, Statement{SQL: releaseSQL, Args: []any{c.Scope, c.Key, c.Owner}})
 	}
 	for i := range ch.Appends {
 		a := &ch.Appends[i]
@@ -194,7 +208,7 @@ func (s *Store) prepare(ch Change) (*pending, error) {
 		if err != nil {
 			return nil, err
 		}
-		p.batch = append(p.batch, Statement{query, args})
+		p.batch = append(p.batch, Statement{SQL: query, Args: args})
 	}
 	p.batch = append(p.batch, ch.Also...)
 	return p, nil
@@ -306,8 +320,8 @@ func (s *Store) readResults(br pgx.BatchResults, ch Change, out *Committed) erro
 			}
 		}
 	}
-	for i := range ch.Also {
-		if _, err := br.Exec(); err != nil {
+	for i, st := range ch.Also {
+		if err := st.run(br); err != nil {
 			return fmt.Errorf("statement %d committed with the events: %w", i+1, err)
 		}
 	}

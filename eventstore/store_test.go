@@ -153,6 +153,45 @@ func TestLoadStreamsReadsEachStreamInItsOrder(t *testing.T) {
 	}
 }
 
+// The statements ahead of a load commit with it and hand their rows to their
+// Scan; one that fails fails the load and commits none of them.
+func TestLoadStreamsAfterStatements(t *testing.T) {
+	t.Parallel()
+	s, pool := newStore(t)
+	ctx := context.Background()
+	if _, err := pool.Exec(ctx, `CREATE TABLE tries (token text PRIMARY KEY, n int NOT NULL)`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Append(ctx, "a-stream", 0, ev("A1", `{}`)); err != nil {
+		t.Fatal(err)
+	}
+	try := func(token string, n *int) Statement {
+		return Statement{
+			SQL:  `INSERT INTO tries VALUES ($1, 1) ON CONFLICT (token) DO UPDATE SET n = tries.n + 1 RETURNING n`,
+			Args: []any{token},
+			Scan: func(row pgx.Row) error { return row.Scan(n) },
+		}
+	}
+	var first, second int
+	got, err := s.LoadStreamsAfter(ctx, []Statement{try("t", &first), try("t", &second)}, "a-stream")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first != 1 || second != 2 || len(got) != 1 || !slices.Equal(types(got[0]), []string{"A1"}) {
+		t.Fatalf("tries %d and %d, loaded %v; want 1, 2 and [A1]", first, second, got)
+	}
+
+	var third int
+	_, err = s.LoadStreamsAfter(ctx, []Statement{try("t", &third), {SQL: `SELECT 1 / 0`}}, "a-stream")
+	if err == nil || !strings.Contains(err.Error(), "statement 2") {
+		t.Fatalf("a failing statement: %v, want the load to fail naming statement 2", err)
+	}
+	var n int
+	if err := pool.QueryRow(ctx, `SELECT n FROM tries WHERE token = 't'`).Scan(&n); err != nil || n != 2 {
+		t.Fatalf("after a failed load the count is %d (%v), want 2: nothing of it committed", n, err)
+	}
+}
+
 func TestSecretIsSealedAtRest(t *testing.T) {
 	t.Parallel()
 	s, pool := newStore(t)
