@@ -32,6 +32,8 @@ type Codes interface {
 // code) earned.
 type Throttle interface {
 	Attempt(ctx context.Context, account string) (time.Duration, error)
+	// AttemptStatement is Attempt's first try, ahead of a load.
+	AttemptStatement(account string) (st eventstore.Statement, admitted func() bool)
 	Fail(ctx context.Context, account string) error
 	Reset(ctx context.Context, account string) error
 	ResetStatement(account string) eventstore.Statement

@@ -34,7 +34,11 @@ type TwoFactorConfig struct {
 // Challenges issues and admits answers to login challenges (twofactor.Challenges).
 type Challenges interface {
 	Issue(ctx context.Context, user uuid.UUID, amr []string) (token string, err error)
-	Answer(ctx context.Context, token string) (twofactor.Challenge, error)
+	// User reads the user a token names, trusted: the token carries a MAC.
+	User(token string) (uuid.UUID, error)
+	// AnswerStatement counts a try at the token's challenge, ahead of the
+	// load of the answering account.
+	AnswerStatement(token string) (st eventstore.Statement, answered func() (twofactor.Challenge, error))
 	// FinishStatement deletes an answered challenge, with the events of the
 	// session it opens.
 	FinishStatement(token string) eventstore.Statement
@@ -276,14 +280,12 @@ func (a *App) VerifyChallenge(ctx context.Context, token, code string, r Request
 	if a.d.TwoFactor.Challenges == nil {
 		return Tokens{}, ErrInvalidChallenge
 	}
-	ch, err := a.d.TwoFactor.Challenges.Answer(ctx, token)
-	if errors.Is(err, twofactor.ErrInvalidChallenge) {
+	userID, err := a.d.TwoFactor.Challenges.User(token)
+	if err != nil {
 		return Tokens{}, ErrInvalidChallenge
 	}
+	ch, loaded, err := a.answer(ctx, token, userID)
 	if err != nil {
-		return Tokens{}, err
-	}
-	if err := a.attemptCode(ctx, ch.UserID); err != nil {
 		return Tokens{}, err
 	}
 	var user *domain.User
@@ -291,7 +293,17 @@ func (a *App) VerifyChallenge(ctx context.Context, token, code string, r Request
 	var answered []domain.Event
 	var opening *change
 	t, err := retry(ctx, func() (Tokens, error) {
-		u, tf, err := a.loadAccount(ctx, ch.UserID)
+		// The first decision uses the account loaded with the answer; one
+		// taken again after a conflict loads it anew.
+		var u *domain.User
+		var tf *domain.TwoFactor
+		var err error
+		if loaded != nil {
+			u, tf, err = foldAccount(loaded)
+			loaded = nil
+		} else {
+			u, tf, err = a.loadAccount(ctx, ch.UserID)
+		}
 		if errors.Is(err, ErrNotFound) {
 			return Tokens{}, ErrInvalidChallenge
 		}
@@ -341,6 +353,38 @@ func (a *App) VerifyChallenge(ctx context.Context, token, code string, r Request
 	return t, nil
 }
 
+// answer counts an answer against the challenge of token and an attempt
+// against its user's throttle, and loads the user's account, all in one
+// round trip and transaction: the token names the user under the server's
+// MAC, so nothing waits for the challenge's row to say who it is for.
+func (a *App) answer(ctx context.Context, token string, user uuid.UUID) (twofactor.Challenge, [][]eventstore.Event, error) {
+	account := codeAccount(user)
+	answerSt, answered := a.d.TwoFactor.Challenges.AnswerStatement(token)
+	attemptSt, admitted := a.d.Throttle.AttemptStatement(account)
+	streams, err := a.d.Store.LoadStreamsAfter(ctx, []eventstore.Statement{answerSt, attemptSt},
+		domain.UserStream(user), domain.TwoFactorStream(user))
+	if err != nil {
+		return twofactor.Challenge{}, nil, err
+	}
+	ch, err := answered()
+	if err == nil && ch.UserID != user {
+		err = ErrInvalidChallenge // only a token this server did not issue could say so
+	}
+	if err != nil {
+		if admitted() {
+			a.forgive(ctx, account, nil)
+		}
+		return twofactor.Challenge{}, nil, ErrInvalidChallenge
+	}
+	if !admitted() {
+		// Attempt tries again, and waits or refuses as the throttle says.
+		if err := a.attemptCode(ctx, user); err != nil {
+			return twofactor.Challenge{}, nil, err
+		}
+	}
+	return ch, streams, nil
+}
+
 // loadAccount loads the user and their two-factor aggregate, in one round
 // trip.
 func (a *App) loadAccount(ctx context.Context, id uuid.UUID) (*domain.User, *domain.TwoFactor, error) {
@@ -348,6 +392,12 @@ func (a *App) loadAccount(ctx context.Context, id uuid.UUID) (*domain.User, *dom
 	if err != nil {
 		return nil, nil, err
 	}
+	return foldAccount(streams)
+}
+
+// foldAccount builds the user and their two-factor aggregate from their
+// streams, in that order.
+func foldAccount(streams [][]eventstore.Event) (*domain.User, *domain.TwoFactor, error) {
 	u := &domain.User{}
 	if err := fold(streams[0], u); err != nil {
 		return nil, nil, err

@@ -146,19 +146,17 @@ WHERE f.account = $1 AND NOT EXISTS (SELECT 1 FROM gone)`,
 func (l *Limiter) Attempt(ctx context.Context, account string) (wait time.Duration, err error) {
 	giveUp := time.Now().Add(inFlightWait)
 	for {
-		now := l.now()
-		forget, presumeDead := now.Add(-failureMemory), now.Add(-inFlightMemory)
-		var admitted bool
-		err := l.pool.QueryRow(ctx, l.login.attempt, account, now, forget, presumeDead, l.delays, freeFailures).Scan(&admitted)
-		if err == nil {
+		st, admitted := l.AttemptStatement(account)
+		if err := st.Scan(l.pool.QueryRow(ctx, st.SQL, st.Args...)); err != nil {
+			return 0, err
+		}
+		if admitted() {
 			return 0, nil
 		}
-		if !errors.Is(err, pgx.ErrNoRows) {
-			return 0, fmt.Errorf("ratelimit: admit login attempt: %w", err)
-		}
+		now := l.now()
 		var failures int
 		var last time.Time
-		err = l.pool.QueryRow(ctx, l.login.blocked, account, forget).Scan(&failures, &last)
+		err := l.pool.QueryRow(ctx, l.login.blocked, account, now.Add(-failureMemory)).Scan(&failures, &last)
 		if errors.Is(err, pgx.ErrNoRows) {
 			continue // ended meanwhile
 		}
@@ -178,6 +176,30 @@ func (l *Limiter) Attempt(ctx context.Context, account string) (wait time.Durati
 		case <-time.After(inFlightPoll):
 		}
 	}
+}
+
+// AttemptStatement is Attempt's first try as a statement to run ahead of
+// loading the account it is for (eventstore.Store.LoadStreamsAfter). Once it
+// has run, admitted tells whether the attempt is in flight; when it is not,
+// Attempt says whether to wait or refuse.
+func (l *Limiter) AttemptStatement(account string) (st eventstore.Statement, admitted func() bool) {
+	now := l.now()
+	in := false
+	st = eventstore.Statement{
+		SQL:  l.login.attempt,
+		Args: []any{account, now, now.Add(-failureMemory), now.Add(-inFlightMemory), l.delays, freeFailures},
+		Scan: func(row pgx.Row) error {
+			err := row.Scan(&in)
+			if errors.Is(err, pgx.ErrNoRows) {
+				return nil
+			}
+			if err != nil {
+				return fmt.Errorf("ratelimit: admit login attempt: %w", err)
+			}
+			return nil
+		},
+	}
+	return st, func() bool { return in }
 }
 
 // Fail reports that an attempt Attempt admitted had the wrong password: it

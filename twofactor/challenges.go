@@ -7,6 +7,7 @@ package twofactor
 
 import (
 	"context"
+	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
@@ -26,11 +27,16 @@ import (
 // expired, out of tries or already answered.
 var ErrInvalidChallenge = errors.New("twofactor: invalid challenge")
 
-// tokenBytes is a challenge token's secret: 256 bits.
-const tokenBytes = 32
-
-// maxTokenLen bounds what is looked up at all; a real token is 43 characters.
-const maxTokenLen = 128
+// A challenge token is the id of the user it was issued to, a 256-bit secret
+// and a MAC of both under the server's key, in base64url. The user it names
+// can be trusted before the challenge is looked up, so an answer counts its
+// try, counts against the user's throttle and loads their account in one
+// round trip, and a made-up token costs nothing but the MAC.
+const (
+	tokenSecretBytes = 32
+	tokenMACBytes    = 16
+	tokenBytes       = len(uuid.UUID{}) + tokenSecretBytes + tokenMACBytes
+)
 
 // Challenge is a pending second factor: who passed a first factor, how
 // (their amr), and which answer this is.
@@ -47,6 +53,7 @@ type Challenge struct {
 // a hash of its token: a dump of the table gives no token away.
 type Challenges struct {
 	pool  *pgxpool.Pool
+	key   []byte // the tokens' MAC key
 	now   func() time.Time
 	ttl   time.Duration
 	tries int
@@ -56,9 +63,34 @@ type Challenges struct {
 }
 
 // NewChallenges returns a store over pool whose challenges live ttl and take
-// tries answers, with the time read from now.
-func NewChallenges(pool *pgxpool.Pool, now func() time.Time, ttl time.Duration, tries int) *Challenges {
-	return &Challenges{pool: pool, now: now, ttl: ttl, tries: tries}
+// tries answers, with the time read from now and tokens authenticated under
+// key.
+func NewChallenges(pool *pgxpool.Pool, key []byte, now func() time.Time, ttl time.Duration, tries int) *Challenges {
+	return &Challenges{pool: pool, key: key, now: now, ttl: ttl, tries: tries}
+}
+
+func (s *Challenges) mac(userAndSecret []byte) []byte {
+	m := hmac.New(sha256.New, s.key)
+	m.Write(userAndSecret)
+	return m.Sum(nil)[:tokenMACBytes]
+}
+
+// User returns the user a token was issued to, or ErrInvalidChallenge for a
+// token this server did not issue. It says nothing of whether the challenge
+// is still live.
+func (s *Challenges) User(token string) (uuid.UUID, error) {
+	if len(token) != base64.RawURLEncoding.EncodedLen(tokenBytes) {
+		return uuid.Nil, ErrInvalidChallenge
+	}
+	raw, err := base64.RawURLEncoding.DecodeString(token)
+	if err != nil || len(raw) != tokenBytes {
+		return uuid.Nil, ErrInvalidChallenge
+	}
+	signed, mac := raw[:tokenBytes-tokenMACBytes], raw[tokenBytes-tokenMACBytes:]
+	if !hmac.Equal(mac, s.mac(signed)) {
+		return uuid.Nil, ErrInvalidChallenge
+	}
+	return uuid.UUID(signed[:len(uuid.UUID{})]), nil
 }
 
 func hashToken(token string) []byte {
@@ -72,11 +104,11 @@ VALUES ($1, $2, $3, $4, 0, $5, $6)`
 // Issue starts a challenge for user, who signed in with amr, and returns its
 // opaque token.
 func (s *Challenges) Issue(ctx context.Context, user uuid.UUID, amr []string) (string, error) {
-	b := make([]byte, tokenBytes)
-	if _, err := rand.Read(b); err != nil {
+	b := append(user[:], make([]byte, tokenSecretBytes)...)
+	if _, err := rand.Read(b[len(user):]); err != nil {
 		return "", fmt.Errorf("twofactor: draw a challenge token: %w", err)
 	}
-	token := base64.RawURLEncoding.EncodeToString(b)
+	token := base64.RawURLEncoding.EncodeToString(append(b, s.mac(b)...))
 	now := s.now()
 	if _, err := s.pool.Exec(ctx, issueSQL, hashToken(token), uuid.New(), user, amr, now.Add(s.ttl), now); err != nil {
 		return "", fmt.Errorf("twofactor: store a challenge: %w", err)
@@ -92,21 +124,35 @@ const answerSQL = `UPDATE two_factor_challenges SET tries = tries + 1
 WHERE token_hash = $1 AND expires_at > $2 AND tries < $3
 RETURNING id, user_id, amr, tries, created_at`
 
-// Answer admits one answer to the challenge of token and returns it, or
-// ErrInvalidChallenge. The answer counts as a try whatever it turns out to be.
-func (s *Challenges) Answer(ctx context.Context, token string) (Challenge, error) {
-	if token == "" || len(token) > maxTokenLen {
-		return Challenge{}, ErrInvalidChallenge
-	}
+// AnswerStatement admits one answer to the challenge of token, as a statement
+// to run ahead of loading the account that answers it
+// (eventstore.Store.LoadStreamsAfter). Once it has run, answered returns the
+// challenge, or ErrInvalidChallenge. The answer counts as a try whatever it
+// turns out to be.
+func (s *Challenges) AnswerStatement(token string) (st eventstore.Statement, answered func() (Challenge, error)) {
 	var c Challenge
-	err := s.pool.QueryRow(ctx, answerSQL, hashToken(token), s.now(), s.tries).Scan(&c.ID, &c.UserID, &c.AMR, &c.Tries, &c.CreatedAt)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return Challenge{}, ErrInvalidChallenge
+	found := false
+	st = eventstore.Statement{
+		SQL:  answerSQL,
+		Args: []any{hashToken(token), s.now(), s.tries},
+		Scan: func(row pgx.Row) error {
+			err := row.Scan(&c.ID, &c.UserID, &c.AMR, &c.Tries, &c.CreatedAt)
+			if errors.Is(err, pgx.ErrNoRows) {
+				return nil
+			}
+			if err != nil {
+				return fmt.Errorf("twofactor: answer a challenge: %w", err)
+			}
+			found = true
+			return nil
+		},
 	}
-	if err != nil {
-		return Challenge{}, fmt.Errorf("twofactor: answer a challenge: %w", err)
+	return st, func() (Challenge, error) {
+		if !found {
+			return Challenge{}, ErrInvalidChallenge
+		}
+		return c, nil
 	}
-	return c, nil
 }
 
 // FinishStatement deletes an answered challenge, as a statement to commit

@@ -258,6 +258,11 @@ func TestTwoFactorEndToEnd(t *testing.T) {
 	if r := a.call(t, "POST", api+"/2fa/verify", "", map[string]any{"challenge_token": ch, "code": backup[5]}); r.status != 401 || r.errCode() != "invalid_challenge" {
 		t.Fatalf("a used challenge with a right code = %d %s", r.status, r.raw)
 	}
+	// Its token still names the user, so the answer was counted against them
+	// with the lookup that found no challenge; finding none forgave it.
+	if err := pool.QueryRow(context.Background(), `SELECT count(*) FROM login_failures WHERE in_flight > 0`).Scan(&triesLeft); err != nil || triesLeft != 0 {
+		t.Fatalf("after answering a used challenge: %d attempts left in flight (%v), want none", triesLeft, err)
+	}
 
 	// The same TOTP code is refused on a new challenge; a backup code works once.
 	ch = tfChallenge(t, a.must(t, 200, "POST", api+"/login", "", map[string]any{"email": email, "password": pw}))

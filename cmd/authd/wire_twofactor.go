@@ -29,7 +29,7 @@ func twoFactorConfig(cfg config.Config, pool *pgxpool.Pool) (commands.TwoFactorC
 		master = k
 	}
 	return commands.TwoFactorConfig{
-		Challenges:    twofactor.NewChallenges(pool, time.Now, domain.ChallengeTTL, domain.ChallengeTries),
+		Challenges:    twofactor.NewChallenges(pool, seal.Derive(master, "2fa-challenge-tokens"), time.Now, domain.ChallengeTTL, domain.ChallengeTries),
 		BackupCodeKey: seal.Derive(master, "backup-codes"),
 		Issuer:        "authd",
 	}, nil
