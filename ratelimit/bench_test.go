@@ -1,6 +1,7 @@
 package ratelimit
 
-// Benchmarks of Allow, one round trip each. Run with
+// Benchmarks of Allow: one round trip each, except for the refusals of a key
+// the instance already knows is over its limit. Run with
 // go test -run '^$' -bench Allow ./ratelimit/
 
 import (
@@ -17,7 +18,7 @@ func BenchmarkAllow(b *testing.B) {
 	pool, _ := testenv.Database(b)
 	l := New(pool, time.Now)
 	ctx := context.Background()
-	// High enough that every request is allowed: refused ones cost the same.
+	// High enough that every request is allowed.
 	lim := Limit{Requests: 1 << 30, Window: time.Minute}
 	var seq atomic.Int64
 	manyKeys := func() string { return "ip:bench:" + strconv.FormatInt(seq.Add(1)%100_000, 10) }
@@ -48,4 +49,22 @@ func BenchmarkAllow(b *testing.B) {
 			})
 		})
 	}
+}
+
+// BenchmarkAllowFlood is a flood from one address, over its limit: after the
+// first refusal the instance answers from memory.
+func BenchmarkAllowFlood(b *testing.B) {
+	pool, _ := testenv.Database(b)
+	l := New(pool, time.Now)
+	ctx := context.Background()
+	lim := Limit{Requests: 10, Window: time.Hour}
+	b.SetParallelism(16)
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, _, err := l.Allow(ctx, "ip:bench:flood", lim); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"time"
 
+	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -23,11 +24,21 @@ type Limiter struct {
 	now    func() time.Time
 	delays []time.Duration // delayTable(), built once
 	login  loginSQL
+	// over holds keys this instance has seen over their limit, with the end
+	// of that window: a count only grows within a fixed window, so their
+	// further requests until then are refused without a round trip, and a
+	// flood from a few addresses costs the database nothing once it is over.
+	over *lru.Cache[string, time.Time]
 }
+
+// overKeys bounds the keys remembered as over their limit; a flood from more
+// addresses than this is still refused, at a round trip each.
+const overKeys = 1 << 16
 
 // New returns a Limiter over pool that reads the time from now.
 func New(pool *pgxpool.Pool, now func() time.Time) *Limiter {
-	return &Limiter{pool: pool, now: now, delays: delayTable(), login: newLoginSQL()}
+	over, _ := lru.New[string, time.Time](overKeys) // fails only for a size below 1
+	return &Limiter{pool: pool, now: now, delays: delayTable(), login: newLoginSQL(), over: over}
 }
 
 // Counts one request in the key's current window and returns the count so
@@ -42,13 +53,14 @@ RETURNING r.count`
 
 // Allow counts a request for key and reports whether it is within lim. When it
 // is not, retryAfter is the time left until the window ends. It costs one
-// round trip.
+// round trip, except for a key this instance has already refused in the
+// window.
 //
 // Windows are fixed and aligned to their length (a one-minute window starts on
 // the minute), which makes the answer exact and retryAfter simple; the price is
 // that a client can get up to twice lim.Requests through across a window
-// boundary. Refused requests are counted too, which changes nothing within a
-// fixed window.
+// boundary. Refused requests are counted until this instance has seen the
+// key over its limit; whether they are changes nothing within a fixed window.
 //
 // A key names one limit: a caller that puts two limits with different windows
 // on the same traffic should build two keys, or their counts mix whenever the
@@ -58,6 +70,9 @@ func (l *Limiter) Allow(ctx context.Context, key string, lim Limit) (ok bool, re
 		return false, 0, fmt.Errorf("ratelimit: invalid limit of %d requests per %v", lim.Requests, lim.Window)
 	}
 	now := l.now()
+	if end, ok := l.over.Get(key); ok && now.Before(end) {
+		return false, end.Sub(now), nil
+	}
 	start := now.Truncate(lim.Window)
 	end := start.Add(lim.Window)
 	var count int64
@@ -65,6 +80,7 @@ func (l *Limiter) Allow(ctx context.Context, key string, lim Limit) (ok bool, re
 		return false, 0, fmt.Errorf("ratelimit: count request: %w", err)
 	}
 	if count > int64(lim.Requests) {
+		l.over.Add(key, end)
 		return false, end.Sub(now), nil
 	}
 	return true, 0, nil

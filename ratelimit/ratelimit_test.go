@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"github.com/authd/authd/pgpool"
 	"github.com/authd/authd/testenv"
 )
@@ -145,16 +147,23 @@ func TestAllowConcurrentRequestsShareOneCounter(t *testing.T) {
 
 // Two Limiters with their own pools on one database stand for two authd
 // instances: a client cannot double its allowance by alternating between them.
-func TestAllowIsSharedBetweenInstances(t *testing.T) {
-	t.Parallel()
+// twoInstances returns the limiters of two instances on one database, each
+// with its own pool, sharing a clock.
+func twoInstances(t *testing.T) (a, b *Limiter, c *clock, pool *pgxpool.Pool) {
+	t.Helper()
 	pool, url := testenv.Database(t)
 	other, err := pgpool.Open(context.Background(), url, 10)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(other.Close)
-	c := newClock()
-	a, b := New(pool, c.Now), New(other, c.Now)
+	c = newClock()
+	return New(pool, c.Now), New(other, c.Now), c, pool
+}
+
+func TestAllowIsSharedBetweenInstances(t *testing.T) {
+	t.Parallel()
+	a, b, _, _ := twoInstances(t)
 
 	lim := Limit{Requests: 4, Window: time.Minute}
 	for i, l := range []*Limiter{a, b, a, b} {
@@ -185,6 +194,40 @@ func TestAllowIsSharedBetweenInstances(t *testing.T) {
 	wg.Wait()
 	if n := allowed.Load(); n != 10 {
 		t.Fatalf("%d of 20 concurrent requests on two instances allowed, want 10", n)
+	}
+}
+
+// Once an instance has refused a key, it refuses the key's requests for the
+// rest of the window without counting them in Postgres; another instance
+// still counts, and the next window starts afresh.
+func TestAllowRemembersAKeyOverItsLimit(t *testing.T) {
+	t.Parallel()
+	a, b, c, pool := twoInstances(t)
+	count := func() (n int) {
+		t.Helper()
+		if err := pool.QueryRow(context.Background(), `SELECT coalesce(sum(count), 0) FROM rate_limits WHERE key = 'ip:login:192.0.2.9'`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	for range 4 {
+		allow(t, a, "ip:login:192.0.2.9", perMinute3)
+	}
+	c.Advance(15 * time.Second)
+	for range 10 {
+		if ok, retry := allow(t, a, "ip:login:192.0.2.9", perMinute3); ok || retry != 45*time.Second {
+			t.Fatalf("a refused key: ok=%v retry=%v, want refused for 45s", ok, retry)
+		}
+	}
+	if n := count(); n != 4 {
+		t.Fatalf("the window counted %d requests, want 4: refusals of a known key reach Postgres", n)
+	}
+	if ok, _ := allow(t, b, "ip:login:192.0.2.9", perMinute3); ok || count() != 5 {
+		t.Fatalf("the other instance: ok=%v, count %d; want refused and counted", ok, count())
+	}
+	c.Advance(45 * time.Second)
+	if ok, _ := allow(t, a, "ip:login:192.0.2.9", perMinute3); !ok {
+		t.Fatal("the first request of the next window was refused")
 	}
 }
 
