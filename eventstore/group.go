@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -118,6 +119,13 @@ func (s *Store) sendGroups(ctx context.Context, group []*pending) {
 // error, and the others go again without it. It is the same outcome as had
 // the changes been committed one after another, in the group's order.
 func (s *Store) send(ctx context.Context, group []*pending) {
+	// Changes that raced each other are in no order yet. Sorted by their
+	// first stream, two groups in flight take the rows of the streams they
+	// share in the same order, and wait for each other instead of
+	// deadlocking.
+	group = slices.SortedStableFunc(slices.Values(group), func(a, b *pending) int {
+		return strings.Compare(a.firstStream(), b.firstStream())
+	})
 	for len(group) > 0 {
 		batch := &pgx.Batch{}
 		for _, p := range group {
@@ -140,6 +148,7 @@ func (s *Store) send(ctx context.Context, group []*pending) {
 		closeErr := br.Close()
 		switch {
 		case failed >= 0 && len(group) > 1 && transient(errs[failed]):
+			s.deadlocks.Inc()
 			// Two groups in flight locked rows (a stream's next version, a
 			// claim, a counter) in opposite orders, and Postgres broke the
 			// cycle by aborting this one: no change is at fault. One at a
@@ -165,6 +174,13 @@ func (s *Store) send(ctx context.Context, group []*pending) {
 		s.committedGroup(group, errs)
 		return
 	}
+}
+
+func (p *pending) firstStream() string {
+	if len(p.ch.Appends) == 0 {
+		return ""
+	}
+	return p.ch.Appends[0].Stream
 }
 
 // transient reports a Postgres error that fails a transaction for what ran

@@ -8,7 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 )
 
 // Changes committed together must each end as they would have alone: a
@@ -103,18 +105,28 @@ func TestGroupedChangesFailAlone(t *testing.T) {
 
 func groupSizes(t *testing.T, reg *prometheus.Registry) (count, sum float64) {
 	t.Helper()
+	h := metric(t, reg, "authd_eventstore_group_changes").GetHistogram()
+	return float64(h.GetSampleCount()), h.GetSampleSum()
+}
+
+func metricValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	return metric(t, reg, name).GetCounter().GetValue()
+}
+
+func metric(t *testing.T, reg *prometheus.Registry, name string) *dto.Metric {
+	t.Helper()
 	families, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, f := range families {
-		if f.GetName() == "authd_eventstore_group_changes" {
-			h := f.GetMetric()[0].GetHistogram()
-			return float64(h.GetSampleCount()), h.GetSampleSum()
+		if f.GetName() == name {
+			return f.GetMetric()[0]
 		}
 	}
-	t.Fatal("no authd_eventstore_group_changes metric")
-	return 0, 0
+	t.Fatalf("no %s metric", name)
+	return nil
 }
 
 // A change whose caller has gone before its turn is not committed.
@@ -136,20 +148,49 @@ func TestCanceledChangeIsNotCommitted(t *testing.T) {
 // change in it commits.
 func TestGroupAbortedByADeadlockIsSentAgainOneByOne(t *testing.T) {
 	t.Parallel()
-	s, pool := newStore(t)
+	reg := prometheus.NewRegistry()
+	s, pool := newStoreWithMetrics(t, reg)
+	// The other transaction takes b, then a; the group a, then b.
+	group := raceAnotherTransaction(t, s, pool, "b", "a", []string{"a", "b"})
+	checkCommitted(t, s, group, "a", "b")
+	if n := metricValue(t, reg, "authd_eventstore_group_deadlocks_total"); n != 1 {
+		t.Errorf("%v deadlocks counted, want 1", n)
+	}
+}
+
+// A group takes its streams in their sorted order, whatever order its
+// changes came in: against another writer that does so too, there is a wait
+// and no deadlock.
+func TestGroupTakesItsStreamsInOrder(t *testing.T) {
+	t.Parallel()
+	reg := prometheus.NewRegistry()
+	s, pool := newStoreWithMetrics(t, reg)
+	group := raceAnotherTransaction(t, s, pool, "a", "b", []string{"b", "a"})
+	checkCommitted(t, s, group, "a", "b")
+	if n := metricValue(t, reg, "authd_eventstore_group_deadlocks_total"); n != 0 {
+		t.Errorf("%v deadlocks counted, want none", n)
+	}
+}
+
+// raceAnotherTransaction has another transaction, standing in for another
+// group, take the first version of stream first; sends a group of one new
+// event for each of streams, in that order; once the group waits for a lock,
+// has the other transaction take then's first version too, and rolls it
+// back. It returns the group, sent.
+func raceAnotherTransaction(t *testing.T, s *Store, pool *pgxpool.Pool, first, then string, streams []string) []*pending {
+	t.Helper()
 	ctx := context.Background()
 	insertFirst := `INSERT INTO events (id, stream_id, version, type, occurred_at) VALUES (gen_random_uuid(), $1, 1, 'Other', now())`
-	// Another transaction, standing in for another group, holds b's first version.
 	other, err := pool.Begin(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer other.Rollback(ctx)
-	if _, err := other.Exec(ctx, insertFirst, "b"); err != nil {
+	if _, err := other.Exec(ctx, insertFirst, first); err != nil {
 		t.Fatal(err)
 	}
 	var group []*pending
-	for _, stream := range []string{"a", "b"} {
+	for _, stream := range streams {
 		p, err := s.prepare(Change{Appends: []StreamAppend{{Stream: stream, Events: []Event{ev("Started", `{}`)}}}})
 		if err != nil {
 			t.Fatal(err)
@@ -161,26 +202,31 @@ func TestGroupAbortedByADeadlockIsSentAgainOneByOne(t *testing.T) {
 		s.send(ctx, group)
 		close(sent)
 	}()
-	// The group has taken a's first version and waits for b's.
 	for waiting := 0; waiting == 0; {
 		if err := pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&waiting); err != nil {
 			t.Fatal(err)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	// Wanting a's first version closes the cycle. Postgres aborts one side
-	// after deadlock_timeout; whichever it is, the other transaction then
-	// gives way.
-	_, _ = other.Exec(ctx, insertFirst, "a")
+	// When this closes a cycle, Postgres aborts one side after
+	// deadlock_timeout; whichever it is, the rollback then lets the group by.
+	_, _ = other.Exec(ctx, insertFirst, then)
 	_ = other.Rollback(ctx)
 	<-sent
+	return group
+}
+
+// checkCommitted fails the test unless every change of group committed its
+// one event to its stream.
+func checkCommitted(t *testing.T, s *Store, group []*pending, streams ...string) {
+	t.Helper()
 	for i, p := range group {
 		if p.err != nil {
-			t.Errorf("change %d of the deadlocked group: %v", i, p.err)
+			t.Errorf("change %d of the group: %v", i, p.err)
 		}
 	}
-	for _, stream := range []string{"a", "b"} {
-		if events, err := s.Load(ctx, stream); err != nil || len(events) != 1 || events[0].Type != "Started" {
+	for _, stream := range streams {
+		if events, err := s.Load(context.Background(), stream); err != nil || len(events) != 1 || events[0].Type != "Started" {
 			t.Errorf("stream %s: %v, %v; want the group's one event", stream, events, err)
 		}
 	}

@@ -31,6 +31,7 @@ type Store struct {
 	conflicts prometheus.Counter
 	latency   prometheus.Histogram
 	groupSize prometheus.Histogram
+	deadlocks prometheus.Counter
 }
 
 // NewStore returns a Store over pool whose secret parts are sealed by sealer.
@@ -52,6 +53,7 @@ func NewStore(pool *pgxpool.Pool, sealer *seal.Sealer, reg prometheus.Registerer
 			Name: "authd_eventstore_group_changes", Help: "Changes committed together in one transaction (group commit).",
 			Buckets: []float64{1, 2, 4, 8, 16, 32, 64},
 		}),
+		deadlocks: f.NewCounter(prometheus.CounterOpts{Name: "authd_eventstore_group_deadlocks_total", Help: "Groups of changes aborted by a deadlock and sent again one change at a time."}),
 	}
 }
 
