@@ -189,6 +189,7 @@ func (l *Limiter) AttemptStatement(account string) (st eventstore.Statement, adm
 		SQL:  l.login.attempt,
 		Args: []any{account, now, now.Add(-failureMemory), now.Add(-inFlightMemory), l.delays, freeFailures},
 		Scan: func(row pgx.Row) error {
+			in = false // what an earlier, rolled-back run found is void
 			err := row.Scan(&in)
 			if errors.Is(err, pgx.ErrNoRows) {
 				return nil

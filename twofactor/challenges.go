@@ -136,6 +136,7 @@ func (s *Challenges) AnswerStatement(token string) (st eventstore.Statement, ans
 		SQL:  answerSQL,
 		Args: []any{hashToken(token), s.now(), s.tries},
 		Scan: func(row pgx.Row) error {
+			found = false // what an earlier, rolled-back run found is void
 			err := row.Scan(&c.ID, &c.UserID, &c.AMR, &c.Tries, &c.CreatedAt)
 			if errors.Is(err, pgx.ErrNoRows) {
 				return nil
