@@ -27,6 +27,9 @@ const (
 	maxGroups = 2
 	// maxGroupSize bounds the changes in one transaction.
 	maxGroupSize = 64
+	// transientAttempts bounds the sends of a change that a deadlock or a
+	// serialization failure keeps aborting.
+	transientAttempts = 3
 	// groupTimeout bounds a group's transaction, which is not tied to the
 	// request of the change that happens to send it.
 	groupTimeout = 30 * time.Second
@@ -126,7 +129,7 @@ func (s *Store) send(ctx context.Context, group []*pending) {
 	group = slices.SortedStableFunc(slices.Values(group), func(a, b *pending) int {
 		return strings.Compare(a.firstStream(), b.firstStream())
 	})
-	for len(group) > 0 {
+	for attempt := 1; len(group) > 0; attempt++ {
 		batch := &pgx.Batch{}
 		for _, p := range group {
 			for _, st := range p.batch {
@@ -147,12 +150,17 @@ func (s *Store) send(ctx context.Context, group []*pending) {
 		}
 		closeErr := br.Close()
 		switch {
-		case failed >= 0 && len(group) > 1 && transient(errs[failed]):
+		case failed >= 0 && transient(errs[failed]) && attempt < transientAttempts:
+			// Two transactions in flight locked rows (a stream's next
+			// version, a claim, a counter) in opposite orders, and Postgres
+			// broke the cycle by aborting this one: no change is at fault,
+			// and nothing of it committed. One at a time, the changes of a
+			// group cannot deadlock each other; a lone change goes again
+			// as it was.
 			s.deadlocks.Inc()
-			// Two groups in flight locked rows (a stream's next version, a
-			// claim, a counter) in opposite orders, and Postgres broke the
-			// cycle by aborting this one: no change is at fault. One at a
-			// time, the changes cannot deadlock each other.
+			if len(group) == 1 {
+				continue
+			}
 			for _, p := range group {
 				s.send(ctx, []*pending{p})
 			}

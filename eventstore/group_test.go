@@ -148,24 +148,26 @@ func TestGroupsInFlightTogether(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
 		name        string
-		first, then string   // what the other transaction takes, in order
-		streams     []string // the group's changes, in the order they came
+		first, then string     // what the other transaction takes, in order
+		changes     [][]string // the streams of the group's changes, in the order they came
 		deadlocks   float64
 	}{
 		// A group takes its streams in their sorted order, whatever order
 		// its changes came in: against another writer that does so too,
 		// there is a wait and no deadlock.
-		{"same order", "a", "b", []string{"b", "a"}, 0},
+		{"same order", "a", "b", [][]string{{"b"}, {"a"}}, 0},
 		// Against a writer that takes them the other way round, Postgres
 		// aborts the group to break the deadlock; it is sent again one
 		// change at a time, and every change in it commits.
-		{"opposite order", "b", "a", []string{"a", "b"}, 1},
+		{"opposite order", "b", "a", [][]string{{"a"}, {"b"}}, 1},
+		// A lone change that takes both streams is sent again as it was.
+		{"one change of two streams", "b", "a", [][]string{{"a", "b"}}, 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			reg := prometheus.NewRegistry()
 			s, pool := newStoreWithMetrics(t, reg)
-			group := raceAnotherTransaction(t, s, pool, tc.first, tc.then, tc.streams)
+			group := raceAnotherTransaction(t, s, pool, tc.first, tc.then, tc.changes)
 			checkCommitted(t, s, group, "a", "b")
 			if n := metricValue(t, reg, "authd_eventstore_group_deadlocks_total"); n != tc.deadlocks {
 				t.Errorf("%v deadlocks counted, want %v", n, tc.deadlocks)
@@ -175,11 +177,11 @@ func TestGroupsInFlightTogether(t *testing.T) {
 }
 
 // raceAnotherTransaction has another transaction, standing in for another
-// group, take the first version of stream first; sends a group of one new
-// event for each of streams, in that order; once the group waits for a lock,
-// has the other transaction take then's first version too, and rolls it
-// back. It returns the group, sent.
-func raceAnotherTransaction(t *testing.T, s *Store, pool *pgxpool.Pool, first, then string, streams []string) []*pending {
+// group, take the first version of stream first; sends a group of changes,
+// each appending one new event to each of its streams; once the group waits
+// for a lock, has the other transaction take then's first version too, and
+// rolls it back. It returns the group, sent.
+func raceAnotherTransaction(t *testing.T, s *Store, pool *pgxpool.Pool, first, then string, changes [][]string) []*pending {
 	t.Helper()
 	ctx := context.Background()
 	insertFirst := `INSERT INTO events (id, stream_id, version, type, occurred_at) VALUES (gen_random_uuid(), $1, 1, 'Other', now())`
@@ -192,8 +194,12 @@ func raceAnotherTransaction(t *testing.T, s *Store, pool *pgxpool.Pool, first, t
 		t.Fatal(err)
 	}
 	var group []*pending
-	for _, stream := range streams {
-		p, err := s.prepare(Change{Appends: []StreamAppend{{Stream: stream, Events: []Event{ev("Started", `{}`)}}}})
+	for _, streams := range changes {
+		var ch Change
+		for _, stream := range streams {
+			ch.Appends = append(ch.Appends, StreamAppend{Stream: stream, Events: []Event{ev("Started", `{}`)}})
+		}
+		p, err := s.prepare(ch)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -53,7 +53,7 @@ func NewStore(pool *pgxpool.Pool, sealer *seal.Sealer, reg prometheus.Registerer
 			Name: "authd_eventstore_group_changes", Help: "Changes committed together in one transaction (group commit).",
 			Buckets: []float64{1, 2, 4, 8, 16, 32, 64},
 		}),
-		deadlocks: f.NewCounter(prometheus.CounterOpts{Name: "authd_eventstore_group_deadlocks_total", Help: "Groups of changes aborted by a deadlock and sent again one change at a time."}),
+		deadlocks: f.NewCounter(prometheus.CounterOpts{Name: "authd_eventstore_group_deadlocks_total", Help: "Transactions of changes aborted by a deadlock or a serialization failure and sent again (a group: one change at a time)."}),
 	}
 }
 
