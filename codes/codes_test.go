@@ -19,32 +19,14 @@ import (
 	"github.com/authd/authd/testenv"
 )
 
-// clock is the injected time: tests move it instead of sleeping.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
 const ttl = 10 * time.Minute
 
-func newStore(t *testing.T) (*Store, *clock, *pgxpool.Pool) {
+func newStore(t *testing.T) (*Store, *testenv.Clock, *pgxpool.Pool) {
 	t.Helper()
 	pool, _ := testenv.Database(t)
 	key := make([]byte, KeySize)
 	_, _ = rand.Read(key)
-	c := &clock{t: time.Date(2030, 1, 1, 12, 0, 0, 0, time.UTC)}
+	c := testenv.NewClock(time.Date(2030, 1, 1, 12, 0, 0, 0, time.UTC))
 	return New(pool, key, c.Now), c, pool
 }
 

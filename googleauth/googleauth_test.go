@@ -22,27 +22,10 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/authd/authd/googleauth"
+	"github.com/authd/authd/testenv"
 )
 
-// clock is a settable test clock.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newClock() *clock { return &clock{t: time.Now().Truncate(time.Second)} }
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
+func newClock() *testenv.Clock { return testenv.NewClock(time.Now().Truncate(time.Second)) }
 
 // signer is one RSA key of the JWKS server.
 type signer struct {
@@ -137,7 +120,7 @@ func sign(t *testing.T, s signer, claims jwt.MapClaims) string {
 	return out
 }
 
-func newVerifier(t *testing.T, url string, clk *clock, o googleauth.KeySetOptions) *googleauth.Verifier {
+func newVerifier(t *testing.T, url string, clk *testenv.Clock, o googleauth.KeySetOptions) *googleauth.Verifier {
 	t.Helper()
 	o.Now = clk.Now
 	v, err := googleauth.New(googleauth.Options{JWKSURL: url, ClientIDs: []string{"other.apps.googleusercontent.com", clientID}, Keys: o})
@@ -323,12 +306,12 @@ func TestKeysAreKeptAsCacheControlSays(t *testing.T) {
 			verify()
 			verify()
 			start := clk.Now()
-			clk.Add(tc.fresh)
+			clk.Advance(tc.fresh)
 			verify()
 			if n := srv.fetches.Load(); n != 1 {
 				t.Fatalf("%d fetches within %s; want 1", n, tc.fresh)
 			}
-			clk.Add(start.Add(tc.stale).Sub(clk.Now()))
+			clk.Advance(start.Add(tc.stale).Sub(clk.Now()))
 			verify()
 			verify()
 			if n := srv.fetches.Load(); n != 2 {
@@ -348,7 +331,7 @@ func TestKeyRotationIsPickedUpWithOneFetch(t *testing.T) {
 		t.Fatal(err)
 	}
 	srv.publish(old, next)
-	clk.Add(time.Second)
+	clk.Advance(time.Second)
 	for i := range 5 {
 		if _, err := v.Verify(context.Background(), sign(t, next, goodClaims(clk.Now()))); err != nil {
 			t.Fatalf("token %d with the new kid: %v", i, err)
@@ -362,7 +345,7 @@ func TestKeyRotationIsPickedUpWithOneFetch(t *testing.T) {
 	}
 	// The old key retired: tokens it signed are refused once the copy is refetched.
 	srv.publish(next)
-	clk.Add(6 * time.Hour)
+	clk.Advance(6 * time.Hour)
 	if _, err := v.Verify(context.Background(), sign(t, old, goodClaims(clk.Now()))); !errors.Is(err, googleauth.ErrInvalidToken) {
 		t.Fatalf("a retired key: %v", err)
 	}
@@ -412,7 +395,7 @@ func TestUnknownKIDRefetchIsRateLimited(t *testing.T) {
 		t.Fatalf("a new kid within the interval: %v", err)
 	}
 	// ...and is found after it.
-	clk.Add(31 * time.Second)
+	clk.Advance(31 * time.Second)
 	if _, err := v.Verify(context.Background(), sign(t, next, goodClaims(clk.Now()))); err != nil {
 		t.Fatalf("a new kid after the interval: %v", err)
 	}
@@ -470,7 +453,7 @@ func TestUnreachableKeys(t *testing.T) {
 		t.Fatalf("garbage while unavailable: %v", err)
 	}
 
-	clk.Add(6 * time.Second)
+	clk.Advance(6 * time.Second)
 	srv.set(http.StatusOK, http.Header{"Cache-Control": {"max-age=600"}})
 	if _, err := v.Verify(context.Background(), tok()); err != nil {
 		t.Fatalf("after recovery: %v", err)
@@ -478,7 +461,7 @@ func TestUnreachableKeys(t *testing.T) {
 
 	// Expired and Google down: the keys in hand serve for MaxStale (1 h).
 	srv.set(http.StatusServiceUnavailable, http.Header{})
-	clk.Add(10*time.Minute + time.Second)
+	clk.Advance(10*time.Minute + time.Second)
 	before := srv.fetches.Load()
 	for range 5 {
 		if _, err := v.Verify(context.Background(), tok()); err != nil {
@@ -491,7 +474,7 @@ func TestUnreachableKeys(t *testing.T) {
 	if v.TakeFetchError() == nil {
 		t.Fatal("the failure to refresh was not reported")
 	}
-	clk.Add(time.Hour)
+	clk.Advance(time.Hour)
 	if _, err := v.Verify(context.Background(), tok()); !errors.Is(err, googleauth.ErrKeysUnavailable) {
 		t.Fatalf("keys past MaxStale: %v", err)
 	}

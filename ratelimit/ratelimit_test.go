@@ -13,30 +13,12 @@ import (
 	"github.com/authd/authd/testenv"
 )
 
-// clock is the injected time: tests move it instead of sleeping.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
 // newClock starts on a minute boundary, so the windows' ends are easy to read.
-func newClock() *clock {
-	return &clock{t: time.Date(2030, 1, 1, 12, 0, 0, 0, time.UTC)}
+func newClock() *testenv.Clock {
+	return testenv.NewClock(time.Date(2030, 1, 1, 12, 0, 0, 0, time.UTC))
 }
 
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
-func newLimiter(t *testing.T) (*Limiter, *clock) {
+func newLimiter(t *testing.T) (*Limiter, *testenv.Clock) {
 	t.Helper()
 	pool, _ := testenv.Database(t)
 	c := newClock()
@@ -149,7 +131,7 @@ func TestAllowConcurrentRequestsShareOneCounter(t *testing.T) {
 // instances: a client cannot double its allowance by alternating between them.
 // twoInstances returns the limiters of two instances on one database, each
 // with its own pool, sharing a clock.
-func twoInstances(t *testing.T) (a, b *Limiter, c *clock, pool *pgxpool.Pool) {
+func twoInstances(t *testing.T) (a, b *Limiter, c *testenv.Clock, pool *pgxpool.Pool) {
 	t.Helper()
 	pool, url := testenv.Database(t)
 	other, err := pgpool.Open(context.Background(), url, 10)

@@ -20,25 +20,7 @@ import (
 
 const testIssuer = "http://authd.test"
 
-// clock is a settable time source shared by the keyrings of one test.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newClock() *clock { return &clock{t: time.Now().Truncate(time.Second)} }
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
+func newClock() *testenv.Clock { return testenv.NewClock(time.Now().Truncate(time.Second)) }
 
 func newSealer(t testing.TB) *seal.Sealer {
 	t.Helper()
@@ -64,7 +46,7 @@ func openKeyring(t testing.TB, pool *pgxpool.Pool, sealer *seal.Sealer, now func
 type fixture struct {
 	pool   *pgxpool.Pool
 	sealer *seal.Sealer
-	clock  *clock
+	clock  *testenv.Clock
 	k      *Keyring
 }
 

@@ -19,27 +19,10 @@ import (
 	"github.com/authd/authd/testenv"
 )
 
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
-func newStore(t *testing.T) (*Challenges, *clock) {
+func newStore(t *testing.T) (*Challenges, *testenv.Clock) {
 	t.Helper()
 	pool, _ := testenv.Database(t)
-	clk := &clock{t: time.Now().Truncate(time.Second)}
+	clk := testenv.NewClock(time.Now().Truncate(time.Second))
 	key := make([]byte, 32)
 	_, _ = rand.Read(key)
 	return NewChallenges(pool, key, clk.Now, 5*time.Minute, 5), clk
