@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"strconv"
+	"time"
 
 	"github.com/gofiber/fiber/v2"
 
@@ -20,7 +21,16 @@ type Error struct {
 	Code       string
 	Message    string
 	RetryAfter int // seconds; sets Retry-After when positive
+	// Hold delays the answer. A client that retries a refusal at once (a
+	// flood's closed loop) then waits for a timer instead of taking a
+	// core away from the work that refused it.
+	Hold time.Duration
 }
+
+// busyHold is how long an answer that all password-hashing slots are taken
+// is held back: far less than its Retry-After, so a well-behaved client
+// loses nothing.
+const busyHold = 100 * time.Millisecond
 
 func (e *Error) Error() string { return e.Code + ": " + e.Message }
 
@@ -57,6 +67,9 @@ func errorHandler(log *slog.Logger) fiber.ErrorHandler {
 		if apiErr.RetryAfter > 0 {
 			c.Set(fiber.HeaderRetryAfter, strconv.Itoa(apiErr.RetryAfter))
 		}
+		if apiErr.Hold > 0 {
+			time.Sleep(apiErr.Hold)
+		}
 		var body errorBody
 		body.Error.Code, body.Error.Message = apiErr.Code, apiErr.Message
 		return c.Status(apiErr.Status).JSON(body)
@@ -89,7 +102,7 @@ func fromCommand(err error) *Error {
 	case errors.Is(err, commands.ErrConflict), errors.Is(err, eventstore.ErrConflict):
 		return &Error{Status: fiber.StatusConflict, Code: "conflict", Message: "the resource changed meanwhile; try again"}
 	case errors.Is(err, password.ErrBusy):
-		return &Error{Status: fiber.StatusServiceUnavailable, Code: "unavailable", Message: "too busy; retry shortly", RetryAfter: 1}
+		return &Error{Status: fiber.StatusServiceUnavailable, Code: "unavailable", Message: "too busy; retry shortly", RetryAfter: 1, Hold: busyHold}
 	case errors.Is(err, context.DeadlineExceeded):
 		return &Error{Status: fiber.StatusServiceUnavailable, Code: "unavailable", Message: "timed out; retry shortly", RetryAfter: 1}
 	}
