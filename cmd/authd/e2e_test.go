@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -82,7 +83,7 @@ func runAuthd(t *testing.T, env map[string]string, base string, logs io.Writer) 
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- run(ctx, func(k string) string { return env[k] }, logs) }()
+	go func() { done <- run(ctx, func(k string) string { return env[k] }, logs, runtime.GOMAXPROCS(0)) }()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {

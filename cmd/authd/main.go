@@ -48,27 +48,31 @@ func main() {
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(400)
 	}
-	// The hasher runs as many password hashes at once as there are cores,
+	// The CPUs authd may use as the runtime counts them: the cores, or a
+	// container's CPU limit (runtime.NumCPU counts the host's cores).
+	cpus := runtime.GOMAXPROCS(0)
+	// The hasher runs as many password hashes at once as there are CPUs,
 	// each holding its P for tens of milliseconds, and Go preempts a running
-	// goroutine only about every 10 ms. With a P per core, a login flood
+	// goroutine only about every 10 ms. With a P per CPU, a login flood
 	// left refreshes and reads queued behind the hashes (a refresh's p99 was
 	// 102 ms during a flood of twice what the cores can hash). One P more
 	// lets them run at once, and the kernel shares the cores at its finer
 	// grain; logins alone lose no more than the run-to-run noise. An
 	// operator's own GOMAXPROCS still wins.
 	if os.Getenv("GOMAXPROCS") == "" {
-		runtime.GOMAXPROCS(runtime.GOMAXPROCS(0) + 1)
+		runtime.GOMAXPROCS(cpus + 1)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, os.Getenv, os.Stdout); err != nil {
+	if err := run(ctx, os.Getenv, os.Stdout, cpus); err != nil {
 		fmt.Fprintln(os.Stderr, "authd:", err)
 		os.Exit(1)
 	}
 }
 
 // run starts authd and blocks until ctx ends, then shuts down gracefully.
-func run(ctx context.Context, getenv func(string) string, logOut io.Writer) error {
+// Password hashing and the request pool are sized for cpus CPUs.
+func run(ctx context.Context, getenv func(string) string, logOut io.Writer, cpus int) error {
 	cfg, err := config.Load(getenv)
 	if err != nil {
 		return fmt.Errorf("configuration:\n%w", err)
@@ -92,7 +96,7 @@ func run(ctx context.Context, getenv func(string) string, logOut io.Writer) erro
 	// The relay and each projection's applier hold a connection for as long
 	// as they lead; requests share the rest.
 	held := 1 + len(projections.All())
-	pool, err := pgpool.Open(startCtx, cfg.DatabaseURL, int32(held+max(8, 4*runtime.NumCPU())))
+	pool, err := pgpool.Open(startCtx, cfg.DatabaseURL, int32(held+max(8, 4*cpus)))
 	if err != nil {
 		return err
 	}
@@ -153,7 +157,7 @@ func run(ctx context.Context, getenv func(string) string, logOut io.Writer) erro
 		Store: store,
 		// As many hashes as cores, and a short queue: past it, a login is
 		// answered 503 at once instead of piling up behind a password flood.
-		Hasher:       password.NewHasher(password.OWASP(), runtime.NumCPU(), 4*runtime.NumCPU()),
+		Hasher:       password.NewHasher(password.OWASP(), cpus, 4*cpus),
 		Codes:        codeStore,
 		Mail:         sender,
 		Keys:         keyring,

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -24,7 +25,7 @@ func TestAuthdStartsReadyAndShutsDownCleanly(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- run(ctx, func(k string) string { return env[k] }, io.Discard) }()
+	go func() { done <- run(ctx, func(k string) string { return env[k] }, io.Discard, runtime.GOMAXPROCS(0)) }()
 
 	base := fmt.Sprintf("http://127.0.0.1:%d", port)
 	deadline := time.Now().Add(30 * time.Second)
@@ -79,7 +80,7 @@ func TestAuthdStartsReadyAndShutsDownCleanly(t *testing.T) {
 func TestBadConfigurationNamesEveryBadVariable(t *testing.T) {
 	t.Parallel()
 	env := map[string]string{"AUTHD_REFRESH_REUSE_GRACE": "soon", "AUTHD_RATE_LIMIT": "maybe"}
-	err := run(context.Background(), func(k string) string { return env[k] }, io.Discard)
+	err := run(context.Background(), func(k string) string { return env[k] }, io.Discard, runtime.GOMAXPROCS(0))
 	if err == nil || !strings.Contains(err.Error(), "AUTHD_REFRESH_REUSE_GRACE") || !strings.Contains(err.Error(), "AUTHD_RATE_LIMIT") {
 		t.Fatalf("run = %v; want an error naming both variables", err)
 	}
