@@ -17,8 +17,7 @@ import (
 // conflict, a taken key or a failing statement fails only its own change.
 func TestGroupedChangesFailAlone(t *testing.T) {
 	t.Parallel()
-	reg := prometheus.NewRegistry()
-	s, pool := newStoreWithMetrics(t, reg)
+	s, pool := newStore(t)
 	ctx := context.Background()
 	if _, err := s.Append(ctx, "raced", 0, ev("Started", `{}`)); err != nil {
 		t.Fatal(err)
@@ -97,36 +96,21 @@ func TestGroupedChangesFailAlone(t *testing.T) {
 		t.Errorf("raced stream has %d events, want 2", len(events))
 	}
 
-	count, sum := groupSizes(t, reg)
+	h := sample(t, s.groupSize).GetHistogram()
+	count, sum := float64(h.GetSampleCount()), h.GetSampleSum()
 	if sum <= count {
 		t.Errorf("%v changes in %v transactions: the changes were never grouped, so this test proved nothing", sum, count)
 	}
 }
 
-func groupSizes(t *testing.T, reg *prometheus.Registry) (count, sum float64) {
+// sample reads one of the store's metrics as it stands.
+func sample(t *testing.T, m prometheus.Metric) *dto.Metric {
 	t.Helper()
-	h := metric(t, reg, "authd_eventstore_group_changes").GetHistogram()
-	return float64(h.GetSampleCount()), h.GetSampleSum()
-}
-
-func metricValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
-	t.Helper()
-	return metric(t, reg, name).GetCounter().GetValue()
-}
-
-func metric(t *testing.T, reg *prometheus.Registry, name string) *dto.Metric {
-	t.Helper()
-	families, err := reg.Gather()
-	if err != nil {
+	var out dto.Metric
+	if err := m.Write(&out); err != nil {
 		t.Fatal(err)
 	}
-	for _, f := range families {
-		if f.GetName() == name {
-			return f.GetMetric()[0]
-		}
-	}
-	t.Fatalf("no %s metric", name)
-	return nil
+	return &out
 }
 
 // A change whose caller has gone before its turn is not committed.
@@ -165,11 +149,10 @@ func TestGroupsInFlightTogether(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			reg := prometheus.NewRegistry()
-			s, pool := newStoreWithMetrics(t, reg)
+			s, pool := newStore(t)
 			group := raceAnotherTransaction(t, s, pool, tc.first, tc.then, tc.changes)
 			checkCommitted(t, s, group, "a", "b")
-			if n := metricValue(t, reg, "authd_eventstore_group_deadlocks_total"); n != tc.deadlocks {
+			if n := sample(t, s.deadlocks).GetCounter().GetValue(); n != tc.deadlocks {
 				t.Errorf("%v deadlocks counted, want %v", n, tc.deadlocks)
 			}
 		})

@@ -16,19 +16,12 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/authd/authd/seal"
 	"github.com/authd/authd/testenv"
 )
 
 func newStore(t testing.TB) (*Store, *pgxpool.Pool) {
-	t.Helper()
-	return newStoreWithMetrics(t, nil)
-}
-
-// newStoreWithMetrics is newStore registering the store's metrics with reg.
-func newStoreWithMetrics(t testing.TB, reg prometheus.Registerer) (*Store, *pgxpool.Pool) {
 	t.Helper()
 	pool, _ := testenv.Database(t)
 	key := make([]byte, seal.KeySize)
@@ -37,7 +30,7 @@ func newStoreWithMetrics(t testing.TB, reg prometheus.Registerer) (*Store, *pgxp
 	if err != nil {
 		t.Fatal(err)
 	}
-	return NewStore(pool, sealer, reg), pool
+	return NewStore(pool, sealer, nil), pool
 }
 
 func ev(typ string, data string) Event {
