@@ -5,7 +5,6 @@ package eventstore_test
 
 import (
 	"context"
-	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"sync"
@@ -20,7 +19,6 @@ import (
 	"github.com/authd/authd/domain"
 	"github.com/authd/authd/eventstore"
 	"github.com/authd/authd/pgpool"
-	"github.com/authd/authd/seal"
 	"github.com/authd/authd/testenv"
 )
 
@@ -65,12 +63,6 @@ func benchStore(b *testing.B, maxConns int32) (*eventstore.Store, *pgxpool.Pool)
 		b.Fatal(err)
 	}
 	b.Cleanup(pool.Close)
-	key := make([]byte, seal.KeySize)
-	_, _ = rand.Read(key)
-	sealer, err := seal.New(key)
-	if err != nil {
-		b.Fatal(err)
-	}
 	// Open every connection now, so no benchmark pays for connecting.
 	conns := make([]*pgxpool.Conn, 0, maxConns)
 	for range maxConns {
@@ -83,7 +75,7 @@ func benchStore(b *testing.B, maxConns int32) (*eventstore.Store, *pgxpool.Pool)
 	for _, c := range conns {
 		c.Release()
 	}
-	return eventstore.NewStore(pool, sealer, nil), pool
+	return eventstore.NewStore(pool, testenv.Sealer(b), nil), pool
 }
 
 // BenchmarkAppend measures committed appends per second: each op is one

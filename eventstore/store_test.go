@@ -2,7 +2,6 @@ package eventstore
 
 import (
 	"context"
-	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -17,20 +16,13 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/authd/authd/seal"
 	"github.com/authd/authd/testenv"
 )
 
 func newStore(t testing.TB) (*Store, *pgxpool.Pool) {
 	t.Helper()
 	pool, _ := testenv.Database(t)
-	key := make([]byte, seal.KeySize)
-	_, _ = rand.Read(key)
-	sealer, err := seal.New(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return NewStore(pool, sealer, nil), pool
+	return NewStore(pool, testenv.Sealer(t), nil), pool
 }
 
 func ev(typ string, data string) Event {

@@ -19,7 +19,6 @@ package projections_test
 
 import (
 	"context"
-	"crypto/rand"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -44,7 +43,6 @@ import (
 	"github.com/authd/authd/eventstore"
 	"github.com/authd/authd/natsbus"
 	"github.com/authd/authd/projections"
-	"github.com/authd/authd/seal"
 	"github.com/authd/authd/testenv"
 )
 
@@ -97,16 +95,6 @@ func verification(id, tenant uuid.UUID) eventstore.Event {
 	return e
 }
 
-func newSealer(b *testing.B) *seal.Sealer {
-	key := make([]byte, seal.KeySize)
-	_, _ = rand.Read(key)
-	s, err := seal.New(key)
-	if err != nil {
-		b.Fatal(err)
-	}
-	return s
-}
-
 // pipeline is a running write-to-read path: store, relay, JetStream, runner.
 type pipeline struct {
 	pool   *pgxpool.Pool
@@ -146,7 +134,7 @@ func (p *pipeline) secondInstance(b *testing.B) *pipeline {
 func (p *pipeline) start(b *testing.B) {
 	b.Helper()
 	log := slog.New(slog.DiscardHandler)
-	p.store = eventstore.NewStore(p.pool, newSealer(b), nil)
+	p.store = eventstore.NewStore(p.pool, testenv.Sealer(b), nil)
 	relay := eventstore.NewRelay(p.store, p.bus, eventstore.RelayConfig{}, log, nil)
 	p.runner = projections.NewRunner(p.pool, p.bus, projections.All(), projections.Config{}, log, p.reg)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -410,7 +398,7 @@ func BenchmarkRebuild1M(b *testing.B) {
 	}
 	users := envInt("AUTHD_BENCH_REBUILD_USERS", 500_000)
 	pool, _ := testenv.Database(b)
-	store := eventstore.NewStore(pool, newSealer(b), nil)
+	store := eventstore.NewStore(pool, testenv.Sealer(b), nil)
 	ctx := context.Background()
 
 	start := time.Now()

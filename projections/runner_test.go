@@ -19,7 +19,6 @@ import (
 	"github.com/authd/authd/domain"
 	"github.com/authd/authd/eventstore"
 	"github.com/authd/authd/natsbus"
-	"github.com/authd/authd/seal"
 	"github.com/authd/authd/testenv"
 )
 
@@ -32,11 +31,7 @@ type harness struct {
 func newHarness(t *testing.T, bus *natsbus.Bus) *harness {
 	t.Helper()
 	pool, _ := testenv.Database(t)
-	sealer, err := seal.New(make([]byte, seal.KeySize))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &harness{pool: pool, store: eventstore.NewStore(pool, sealer, nil), bus: bus}
+	return &harness{pool: pool, store: eventstore.NewStore(pool, testenv.Sealer(t), nil), bus: bus}
 }
 
 func (h *harness) startRelay(t *testing.T) (stop func()) {

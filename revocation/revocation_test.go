@@ -2,7 +2,6 @@ package revocation
 
 import (
 	"context"
-	"crypto/rand"
 	"encoding/json"
 	"strings"
 	"testing"
@@ -13,7 +12,6 @@ import (
 
 	"github.com/authd/authd/domain"
 	"github.com/authd/authd/eventstore"
-	"github.com/authd/authd/seal"
 	"github.com/authd/authd/testenv"
 )
 
@@ -21,13 +19,7 @@ func TestLoadCutsTheUsersOfRecentPasswordResets(t *testing.T) {
 	t.Parallel()
 	pool, _ := testenv.Database(t)
 	ctx := context.Background()
-	key := make([]byte, seal.KeySize)
-	_, _ = rand.Read(key)
-	sealer, err := seal.New(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	store := eventstore.NewStore(pool, sealer, nil)
+	store := eventstore.NewStore(pool, testenv.Sealer(t), nil)
 	now := time.Now().UTC().Truncate(time.Second)
 	reset := func(user uuid.UUID, at time.Time) {
 		data, err := json.Marshal(domain.PasswordReset{UserID: user, At: at})

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
-	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"sync"
@@ -21,17 +20,6 @@ import (
 const testIssuer = "http://authd.test"
 
 func newClock() *testenv.Clock { return testenv.NewClock(time.Now().Truncate(time.Second)) }
-
-func newSealer(t testing.TB) *seal.Sealer {
-	t.Helper()
-	key := make([]byte, seal.KeySize)
-	_, _ = rand.Read(key)
-	s, err := seal.New(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
 
 func openKeyring(t testing.TB, pool *pgxpool.Pool, sealer *seal.Sealer, now func() time.Time) *Keyring {
 	t.Helper()
@@ -53,7 +41,7 @@ type fixture struct {
 func newFixture(t testing.TB) *fixture {
 	t.Helper()
 	pool, _ := testenv.Database(t)
-	f := &fixture{pool: pool, sealer: newSealer(t), clock: newClock()}
+	f := &fixture{pool: pool, sealer: testenv.Sealer(t), clock: newClock()}
 	f.k = openKeyring(t, pool, f.sealer, f.clock.Now)
 	return f
 }
@@ -118,7 +106,7 @@ func TestFirstStartCreatesOneKeyAndSecondOpenReusesIt(t *testing.T) {
 func TestConcurrentFirstOpensMakeOneKey(t *testing.T) {
 	t.Parallel()
 	pool, _ := testenv.Database(t)
-	sealer := newSealer(t)
+	sealer := testenv.Sealer(t)
 	const n = 8
 	rings := make([]*Keyring, n)
 	errs := make([]error, n)
@@ -154,7 +142,7 @@ func TestConcurrentFirstOpensMakeOneKey(t *testing.T) {
 func TestOpenWithAnotherMasterKeyFails(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
-	_, err := Open(context.Background(), f.pool, newSealer(t), testIssuer, nil)
+	_, err := Open(context.Background(), f.pool, testenv.Sealer(t), testIssuer, nil)
 	if !errors.Is(err, seal.ErrUnknownKey) {
 		t.Fatalf("Open with a foreign master key: err = %v, want seal.ErrUnknownKey", err)
 	}
@@ -163,7 +151,7 @@ func TestOpenWithAnotherMasterKeyFails(t *testing.T) {
 func TestOpenRejectsEmptyIssuer(t *testing.T) {
 	t.Parallel()
 	pool, _ := testenv.Database(t)
-	if _, err := Open(context.Background(), pool, newSealer(t), "", nil); err == nil {
+	if _, err := Open(context.Background(), pool, testenv.Sealer(t), "", nil); err == nil {
 		t.Fatal("Open with an empty issuer succeeded")
 	}
 }

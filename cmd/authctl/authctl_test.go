@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -25,7 +24,6 @@ import (
 	"github.com/authd/authd/domain"
 	"github.com/authd/authd/eventstore"
 	"github.com/authd/authd/natsbus"
-	"github.com/authd/authd/seal"
 	"github.com/authd/authd/testenv"
 )
 
@@ -142,13 +140,7 @@ func (b *background) waitLines(t *testing.T, n int) []string {
 
 func newStore(t *testing.T, pool *pgxpool.Pool) *eventstore.Store {
 	t.Helper()
-	key := make([]byte, seal.KeySize)
-	_, _ = rand.Read(key)
-	sealer, err := seal.New(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return eventstore.NewStore(pool, sealer, nil)
+	return eventstore.NewStore(pool, testenv.Sealer(t), nil)
 }
 
 // userEvent encodes e as the user's event, with its envelope ids set.
