@@ -455,18 +455,14 @@ func (a *App) attemptCode(ctx context.Context, user uuid.UUID) error {
 // code counts against the user, a right one clears their failures, and any
 // other end (the challenge had expired, say) only ends the attempt.
 func (a *App) settleCode(ctx context.Context, user uuid.UUID, err error) {
-	ctx, account := context.WithoutCancel(ctx), codeAccount(user)
-	var serr error
+	account := codeAccount(user)
 	switch {
 	case errors.Is(err, ErrInvalidCode):
-		serr = a.d.Throttle.Fail(ctx, account)
+		a.failed(ctx, account)
 	case err == nil:
-		serr = a.d.Throttle.Reset(ctx, account)
+		a.reset(ctx, account)
 	default:
-		serr = a.d.Throttle.Forgive(ctx, account)
-	}
-	if serr != nil {
-		a.d.Log.Error("settling a second-factor attempt", "err", serr)
+		a.forgive(ctx, account, nil)
 	}
 }
 
