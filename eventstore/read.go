@@ -222,6 +222,21 @@ func readLog(ctx context.Context, q Querier, after Cursor, limit int) ([]Event, 
 	return out, nil
 }
 
+// heldBack reports whether events committed after cursor are kept from
+// readers of the log by an older transaction still open: readLog returns
+// nothing of them until it ends, but they are there.
+func heldBack(ctx context.Context, q interface {
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}, after Cursor) (bool, error) {
+	var held bool
+	err := q.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM events e WHERE (e.tx_id, e.position) > ($1::text::xid8, $2))`,
+		after.txText(), after.Position).Scan(&held)
+	if err != nil {
+		return false, fmt.Errorf("look for events held back after %s: %w", after, err)
+	}
+	return held, nil
+}
+
 // Backlog counts the events after cursor that a reader of the log could
 // already read, and how old the oldest of them is.
 func (s *Store) Backlog(ctx context.Context, after Cursor) (n int64, oldestAgeSeconds float64, err error) {

@@ -146,6 +146,10 @@ func (r *Relay) Run(ctx context.Context) {
 
 var errNotLeader = errors.New("another instance is relaying")
 
+// maxRecheck bounds the wait between two looks at events that an open
+// transaction holds back from the relay.
+const maxRecheck = 50 * time.Millisecond
+
 // standBy is what an instance does while another relays, for d: it passes
 // the news of its own appends on to the relaying instance.
 func (r *Relay) standBy(ctx context.Context, d time.Duration) {
@@ -222,8 +226,10 @@ func (r *Relay) lead(ctx context.Context, conn *pgxpool.Conn, flushing bool) err
 	defer poll.Stop()
 	// After a commit signal, an empty read usually means an older transaction
 	// (another writer, a projection's checkpoint) is still open and holds the
-	// readable end back for a moment: look again soon, backing off, rather
-	// than wait for the next signal or the poll.
+	// readable end back for a moment: while committed events are held back,
+	// look again soon, backing off to maxRecheck, rather than wait for the
+	// next signal or the poll. Backing off without that check had a relay
+	// with a long poll wait seconds after a hold had ended.
 	var recheck time.Duration
 	for {
 		events, err := readLog(ctx, conn, cp, r.cfg.BatchSize)
@@ -234,6 +240,15 @@ func (r *Relay) lead(ctx context.Context, conn *pgxpool.Conn, flushing bool) err
 			r.lagSeconds.Set(0)
 			if flushing {
 				return nil
+			}
+			if recheck > 0 {
+				held, err := heldBack(ctx, conn, cp)
+				if err != nil {
+					return fmt.Errorf("relay: %w", err)
+				}
+				if !held {
+					recheck = 0 // what woke the relay is published already
+				}
 			}
 			var again <-chan time.Time
 			if recheck > 0 {
@@ -247,9 +262,7 @@ func (r *Relay) lead(ctx context.Context, conn *pgxpool.Conn, flushing bool) err
 			case <-nudged:
 				recheck = time.Millisecond
 			case <-again:
-				if recheck *= 2; recheck > r.cfg.Poll {
-					recheck = 0
-				}
+				recheck = min(2*recheck, maxRecheck)
 			case <-poll.C:
 			}
 			continue
