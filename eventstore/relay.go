@@ -226,10 +226,12 @@ func (r *Relay) lead(ctx context.Context, conn *pgxpool.Conn, flushing bool) err
 	defer poll.Stop()
 	// After a commit signal, an empty read usually means an older transaction
 	// (another writer, a projection's checkpoint) is still open and holds the
-	// readable end back for a moment: while committed events are held back,
-	// look again soon, backing off to maxRecheck, rather than wait for the
-	// next signal or the poll. Backing off without that check had a relay
-	// with a long poll wait seconds after a hold had ended.
+	// readable end back for a moment: look again soon, backing off, rather
+	// than wait for the next signal or the poll. Past maxRecheck the relay
+	// asks whether committed events are held back at all: if so it keeps
+	// looking every maxRecheck, if not it stops. Backing off without bound
+	// had a relay with a long poll wait seconds after a hold had ended; asking
+	// at every empty read cost each busy commit a statement.
 	var recheck time.Duration
 	for {
 		events, err := readLog(ctx, conn, cp, r.cfg.BatchSize)
@@ -240,15 +242,6 @@ func (r *Relay) lead(ctx context.Context, conn *pgxpool.Conn, flushing bool) err
 			r.lagSeconds.Set(0)
 			if flushing {
 				return nil
-			}
-			if recheck > 0 {
-				held, err := heldBack(ctx, conn, cp)
-				if err != nil {
-					return fmt.Errorf("relay: %w", err)
-				}
-				if !held {
-					recheck = 0 // what woke the relay is published already
-				}
 			}
 			var again <-chan time.Time
 			if recheck > 0 {
@@ -262,7 +255,16 @@ func (r *Relay) lead(ctx context.Context, conn *pgxpool.Conn, flushing bool) err
 			case <-nudged:
 				recheck = time.Millisecond
 			case <-again:
-				recheck = min(2*recheck, maxRecheck)
+				if recheck *= 2; recheck > maxRecheck {
+					held, err := heldBack(ctx, conn, cp)
+					if err != nil {
+						return fmt.Errorf("relay: %w", err)
+					}
+					recheck = 0 // what woke the relay was published already
+					if held {
+						recheck = maxRecheck
+					}
+				}
 			case <-poll.C:
 			}
 			continue
