@@ -269,7 +269,10 @@ func (r *Relay) lead(ctx context.Context, conn *pgxpool.Conn, flushing bool) err
 			}
 			continue
 		}
-		recheck = 0
+		// Events found may have later ones behind them that an open
+		// transaction still holds back, with no signal still to come for
+		// them: look again as after a signal.
+		recheck = time.Millisecond
 		if err := r.publish(ctx, events, lastSeq); err != nil {
 			return err
 		}
