@@ -222,19 +222,54 @@ func readLog(ctx context.Context, q Querier, after Cursor, limit int) ([]Event, 
 	return out, nil
 }
 
-// heldBack reports whether events committed after cursor are kept from
-// readers of the log by an older transaction still open: readLog returns
-// nothing of them until it ends, but they are there.
-func heldBack(ctx context.Context, q interface {
-	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
-}, after Cursor) (bool, error) {
-	var held bool
-	err := q.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM events e WHERE (e.tx_id, e.position) > ($1::text::xid8, $2))`,
-		after.txText(), after.Position).Scan(&held)
+// readRelay is readLog for the relay, which also needs to know whether
+// events committed after cursor are held back by an older transaction still
+// open: readLog returns nothing of them until it ends, and nothing will signal
+// that end when the transaction is a projection's, so the relay looks again
+// soon while, and only while, something is held back. The second branch finds
+// the first such event, if any, in the same snapshot. It states "after
+// cursor" as an OR, not a row comparison: given both, Postgres started the
+// index scan at the cursor and walked every readable event to the first held
+// one, where a lone bound on tx_id makes it one probe.
+func readRelay(ctx context.Context, q Querier, after Cursor, limit int) (events []Event, held bool, err error) {
+	rows, err := q.Query(ctx, `(SELECT `+eventColumns+`, false
+			FROM events e
+			WHERE (e.tx_id, e.position) > ($1::text::xid8, $2)
+			  AND e.tx_id < pg_snapshot_xmin(pg_current_snapshot())
+			ORDER BY e.tx_id, e.position
+			LIMIT $3)
+		UNION ALL
+		(SELECT `+eventColumns+`, true
+			FROM events e
+			WHERE e.tx_id >= greatest($1::text::xid8, pg_snapshot_xmin(pg_current_snapshot()))
+			  AND (e.tx_id > $1::text::xid8 OR e.position > $2)
+			ORDER BY e.tx_id, e.position
+			LIMIT 1)`, after.txText(), after.Position, limit)
 	if err != nil {
-		return false, fmt.Errorf("look for events held back after %s: %w", after, err)
+		return nil, false, fmt.Errorf("read log after %s: %w", after, err)
 	}
-	return held, nil
+	defer rows.Close()
+	events = make([]Event, 0, min(limit, 1024))
+	for rows.Next() {
+		var r eventRow
+		var heldRow bool
+		if err := rows.Scan(append(r.targets(), &heldRow)...); err != nil {
+			return nil, false, fmt.Errorf("read log after %s: %w", after, err)
+		}
+		if heldRow {
+			held = true
+			continue
+		}
+		e, err := r.finish()
+		if err != nil {
+			return nil, false, err
+		}
+		events = append(events, e)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, false, fmt.Errorf("read log after %s: %w", after, err)
+	}
+	return events, held, nil
 }
 
 // Backlog counts the events after cursor that a reader of the log could

@@ -150,6 +150,9 @@ var errNotLeader = errors.New("another instance is relaying")
 // transaction holds back from the relay.
 const maxRecheck = 50 * time.Millisecond
 
+// checkpointEvery is how often at most the relay saves its checkpoint.
+const checkpointEvery = time.Second
+
 // standBy is what an instance does while another relays, for d: it passes
 // the news of its own appends on to the relaying instance.
 func (r *Relay) standBy(ctx context.Context, d time.Duration) {
@@ -224,68 +227,88 @@ func (r *Relay) lead(ctx context.Context, conn *pgxpool.Conn, flushing bool) err
 	defer stopListening()
 	poll := time.NewTicker(r.cfg.Poll)
 	defer poll.Stop()
-	// After a commit signal, an empty read usually means an older transaction
-	// (another writer, a projection's checkpoint) is still open and holds the
-	// readable end back for a moment: look again soon, backing off, rather
-	// than wait for the next signal or the poll. Past maxRecheck the relay
-	// asks whether committed events are held back at all: if so it keeps
-	// looking every maxRecheck, if not it stops. Backing off without bound
-	// had a relay with a long poll wait seconds after a hold had ended; asking
-	// at every empty read cost each busy commit a statement.
-	var recheck time.Duration
-	for {
-		events, err := readLog(ctx, conn, cp, r.cfg.BatchSize)
-		if err != nil {
-			return fmt.Errorf("relay: %w", err)
+	// The saved checkpoint is only where reconcile starts when the stream's
+	// newest messages are not the relay's; otherwise the stream itself says
+	// what was published. So it is saved at most every checkpointEvery and on
+	// the way out, not with every batch: that was a commit per batch.
+	saved, savedAt := cp, time.Now()
+	save := func(ctx context.Context) error {
+		if cp == saved {
+			return nil
 		}
-		if len(events) == 0 {
-			r.lagSeconds.Set(0)
-			if flushing {
-				return nil
-			}
-			var again <-chan time.Time
-			if recheck > 0 {
-				again = time.After(recheck)
-			}
-			select {
-			case <-ctx.Done():
-				return nil
-			case <-r.store.Committed():
-				recheck = time.Millisecond
-			case <-nudged:
-				recheck = time.Millisecond
-			case <-again:
-				if recheck *= 2; recheck > maxRecheck {
-					held, err := heldBack(ctx, conn, cp)
-					if err != nil {
-						return fmt.Errorf("relay: %w", err)
-					}
-					recheck = 0 // what woke the relay was published already
-					if held {
-						recheck = maxRecheck
-					}
-				}
-			case <-poll.C:
-			}
-			continue
-		}
-		// Events found may have later ones behind them that an open
-		// transaction still holds back, with no signal still to come for
-		// them: look again as after a signal.
-		recheck = time.Millisecond
-		if err := r.publish(ctx, events, lastSeq); err != nil {
-			return err
-		}
-		lastSeq += uint64(len(events))
-		cp = events[len(events)-1].Commit
 		if _, err := conn.Exec(ctx, `UPDATE relay_checkpoint SET tx_id = $1::text::xid8, position = $2, updated_at = now()`,
 			cp.txText(), cp.Position); err != nil {
 			return fmt.Errorf("relay: save checkpoint %s: %w", cp, err)
 		}
-		r.setPublished(cp)
-		r.publishedTotal.Add(float64(len(events)))
+		saved, savedAt = cp, time.Now()
+		return nil
+	}
+	defer func() {
+		final, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+		defer cancel()
+		if err := save(final); err != nil {
+			r.log.Warn("relay checkpoint not saved at exit; the stream still says what was published", "err", err)
+		}
+	}()
+	// Events held back by an older transaction still open (another
+	// writer's, a projection's checkpoint) may have no signal still to come
+	// when it ends: while the read says some are held back, the relay looks
+	// again soon, backing off to maxRecheck. Looking again blindly after every
+	// signal and batch cost a busy commit several empty reads.
+	var recheck time.Duration
+	for {
+		events, held, err := readRelay(ctx, conn, cp, r.cfg.BatchSize)
+		if err != nil {
+			return fmt.Errorf("relay: %w", err)
+		}
+		if len(events) > 0 {
+			if err := r.publish(ctx, events, lastSeq); err != nil {
+				return err
+			}
+			lastSeq += uint64(len(events))
+			cp = events[len(events)-1].Commit
+			r.setPublished(cp)
+			r.publishedTotal.Add(float64(len(events)))
+		}
 		if len(events) == r.cfg.BatchSize {
 			r.lagSeconds.Set(time.Since(events[len(events)-1].OccurredAt).Seconds())
+			if time.Since(savedAt) >= checkpointEvery {
+				if err := save(ctx); err != nil {
+					return err
+				}
+			}
+			continue
+		}
+		r.lagSeconds.Set(0)
+		if flushing {
+			return save(ctx)
+		}
+		if time.Since(savedAt) >= checkpointEvery {
+			if err := save(ctx); err != nil {
+				return err
+			}
+		}
+		switch {
+		case !held:
+			recheck = 0
+		case len(events) > 0 || recheck == 0:
+			recheck = time.Millisecond
+		default:
+			recheck = min(2*recheck, maxRecheck)
+		}
+		var again <-chan time.Time
+		if recheck > 0 {
+			again = time.After(recheck)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-r.store.Committed():
+			recheck = 0
+		case <-nudged:
+			recheck = 0
+		case <-again:
+		case <-poll.C:
 		}
 	}
 }

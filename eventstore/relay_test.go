@@ -19,12 +19,21 @@ import (
 
 func startRelay(t *testing.T, s *Store, bus Bus) *Relay {
 	t.Helper()
-	r := NewRelay(s, bus, RelayConfig{Backoff: 50 * time.Millisecond}, slog.New(slog.DiscardHandler), nil)
+	r, _ := runRelay(t, s, bus, RelayConfig{Backoff: 50 * time.Millisecond})
+	return r
+}
+
+// runRelay runs a relay until stop is called or the test ends; stop returns
+// once it has.
+func runRelay(t *testing.T, s *Store, bus Bus, cfg RelayConfig) (r *Relay, stop func()) {
+	t.Helper()
+	r = NewRelay(s, bus, cfg, slog.New(slog.DiscardHandler), nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { r.Run(ctx); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
-	return r
+	stop = sync.OnceFunc(func() { cancel(); <-done })
+	t.Cleanup(stop)
+	return r, stop
 }
 
 // streamEvents reads every message of the stream in sequence order.
@@ -210,13 +219,9 @@ func TestRelayRecoversFromACrashBeforeItsCheckpoint(t *testing.T) {
 				}
 			}
 			appendN("before", 40)
-			first, cancel := context.WithCancel(ctx)
-			r := NewRelay(s, bus, RelayConfig{}, slog.New(slog.DiscardHandler), nil)
-			done := make(chan struct{})
-			go func() { r.Run(first); close(done) }()
+			_, stop := runRelay(t, s, bus, RelayConfig{})
 			waitForMessages(t, bus, 40, 10*time.Second)
-			cancel()
-			<-done
+			stop()
 			// The crash: the checkpoint never saw what was published.
 			if _, err := pool.Exec(ctx, `UPDATE relay_checkpoint SET tx_id = '0', position = 0`); err != nil {
 				t.Fatal(err)
@@ -249,11 +254,7 @@ func TestAnotherInstancesAppendsNudgeTheRelay(t *testing.T) {
 			other := NewStore(pool, relaying.sealer, nil)
 			bus := testenv.NATS(t, which)
 			run := func(s *Store) *Relay {
-				r := NewRelay(s, bus, RelayConfig{Poll: time.Hour, Backoff: 50 * time.Millisecond}, slog.New(slog.DiscardHandler), nil)
-				ctx, cancel := context.WithCancel(context.Background())
-				done := make(chan struct{})
-				go func() { r.Run(ctx); close(done) }()
-				t.Cleanup(func() { cancel(); <-done })
+				r, _ := runRelay(t, s, bus, RelayConfig{Poll: time.Hour, Backoff: 50 * time.Millisecond})
 				return r
 			}
 			leader := run(relaying)
@@ -275,5 +276,87 @@ func TestAnotherInstancesAppendsNudgeTheRelay(t *testing.T) {
 				t.Fatal("the second relay took the lead from the first")
 			}
 		})
+	}
+}
+
+// An event committed while an older transaction is open is held back from the
+// relay, and that transaction's end sends no signal when it appended nothing
+// (a projection's checkpoint, say). With a poll that never comes, only the
+// relay's looking again while something is held back publishes the event.
+func TestEventsHeldBackByAnOpenTransactionArePublishedWhenItEnds(t *testing.T) {
+	t.Parallel()
+	for _, which := range testenv.NATSServers() {
+		t.Run(string(which), func(t *testing.T) {
+			t.Parallel()
+			s, pool := newStore(t)
+			bus := testenv.NATS(t, which)
+			ctx := context.Background()
+			runRelay(t, s, bus, RelayConfig{Poll: time.Hour, Backoff: 50 * time.Millisecond})
+			older, err := pool.Begin(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer older.Rollback(ctx)
+			if _, err := older.Exec(ctx, `SELECT pg_current_xact_id()`); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := s.Append(ctx, "held", 0, ev("Tick", `{}`)); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(300 * time.Millisecond)
+			if got := streamEvents(t, bus); len(got) != 0 {
+				t.Fatalf("the relay published %d events while an older transaction was open", len(got))
+			}
+			if err := older.Commit(ctx); err != nil {
+				t.Fatal(err)
+			}
+			waitForMessages(t, bus, 1, 5*time.Second)
+		})
+	}
+}
+
+// The relay saves its checkpoint at most every second, and on the way out.
+func TestRelaySavesItsCheckpoint(t *testing.T) {
+	t.Parallel()
+	s, pool := newStore(t)
+	bus := testenv.NATS(t, testenv.EmbeddedNATS)
+	ctx := context.Background()
+	saved := func() Cursor {
+		t.Helper()
+		var c Cursor
+		var tx string
+		if err := pool.QueryRow(ctx, `SELECT tx_id::text, position FROM relay_checkpoint`).Scan(&tx, &c.Position); err != nil {
+			t.Fatal(err)
+		}
+		var err error
+		if c.Tx, err = ParseTx(tx); err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	appendTick := func(stream string) Cursor {
+		t.Helper()
+		c, err := s.Append(ctx, stream, 0, ev("Tick", `{}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c.Last
+	}
+
+	_, stop := runRelay(t, s, bus, RelayConfig{Backoff: 50 * time.Millisecond})
+	last := appendTick("while-running")
+	deadline := time.Now().Add(5 * time.Second)
+	for saved() != last {
+		if time.Now().After(deadline) {
+			t.Fatalf("checkpoint %s five seconds after the relay published %s", saved(), last)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+
+	last = appendTick("just-before-the-end")
+	waitForMessages(t, bus, 2, 5*time.Second)
+	stop()
+	if got := saved(); got != last {
+		t.Fatalf("checkpoint %s after the relay stopped, want %s", got, last)
 	}
 }
