@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/google/uuid"
@@ -45,9 +46,11 @@ type Limits interface {
 	Allow(ctx context.Context, key string, lim ratelimit.Limit) (bool, time.Duration, error)
 }
 
-// Waiter waits for a projection to pass a place in the log (projections.Runner).
+// Waiter waits for a projection to pass a place in the log, and says which
+// events a projection uses (projections.Runner).
 type Waiter interface {
 	Wait(ctx context.Context, projection string, c eventstore.Cursor) error
+	Uses(projection, eventType string) bool
 }
 
 // Deps is what the commands need; every field is required.
@@ -201,6 +204,21 @@ func (a *App) wait(ctx context.Context, at eventstore.Cursor, projections ...str
 			return
 		}
 	}
+}
+
+// waitFor is wait for a committed change, on those of the projections that
+// use one of its events: a read model that none of them changes shows the
+// change already. Waiting on it anyway waited for its checkpoint to pass
+// events it skips, which an instance that does not apply it learns only when
+// the skips are saved.
+func (a *App) waitFor(ctx context.Context, c eventstore.Committed, projections ...string) {
+	concerned := projections[:0:0]
+	for _, p := range projections {
+		if slices.ContainsFunc(c.Events, func(e eventstore.Event) bool { return a.d.Projections.Uses(p, e.Type) }) {
+			concerned = append(concerned, p)
+		}
+	}
+	a.wait(ctx, c.Last, concerned...)
 }
 
 // retry runs a decide-and-append step again, on fresh state, when another

@@ -94,7 +94,7 @@ func (a *App) openSession(ctx context.Context, c *change, u *domain.User, amr []
 	if err != nil {
 		return Tokens{}, err
 	}
-	a.wait(ctx, committed.Last, append([]string{"users", "sessions"}, waitAlso...)...)
+	a.waitFor(ctx, committed, append([]string{"users", "sessions"}, waitAlso...)...)
 	t, err := a.issue(id, u.ID, u.TenantID, amr, 0)
 	t.User = u
 	return t, err

@@ -61,8 +61,12 @@ func (c Config) withDefaults() Config {
 
 // skipSave bounds how long a checkpoint moved only by events a projection
 // skips stays unsaved, and so how much longer a read-your-writes wait on
-// another instance, which reads the saved checkpoint, may take.
-const skipSave = 20 * time.Millisecond
+// another instance, which reads the saved checkpoint, may take for a write
+// whose events the projection skips. Sign-ins, the commonest writes, no
+// longer wait on projections that skip all their events (commands' waitFor),
+// so this can be long enough to save a skipping projection's checkpoint a few
+// times a second rather than after nearly every busy commit.
+const skipSave = 100 * time.Millisecond
 
 // Runner applies projections from JetStream and answers read-your-writes waits.
 //
@@ -139,6 +143,19 @@ func (r *Runner) Statuses() []Status {
 		st.mu.Unlock()
 	}
 	return out
+}
+
+// Uses reports whether the named projection's read model can change with an
+// event of the given type. A projection that does not say which it uses
+// (Selective) may use any.
+func (r *Runner) Uses(name, eventType string) bool {
+	for _, p := range r.order {
+		if p.Name() == name {
+			selective, ok := p.(Selective)
+			return !ok || selective.Uses(eventType)
+		}
+	}
+	return false
 }
 
 // ErrUnknownProjection is returned by Wait for a name the runner does not run.

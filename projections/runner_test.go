@@ -435,3 +435,26 @@ func TestAFollowerHearsTheLeadersCheckpoints(t *testing.T) {
 		t.Fatal("the follower took the projection over")
 	}
 }
+
+// unselective is a projection that does not say which events it uses.
+type unselective struct{ Projection }
+
+func TestUsesSaysWhichEventsAProjectionUses(t *testing.T) {
+	t.Parallel()
+	r := NewRunner(nil, nil, []Projection{Users{}, Sessions{}, unselective{Passkeys{}}}, Config{}, slog.New(slog.DiscardHandler), nil)
+	for _, c := range []struct {
+		projection, eventType string
+		want                  bool
+	}{
+		{"users", domain.TypeUserRegistered, true},
+		{"users", domain.TypeLoginSucceeded, false},
+		{"users", domain.TypeSessionStarted, false},
+		{"sessions", domain.TypeSessionStarted, true},
+		{"passkeys", domain.TypeSessionStarted, true}, // it may use anything
+		{"nope", domain.TypeUserRegistered, false},
+	} {
+		if got := r.Uses(c.projection, c.eventType); got != c.want {
+			t.Errorf("Uses(%q, %q) = %v, want %v", c.projection, c.eventType, got, c.want)
+		}
+	}
+}
