@@ -167,7 +167,8 @@ func (s *Store) ReadStream(ctx context.Context, stream string) ([]Event, error) 
 }
 
 // ReadLog returns up to limit events after cursor in log order, public parts
-// only. It is how the relay and projection rebuilds follow the whole log.
+// only. It is how projection rebuilds follow the whole log; the relay reads
+// with readRelay, which adds what is held back.
 //
 // Positions come from a sequence and are taken before commit, so under
 // concurrent writers a transaction can commit a lower position after a higher
