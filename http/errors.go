@@ -12,6 +12,7 @@ import (
 	"github.com/authd/authd/commands"
 	"github.com/authd/authd/eventstore"
 	"github.com/authd/authd/password"
+	"github.com/authd/authd/pgpool"
 )
 
 // Error is an API error: the status and the snake_case code of API.md, with a
@@ -60,6 +61,9 @@ func errorHandler(log *slog.Logger) fiber.ErrorHandler {
 			apiErr = &Error{Status: fiber.StatusTooManyRequests, Code: "rate_limited", Message: "too many attempts; retry later", RetryAfter: seconds(rl.After)}
 		case fromCommand(err) != nil:
 			apiErr = fromCommand(err)
+		case pgpool.Unavailable(err):
+			log.Warn("the database could not serve a request for now", "err", err, "method", c.Method(), "path", c.Path(), "request_id", requestID(c))
+			apiErr = &Error{Status: fiber.StatusServiceUnavailable, Code: "unavailable", Message: "the service is busy; retry shortly", RetryAfter: 1}
 		default:
 			log.Error("request failed", "err", err, "method", c.Method(), "path", c.Path(), "request_id", requestID(c))
 			apiErr = &Error{Status: fiber.StatusInternalServerError, Code: "internal", Message: "internal error"}

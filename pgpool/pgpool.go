@@ -4,8 +4,10 @@ package pgpool
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -41,4 +43,26 @@ func Open(ctx context.Context, url string, maxConns int32) (*pgxpool.Pool, error
 		return nil, fmt.Errorf("connect to postgres at %s:%d/%s: %w", cfg.ConnConfig.Host, cfg.ConnConfig.Port, cfg.ConnConfig.Database, err)
 	}
 	return pool, nil
+}
+
+// Unavailable reports whether err says that Postgres could not do the work
+// for now rather than that the work was wrong: a deadlock or serialization
+// failure that retries did not get past, a lock or statement timeout, too
+// many connections, a server shutting down or not reachable. Such a failure
+// deserves "retry shortly", not an internal error.
+func Unavailable(err error) bool {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch pgErr.Code {
+		case "40001", "40P01", // serialization_failure, deadlock_detected
+			"55P03",                   // lock_not_available (lock_timeout)
+			"57014",                   // query_canceled (statement_timeout)
+			"53300",                   // too_many_connections
+			"57P01", "57P02", "57P03": // admin_shutdown, crash_shutdown, cannot_connect_now
+			return true
+		}
+		return false
+	}
+	var connectErr *pgconn.ConnectError
+	return errors.As(err, &connectErr)
 }
