@@ -150,8 +150,10 @@ var errNotLeader = errors.New("another instance is relaying")
 // transaction holds back from the relay.
 const maxRecheck = 50 * time.Millisecond
 
-// checkpointEvery is how often at most the relay saves its checkpoint.
-const checkpointEvery = time.Second
+// checkpointEvery is how often at most the relay saves its checkpoint: a few
+// commits a second, however busy, and `authctl projections status`, which
+// counts the relay's lag from it, is never more than that behind.
+const checkpointEvery = 250 * time.Millisecond
 
 // standBy is what an instance does while another relays, for d: it passes
 // the news of its own appends on to the relaying instance.
@@ -232,6 +234,11 @@ func (r *Relay) lead(ctx context.Context, conn *pgxpool.Conn, flushing bool) err
 	// what was published. So it is saved at most every checkpointEvery and on
 	// the way out, not with every batch: that was a commit per batch.
 	saved, savedAt := cp, time.Now()
+	// A statement canceled midway has pgx close the connection, and with it
+	// the relay lock, which the shutdown flush then raced to take again: so
+	// the relay's statements run to their end (statement_timeout bounds them)
+	// and shutdown is noticed between them.
+	db := context.WithoutCancel(ctx)
 	save := func(ctx context.Context) error {
 		if cp == saved {
 			return nil
@@ -244,7 +251,7 @@ func (r *Relay) lead(ctx context.Context, conn *pgxpool.Conn, flushing bool) err
 		return nil
 	}
 	defer func() {
-		final, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+		final, cancel := context.WithTimeout(db, time.Second)
 		defer cancel()
 		if err := save(final); err != nil {
 			r.log.Warn("relay checkpoint not saved at exit; the stream still says what was published", "err", err)
@@ -257,7 +264,7 @@ func (r *Relay) lead(ctx context.Context, conn *pgxpool.Conn, flushing bool) err
 	// signal and batch cost a busy commit several empty reads.
 	var recheck time.Duration
 	for {
-		events, held, err := readRelay(ctx, conn, cp, r.cfg.BatchSize)
+		events, held, err := readRelay(db, conn, cp, r.cfg.BatchSize)
 		if err != nil {
 			return fmt.Errorf("relay: %w", err)
 		}
@@ -273,7 +280,7 @@ func (r *Relay) lead(ctx context.Context, conn *pgxpool.Conn, flushing bool) err
 		if len(events) == r.cfg.BatchSize {
 			r.lagSeconds.Set(time.Since(events[len(events)-1].OccurredAt).Seconds())
 			if time.Since(savedAt) >= checkpointEvery {
-				if err := save(ctx); err != nil {
+				if err := save(db); err != nil {
 					return err
 				}
 			}
@@ -281,10 +288,10 @@ func (r *Relay) lead(ctx context.Context, conn *pgxpool.Conn, flushing bool) err
 		}
 		r.lagSeconds.Set(0)
 		if flushing {
-			return save(ctx)
+			return save(db)
 		}
 		if time.Since(savedAt) >= checkpointEvery {
-			if err := save(ctx); err != nil {
+			if err := save(db); err != nil {
 				return err
 			}
 		}

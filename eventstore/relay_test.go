@@ -315,7 +315,7 @@ func TestEventsHeldBackByAnOpenTransactionArePublishedWhenItEnds(t *testing.T) {
 	}
 }
 
-// The relay saves its checkpoint at most every second, and on the way out.
+// The relay saves its checkpoint at most every checkpointEvery, and on the way out.
 func TestRelaySavesItsCheckpoint(t *testing.T) {
 	t.Parallel()
 	s, pool := newStore(t)
