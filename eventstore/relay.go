@@ -277,23 +277,18 @@ func (r *Relay) lead(ctx context.Context, conn *pgxpool.Conn, flushing bool) err
 			r.setPublished(cp)
 			r.publishedTotal.Add(float64(len(events)))
 		}
+		if time.Since(savedAt) >= checkpointEvery {
+			if err := save(db); err != nil {
+				return err
+			}
+		}
 		if len(events) == r.cfg.BatchSize {
 			r.lagSeconds.Set(time.Since(events[len(events)-1].OccurredAt).Seconds())
-			if time.Since(savedAt) >= checkpointEvery {
-				if err := save(db); err != nil {
-					return err
-				}
-			}
 			continue
 		}
 		r.lagSeconds.Set(0)
 		if flushing {
 			return save(db)
-		}
-		if time.Since(savedAt) >= checkpointEvery {
-			if err := save(db); err != nil {
-				return err
-			}
 		}
 		switch {
 		case !held:
