@@ -105,7 +105,7 @@ func (a *App) VerifyRegistration(ctx context.Context, email, code string, r Requ
 		return SignIn{}, ErrInvalidCode
 	}
 	return retry(ctx, func() (SignIn, error) {
-		u, err := a.userByEmail(ctx, email)
+		u, tf, err := a.accountByEmail(ctx, email)
 		if errors.Is(err, ErrNotFound) || err == nil && u.EmailVerified {
 			return SignIn{}, ErrInvalidCode
 		}
@@ -116,7 +116,7 @@ func (a *App) VerifyRegistration(ctx context.Context, email, code string, r Requ
 		if err := a.verifyEmail(c, u); err != nil {
 			return SignIn{}, err
 		}
-		return a.signIn(ctx, c, u, []string{"otp"}, r)
+		return a.signIn(ctx, c, u, tf, []string{"otp"}, r)
 	})
 }
 
@@ -133,6 +133,19 @@ func (a *App) verifyEmail(c *change, u *domain.User) error {
 		return err
 	}
 	return c.add(domain.TenantStream(u.TenantID), 0, u.TenantID, u.ID, &domain.TenantCreated{TenantID: u.TenantID, Name: name, OwnerID: u.ID})
+}
+
+// accountByEmail is userByEmail for a sign-in, which also needs the user's
+// two-factor state: both streams load in one query.
+func (a *App) accountByEmail(ctx context.Context, email string) (*domain.User, *domain.TwoFactor, error) {
+	id, found, err := a.emailOwner(ctx, email)
+	if err != nil {
+		return nil, nil, err
+	}
+	if !found {
+		return nil, nil, ErrNotFound
+	}
+	return a.loadAccount(ctx, id)
 }
 
 func (a *App) userByEmail(ctx context.Context, email string) (*domain.User, error) {
@@ -178,7 +191,7 @@ func (a *App) Login(ctx context.Context, email, pw string, r Request) (SignIn, e
 	} else if wait > 0 {
 		return SignIn{}, &RetryLaterError{After: wait}
 	}
-	u, err := a.userByEmail(ctx, email)
+	u, tf, err := a.accountByEmail(ctx, email)
 	if errors.Is(err, ErrNotFound) {
 		if err := a.d.Hasher.VerifyUnknown(ctx, pw); err != nil {
 			return SignIn{}, a.forgive(ctx, account, err)
@@ -230,12 +243,12 @@ func (a *App) Login(ctx context.Context, email, pw string, r Request) (SignIn, e
 			}
 		}
 	}
-	t, err := a.signIn(ctx, c, u, []string{"pwd"}, r)
+	t, err := a.signIn(ctx, c, u, tf, []string{"pwd"}, r)
 	if errors.Is(err, eventstore.ErrConflict) && rehash {
 		// The rehash lost a race with another change to the user: sign in
 		// without it; the next login rehashes.
 		c = signInChange()
-		t, err = a.signIn(ctx, c, u, []string{"pwd"}, r)
+		t, err = a.signIn(ctx, c, u, tf, []string{"pwd"}, r)
 	}
 	if !c.done {
 		a.reset(ctx, account) // the password was right, whatever failed after it
@@ -302,7 +315,7 @@ func (a *App) CodeLogin(ctx context.Context, email, code string, r Request) (Sig
 		return SignIn{}, ErrInvalidCode
 	}
 	return retry(ctx, func() (SignIn, error) {
-		u, err := a.userByEmail(ctx, email)
+		u, tf, err := a.accountByEmail(ctx, email)
 		if errors.Is(err, ErrNotFound) {
 			return SignIn{}, ErrInvalidCode
 		}
@@ -313,7 +326,7 @@ func (a *App) CodeLogin(ctx context.Context, email, code string, r Request) (Sig
 		if err := a.verifyEmail(c, u); err != nil {
 			return SignIn{}, err
 		}
-		return a.signIn(ctx, c, u, []string{"otp"}, r)
+		return a.signIn(ctx, c, u, tf, []string{"otp"}, r)
 	})
 }
 

@@ -106,7 +106,7 @@ func (a *App) googleSignIn(ctx context.Context, subject, email, name string, r R
 		if err != nil {
 			return SignIn{}, err
 		}
-		return a.signIn(ctx, c, &u.User, amrGoogle, r)
+		return a.signIn(ctx, c, &u.User, nil, amrGoogle, r)
 	}
 
 	owner, found, err := a.emailOwner(ctx, email)
@@ -145,7 +145,7 @@ func (a *App) googleSignIn(ctx context.Context, subject, email, name string, r R
 		}
 		c.write.Claims = append(c.write.Claims, eventstore.Claim{Scope: googleScope, Key: subject, Owner: u.ID.String()})
 	}
-	return a.signIn(ctx, c, &u.User, amrGoogle, r)
+	return a.signIn(ctx, c, &u.User, nil, amrGoogle, r)
 }
 
 // addApplied queues events for u's stream and folds them into u, so that

@@ -68,9 +68,10 @@ type Challenge struct {
 
 // signIn finishes a first-factor login: it commits c (whatever the login
 // changed) and either opens a session or, when the user has a second factor,
-// answers a challenge instead.
-func (a *App) signIn(ctx context.Context, c *change, u *domain.User, amr []string, r Request) (SignIn, error) {
-	ch, err := a.challenge(ctx, c, u, amr, r)
+// answers a challenge instead. tf is the user's two-factor state when the
+// caller loaded it with the user; nil has it loaded here.
+func (a *App) signIn(ctx context.Context, c *change, u *domain.User, tf *domain.TwoFactor, amr []string, r Request) (SignIn, error) {
+	ch, err := a.challenge(ctx, c, u, tf, amr, r)
 	if err != nil || ch != nil {
 		return SignIn{Challenge: ch}, err
 	}

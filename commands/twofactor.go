@@ -109,11 +109,13 @@ func (a *App) snapshotTwoFactor(ctx context.Context, u *domain.User, tf *domain.
 // challenge decides whether a first-factor login of u needs a second factor.
 // When it does, it commits c (the login may have changed the account, e.g. a
 // rehashed password) and returns the challenge; otherwise it returns nil and
-// leaves c to the caller.
-func (a *App) challenge(ctx context.Context, c *change, u *domain.User, amr []string, r Request) (*Challenge, error) {
-	tf, err := a.loadTwoFactor(ctx, u.ID)
-	if err != nil {
-		return nil, err
+// leaves c to the caller. A nil tf is loaded here.
+func (a *App) challenge(ctx context.Context, c *change, u *domain.User, tf *domain.TwoFactor, amr []string, r Request) (*Challenge, error) {
+	if tf == nil {
+		var err error
+		if tf, err = a.loadTwoFactor(ctx, u.ID); err != nil {
+			return nil, err
+		}
 	}
 	if !tf.Enabled {
 		return nil, nil
