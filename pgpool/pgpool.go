@@ -1,5 +1,6 @@
 // Package pgpool opens authd's Postgres connection pool with the session
-// settings the event log relies on.
+// settings the event log relies on, and tells which of Postgres' failures
+// mean "not now" rather than "wrong".
 package pgpool
 
 import (
