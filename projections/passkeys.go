@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5"
 
 	"github.com/authd/authd/domain"
 	"github.com/authd/authd/eventstore"
@@ -29,11 +28,9 @@ func (Passkeys) Uses(eventType string) bool {
 	return false
 }
 
-// Apply queues one statement per passkey event and sends them as one batch.
-// Each must touch exactly one row: anything else means the read model and the
-// log disagree, which stops the projection.
-func (Passkeys) Apply(ctx context.Context, tx pgx.Tx, events []eventstore.Event) error {
-	var b rowBatch
+// Apply queues one statement per passkey event, each of which must touch
+// exactly one row.
+func (Passkeys) Apply(b *Batch, events []eventstore.Event) error {
 	for _, e := range events {
 		switch e.Type {
 		case domain.TypePasskeyAdded:
@@ -45,29 +42,29 @@ func (Passkeys) Apply(ctx context.Context, tx pgx.Tx, events []eventstore.Event)
 			if created.IsZero() {
 				created = e.OccurredAt
 			}
-			b.queue(e, `INSERT INTO passkeys (id, user_id, name, aaguid, created_at) VALUES ($1, $2, $3, $4, $5)`,
+			b.Row(e, `INSERT INTO passkeys (id, user_id, name, aaguid, created_at) VALUES ($1, $2, $3, $4, $5)`,
 				v.PasskeyID, v.UserID, v.Name, v.AAGUID, created)
 		case domain.TypePasskeyRenamed:
 			v, err := decode[domain.PasskeyRenamed](e)
 			if err != nil {
 				return err
 			}
-			b.queue(e, `UPDATE passkeys SET name = $2 WHERE id = $1`, v.PasskeyID, v.Name)
+			b.Row(e, `UPDATE passkeys SET name = $2 WHERE id = $1`, v.PasskeyID, v.Name)
 		case domain.TypePasskeyUsed:
 			v, err := decode[domain.PasskeyUsed](e)
 			if err != nil {
 				return err
 			}
-			b.queue(e, `UPDATE passkeys SET last_used_at = $2 WHERE id = $1`, v.PasskeyID, e.OccurredAt)
+			b.Row(e, `UPDATE passkeys SET last_used_at = $2 WHERE id = $1`, v.PasskeyID, e.OccurredAt)
 		case domain.TypePasskeyRemoved:
 			v, err := decode[domain.PasskeyRemoved](e)
 			if err != nil {
 				return err
 			}
-			b.queue(e, `DELETE FROM passkeys WHERE id = $1`, v.PasskeyID)
+			b.Row(e, `DELETE FROM passkeys WHERE id = $1`, v.PasskeyID)
 		}
 	}
-	return b.send(ctx, tx, "passkeys")
+	return nil
 }
 
 // PasskeyView is a passkey as GET /passkey/list shows it.

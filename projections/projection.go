@@ -21,10 +21,12 @@ type Projection interface {
 	// Tables are the read model's tables; a rebuild fills fresh copies of
 	// them and swaps them in. Apply must name them unqualified.
 	Tables() []string
-	// Apply applies a batch of events in log order inside tx. It is given
-	// every event type and ignores those it does not use. An error stops the
-	// projection: the batch is never skipped.
-	Apply(ctx context.Context, tx pgx.Tx, events []eventstore.Event) error
+	// Apply queues on b the statements that apply a batch of events in log
+	// order; the caller runs them in the transaction that moves the
+	// checkpoint, in the same round trip. It is given every event type and
+	// ignores those it does not use. An error stops the projection: the batch
+	// is never skipped.
+	Apply(b *Batch, events []eventstore.Event) error
 }
 
 // Selective is a projection that says which event types it uses. The runner
@@ -136,34 +138,71 @@ func writeCheckpoint(ctx context.Context, tx pgx.Tx, name string, cp Checkpoint)
 	return nil
 }
 
-// rowBatch is a batch of statements, one per event, each of which must touch
-// exactly one row: anything else means the read model and the log disagree,
-// which stops the projection.
-type rowBatch struct {
-	batch pgx.Batch
-	what  []string
+// Batch is the statements that apply a batch of events, each with the number
+// of rows it must touch: any other count means the read model and the log
+// disagree, which stops the projection.
+type Batch struct {
+	queued []queued
 }
 
-func (b *rowBatch) queue(e eventstore.Event, sql string, args ...any) {
-	b.batch.Queue(sql, args...)
-	b.what = append(b.what, e.Type+" "+e.ID.String())
+type queued struct {
+	what string
+	rows int64
+	sql  string
+	args []any
 }
 
-// send runs the batch in one round trip.
-func (b *rowBatch) send(ctx context.Context, tx pgx.Tx, projection string) error {
-	if len(b.what) == 0 {
-		return nil
+// Row queues a statement for event e that must touch exactly one row.
+func (b *Batch) Row(e eventstore.Event, sql string, args ...any) {
+	b.Rows(e.Type+" "+e.ID.String(), 1, sql, args...)
+}
+
+// Rows queues a statement, described by what, that must touch exactly n rows.
+func (b *Batch) Rows(what string, n int, sql string, args ...any) {
+	b.queued = append(b.queued, queued{what: what, rows: int64(n), sql: sql, args: args})
+}
+
+// queueOn appends b's statements to pb.
+func (b *Batch) queueOn(pb *pgx.Batch) {
+	for _, q := range b.queued {
+		pb.Queue(q.sql, q.args...)
 	}
-	br := tx.SendBatch(ctx, &b.batch)
-	defer br.Close()
-	for _, w := range b.what {
+}
+
+// results reads the results of b's statements from br, in order.
+func (b *Batch) results(br pgx.BatchResults, projection string) error {
+	for _, q := range b.queued {
 		tag, err := br.Exec()
 		if err != nil {
-			return fmt.Errorf("%s: %s: %w", projection, w, err)
+			return fmt.Errorf("%s: %s: %w", projection, q.what, err)
 		}
-		if tag.RowsAffected() != 1 {
-			return fmt.Errorf("%s: %s touched %d rows", projection, w, tag.RowsAffected())
+		if tag.RowsAffected() != q.rows {
+			return fmt.Errorf("%s: %s touched %d rows, want %d", projection, q.what, tag.RowsAffected(), q.rows)
 		}
 	}
+	return nil
+}
+
+// send runs b on tx in one round trip.
+func (b *Batch) send(ctx context.Context, tx pgx.Tx, projection string) error {
+	if len(b.queued) == 0 {
+		return nil
+	}
+	var pb pgx.Batch
+	b.queueOn(&pb)
+	br := tx.SendBatch(ctx, &pb)
+	if err := b.results(br, projection); err != nil {
+		br.Close()
+		return err
+	}
 	return br.Close()
+}
+
+// apply runs what p queues for events on tx.
+func apply(ctx context.Context, tx pgx.Tx, p Projection, events []eventstore.Event) error {
+	var b Batch
+	if err := p.Apply(&b, events); err != nil {
+		return err
+	}
+	return b.send(ctx, tx, p.Name())
 }

@@ -172,7 +172,7 @@ func applyInSchema(ctx context.Context, pool *pgxpool.Pool, p Projection, scratc
 		if _, err := tx.Exec(ctx, `SET LOCAL search_path TO `+scratch+`, `+live+`; SET LOCAL synchronous_commit = off`); err != nil {
 			return fmt.Errorf("rebuild %s: %w", p.Name(), err)
 		}
-		if err := p.Apply(ctx, tx, events); err != nil {
+		if err := apply(ctx, tx, p, events); err != nil {
 			return fmt.Errorf("rebuild %s: apply events from %s: %w", p.Name(), events[0].Commit, err)
 		}
 		return nil
@@ -209,7 +209,7 @@ func swap(ctx context.Context, pool *pgxpool.Pool, store *eventstore.Store, p Pr
 		if len(events) == 0 {
 			break
 		}
-		if err := p.Apply(ctx, tx, events); err != nil {
+		if err := apply(ctx, tx, p, events); err != nil {
 			return 0, fmt.Errorf("rebuild %s: apply events from %s: %w", name, events[0].Commit, err)
 		}
 		cursor = events[len(events)-1].Commit

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
@@ -376,16 +378,20 @@ func (r *Runner) lead(ctx context.Context, conn *pgxpool.Conn, p Projection, st 
 	// a leader that dies first only has JetStream deliver the skipped
 	// events again.
 	var unsaved *Checkpoint
+	// stored is the checkpoint as this leader last wrote or read it in
+	// Postgres: what a batch applied in one round trip expects to find there.
+	stored := cp
 	saveTimer := time.NewTimer(time.Hour)
 	saveTimer.Stop()
 	save := func(ctx context.Context) error {
 		if unsaved == nil {
 			return nil
 		}
-		if _, err := advanceCheckpoint(ctx, conn, name, *unsaved); err != nil {
+		now, err := advanceCheckpoint(ctx, conn, name, *unsaved)
+		if err != nil {
 			return err
 		}
-		unsaved = nil
+		stored, unsaved = now, nil
 		r.nudgeFollowers(name)
 		return nil
 	}
@@ -461,12 +467,12 @@ func (r *Runner) lead(ctx context.Context, conn *pgxpool.Conn, p Projection, st 
 		} else {
 			// A batch in hand is finished even when shutdown begins meanwhile.
 			applyCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-			next, n, err = r.applyBatch(applyCtx, conn, p, events, expect-1)
+			next, n, err = r.applyBatch(applyCtx, conn, p, events, expect-1, stored)
 			cancel()
 			if err != nil {
 				return err
 			}
-			unsaved = nil // the applied batch's checkpoint is later
+			stored, unsaved = next, nil // the applied batch's checkpoint is later
 			r.nudgeFollowers(name)
 		}
 		// AckAll: acknowledging the last message acknowledges the batch.
@@ -532,11 +538,89 @@ func (r *Runner) resetConsumer(ctx context.Context, stream jetstream.Stream, nam
 	return cons, nil
 }
 
-// applyBatch applies events newer than the checkpoint in one transaction with
-// the checkpoint's advance, and returns the new checkpoint and how many events
-// were new. Holding the checkpoint row locked is what lets a rebuild swap the
-// read model in between two batches.
-func (r *Runner) applyBatch(ctx context.Context, conn *pgxpool.Conn, p Projection, events []eventstore.Event, lastSeq uint64) (Checkpoint, int, error) {
+// applyBatch applies the events after the checkpoint and moves it, in one
+// transaction. When the checkpoint in Postgres is still stored, as this
+// leader last saw it, that is one round trip for the statements and one for
+// the commit: the checkpoint's update comes first, takes its row lock (which
+// a rebuild's swap also takes) and finds out whether the row moved. If it
+// did (a rebuild, or another applier before this one took the lead), the
+// transaction is rolled back and the batch applied as before: the checkpoint
+// read under its lock, what it covers skipped.
+func (r *Runner) applyBatch(ctx context.Context, conn *pgxpool.Conn, p Projection, events []eventstore.Event, lastSeq uint64, stored Checkpoint) (Checkpoint, int, error) {
+	next, fresh := after(stored, events, lastSeq)
+	var b Batch
+	if len(fresh) > 0 {
+		if err := p.Apply(&b, fresh); err != nil {
+			return Checkpoint{}, 0, fmt.Errorf("projection %s: apply %d events from %s: %w", p.Name(), len(fresh), fresh[0].Commit, err)
+		}
+	}
+	moved, err := applyOnce(ctx, conn, p.Name(), &b, stored, next)
+	if err != nil {
+		return Checkpoint{}, 0, err
+	}
+	if !moved {
+		return next, len(fresh), nil
+	}
+	return r.applyLocked(ctx, conn, p, events, lastSeq)
+}
+
+// after returns the checkpoint past events (never behind cp) and the events
+// cp does not cover yet.
+func after(cp Checkpoint, events []eventstore.Event, lastSeq uint64) (Checkpoint, []eventstore.Event) {
+	fresh := events[:0:0]
+	for _, e := range events {
+		if cp.Cursor.Before(e.Commit) {
+			fresh = append(fresh, e)
+			cp.Cursor = e.Commit
+		}
+	}
+	cp.StreamSeq = max(cp.StreamSeq, lastSeq)
+	return cp, fresh
+}
+
+// applyOnce runs b and moves the checkpoint from stored to next in one
+// transaction of two round trips, or reports that the checkpoint is no longer
+// at stored and changes nothing.
+func applyOnce(ctx context.Context, conn *pgxpool.Conn, name string, b *Batch, stored, next Checkpoint) (moved bool, err error) {
+	var pb pgx.Batch
+	pb.Queue(`BEGIN`)
+	pb.Queue(`UPDATE projection_checkpoints SET tx_id = $4::text::xid8, position = $5, stream_seq = $6, updated_at = now()
+		WHERE name = $1 AND tx_id = $2::text::xid8 AND position = $3`,
+		name, fmt.Sprint(stored.Cursor.Tx), stored.Cursor.Position, fmt.Sprint(next.Cursor.Tx), next.Cursor.Position, int64(next.StreamSeq))
+	b.queueOn(&pb)
+	br := conn.SendBatch(ctx, &pb)
+	_, err = br.Exec()
+	if err == nil {
+		var tag pgconn.CommandTag
+		if tag, err = br.Exec(); err == nil {
+			moved = tag.RowsAffected() != 1
+		}
+	}
+	if err == nil && !moved {
+		err = b.results(br, name)
+	}
+	if cerr := br.Close(); err == nil && !moved {
+		err = cerr
+	}
+	if err != nil || moved {
+		// The connection is in the transaction (or was lost with it).
+		if _, rerr := conn.Exec(context.WithoutCancel(ctx), `ROLLBACK`); rerr != nil {
+			conn.Conn().Close(context.WithoutCancel(ctx))
+		}
+		if err != nil {
+			return false, fmt.Errorf("projection %s: apply and move the checkpoint to %s: %w", name, next.Cursor, err)
+		}
+		return true, nil
+	}
+	if _, err := conn.Exec(ctx, `COMMIT`); err != nil {
+		return false, fmt.Errorf("projection %s: commit: %w", name, err)
+	}
+	return false, nil
+}
+
+// applyLocked applies events in a transaction that reads the checkpoint
+// under its lock first and skips what it already covers.
+func (r *Runner) applyLocked(ctx context.Context, conn *pgxpool.Conn, p Projection, events []eventstore.Event, lastSeq uint64) (Checkpoint, int, error) {
 	name := p.Name()
 	tx, err := conn.Begin(ctx)
 	if err != nil {
@@ -547,19 +631,12 @@ func (r *Runner) applyBatch(ctx context.Context, conn *pgxpool.Conn, p Projectio
 	if err != nil {
 		return Checkpoint{}, 0, err
 	}
-	fresh := events[:0:0]
-	for _, e := range events {
-		if cp.Cursor.Before(e.Commit) {
-			fresh = append(fresh, e)
-			cp.Cursor = e.Commit
-		}
-	}
+	cp, fresh := after(cp, events, lastSeq)
 	if len(fresh) > 0 {
-		if err := p.Apply(ctx, tx, fresh); err != nil {
+		if err := apply(ctx, tx, p, fresh); err != nil {
 			return Checkpoint{}, 0, fmt.Errorf("projection %s: apply %d events from %s: %w", name, len(fresh), fresh[0].Commit, err)
 		}
 	}
-	cp.StreamSeq = max(cp.StreamSeq, lastSeq)
 	if err := writeCheckpoint(ctx, tx, name, cp); err != nil {
 		return Checkpoint{}, 0, err
 	}

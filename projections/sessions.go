@@ -1,9 +1,7 @@
 package projections
 
 import (
-	"context"
 
-	"github.com/jackc/pgx/v5"
 
 	"github.com/authd/authd/domain"
 	"github.com/authd/authd/eventstore"
@@ -24,11 +22,9 @@ func (Sessions) Uses(eventType string) bool {
 	return false
 }
 
-// Apply queues one statement per session event and sends them as one batch.
-// Each must touch exactly one row: anything else means the read model and the
-// log disagree, which stops the projection.
-func (Sessions) Apply(ctx context.Context, tx pgx.Tx, events []eventstore.Event) error {
-	var b rowBatch
+// Apply queues one statement per session event, each of which must touch
+// exactly one row.
+func (Sessions) Apply(b *Batch, events []eventstore.Event) error {
 	for _, e := range events {
 		switch e.Type {
 		case domain.TypeSessionStarted:
@@ -36,7 +32,7 @@ func (Sessions) Apply(ctx context.Context, tx pgx.Tx, events []eventstore.Event)
 			if err != nil {
 				return err
 			}
-			b.queue(e, `INSERT INTO sessions (id, user_id, tenant_id, amr, device, user_agent, ip, created_at, last_seen_at)
+			b.Row(e, `INSERT INTO sessions (id, user_id, tenant_id, amr, device, user_agent, ip, created_at, last_seen_at)
 				VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)`,
 				v.SessionID, v.UserID, v.TenantID, v.AMR, v.Device, v.UserAgent, v.IP, e.OccurredAt)
 		case domain.TypeSessionRefreshed:
@@ -44,15 +40,15 @@ func (Sessions) Apply(ctx context.Context, tx pgx.Tx, events []eventstore.Event)
 			if err != nil {
 				return err
 			}
-			b.queue(e, `UPDATE sessions SET last_seen_at = $2, ip = CASE WHEN $3 = '' THEN ip ELSE $3 END WHERE id = $1`,
+			b.Row(e, `UPDATE sessions SET last_seen_at = $2, ip = CASE WHEN $3 = '' THEN ip ELSE $3 END WHERE id = $1`,
 				v.SessionID, e.OccurredAt, v.IP)
 		case domain.TypeSessionRevoked:
 			v, err := decode[domain.SessionRevoked](e)
 			if err != nil {
 				return err
 			}
-			b.queue(e, `UPDATE sessions SET revoked_at = $2 WHERE id = $1`, v.SessionID, e.OccurredAt)
+			b.Row(e, `UPDATE sessions SET revoked_at = $2 WHERE id = $1`, v.SessionID, e.OccurredAt)
 		}
 	}
-	return b.send(ctx, tx, "sessions")
+	return nil
 }

@@ -42,10 +42,9 @@ const (
 	twoFactorCodesSQL = `UPDATE two_factor SET backup_codes_remaining = $3, updated_at = $2 WHERE user_id = $1 AND enabled`
 )
 
-// Apply queues one statement per event that changes the status and sends
-// them as one batch.
-func (TwoFactor) Apply(ctx context.Context, tx pgx.Tx, events []eventstore.Event) error {
-	var b rowBatch
+// Apply queues one statement per event that changes the status, each of
+// which must touch exactly one row.
+func (TwoFactor) Apply(b *Batch, events []eventstore.Event) error {
 	for _, e := range events {
 		switch e.Type {
 		case domain.TypeTotpEnabled:
@@ -53,28 +52,28 @@ func (TwoFactor) Apply(ctx context.Context, tx pgx.Tx, events []eventstore.Event
 			if err != nil {
 				return err
 			}
-			b.queue(e, twoFactorEnabledSQL, v.UserID, e.OccurredAt, v.BackupCodes)
+			b.Row(e, twoFactorEnabledSQL, v.UserID, e.OccurredAt, v.BackupCodes)
 		case domain.TypeTotpDisabled:
 			v, err := decode[domain.TotpDisabled](e)
 			if err != nil {
 				return err
 			}
-			b.queue(e, twoFactorDisabledSQL, v.UserID, e.OccurredAt)
+			b.Row(e, twoFactorDisabledSQL, v.UserID, e.OccurredAt)
 		case domain.TypeBackupCodesRegenerated:
 			v, err := decode[domain.BackupCodesRegenerated](e)
 			if err != nil {
 				return err
 			}
-			b.queue(e, twoFactorCodesSQL, v.UserID, e.OccurredAt, v.BackupCodes)
+			b.Row(e, twoFactorCodesSQL, v.UserID, e.OccurredAt, v.BackupCodes)
 		case domain.TypeBackupCodeUsed:
 			v, err := decode[domain.BackupCodeUsed](e)
 			if err != nil {
 				return err
 			}
-			b.queue(e, twoFactorCodesSQL, v.UserID, e.OccurredAt, v.Remaining)
+			b.Row(e, twoFactorCodesSQL, v.UserID, e.OccurredAt, v.Remaining)
 		}
 	}
-	return b.send(ctx, tx, "twofactor")
+	return nil
 }
 
 // TwoFactorStatus is GET /2fa/status.

@@ -1,12 +1,10 @@
 package projections
 
 import (
-	"context"
 	"fmt"
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/authd/authd/domain"
@@ -42,8 +40,9 @@ type userChange struct {
 }
 
 // Apply folds the batch in memory and writes it with a few set-based
-// statements, so a rebuild costs a round trip per batch rather than per event.
-func (Users) Apply(ctx context.Context, tx pgx.Tx, events []eventstore.Event) error {
+// statements, so a rebuild costs a few statements per batch rather than one
+// per event.
+func (Users) Apply(b *Batch, events []eventstore.Event) error {
 	created := map[uuid.UUID]*userRow{}
 	var order []uuid.UUID
 	changed := map[uuid.UUID]*userChange{}
@@ -98,18 +97,15 @@ func (Users) Apply(ctx context.Context, tx pgx.Tx, events []eventstore.Event) er
 			tenants, tenantsAt = append(tenants, v), append(tenantsAt, e.OccurredAt)
 		}
 	}
-	if err := insertUsers(ctx, tx, created, order); err != nil {
-		return err
-	}
-	if err := updateUsers(ctx, tx, changed); err != nil {
-		return err
-	}
-	return insertTenants(ctx, tx, tenants, tenantsAt)
+	insertUsers(b, created, order)
+	updateUsers(b, changed)
+	insertTenants(b, tenants, tenantsAt)
+	return nil
 }
 
-func insertUsers(ctx context.Context, tx pgx.Tx, created map[uuid.UUID]*userRow, order []uuid.UUID) error {
+func insertUsers(b *Batch, created map[uuid.UUID]*userRow, order []uuid.UUID) {
 	if len(order) == 0 {
-		return nil
+		return
 	}
 	n := len(order)
 	ids, tenants := make([]pgtype.UUID, n), make([]pgtype.UUID, n)
@@ -120,20 +116,17 @@ func insertUsers(ctx context.Context, tx pgx.Tx, created map[uuid.UUID]*userRow,
 		r := created[id]
 		ids[i], tenants[i], emails[i], names[i], flags[i], createdAt[i], updatedAt[i] = pgUUID(r.id), pgUUID(r.tenant), r.email, r.name, r.verified, r.created, r.moved
 	}
-	if _, err := tx.Exec(ctx, `INSERT INTO users (id, tenant_id, email, name, email_verified, created_at, updated_at)
+	b.Rows(fmt.Sprintf("insert %d users", n), n, `INSERT INTO users (id, tenant_id, email, name, email_verified, created_at, updated_at)
 		SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::bool[], $6::timestamptz[], $7::timestamptz[])`,
-		ids, tenants, emails, names, flags, createdAt, updatedAt); err != nil {
-		return fmt.Errorf("users: insert %d users: %w", n, err)
-	}
-	return nil
+		ids, tenants, emails, names, flags, createdAt, updatedAt)
 }
 
 // updateUsers applies changes to users registered in earlier batches; a
 // change to a user the read model does not have is an inconsistency, and
 // stops the projection.
-func updateUsers(ctx context.Context, tx pgx.Tx, changed map[uuid.UUID]*userChange) error {
+func updateUsers(b *Batch, changed map[uuid.UUID]*userChange) {
 	if len(changed) == 0 {
-		return nil
+		return
 	}
 	n := len(changed)
 	ids, at := make([]pgtype.UUID, 0, n), make([]time.Time, 0, n)
@@ -142,32 +135,22 @@ func updateUsers(ctx context.Context, tx pgx.Tx, changed map[uuid.UUID]*userChan
 	for id, c := range changed {
 		ids, at, names, verified = append(ids, pgUUID(id)), append(at, c.at), append(names, c.name), append(verified, c.verified)
 	}
-	tag, err := tx.Exec(ctx, `UPDATE users u
+	b.Rows(fmt.Sprintf("update %d users", n), n, `UPDATE users u
 		SET name = coalesce(v.name, u.name), email_verified = u.email_verified OR v.verified, updated_at = v.at
 		FROM unnest($1::uuid[], $2::timestamptz[], $3::text[], $4::bool[]) AS v(id, at, name, verified)
 		WHERE u.id = v.id`, ids, at, names, verified)
-	if err != nil {
-		return fmt.Errorf("users: update %d users: %w", n, err)
-	}
-	if tag.RowsAffected() != int64(n) {
-		return fmt.Errorf("users: %d of %d changed users are unknown", int64(n)-tag.RowsAffected(), n)
-	}
-	return nil
 }
 
-func insertTenants(ctx context.Context, tx pgx.Tx, tenants []domain.TenantCreated, at []time.Time) error {
+func insertTenants(b *Batch, tenants []domain.TenantCreated, at []time.Time) {
 	if len(tenants) == 0 {
-		return nil
+		return
 	}
 	ids, owners, names := make([]pgtype.UUID, len(tenants)), make([]pgtype.UUID, len(tenants)), make([]string, len(tenants))
 	for i, t := range tenants {
 		ids[i], owners[i], names[i] = pgUUID(t.TenantID), pgUUID(t.OwnerID), t.Name
 	}
-	if _, err := tx.Exec(ctx, `INSERT INTO tenants (id, name, owner_id, created_at)
-		SELECT * FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::timestamptz[])`, ids, names, owners, at); err != nil {
-		return fmt.Errorf("users: insert %d tenants: %w", len(tenants), err)
-	}
-	return nil
+	b.Rows(fmt.Sprintf("insert %d tenants", len(tenants)), len(tenants), `INSERT INTO tenants (id, name, owner_id, created_at)
+		SELECT * FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::timestamptz[])`, ids, names, owners, at)
 }
 
 // pgUUID hands pgx a uuid it encodes directly; a uuid.UUID goes through its
