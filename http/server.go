@@ -24,6 +24,13 @@ const BodyLimit = 64 << 10
 // is still sending, a client sees a reset connection instead of the answer.
 const readLimit = 1 << 20
 
+// headerLimit is how large a request's headers may be. Past it fasthttp
+// answers 431 and closes the connection without reading the rest, which a
+// client still sending sees as a broken pipe rather than the answer; so it is
+// set well above any real request (large cookies included), as proxies' 8 to
+// 16 KiB defaults are, instead of fasthttp's 4 KiB.
+const headerLimit = 16 << 10
+
 // Check is a named readiness probe.
 type Check struct {
 	Name  string
@@ -45,6 +52,7 @@ func New(d Deps) *fiber.App {
 	cfg := fiber.Config{
 		AppName:               "authd",
 		BodyLimit:             readLimit,
+		ReadBufferSize:        headerLimit,
 		DisableStartupMessage: true,
 		ErrorHandler:          errorHandler(d.Log),
 		ReadTimeout:           10 * time.Second,
