@@ -1,8 +1,6 @@
 package projections
 
 import (
-
-
 	"github.com/authd/authd/domain"
 	"github.com/authd/authd/eventstore"
 )
