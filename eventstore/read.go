@@ -167,8 +167,7 @@ func (s *Store) ReadStream(ctx context.Context, stream string) ([]Event, error) 
 }
 
 // ReadLog returns up to limit events after cursor in log order, public parts
-// only. It is how projection rebuilds follow the whole log; the relay reads
-// with readRelay, which adds what is held back.
+// only. It is how the relay and projection rebuilds follow the whole log.
 //
 // Positions come from a sequence and are taken before commit, so under
 // concurrent writers a transaction can commit a lower position after a higher
@@ -180,13 +179,15 @@ func (s *Store) ReadStream(ctx context.Context, stream string) ([]Event, error) 
 // transaction holds the relay back, which is why authd's connections set
 // statement and idle-in-transaction timeouts.
 func (s *Store) ReadLog(ctx context.Context, after Cursor, limit int) ([]Event, error) {
-	return readLog(ctx, s.pool, after, limit)
+	events, _, err := readLog(ctx, s.pool, after, limit)
+	return events, err
 }
 
 // ReadLogIn is ReadLog through a given connection or transaction, for a
 // reader that must see the log and its own writes in one snapshot.
 func ReadLogIn(ctx context.Context, q Querier, after Cursor, limit int) ([]Event, error) {
-	return readLog(ctx, q, after, limit)
+	events, _, err := readLog(ctx, q, after, limit)
+	return events, err
 }
 
 // Querier is what ReadLog needs of a pool, connection or transaction.
@@ -194,45 +195,16 @@ type Querier interface {
 	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
 }
 
-func readLog(ctx context.Context, q Querier, after Cursor, limit int) ([]Event, error) {
-	rows, err := q.Query(ctx, `SELECT `+eventColumns+`
-		FROM events e
-		WHERE (e.tx_id, e.position) > ($1::text::xid8, $2)
-		  AND e.tx_id < pg_snapshot_xmin(pg_current_snapshot())
-		ORDER BY e.tx_id, e.position
-		LIMIT $3`, after.txText(), after.Position, limit)
-	if err != nil {
-		return nil, fmt.Errorf("read log after %s: %w", after, err)
-	}
-	defer rows.Close()
-	out := make([]Event, 0, min(limit, 1024))
-	for rows.Next() {
-		var r eventRow
-		if err := rows.Scan(r.targets()...); err != nil {
-			return nil, fmt.Errorf("read log after %s: %w", after, err)
-		}
-		e, err := r.finish()
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, e)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("read log after %s: %w", after, err)
-	}
-	return out, nil
-}
-
-// readRelay is readLog for the relay, which also needs to know whether
-// events committed after cursor are held back by an older transaction still
-// open: readLog returns nothing of them until it ends, and nothing will signal
-// that end when the transaction is a projection's, so the relay looks again
-// soon while, and only while, something is held back. The second branch finds
-// the first such event, if any, in the same snapshot. It states "after
-// cursor" as an OR, not a row comparison: given both, Postgres started the
-// index scan at the cursor and walked every readable event to the first held
-// one, where a lone bound on tx_id makes it one probe.
-func readRelay(ctx context.Context, q Querier, after Cursor, limit int) (events []Event, held bool, err error) {
+// readLog reads what ReadLog returns, and also whether events committed after
+// cursor are held back by an older transaction still open: the relay needs
+// to know, since nothing signals that end when the transaction is a
+// projection's, and it looks again soon while, and only while, something is
+// held back. The second branch finds the first such event, if any, in the
+// same snapshot. It states "after cursor" as an OR, not a row comparison:
+// given both, Postgres started the index scan at the cursor and walked every
+// readable event to the first held one, where a lone bound on tx_id makes it
+// one probe.
+func readLog(ctx context.Context, q Querier, after Cursor, limit int) (events []Event, held bool, err error) {
 	rows, err := q.Query(ctx, `(SELECT `+eventColumns+`, false
 			FROM events e
 			WHERE (e.tx_id, e.position) > ($1::text::xid8, $2)

@@ -264,7 +264,7 @@ func (r *Relay) lead(ctx context.Context, conn *pgxpool.Conn, flushing bool) err
 	// signal and batch cost a busy commit several empty reads.
 	var recheck time.Duration
 	for {
-		events, held, err := readRelay(db, conn, cp, r.cfg.BatchSize)
+		events, held, err := readLog(db, conn, cp, r.cfg.BatchSize)
 		if err != nil {
 			return fmt.Errorf("relay: %w", err)
 		}
