@@ -135,8 +135,8 @@ func (a *App) verifyEmail(c *change, u *domain.User) error {
 	return c.add(domain.TenantStream(u.TenantID), 0, u.TenantID, u.ID, &domain.TenantCreated{TenantID: u.TenantID, Name: name, OwnerID: u.ID})
 }
 
-// accountByEmail is userByEmail for a sign-in, which also needs the user's
-// two-factor state: both streams load in one query.
+// accountByEmail loads the user an email belongs to and their two-factor
+// state, both streams in one query (a sign-in needs both), or ErrNotFound.
 func (a *App) accountByEmail(ctx context.Context, email string) (*domain.User, *domain.TwoFactor, error) {
 	id, found, err := a.emailOwner(ctx, email)
 	if err != nil {
@@ -148,22 +148,10 @@ func (a *App) accountByEmail(ctx context.Context, email string) (*domain.User, *
 	return a.loadAccount(ctx, id)
 }
 
+// userByEmail is accountByEmail for a caller that needs only the user.
 func (a *App) userByEmail(ctx context.Context, email string) (*domain.User, error) {
-	id, found, err := a.emailOwner(ctx, email)
-	if err != nil {
-		return nil, err
-	}
-	if !found {
-		return nil, ErrNotFound
-	}
-	u, err := a.loadUser(ctx, id)
-	if err != nil {
-		return nil, err
-	}
-	if !u.Exists() {
-		return nil, ErrNotFound
-	}
-	return u, nil
+	u, _, err := a.accountByEmail(ctx, email)
+	return u, err
 }
 
 // Login signs in with email and password. Unknown emails and wrong passwords
