@@ -279,12 +279,29 @@ func (b *Bus) EnsureStream(ctx context.Context) (jetstream.Stream, error) {
 	if s, err := b.js.Stream(ctx, want.Name); err == nil && sameStream(s.CachedInfo().Config, want) {
 		return s, nil
 	}
-	s, err := b.js.CreateOrUpdateStream(ctx, want)
-	if err != nil {
-		return nil, fmt.Errorf("create or update JetStream stream %s: %w", b.cfg.Stream, err)
+	for attempt := 1; ; attempt++ {
+		s, err := b.js.CreateOrUpdateStream(ctx, want)
+		var apiErr *jetstream.APIError
+		if err != nil && attempt < 3 && errors.As(err, &apiErr) && apiErr.ErrorCode == streamStoreFailed {
+			select {
+			case <-time.After(50 * time.Millisecond):
+				continue
+			case <-ctx.Done():
+			}
+		}
+		if err != nil {
+			return nil, fmt.Errorf("create or update JetStream stream %s: %w", b.cfg.Stream, err)
+		}
+		return s, nil
 	}
-	return s, nil
 }
+
+// streamStoreFailed is JetStream's error code for a stream whose storage the
+// server could not create. nats-server 2.9 answers it now and then when the
+// account's last other stream is deleted meanwhile: it removes the account's
+// directory (mkdir .../jetstream/$G/streams: no such file or directory), and
+// the same create a moment later succeeds.
+const streamStoreFailed jetstream.ErrorCode = 10077
 
 // sameStream compares the settings StreamConfig sets; the server fills in
 // others of its own.

@@ -77,20 +77,9 @@ func OpenNATS(t testing.TB, cfg natsbus.Config) *natsbus.Bus {
 	if err != nil {
 		t.Fatalf("open NATS: %v", err)
 	}
-	// A second chance after Open's own try, and a few more: the machine's
-	// nats-server 2.9 fails a stream create now and then when another test
-	// deletes the account's last stream meanwhile (mkdir
-	// .../jetstream/$G/streams: no such file or directory).
-	for attempt := 1; ; attempt++ {
-		_, err := bus.EnsureStream(ctx)
-		if err == nil {
-			break
-		}
-		if attempt == 5 {
-			bus.Close()
-			t.Fatalf("NATS at %q has no JetStream stream (%v); %s", cfg.URL, err, startNATS)
-		}
-		time.Sleep(100 * time.Millisecond)
+	if _, err := bus.EnsureStream(ctx); err != nil {
+		bus.Close()
+		t.Fatalf("NATS at %q has no JetStream stream (%v); %s", cfg.URL, err, startNATS)
 	}
 	t.Cleanup(func() {
 		if cfg.URL != "" {
