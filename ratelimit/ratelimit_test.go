@@ -127,8 +127,6 @@ func TestAllowConcurrentRequestsShareOneCounter(t *testing.T) {
 	}
 }
 
-// Two Limiters with their own pools on one database stand for two authd
-// instances: a client cannot double its allowance by alternating between them.
 // twoInstances returns the limiters of two instances on one database, each
 // with its own pool, sharing a clock.
 func twoInstances(t *testing.T) (a, b *Limiter, c *testenv.Clock, pool *pgxpool.Pool) {
@@ -143,6 +141,8 @@ func twoInstances(t *testing.T) (a, b *Limiter, c *testenv.Clock, pool *pgxpool.
 	return New(pool, c.Now), New(other, c.Now), c, pool
 }
 
+// Two Limiters with their own pools on one database stand for two authd
+// instances: a client cannot double its allowance by alternating between them.
 func TestAllowIsSharedBetweenInstances(t *testing.T) {
 	t.Parallel()
 	a, b, _, _ := twoInstances(t)
