@@ -41,16 +41,20 @@ import (
 )
 
 func main() {
-	// Every password hash allocates 19 MiB; at the default GOGC that is a
-	// collection every login or two, about a sixth of authd's CPU under load.
-	// The heap is small otherwise, so letting it grow further costs little.
-	// An operator's own GOGC (e.g. off, with a GOMEMLIMIT) still wins.
-	if os.Getenv("GOGC") == "" {
-		debug.SetGCPercent(400)
-	}
 	// The CPUs authd may use as the runtime counts them: the cores, or a
 	// container's CPU limit (runtime.NumCPU counts the host's cores).
 	cpus := runtime.GOMAXPROCS(0)
+	// At the default GOGC, the hashes' 19 MiB each made a collection every
+	// login or two (see memory.go). /metrics shows the outcome as
+	// go_gc_gogc_percent and go_gc_gomemlimit_bytes. An operator's own GOGC
+	// or GOMEMLIMIT still wins.
+	if os.Getenv("GOGC") == "" && os.Getenv("GOMEMLIMIT") == "" {
+		cgroup, _ := os.ReadFile("/proc/self/cgroup") // none outside Linux: no container limit
+		p := choosePacing(cpus, int64(password.OWASP().Memory)<<10,
+			containerMemoryLimit(cgroup, os.DirFS("/sys/fs/cgroup")))
+		debug.SetGCPercent(p.percent)
+		debug.SetMemoryLimit(p.limit)
+	}
 	// The hasher runs as many password hashes at once as there are CPUs,
 	// each holding its P for tens of milliseconds, and Go preempts a running
 	// goroutine only about every 10 ms. With a P per CPU, a login flood
