@@ -6,9 +6,8 @@ import (
 	"github.com/gofiber/fiber/v2"
 )
 
-// openAPIDocument is the OpenAPI 3.1 description of the whole API of API.md,
-// including the operations not served yet (marked "x-authd-status":
-// "planned"). openapi_test.go keeps it in step with the routes.
+// openAPIDocument is the OpenAPI 3.1 description of the whole API of API.md.
+// openapi_test.go keeps it in step with the routes.
 //
 //go:embed openapi.json
 var openAPIDocument []byte

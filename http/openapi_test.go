@@ -25,10 +25,6 @@ import (
 	"github.com/authd/authd/password"
 )
 
-// plannedKey marks an operation of API.md that is documented but not served
-// yet; it must be removed when the route lands.
-const plannedKey = "x-authd-status"
-
 const errorSchemaRef = "#/components/schemas/Error"
 
 var httpMethods = []string{"get", "put", "post", "delete", "options", "head", "patch", "trace"}
@@ -64,17 +60,6 @@ type operation struct {
 }
 
 func (o operation) key() string { return strings.ToUpper(o.method) + " " + o.path }
-
-func (o operation) planned(t *testing.T) bool {
-	v, ok := o.op[plannedKey]
-	if !ok {
-		return false
-	}
-	if v != "planned" {
-		t.Errorf("%s: %s is %v; the only value is \"planned\"", o.key(), plannedKey, v)
-	}
-	return true
-}
 
 func operations(t *testing.T, doc map[string]any) []operation {
 	t.Helper()
@@ -205,8 +190,6 @@ func TestOpenAPIDocumentIsWellFormed(t *testing.T) {
 	params := regexp.MustCompile(`\{([^}]+)\}`)
 	ids := map[string]string{}
 	for _, o := range operations(t, doc) {
-		o.planned(t)
-
 		id, _ := o.op["operationId"].(string)
 		if id == "" {
 			t.Errorf("%s has no operationId", o.key())
@@ -285,8 +268,7 @@ func TestOpenAPIIsValid31(t *testing.T) {
 }
 
 // TestOpenAPIMatchesRoutes keeps the document and the router in step: every
-// route is documented, every documented operation is served unless it is
-// planned, and a planned operation stops being planned when it is served.
+// route is documented and every documented operation is served.
 func TestOpenAPIMatchesRoutes(t *testing.T) {
 	doc := loadDoc(t)
 	param := regexp.MustCompile(`:([A-Za-z0-9_]+)\??`)
@@ -308,11 +290,8 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 	documented := map[string]bool{}
 	for _, o := range operations(t, doc) {
 		documented[o.key()] = true
-		switch planned := o.planned(t); {
-		case planned && routed[o.key()]:
-			t.Errorf("%s is served now: remove its %q from openapi.json (and check its answers against the handler)", o.key(), plannedKey)
-		case !planned && !routed[o.key()]:
-			t.Errorf("%s is documented but has no route: serve it, or mark it %q: \"planned\"", o.key(), plannedKey)
+		if !routed[o.key()] {
+			t.Errorf("%s is documented but has no route", o.key())
 		}
 	}
 	var missing []string
