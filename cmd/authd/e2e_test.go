@@ -311,7 +311,7 @@ func TestAccountsEndToEnd(t *testing.T) {
 		t.Fatalf("sessions: %s", list.raw)
 	}
 	first := sessions[0].(map[string]any)
-	if first["id"] != desk.str("session_id") || first["current"] != false || first["device"] != "Chrome on MacOS" {
+	if first["id"] != desk.str("session_id") || first["current"] != false || first["device"] != "Chrome on macOS" {
 		t.Fatalf("newest session first, not current: %s", list.raw)
 	}
 	a.must(t, 204, "DELETE", api+"/sessions/"+desk.str("session_id"), otp.str("access_token"), nil)
