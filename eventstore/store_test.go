@@ -524,3 +524,30 @@ func TestAnyVersionAppendsNeverConflict(t *testing.T) {
 		}
 	}
 }
+
+// Postgres planned a load again on every call while it judged a custom plan
+// for each array cheaper than the generic one, and planning cost more than
+// the load: the streams reach the query hidden from the planner, so it
+// settles on the generic plan after its first five custom ones.
+func TestLoadStreamsIsNotPlannedOnEveryCall(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	_, url := testenv.Database(t)
+	pool := testenv.OneConnection(t, url)
+	s := NewStore(pool, testenv.Sealer(t), nil)
+	streams := []string{"p-1", "p-2", "p-3", "p-4"}
+	for _, name := range streams {
+		if _, err := s.Append(ctx, name, 0, ev("E1", `{}`), ev("E2", `{}`)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const loads = 20
+	for i := range loads {
+		if _, err := s.LoadStreams(ctx, streams[i%4:]...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if generic, custom := testenv.Plans(t, pool, "e.stream_id = ANY"); generic == 0 || custom > 5 {
+		t.Errorf("%d loads ran %d generic and %d custom plans; want at most the 5 custom plans Postgres tries first", loads, generic, custom)
+	}
+}

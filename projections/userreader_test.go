@@ -120,3 +120,22 @@ func waitUntil(t *testing.T, cond func() bool) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+// Like eventstore's loads, the reader's query hides its ids from the planner
+// so that Postgres keeps one generic plan instead of planning every read.
+func TestUserReaderIsNotPlannedOnEveryRead(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	_, url := testenv.Database(t)
+	pool := testenv.OneConnection(t, url)
+	r := NewUserReader(pool)
+	const reads = 20
+	for range reads {
+		if _, err := r.Get(ctx, uuid.New()); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("read of an unknown user: %v, want ErrNotFound", err)
+		}
+	}
+	if generic, custom := testenv.Plans(t, pool, "u.id = ANY"); generic == 0 || custom > 5 {
+		t.Errorf("%d reads ran %d generic and %d custom plans; want at most the 5 custom plans Postgres tries first", reads, generic, custom)
+	}
+}

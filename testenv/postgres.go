@@ -54,6 +54,32 @@ func Database(t testing.TB) (*pgxpool.Pool, string) {
 	return pool, url
 }
 
+// OneConnection opens a pool of a single connection on url, so that every
+// statement of the test runs in one session, and closes it when the test
+// ends.
+func OneConnection(t testing.TB, url string) *pgxpool.Pool {
+	t.Helper()
+	pool, err := pgpool.Open(context.Background(), url, 1)
+	if err != nil {
+		t.Fatalf("open one connection: %v", err)
+	}
+	t.Cleanup(pool.Close)
+	return pool
+}
+
+// Plans says how many generic and custom plans Postgres has made, in q's
+// session, for the prepared statements whose text contains fragment.
+func Plans(t testing.TB, q interface {
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}, fragment string) (generic, custom int64) {
+	t.Helper()
+	if err := q.QueryRow(context.Background(), `SELECT coalesce(sum(generic_plans), 0), coalesce(sum(custom_plans), 0)
+		FROM pg_prepared_statements WHERE strpos(statement, $1) > 0`, fragment).Scan(&generic, &custom); err != nil {
+		t.Fatalf("count the plans of %q: %v", fragment, err)
+	}
+	return generic, custom
+}
+
 func withDatabase(t testing.TB, name string) string {
 	t.Helper()
 	cfg, err := pgx.ParseConfig(PostgresURL())
