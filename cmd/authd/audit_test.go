@@ -14,8 +14,6 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
-
-	"github.com/authd/authd/seal"
 )
 
 // auditMsg is one message seen on the cluster's event subjects.
@@ -404,14 +402,7 @@ func leaked(text string, secrets []string) []string {
 // key, in the base64 forms they could be published in.
 func passwordHashParts(t *testing.T, c *cluster, userID string) []string {
 	t.Helper()
-	key, err := seal.ParseKey(c.env["AUTHD_MASTER_KEY"])
-	if err != nil {
-		t.Fatal(err)
-	}
-	sealer, err := seal.New(key)
-	if err != nil {
-		t.Fatal(err)
-	}
+	sealer := c.sealer(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	rows, err := c.dbPool(t).Query(ctx, `SELECT id, type, sealed, sealed_kid FROM events WHERE user_id = $1 AND sealed IS NOT NULL`, userID)

@@ -20,6 +20,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/authd/authd/seal"
 )
 
 // apiErrorCodes are the error codes API.md lists, with the status each goes
@@ -171,6 +173,20 @@ func (c *cluster) dbPool(t *testing.T) *pgxpool.Pool {
 	}
 	t.Cleanup(pool.Close)
 	return pool
+}
+
+// sealer opens what the cluster's instances sealed, with its master key.
+func (c *cluster) sealer(t *testing.T) *seal.Sealer {
+	t.Helper()
+	key, err := seal.ParseKey(c.env["AUTHD_MASTER_KEY"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	sealer, err := seal.New(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sealer
 }
 
 // dbState is what a request that changes nothing must leave as it was.
