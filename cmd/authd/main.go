@@ -13,7 +13,6 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
-	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -50,10 +49,10 @@ func main() {
 	// or GOMEMLIMIT still wins.
 	if os.Getenv("GOGC") == "" && os.Getenv("GOMEMLIMIT") == "" {
 		cgroup, _ := os.ReadFile("/proc/self/cgroup") // none outside Linux: no container limit
-		p := choosePacing(cpus, int64(password.OWASP().Memory)<<10,
-			containerMemoryLimit(cgroup, os.DirFS("/sys/fs/cgroup")))
-		debug.SetGCPercent(p.percent)
-		debug.SetMemoryLimit(p.limit)
+		container := containerMemoryLimit(cgroup, os.DirFS("/sys/fs/cgroup"))
+		p := choosePacing(cpus, int64(password.OWASP().Memory)<<10, container)
+		p.apply()
+		go keepRoom(p, allowance(container), 10*time.Second)
 	}
 	// The hasher runs as many password hashes at once as there are CPUs,
 	// each holding its P for tens of milliseconds, and Go preempts a running

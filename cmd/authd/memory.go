@@ -5,8 +5,11 @@ import (
 	"bytes"
 	"io/fs"
 	"path"
+	"runtime/debug"
+	"runtime/metrics"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // gcPacing is how the garbage collector is told to pace itself: a GOGC
@@ -48,16 +51,57 @@ const (
 // growing into the container's own limit.
 func choosePacing(hashers int, hashBytes, containerLimit int64) gcPacing {
 	want := gcBase + int64(hashers+gcSpareHashes)*hashBytes
-	if containerLimit <= 0 {
-		return gcPacing{percent: -1, limit: want}
-	}
-	// A quarter of the container is left for what the Go runtime does not
-	// count: thread stacks, the kernel's socket buffers, fragmentation.
-	allowed := containerLimit / 4 * 3
-	if allowed >= want {
+	allowed := allowance(containerLimit)
+	if allowed == 0 || allowed >= want {
 		return gcPacing{percent: -1, limit: want}
 	}
 	return gcPacing{percent: gcPercentFallback, limit: allowed}
+}
+
+// allowance is how much of a container's memory limit the Go heap may use (0
+// when there is no limit): a quarter is left for what the runtime does not
+// count, thread stacks, the kernel's socket buffers, fragmentation.
+func allowance(containerLimit int64) int64 {
+	if containerLimit <= 0 {
+		return 0
+	}
+	return containerLimit / 4 * 3
+}
+
+// withRoomFor adjusts p to a live heap of live bytes. With GOGC off the
+// collector runs only at the limit, so a live heap that grew close to it (a
+// great many connections, say) would have it run almost without pause. Once
+// the live heap passes half the limit, the limit becomes twice the live
+// heap, the room GOGC=100 would give, and past allowed (0: no cap) pacing
+// goes back to GOGC under that cap. A limit is never lowered again.
+func withRoomFor(p gcPacing, live, allowed int64) gcPacing {
+	if p.percent >= 0 || 2*live <= p.limit {
+		return p
+	}
+	if allowed > 0 && 2*live > allowed {
+		return gcPacing{percent: gcPercentFallback, limit: allowed}
+	}
+	return gcPacing{percent: -1, limit: 2 * live}
+}
+
+// apply tells the runtime to pace the collector by p.
+func (p gcPacing) apply() {
+	debug.SetGCPercent(p.percent)
+	debug.SetMemoryLimit(p.limit)
+}
+
+// keepRoom looks at the live heap every interval, for as long as the process
+// runs, and applies withRoomFor's answer to the pacing in force, p, when it
+// changes.
+func keepRoom(p gcPacing, allowed int64, every time.Duration) {
+	live := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
+	for range time.Tick(every) {
+		metrics.Read(live)
+		if q := withRoomFor(p, int64(live[0].Value.Uint64()), allowed); q != p {
+			p = q
+			p.apply()
+		}
+	}
 }
 
 // containerMemoryLimit returns the smallest memory limit of the cgroups

@@ -30,6 +30,33 @@ func TestChoosePacing(t *testing.T) {
 	}
 }
 
+func TestWithRoomForRaisesTheLimitBeforeTheLiveHeapReachesIt(t *testing.T) {
+	const mib = 1 << 20
+	off := gcPacing{percent: -1, limit: 470 * mib}
+	tests := []struct {
+		name    string
+		p       gcPacing
+		live    int64
+		allowed int64
+		want    gcPacing
+	}{
+		{"a live heap under half the limit", off, 200 * mib, 0, off},
+		{"just half the limit", off, 235 * mib, 0, off},
+		{"past half the limit, no container", off, 300 * mib, 0, gcPacing{percent: -1, limit: 600 * mib}},
+		{"past half, in a container with room", off, 300 * mib, 768 * mib, gcPacing{percent: -1, limit: 600 * mib}},
+		{"past what the container allows", off, 300 * mib, 512 * mib, gcPacing{percent: gcPercentFallback, limit: 512 * mib}},
+		{"already paced by GOGC", gcPacing{percent: gcPercentFallback, limit: 192 * mib}, 150 * mib, 192 * mib, gcPacing{percent: gcPercentFallback, limit: 192 * mib}},
+		{"a live heap that shrank again", gcPacing{percent: -1, limit: 600 * mib}, 50 * mib, 0, gcPacing{percent: -1, limit: 600 * mib}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := withRoomFor(tt.p, tt.live, tt.allowed); got != tt.want {
+				t.Errorf("withRoomFor(%+v, %d MiB, %d MiB) = %+v, want %+v", tt.p, tt.live/mib, tt.allowed/mib, got, tt.want)
+			}
+		})
+	}
+}
+
 func TestContainerMemoryLimit(t *testing.T) {
 	tests := []struct {
 		name   string
