@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/authd/authd/natsbus"
@@ -34,6 +35,19 @@ func runRelay(t *testing.T, s *Store, bus Bus, cfg RelayConfig) (r *Relay, stop 
 	stop = sync.OnceFunc(func() { cancel(); <-done })
 	t.Cleanup(stop)
 	return r, stop
+}
+
+// onEachNATS runs test, in parallel, against each NATS server the relay must
+// work with, each time with a fresh store and stream.
+func onEachNATS(t *testing.T, test func(t *testing.T, s *Store, pool *pgxpool.Pool, bus *natsbus.Bus)) {
+	t.Helper()
+	for _, which := range testenv.NATSServers() {
+		t.Run(string(which), func(t *testing.T) {
+			t.Parallel()
+			s, pool := newStore(t)
+			test(t, s, pool, testenv.NATS(t, which))
+		})
+	}
 }
 
 // streamEvents reads every message of the stream in sequence order.
@@ -117,48 +131,43 @@ func checkExactlyOnceInOrder(t *testing.T, got []Event, appended map[uuid.UUID]E
 
 func TestRelayPublishesEveryEventOnceInLogOrder(t *testing.T) {
 	t.Parallel()
-	for _, which := range testenv.NATSServers() {
-		t.Run(string(which), func(t *testing.T) {
-			t.Parallel()
-			s, _ := newStore(t)
-			bus := testenv.NATS(t, which)
-			startRelay(t, s, bus)
+	onEachNATS(t, func(t *testing.T, s *Store, _ *pgxpool.Pool, bus *natsbus.Bus) {
+		startRelay(t, s, bus)
 
-			const writers, perWriter = 8, 150
-			var mu sync.Mutex
-			appended := map[uuid.UUID]Event{}
-			var wg sync.WaitGroup
-			for w := range writers {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					stream := fmt.Sprintf("writer-%d", w)
-					for v := int64(0); v < perWriter; {
-						n := 1 + int(v)%3
-						batch := make([]Event, n)
-						for i := range batch {
-							batch[i] = ev("Tick", fmt.Sprintf(`{"writer":%d,"n":%d}`, w, int(v)+i))
-						}
-						c, err := s.Append(context.Background(), stream, v, batch...)
-						if err != nil {
-							t.Errorf("writer %d: %v", w, err)
-							return
-						}
-						mu.Lock()
-						for _, e := range c.Events {
-							appended[e.ID] = e
-						}
-						mu.Unlock()
-						v += int64(n)
+		const writers, perWriter = 8, 150
+		var mu sync.Mutex
+		appended := map[uuid.UUID]Event{}
+		var wg sync.WaitGroup
+		for w := range writers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				stream := fmt.Sprintf("writer-%d", w)
+				for v := int64(0); v < perWriter; {
+					n := 1 + int(v)%3
+					batch := make([]Event, n)
+					for i := range batch {
+						batch[i] = ev("Tick", fmt.Sprintf(`{"writer":%d,"n":%d}`, w, int(v)+i))
 					}
-				}()
-			}
-			wg.Wait()
-			waitForMessages(t, bus, uint64(len(appended)), 30*time.Second)
-			time.Sleep(200 * time.Millisecond) // a duplicate, if any, would arrive now
-			checkExactlyOnceInOrder(t, streamEvents(t, bus), appended)
-		})
-	}
+					c, err := s.Append(context.Background(), stream, v, batch...)
+					if err != nil {
+						t.Errorf("writer %d: %v", w, err)
+						return
+					}
+					mu.Lock()
+					for _, e := range c.Events {
+						appended[e.ID] = e
+					}
+					mu.Unlock()
+					v += int64(n)
+				}
+			}()
+		}
+		wg.Wait()
+		waitForMessages(t, bus, uint64(len(appended)), 30*time.Second)
+		time.Sleep(200 * time.Millisecond) // a duplicate, if any, would arrive now
+		checkExactlyOnceInOrder(t, streamEvents(t, bus), appended)
+	})
 }
 
 func TestRelayNeverPublishesTheSealedPart(t *testing.T) {
@@ -202,44 +211,39 @@ func TestRelayNeverPublishesTheSealedPart(t *testing.T) {
 // not publish those events again, however long ago that was.
 func TestRelayRecoversFromACrashBeforeItsCheckpoint(t *testing.T) {
 	t.Parallel()
-	for _, which := range testenv.NATSServers() {
-		t.Run(string(which), func(t *testing.T) {
-			t.Parallel()
-			s, pool := newStore(t)
-			bus := testenv.NATS(t, which)
-			ctx := context.Background()
-			appended := map[uuid.UUID]Event{}
-			appendN := func(stream string, n int) {
-				for i := range n {
-					c, err := s.Append(ctx, stream, int64(i), ev("Tick", `{}`))
-					if err != nil {
-						t.Fatal(err)
-					}
-					appended[c.Events[0].ID] = c.Events[0]
+	onEachNATS(t, func(t *testing.T, s *Store, pool *pgxpool.Pool, bus *natsbus.Bus) {
+		ctx := context.Background()
+		appended := map[uuid.UUID]Event{}
+		appendN := func(stream string, n int) {
+			for i := range n {
+				c, err := s.Append(ctx, stream, int64(i), ev("Tick", `{}`))
+				if err != nil {
+					t.Fatal(err)
 				}
+				appended[c.Events[0].ID] = c.Events[0]
 			}
-			appendN("before", 40)
-			_, stop := runRelay(t, s, bus, RelayConfig{})
-			waitForMessages(t, bus, 40, 10*time.Second)
-			stop()
-			// The crash: the checkpoint never saw what was published.
-			if _, err := pool.Exec(ctx, `UPDATE relay_checkpoint SET tx_id = '0', position = 0`); err != nil {
-				t.Fatal(err)
-			}
-			// Past the duplicate window, Nats-Msg-Id alone would not catch a republish.
-			short := bus.StreamConfig()
-			short.Duplicates = 100 * time.Millisecond
-			if _, err := bus.JetStream().UpdateStream(ctx, short); err != nil {
-				t.Fatal(err)
-			}
-			time.Sleep(300 * time.Millisecond)
-			appendN("after", 25)
-			startRelay(t, s, bus)
-			waitForMessages(t, bus, 65, 10*time.Second)
-			time.Sleep(300 * time.Millisecond)
-			checkExactlyOnceInOrder(t, streamEvents(t, bus), appended)
-		})
-	}
+		}
+		appendN("before", 40)
+		_, stop := runRelay(t, s, bus, RelayConfig{})
+		waitForMessages(t, bus, 40, 10*time.Second)
+		stop()
+		// The crash: the checkpoint never saw what was published.
+		if _, err := pool.Exec(ctx, `UPDATE relay_checkpoint SET tx_id = '0', position = 0`); err != nil {
+			t.Fatal(err)
+		}
+		// Past the duplicate window, Nats-Msg-Id alone would not catch a republish.
+		short := bus.StreamConfig()
+		short.Duplicates = 100 * time.Millisecond
+		if _, err := bus.JetStream().UpdateStream(ctx, short); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(300 * time.Millisecond)
+		appendN("after", 25)
+		startRelay(t, s, bus)
+		waitForMessages(t, bus, 65, 10*time.Second)
+		time.Sleep(300 * time.Millisecond)
+		checkExactlyOnceInOrder(t, streamEvents(t, bus), appended)
+	})
 }
 
 // An instance that does not relay nudges the one that does after its
@@ -247,36 +251,31 @@ func TestRelayRecoversFromACrashBeforeItsCheckpoint(t *testing.T) {
 // can be published.
 func TestAnotherInstancesAppendsNudgeTheRelay(t *testing.T) {
 	t.Parallel()
-	for _, which := range testenv.NATSServers() {
-		t.Run(string(which), func(t *testing.T) {
-			t.Parallel()
-			relaying, pool := newStore(t)
-			other := NewStore(pool, relaying.sealer, nil)
-			bus := testenv.NATS(t, which)
-			run := func(s *Store) *Relay {
-				r, _ := runRelay(t, s, bus, RelayConfig{Poll: time.Hour, Backoff: 50 * time.Millisecond})
-				return r
+	onEachNATS(t, func(t *testing.T, relaying *Store, pool *pgxpool.Pool, bus *natsbus.Bus) {
+		other := NewStore(pool, relaying.sealer, nil)
+		run := func(s *Store) *Relay {
+			r, _ := runRelay(t, s, bus, RelayConfig{Poll: time.Hour, Backoff: 50 * time.Millisecond})
+			return r
+		}
+		leader := run(relaying)
+		deadline := time.Now().Add(10 * time.Second)
+		for !leader.Leading() {
+			if time.Now().After(deadline) {
+				t.Fatal("the first relay never took the lead")
 			}
-			leader := run(relaying)
-			deadline := time.Now().Add(10 * time.Second)
-			for !leader.Leading() {
-				if time.Now().After(deadline) {
-					t.Fatal("the first relay never took the lead")
-				}
-				time.Sleep(5 * time.Millisecond)
+			time.Sleep(5 * time.Millisecond)
+		}
+		follower := run(other)
+		for i := range 5 {
+			if _, err := other.Append(context.Background(), fmt.Sprintf("other-%d", i), 0, ev("Tick", `{}`)); err != nil {
+				t.Fatal(err)
 			}
-			follower := run(other)
-			for i := range 5 {
-				if _, err := other.Append(context.Background(), fmt.Sprintf("other-%d", i), 0, ev("Tick", `{}`)); err != nil {
-					t.Fatal(err)
-				}
-			}
-			waitForMessages(t, bus, 5, 10*time.Second)
-			if follower.Leading() {
-				t.Fatal("the second relay took the lead from the first")
-			}
-		})
-	}
+		}
+		waitForMessages(t, bus, 5, 10*time.Second)
+		if follower.Leading() {
+			t.Fatal("the second relay took the lead from the first")
+		}
+	})
 }
 
 // An event committed while an older transaction is open is held back from the
@@ -285,34 +284,29 @@ func TestAnotherInstancesAppendsNudgeTheRelay(t *testing.T) {
 // relay's looking again while something is held back publishes the event.
 func TestEventsHeldBackByAnOpenTransactionArePublishedWhenItEnds(t *testing.T) {
 	t.Parallel()
-	for _, which := range testenv.NATSServers() {
-		t.Run(string(which), func(t *testing.T) {
-			t.Parallel()
-			s, pool := newStore(t)
-			bus := testenv.NATS(t, which)
-			ctx := context.Background()
-			runRelay(t, s, bus, RelayConfig{Poll: time.Hour, Backoff: 50 * time.Millisecond})
-			older, err := pool.Begin(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer older.Rollback(ctx)
-			if _, err := older.Exec(ctx, `SELECT pg_current_xact_id()`); err != nil {
-				t.Fatal(err)
-			}
-			if _, err := s.Append(ctx, "held", 0, ev("Tick", `{}`)); err != nil {
-				t.Fatal(err)
-			}
-			time.Sleep(300 * time.Millisecond)
-			if got := streamEvents(t, bus); len(got) != 0 {
-				t.Fatalf("the relay published %d events while an older transaction was open", len(got))
-			}
-			if err := older.Commit(ctx); err != nil {
-				t.Fatal(err)
-			}
-			waitForMessages(t, bus, 1, 5*time.Second)
-		})
-	}
+	onEachNATS(t, func(t *testing.T, s *Store, pool *pgxpool.Pool, bus *natsbus.Bus) {
+		ctx := context.Background()
+		runRelay(t, s, bus, RelayConfig{Poll: time.Hour, Backoff: 50 * time.Millisecond})
+		older, err := pool.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer older.Rollback(ctx)
+		if _, err := older.Exec(ctx, `SELECT pg_current_xact_id()`); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Append(ctx, "held", 0, ev("Tick", `{}`)); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(300 * time.Millisecond)
+		if got := streamEvents(t, bus); len(got) != 0 {
+			t.Fatalf("the relay published %d events while an older transaction was open", len(got))
+		}
+		if err := older.Commit(ctx); err != nil {
+			t.Fatal(err)
+		}
+		waitForMessages(t, bus, 1, 5*time.Second)
+	})
 }
 
 // The relay saves its checkpoint at most every checkpointEvery, and on the way out.
