@@ -38,6 +38,13 @@ type Selective interface {
 	Uses(eventType string) bool
 }
 
+// uses reports whether p's read model can change with an event of the given
+// type: a projection that is not Selective may use any.
+func uses(p Projection, eventType string) bool {
+	s, ok := p.(Selective)
+	return !ok || s.Uses(eventType)
+}
+
 // All returns every projection authd runs, in one place so the server and
 // authctl agree on the list.
 func All() []Projection {

@@ -153,8 +153,7 @@ func (r *Runner) Statuses() []Status {
 func (r *Runner) Uses(name, eventType string) bool {
 	for _, p := range r.order {
 		if p.Name() == name {
-			selective, ok := p.(Selective)
-			return !ok || selective.Uses(eventType)
+			return uses(p, eventType)
 		}
 	}
 	return false
@@ -403,7 +402,6 @@ func (r *Runner) lead(ctx context.Context, conn *pgxpool.Conn, p Projection, st 
 		}
 	}()
 
-	selective, _ := p.(Selective)
 	expect := cp.StreamSeq + 1
 	first := cp.StreamSeq == 0 // a stream may have been purged: take whatever comes first
 	batch := make([]jetstream.Msg, 0, r.cfg.BatchSize)
@@ -443,7 +441,7 @@ func (r *Runner) lead(ctx context.Context, conn *pgxpool.Conn, p Projection, st 
 			first, expect = false, meta.Sequence.Stream+1
 			subject := m.Subject()
 			eventType := subject[strings.LastIndexByte(subject, '.')+1:]
-			if selective != nil && !selective.Uses(eventType) {
+			if !uses(p, eventType) {
 				// Placing an event p skips needs no more than its headers.
 				if c, ok := eventstore.CommitFromHeaders(m.Headers().Get(eventstore.HeaderTx), m.Headers().Get(eventstore.HeaderPosition)); ok {
 					events = append(events, eventstore.Event{Type: eventType, Position: c.Position, Commit: c})
@@ -458,7 +456,7 @@ func (r *Runner) lead(ctx context.Context, conn *pgxpool.Conn, p Projection, st 
 		}
 		var next Checkpoint
 		var n int
-		if selective != nil && !slices.ContainsFunc(events, func(e eventstore.Event) bool { return selective.Uses(e.Type) }) {
+		if !slices.ContainsFunc(events, func(e eventstore.Event) bool { return uses(p, e.Type) }) {
 			next = Checkpoint{Cursor: events[len(events)-1].Commit, StreamSeq: expect - 1}
 			if unsaved == nil {
 				saveTimer.Reset(skipSave)
