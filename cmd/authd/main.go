@@ -49,10 +49,10 @@ func main() {
 	// or GOMEMLIMIT still wins.
 	if os.Getenv("GOGC") == "" && os.Getenv("GOMEMLIMIT") == "" {
 		cgroup, _ := os.ReadFile("/proc/self/cgroup") // none outside Linux: no container limit
-		container := containerMemoryLimit(cgroup, os.DirFS("/sys/fs/cgroup"))
-		p := choosePacing(cpus, int64(password.OWASP().Memory)<<10, container)
+		allowed := allowance(containerMemoryLimit(cgroup, os.DirFS("/sys/fs/cgroup")))
+		p := choosePacing(cpus, int64(password.OWASP().Memory)<<10, allowed)
 		p.apply()
-		go keepRoom(p, allowance(container), 10*time.Second)
+		go keepRoom(p, allowed, 10*time.Second)
 	}
 	// The hasher runs as many password hashes at once as there are CPUs,
 	// each holding its P for tens of milliseconds, and Go preempts a running

@@ -44,14 +44,13 @@ const (
 )
 
 // choosePacing decides the collector's pacing for hashers concurrent
-// hashes of hashBytes each, within a container's memory limit of
-// containerLimit bytes (0 for none). A limit with room for the base, the
-// hashes in flight and gcSpareHashes more turns GOGC off; a container too
-// small for that keeps GOGC, with the limit as a cap that keeps the heap from
-// growing into the container's own limit.
-func choosePacing(hashers int, hashBytes, containerLimit int64) gcPacing {
+// hashes of hashBytes each, when the heap may use allowed bytes (0: no cap,
+// see allowance). A limit with room for the base, the hashes in flight and
+// gcSpareHashes more turns GOGC off; a container too small for that keeps
+// GOGC, with the limit as a cap that keeps the heap from growing into the
+// container's own limit.
+func choosePacing(hashers int, hashBytes, allowed int64) gcPacing {
 	want := gcBase + int64(hashers+gcSpareHashes)*hashBytes
-	allowed := allowance(containerLimit)
 	if allowed == 0 || allowed >= want {
 		return gcPacing{percent: -1, limit: want}
 	}

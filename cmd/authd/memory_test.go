@@ -23,8 +23,8 @@ func TestChoosePacing(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := choosePacing(2, hash, tt.container); got != tt.want {
-				t.Errorf("choosePacing(2, 19 MiB, %d) = %+v, want %+v", tt.container, got, tt.want)
+			if got := choosePacing(2, hash, allowance(tt.container)); got != tt.want {
+				t.Errorf("choosePacing(2, 19 MiB, allowance(%d)) = %+v, want %+v", tt.container, got, tt.want)
 			}
 		})
 	}
