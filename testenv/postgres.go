@@ -67,13 +67,12 @@ func OneConnection(t testing.TB, url string) *pgxpool.Pool {
 	return pool
 }
 
-// Plans says how many generic and custom plans Postgres has made, in q's
-// session, for the prepared statements whose text contains fragment.
-func Plans(t testing.TB, q interface {
-	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
-}, fragment string) (generic, custom int64) {
+// Plans says how many generic and custom plans Postgres has made, in the
+// session of a OneConnection pool, for the prepared statements whose text
+// contains fragment.
+func Plans(t testing.TB, pool *pgxpool.Pool, fragment string) (generic, custom int64) {
 	t.Helper()
-	if err := q.QueryRow(context.Background(), `SELECT coalesce(sum(generic_plans), 0), coalesce(sum(custom_plans), 0)
+	if err := pool.QueryRow(context.Background(), `SELECT coalesce(sum(generic_plans), 0), coalesce(sum(custom_plans), 0)
 		FROM pg_prepared_statements WHERE strpos(statement, $1) > 0`, fragment).Scan(&generic, &custom); err != nil {
 		t.Fatalf("count the plans of %q: %v", fragment, err)
 	}
