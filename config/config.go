@@ -46,6 +46,9 @@ type Config struct {
 	NATSSubjectPrefix     string
 	ReadYourWritesTimeout time.Duration
 	LogLevel              slog.Level
+	// CORSOrigins may call the API from a browser; empty sends no CORS
+	// headers at all.
+	CORSOrigins []string
 }
 
 // The defaults are the ones documented in API.md.
@@ -97,6 +100,7 @@ func Load(getenv func(string) string) (Config, error) {
 		LogLevel:              l.logLevel("AUTHD_LOG_LEVEL"),
 		MasterKeys:            l.masterKeys("AUTHD_MASTER_KEY"),
 		TrustedProxies:        l.prefixes("AUTHD_TRUSTED_PROXIES"),
+		CORSOrigins:           splitList(l.str("AUTHD_CORS_ORIGINS", "")),
 	}
 
 	l.check("AUTHD_ADDR", checkHostPort(c.Addr))
@@ -111,6 +115,7 @@ func Load(getenv func(string) string) (Config, error) {
 	l.check("AUTHD_WEBAUTHN_ORIGINS", checkOrigins(c.WebAuthnOrigins, c.WebAuthnRPID))
 	l.check("AUTHD_NATS_STREAM", checkStreamName(c.NATSStream))
 	l.check("AUTHD_NATS_SUBJECT_PREFIX", checkSubjectPrefix(c.NATSSubjectPrefix))
+	l.check("AUTHD_CORS_ORIGINS", checkCORSOrigins(c.CORSOrigins))
 
 	if len(l.errs) > 0 {
 		return Config{}, fmt.Errorf("invalid configuration:\n%w", errors.Join(l.errs...))
@@ -461,21 +466,48 @@ func checkOrigins(origins []string, rpID string) error {
 	}
 	var errs []error
 	for _, o := range origins {
-		u, err := checkAbsoluteURL(o, "http", "https")
+		u, err := checkOrigin(o)
 		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
-		if (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
-			errs = append(errs, fmt.Errorf("%q is not an origin: it has more than scheme://host[:port]", o))
-			continue
-		}
-		if u.Path == "/" {
-			errs = append(errs, fmt.Errorf("%q is not an origin: drop the trailing slash, browsers send none", o))
-			continue
-		}
 		if h := u.Hostname(); h != rpID && !strings.HasSuffix(h, "."+rpID) {
 			errs = append(errs, fmt.Errorf("%q: host is neither AUTHD_WEBAUTHN_RP_ID %q nor a subdomain of it", o, rpID))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// checkOrigin accepts exactly scheme://host[:port], as browsers send it.
+func checkOrigin(o string) (*url.URL, error) {
+	u, err := checkAbsoluteURL(o, "http", "https")
+	if err != nil {
+		return nil, err
+	}
+	if (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+		return nil, fmt.Errorf("%q is not an origin: it has more than scheme://host[:port]", o)
+	}
+	if u.Path == "/" {
+		return nil, fmt.Errorf("%q is not an origin: drop the trailing slash, browsers send none", o)
+	}
+	return u, nil
+}
+
+// checkCORSOrigins accepts origins in the form browsers send in Origin, since
+// they are compared byte for byte: lower case, no default port.
+func checkCORSOrigins(origins []string) error {
+	var errs []error
+	for _, o := range origins {
+		u, err := checkOrigin(o)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if o != strings.ToLower(o) {
+			errs = append(errs, fmt.Errorf("%q: write it in lower case, as browsers send it", o))
+		}
+		if u.Port() == "443" && u.Scheme == "https" || u.Port() == "80" && u.Scheme == "http" {
+			errs = append(errs, fmt.Errorf("%q: drop the default port, browsers send none", o))
 		}
 	}
 	return errors.Join(errs...)

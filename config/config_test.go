@@ -76,6 +76,7 @@ func TestLoadValues(t *testing.T) {
 		"AUTHD_NATS_SUBJECT_PREFIX":      "test.abc",
 		"AUTHD_READ_YOUR_WRITES_TIMEOUT": "750ms",
 		"AUTHD_LOG_LEVEL":                "Debug",
+		"AUTHD_CORS_ORIGINS":             "https://dash.example.com, http://127.0.0.1:3000",
 	}
 	got, err := Load(env(m))
 	if err != nil {
@@ -103,6 +104,7 @@ func TestLoadValues(t *testing.T) {
 		NATSSubjectPrefix:     "test.abc",
 		ReadYourWritesTimeout: 750 * time.Millisecond,
 		LogLevel:              slog.LevelDebug,
+		CORSOrigins:           []string{"https://dash.example.com", "http://127.0.0.1:3000"},
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("values:\n got %s\nwant %s", got.fields(), want.fields())
@@ -171,6 +173,13 @@ func TestLoadRejects(t *testing.T) {
 		{"AUTHD_NATS_SUBJECT_PREFIX", "auth events", "no spaces or wildcards"},
 		{"AUTHD_NATS_SUBJECT_PREFIX", "auth..events", "empty token"},
 		{"AUTHD_NATS_SUBJECT_PREFIX", "auth.", "empty token"},
+		{"AUTHD_CORS_ORIGINS", "*", "is not an absolute URL"},
+		{"AUTHD_CORS_ORIGINS", "dash.example.com", "is not an absolute URL"},
+		{"AUTHD_CORS_ORIGINS", "https://dash.example.com/", "drop the trailing slash"},
+		{"AUTHD_CORS_ORIGINS", "https://dash.example.com/app", "is not an origin"},
+		{"AUTHD_CORS_ORIGINS", "https://Dash.example.com", "write it in lower case"},
+		{"AUTHD_CORS_ORIGINS", "https://dash.example.com:443", "drop the default port"},
+		{"AUTHD_CORS_ORIGINS", "ftp://dash.example.com", "scheme is not http or https"},
 		{"AUTHD_LOG_LEVEL", "verbose", `"verbose" is not one of debug, info, warn, error`},
 	}
 	for _, tt := range tests {
