@@ -5,9 +5,11 @@ import (
 	"errors"
 	"log/slog"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
+	"github.com/gofiber/fiber/v2/utils"
 
 	"github.com/authd/authd/commands"
 	"github.com/authd/authd/eventstore"
@@ -26,6 +28,9 @@ type Error struct {
 	// flood's closed loop) then waits for a timer instead of taking a
 	// core away from the work that refused it.
 	Hold time.Duration
+	// refusal names, for the refusals' count and log, why the edge turned
+	// the request away; empty for the answers of routes.
+	refusal string
 }
 
 // busyHold is how long an answer that all password-hashing slots are taken
@@ -125,7 +130,13 @@ func fromFiber(fe *fiber.Error) *Error {
 		return &Error{Status: fe.Code, Code: "unavailable", Message: "service unavailable", RetryAfter: 1}
 	}
 	if fe.Code >= 400 && fe.Code < 500 {
-		return &Error{Status: fe.Code, Code: "validation_failed", Message: fe.Message}
+		// Never fe.Message: for a request fasthttp could not parse it is the
+		// parser's own error text.
+		msg := "the request is malformed"
+		if fe.Code != fiber.StatusBadRequest {
+			msg = strings.ToLower(utils.StatusMessage(fe.Code))
+		}
+		return &Error{Status: fe.Code, Code: "validation_failed", Message: msg}
 	}
 	return &Error{Status: fiber.StatusInternalServerError, Code: "internal", Message: "internal error"}
 }

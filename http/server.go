@@ -19,11 +19,6 @@ import (
 // BodyLimit caps request bodies: every API body is a few small fields.
 const BodyLimit = 64 << 10
 
-// readLimit is where the server stops reading a body at all. Between the two
-// the body is read and answered with a clean 413: refused while the client
-// is still sending, a client sees a reset connection instead of the answer.
-const readLimit = 1 << 20
-
 // headerLimit is how large a request's headers may be. Past it fasthttp
 // answers 431 and closes the connection without reading the rest, which a
 // client still sending sees as a broken pipe rather than the answer; so it is
@@ -45,30 +40,34 @@ type Deps struct {
 	TrustedProxies []netip.Prefix // proxies whose X-Forwarded-For is believed
 	Accounts       *Accounts
 	JWKS           func() []byte
+	CORSOrigins    []string // may call the API from a browser
 }
 
 // New returns the fiber app with every route of authd.
 func New(d Deps) *fiber.App {
+	edge := newEdge(d.CORSOrigins, newRefusals(d.Log, d.Registry, time.Now))
 	cfg := fiber.Config{
-		AppName:               "authd",
-		BodyLimit:             readLimit,
+		AppName: "authd",
+		// Bodies are streamed, never read whole before a handler runs: the
+		// edge middleware reads them, at most BodyLimit kept, and drops the
+		// rest of one too large. BodyLimit here only caps what fasthttp reads
+		// ahead (8 KiB at most).
+		StreamRequestBody:     true,
+		BodyLimit:             BodyLimit,
 		ReadBufferSize:        headerLimit,
 		DisableStartupMessage: true,
-		ErrorHandler:          errorHandler(d.Log),
+		ErrorHandler:          edge.errors(errorHandler(d.Log), d.TrustedProxies),
 		ReadTimeout:           10 * time.Second,
 		WriteTimeout:          10 * time.Second,
 		IdleTimeout:           60 * time.Second,
 	}
+	cfg.DisablePreParseMultipartForm = true // it would read a whole form into memory or files
 	app := fiber.New(cfg)
+	app.Server().Handler = closeUnread(app.Server().Handler)
 	app.Use(recover.New())
 	app.Use(withRequestID)
 	app.Use(newMetrics(d.Registry).middleware)
-	app.Use(func(c *fiber.Ctx) error {
-		if len(c.Body()) > BodyLimit {
-			return fiber.ErrRequestEntityTooLarge
-		}
-		return c.Next()
-	})
+	app.Use(edge.middleware)
 
 	app.Get("/healthz", func(c *fiber.Ctx) error { return c.JSON(fiber.Map{"status": "ok"}) })
 	app.Get("/readyz", readyz(d.Ready))

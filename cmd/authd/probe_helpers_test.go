@@ -40,6 +40,8 @@ var apiErrorCodes = map[string]int{
 	"payload_too_large":     413,
 	"rate_limited":          429,
 	"unavailable":           503,
+	// The edge's refusal of a body that is compressed or not JSON.
+	"unsupported_media_type": 415,
 }
 
 // leakMarkers must never appear in an error message a client sees.
