@@ -325,7 +325,7 @@ func TestOpenAPIErrorCodes(t *testing.T) {
 		password.ErrBusy, context.DeadlineExceeded,
 		&commands.ValidationError{Field: "email", Message: "is required"},
 		&commands.RetryLaterError{After: time.Second},
-		errUnauthorized,
+		errUnauthorized, errBadFraming, errBrokenBody, errContentEncoding, errContentType, errTooLarge,
 		fiber.ErrBadRequest, fiber.ErrNotFound, fiber.ErrMethodNotAllowed, fiber.ErrRequestEntityTooLarge,
 		fiber.ErrServiceUnavailable, fiber.ErrRequestHeaderFieldsTooLarge, fiber.ErrBadGateway,
 		errors.New("a fault of ours"),
