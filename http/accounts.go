@@ -70,14 +70,15 @@ func (a *Accounts) routes(r fiber.Router) {
 	a.googleRoutes(r)
 }
 
-// limit refuses a client IP past lim within the group, before the handler
-// does any work (above all, any password hashing).
+// limit refuses a client past lim within the group, before the handler does
+// any work (above all, any password hashing). A client is an IPv4 address or
+// an IPv6 /64 (rateLimitKey).
 func (a *Accounts) limit(group string, lim ratelimit.Limit) fiber.Handler {
 	return func(c *fiber.Ctx) error {
 		if !a.RateLimit {
 			return c.Next()
 		}
-		ok, retry, err := a.Limiter.Allow(c.UserContext(), "ip:"+group+":"+clientIP(c, a.trusted), lim)
+		ok, retry, err := a.Limiter.Allow(c.UserContext(), "ip:"+group+":"+rateLimitKey(clientIP(c, a.trusted)), lim)
 		if err != nil {
 			return err
 		}
