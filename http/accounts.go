@@ -333,7 +333,7 @@ func (a *Accounts) me(c *fiber.Ctx) error {
 }
 
 func (a *Accounts) activeIDs(ctx context.Context, user uuid.UUID) ([]uuid.UUID, error) {
-	list, err := projections.ActiveSessions(ctx, a.Reads, user, a.Now().Add(-refreshLife))
+	list, err := projections.ActiveSessions(ctx, a.Reads, user, a.Now().Add(-a.App.RefreshTTL()))
 	if err != nil {
 		return nil, err
 	}
@@ -344,11 +344,9 @@ func (a *Accounts) activeIDs(ctx context.Context, user uuid.UUID) ([]uuid.UUID, 
 	return ids, nil
 }
 
-const refreshLife = 7 * 24 * time.Hour
-
 func (a *Accounts) sessions(c *fiber.Ctx) error {
 	claims := claimsOf(c)
-	list, err := projections.ActiveSessions(c.UserContext(), a.Reads, claims.UserID, a.Now().Add(-refreshLife))
+	list, err := projections.ActiveSessions(c.UserContext(), a.Reads, claims.UserID, a.Now().Add(-a.App.RefreshTTL()))
 	if err != nil {
 		return err
 	}
