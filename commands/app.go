@@ -68,6 +68,8 @@ type Deps struct {
 	Now         func() time.Time
 	// RefreshGrace is how long a rotated-away refresh token still answers.
 	RefreshGrace time.Duration
+	// RefreshTTL is how long a refresh token lives (AUTHD_REFRESH_TOKEN_TTL).
+	RefreshTTL time.Duration
 	// WaitTimeout bounds how long a write waits for read-your-writes.
 	WaitTimeout time.Duration
 	// Product names the service in emails.
@@ -100,6 +102,10 @@ func New(d Deps) *App {
 	}
 	return &App{d: d, sessions: sessions}
 }
+
+// RefreshTTL is how long a refresh token lives: also how long a session
+// without a refresh stays listed as active.
+func (a *App) RefreshTTL() time.Duration { return a.d.RefreshTTL }
 
 // Request is who is asking: it becomes each event's metadata.
 type Request struct {

@@ -346,14 +346,16 @@ func (a *App) RegisterPasskey(ctx context.Context, caller tokens.Claims, in Regi
 func passkeyCredentialKey(id []byte) string { return base64.RawURLEncoding.EncodeToString(id) }
 
 // PasskeyLoginOptions starts a discoverable (usernameless) passkey sign-in:
-// a challenge with no user and no allowed credentials.
+// a challenge with no user and no allowed credentials. User verification is
+// required: a passkey sign-in stands in for password and second factor, so
+// a mere touch of a stolen security key must not be enough.
 func (a *App) PasskeyLoginOptions(ctx context.Context) (*protocol.CredentialAssertion, error) {
 	rp, err := a.passkeyRP()
 	if err != nil {
 		return nil, err
 	}
 	ttl := a.passkeyCeremonyTTL()
-	assertion, session, err := rp.BeginDiscoverableLogin(webauthn.WithUserVerification(protocol.VerificationPreferred))
+	assertion, session, err := rp.BeginDiscoverableLogin(webauthn.WithUserVerification(protocol.VerificationRequired))
 	if err != nil {
 		return nil, fmt.Errorf("begin passkey login: %w", err)
 	}
@@ -423,6 +425,11 @@ func (a *App) PasskeyLogin(ctx context.Context, credential []byte, r Request) (T
 		return refuse(describeWebAuthnError(err), "user_id", userID, "passkey_id", passkeyID)
 	}
 	flags := parsed.Response.AuthenticatorData.Flags
+	// The ceremony asked for it, but one begun before UV was required did
+	// not; the flag itself is what must hold.
+	if !flags.HasUserVerified() {
+		return refuse("no user verification", "user_id", userID, "passkey_id", passkeyID)
+	}
 	amr := domain.PasskeyAMR(k.Credential)
 
 	return retry(ctx, func() (Tokens, error) {

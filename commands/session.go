@@ -45,8 +45,8 @@ func (a *App) issue(session, user, tenant uuid.UUID, amr []string, generation ui
 	return Tokens{
 		AccessToken:  access,
 		RefreshToken: a.d.Keys.RefreshToken(session, generation),
-		ExpiresIn:    domain.AccessTokenTTL,
-		RefreshTTL:   domain.RefreshTokenTTL,
+		ExpiresIn:    a.d.Keys.AccessTTL(),
+		RefreshTTL:   a.d.RefreshTTL,
 		SessionID:    session,
 		UserID:       user,
 	}, nil
@@ -112,7 +112,7 @@ func (a *App) Refresh(ctx context.Context, refreshToken string, r Request) (Toke
 			if s.Version > 0 && s.StartedAt.Before(a.d.Revoked.UserCut(s.UserID)) {
 				return domain.RefreshDecision{}, ErrInvalidRefreshToken
 			}
-			return s.Refresh(generation, a.d.Now(), a.d.RefreshGrace, r.client())
+			return s.Refresh(generation, a.d.Now(), domain.RefreshRules{TTL: a.d.RefreshTTL, Grace: a.d.RefreshGrace}, r.client())
 		}
 		var s *domain.Session
 		var d domain.RefreshDecision

@@ -17,6 +17,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/authd/authd/seal"
+	"github.com/authd/authd/tokens"
 )
 
 // Config is every setting authd takes from its environment.
@@ -49,6 +50,10 @@ type Config struct {
 	// CORSOrigins may call the API from a browser; empty sends no CORS
 	// headers at all.
 	CORSOrigins []string
+	// AccessTokenTTL and RefreshTokenTTL are the token lifetimes; expires_in
+	// and refresh_expires_in follow them.
+	AccessTokenTTL  time.Duration
+	RefreshTokenTTL time.Duration
 }
 
 // The defaults are the ones documented in API.md.
@@ -67,6 +72,18 @@ const (
 	DefaultNATSStream            = "AUTH_EVENTS"
 	DefaultNATSSubjectPrefix     = "auth.events"
 	DefaultReadYourWritesTimeout = 2 * time.Second
+	DefaultAccessTokenTTL        = tokens.DefaultAccessTTL
+	DefaultRefreshTokenTTL       = 7 * 24 * time.Hour
+)
+
+// Token lifetime bounds. An access token cannot be revoked by anything but
+// the in-memory revocation lists, which keep an entry for tokens.MaxAccessTTL;
+// under a minute, clients would refresh more than they work. A refresh token
+// outliving a year is a session nobody remembers.
+const (
+	minAccessTokenTTL  = time.Minute
+	minRefreshTokenTTL = time.Hour
+	maxRefreshTokenTTL = 365 * 24 * time.Hour
 )
 
 // reservedNATSPort is the standard NATS port; the machine's own NATS server
@@ -101,6 +118,8 @@ func Load(getenv func(string) string) (Config, error) {
 		MasterKeys:            l.masterKeys("AUTHD_MASTER_KEY"),
 		TrustedProxies:        l.prefixes("AUTHD_TRUSTED_PROXIES"),
 		CORSOrigins:           splitList(l.str("AUTHD_CORS_ORIGINS", "")),
+		AccessTokenTTL:        l.duration("AUTHD_ACCESS_TOKEN_TTL", DefaultAccessTokenTTL, false),
+		RefreshTokenTTL:       l.duration("AUTHD_REFRESH_TOKEN_TTL", DefaultRefreshTokenTTL, false),
 	}
 
 	l.check("AUTHD_ADDR", checkHostPort(c.Addr))
@@ -116,6 +135,8 @@ func Load(getenv func(string) string) (Config, error) {
 	l.check("AUTHD_NATS_STREAM", checkStreamName(c.NATSStream))
 	l.check("AUTHD_NATS_SUBJECT_PREFIX", checkSubjectPrefix(c.NATSSubjectPrefix))
 	l.check("AUTHD_CORS_ORIGINS", checkCORSOrigins(c.CORSOrigins))
+	l.check("AUTHD_ACCESS_TOKEN_TTL", checkBetween(c.AccessTokenTTL, minAccessTokenTTL, tokens.MaxAccessTTL))
+	l.check("AUTHD_REFRESH_TOKEN_TTL", checkBetween(c.RefreshTokenTTL, max(minRefreshTokenTTL, c.AccessTokenTTL), maxRefreshTokenTTL))
 
 	if len(l.errs) > 0 {
 		return Config{}, fmt.Errorf("invalid configuration:\n%w", errors.Join(l.errs...))
@@ -183,6 +204,15 @@ func (l *loader) duration(name string, def time.Duration, zeroAllowed bool) time
 		l.check(name, fmt.Errorf("%q must be greater than zero", v))
 	}
 	return d
+}
+
+// checkBetween bounds a duration that duration already found positive (a bad
+// one is reported there, so not again here).
+func checkBetween(d, lo, hi time.Duration) error {
+	if d <= 0 || lo <= d && d <= hi {
+		return nil
+	}
+	return fmt.Errorf("%s is outside %s to %s", d, lo, hi)
 }
 
 func (l *loader) logLevel(name string) slog.Level {
@@ -568,6 +598,8 @@ func (c Config) LogValue() slog.Value {
 		slog.String("nats_subject_prefix", c.NATSSubjectPrefix),
 		slog.Duration("read_your_writes_timeout", c.ReadYourWritesTimeout),
 		slog.String("log_level", c.LogLevel.String()),
+		slog.Duration("access_token_ttl", c.AccessTokenTTL),
+		slog.Duration("refresh_token_ttl", c.RefreshTokenTTL),
 	)
 }
 

@@ -40,6 +40,8 @@ func TestLoadDefaults(t *testing.T) {
 		NATSSubjectPrefix:     "auth.events",
 		ReadYourWritesTimeout: 2 * time.Second,
 		LogLevel:              slog.LevelInfo,
+		AccessTokenTTL:        24 * time.Hour,
+		RefreshTokenTTL:       168 * time.Hour,
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("defaults:\n got %s\nwant %s", got.fields(), want.fields())
@@ -77,6 +79,8 @@ func TestLoadValues(t *testing.T) {
 		"AUTHD_READ_YOUR_WRITES_TIMEOUT": "750ms",
 		"AUTHD_LOG_LEVEL":                "Debug",
 		"AUTHD_CORS_ORIGINS":             "https://dash.example.com, http://127.0.0.1:3000",
+		"AUTHD_ACCESS_TOKEN_TTL":         "15m",
+		"AUTHD_REFRESH_TOKEN_TTL":        "720h",
 	}
 	got, err := Load(env(m))
 	if err != nil {
@@ -105,6 +109,8 @@ func TestLoadValues(t *testing.T) {
 		ReadYourWritesTimeout: 750 * time.Millisecond,
 		LogLevel:              slog.LevelDebug,
 		CORSOrigins:           []string{"https://dash.example.com", "http://127.0.0.1:3000"},
+		AccessTokenTTL:        15 * time.Minute,
+		RefreshTokenTTL:       720 * time.Hour,
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("values:\n got %s\nwant %s", got.fields(), want.fields())
@@ -181,6 +187,14 @@ func TestLoadRejects(t *testing.T) {
 		{"AUTHD_CORS_ORIGINS", "https://dash.example.com:443", "drop the default port"},
 		{"AUTHD_CORS_ORIGINS", "ftp://dash.example.com", "scheme is not http or https"},
 		{"AUTHD_LOG_LEVEL", "verbose", `"verbose" is not one of debug, info, warn, error`},
+		{"AUTHD_ACCESS_TOKEN_TTL", "0", "must be greater than zero"},
+		{"AUTHD_ACCESS_TOKEN_TTL", "-1h", "is negative"},
+		{"AUTHD_ACCESS_TOKEN_TTL", "24", "is not a duration (e.g. 24h0m0s)"},
+		{"AUTHD_ACCESS_TOKEN_TTL", "30s", "30s is outside 1m0s to 24h0m0s"},
+		{"AUTHD_ACCESS_TOKEN_TTL", "87600h", "87600h0m0s is outside 1m0s to 24h0m0s"},
+		{"AUTHD_REFRESH_TOKEN_TTL", "0s", "must be greater than zero"},
+		{"AUTHD_REFRESH_TOKEN_TTL", "10m", "10m0s is outside 24h0m0s to 8760h0m0s"},
+		{"AUTHD_REFRESH_TOKEN_TTL", "9000h", "9000h0m0s is outside 24h0m0s to 8760h0m0s"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name+"="+tt.value, func(t *testing.T) {

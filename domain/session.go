@@ -17,11 +17,19 @@ const (
 	TypeLoginFailed        = "LoginFailed"
 )
 
-// Session lifetimes of API.md.
-const (
-	AccessTokenTTL  = 24 * time.Hour
-	RefreshTokenTTL = 7 * 24 * time.Hour
-)
+// AccessTokenTTL is the longest an access token lives (tokens.MaxAccessTTL,
+// the bound of AUTHD_ACCESS_TOKEN_TTL): revocations are kept this long.
+const AccessTokenTTL = 24 * time.Hour
+
+// RefreshRules are the configured lifetimes a refresh is decided by.
+type RefreshRules struct {
+	// TTL is how long a refresh token lives from its issue
+	// (AUTHD_REFRESH_TOKEN_TTL).
+	TTL time.Duration
+	// Grace is how long the token just rotated away still answers the
+	// current pair (AUTHD_REFRESH_REUSE_GRACE); 0 turns it off.
+	Grace time.Duration
+}
 
 // SessionStream names a session's stream.
 func SessionStream(id uuid.UUID) string { return "session-" + id.String() }
@@ -147,16 +155,18 @@ type RefreshDecision struct {
 }
 
 // Refresh decides on a refresh token of the given generation presented at now.
-// The current token rotates. The one just rotated away, within grace of its
-// rotation, answers the current pair again (tabs refreshing at once). Any other
-// reuse revokes the session, since the token may be in someone else's hands.
-func (s *Session) Refresh(generation uint64, now time.Time, grace time.Duration, client Client) (RefreshDecision, error) {
+// The current token rotates while younger than rules.TTL. The one just rotated
+// away, within rules.Grace of its rotation, answers the current pair again
+// (tabs refreshing at once). Any other reuse revokes the session, since the
+// token may be in someone else's hands.
+func (s *Session) Refresh(generation uint64, now time.Time, rules RefreshRules, client Client) (RefreshDecision, error) {
+	grace := rules.Grace
 	switch {
 	case s.Version == 0 || s.Revoked:
 		return RefreshDecision{}, ErrRefreshInvalid
 	case generation > s.Generation:
 		return RefreshDecision{}, ErrRefreshInvalid // never issued: forged or from a lost write
-	case now.After(s.RotatedAt.Add(RefreshTokenTTL)) && generation == s.Generation:
+	case now.After(s.RotatedAt.Add(rules.TTL)) && generation == s.Generation:
 		return RefreshDecision{}, ErrRefreshInvalid
 	case generation == s.Generation:
 		return RefreshDecision{Answer: true, Events: []Event{&SessionRefreshed{SessionID: s.ID, Generation: generation + 1, Client: client}}}, nil

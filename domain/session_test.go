@@ -8,6 +8,8 @@ import (
 	"github.com/google/uuid"
 )
 
+const week = 7 * 24 * time.Hour
+
 func startedSession(t0 time.Time) *Session {
 	s := &Session{}
 	s.Apply(&SessionStarted{SessionID: uuid.New(), UserID: uuid.New(), AMR: []string{"pwd"}}, t0)
@@ -17,7 +19,7 @@ func startedSession(t0 time.Time) *Session {
 func TestRefreshRotatesTheCurrentToken(t *testing.T) {
 	t0 := time.Unix(1_700_000_000, 0)
 	s := startedSession(t0)
-	d, err := s.Refresh(0, t0.Add(time.Minute), 10*time.Second, Client{})
+	d, err := s.Refresh(0, t0.Add(time.Minute), RefreshRules{TTL: week, Grace: 10 * time.Second}, Client{})
 	if err != nil || !d.Answer || len(d.Events) != 1 {
 		t.Fatalf("refresh of the current token = %+v, %v", d, err)
 	}
@@ -28,27 +30,28 @@ func TestRefreshRotatesTheCurrentToken(t *testing.T) {
 
 func TestRefreshGraceAndReuse(t *testing.T) {
 	t0 := time.Unix(1_700_000_000, 0)
-	grace := 10 * time.Second
+	rules := RefreshRules{TTL: week, Grace: 10 * time.Second}
+	grace := rules.Grace
 	s := startedSession(t0)
 	rotated := t0.Add(time.Hour)
 	s.Apply(&SessionRefreshed{Generation: 1}, rotated)
 
-	d, err := s.Refresh(0, rotated.Add(grace), grace, Client{})
+	d, err := s.Refresh(0, rotated.Add(grace), rules, Client{})
 	if err != nil || !d.Answer || len(d.Events) != 0 {
 		t.Fatalf("previous token within the grace = %+v, %v; want the current pair, no events", d, err)
 	}
-	d, err = s.Refresh(0, rotated.Add(grace+time.Millisecond), grace, Client{})
+	d, err = s.Refresh(0, rotated.Add(grace+time.Millisecond), rules, Client{})
 	if err != nil || d.Answer || len(d.Events) != 2 {
 		t.Fatalf("previous token after the grace = %+v, %v; want reuse detection", d, err)
 	}
 	if _, ok := d.Events[1].(*SessionRevoked); !ok {
 		t.Fatalf("reuse must revoke the session, got %#v", d.Events[1])
 	}
-	if d, _ := s.Refresh(0, rotated, 0, Client{}); d.Answer {
+	if d, _ := s.Refresh(0, rotated, RefreshRules{TTL: week}, Client{}); d.Answer {
 		t.Fatal("with the grace off, a rotated-away token answered")
 	}
 	s.Apply(&SessionRefreshed{Generation: 2}, rotated.Add(time.Second))
-	if d, _ := s.Refresh(0, rotated.Add(time.Second), grace, Client{}); d.Answer {
+	if d, _ := s.Refresh(0, rotated.Add(time.Second), rules, Client{}); d.Answer {
 		t.Fatal("a token two rotations old answered within the grace")
 	}
 }
@@ -56,14 +59,23 @@ func TestRefreshGraceAndReuse(t *testing.T) {
 func TestRefreshRefusals(t *testing.T) {
 	t0 := time.Unix(1_700_000_000, 0)
 	s := startedSession(t0)
-	if _, err := s.Refresh(5, t0, time.Second, Client{}); !errors.Is(err, ErrRefreshInvalid) {
+	rules := RefreshRules{TTL: week, Grace: time.Second}
+	if _, err := s.Refresh(5, t0, rules, Client{}); !errors.Is(err, ErrRefreshInvalid) {
 		t.Fatalf("a generation never issued: %v", err)
 	}
-	if _, err := s.Refresh(0, t0.Add(RefreshTokenTTL+time.Second), time.Second, Client{}); !errors.Is(err, ErrRefreshInvalid) {
+	if _, err := s.Refresh(0, t0.Add(week+time.Second), rules, Client{}); !errors.Is(err, ErrRefreshInvalid) {
 		t.Fatalf("an expired token: %v", err)
 	}
+	// The configured lifetime is the one that counts.
+	short := RefreshRules{TTL: time.Hour, Grace: time.Second}
+	if d, err := s.Refresh(0, t0.Add(time.Hour), short, Client{}); err != nil || !d.Answer {
+		t.Fatalf("a token at the end of a 1 h lifetime = %+v, %v; want it rotated", d, err)
+	}
+	if _, err := s.Refresh(0, t0.Add(time.Hour+time.Second), short, Client{}); !errors.Is(err, ErrRefreshInvalid) {
+		t.Fatalf("a token past a 1 h lifetime: %v", err)
+	}
 	s.Apply(&SessionRevoked{}, t0)
-	if _, err := s.Refresh(0, t0, time.Second, Client{}); !errors.Is(err, ErrRefreshInvalid) {
+	if _, err := s.Refresh(0, t0, rules, Client{}); !errors.Is(err, ErrRefreshInvalid) {
 		t.Fatalf("a revoked session: %v", err)
 	}
 	if (&Session{}).Revoke("x") != nil || s.Revoke("x") != nil {

@@ -70,14 +70,15 @@ func (a *Accounts) routes(r fiber.Router) {
 	a.googleRoutes(r)
 }
 
-// limit refuses a client IP past lim within the group, before the handler
-// does any work (above all, any password hashing).
+// limit refuses a client past lim within the group, before the handler does
+// any work (above all, any password hashing). A client is an IPv4 address or
+// an IPv6 /64 (rateLimitKey).
 func (a *Accounts) limit(group string, lim ratelimit.Limit) fiber.Handler {
 	return func(c *fiber.Ctx) error {
 		if !a.RateLimit {
 			return c.Next()
 		}
-		ok, retry, err := a.Limiter.Allow(c.UserContext(), "ip:"+group+":"+clientIP(c, a.trusted), lim)
+		ok, retry, err := a.Limiter.Allow(c.UserContext(), "ip:"+group+":"+rateLimitKey(clientIP(c, a.trusted)), lim)
 		if err != nil {
 			return err
 		}
@@ -332,7 +333,7 @@ func (a *Accounts) me(c *fiber.Ctx) error {
 }
 
 func (a *Accounts) activeIDs(ctx context.Context, user uuid.UUID) ([]uuid.UUID, error) {
-	list, err := projections.ActiveSessions(ctx, a.Reads, user, a.Now().Add(-refreshLife))
+	list, err := projections.ActiveSessions(ctx, a.Reads, user, a.Now().Add(-a.App.RefreshTTL()))
 	if err != nil {
 		return nil, err
 	}
@@ -343,11 +344,9 @@ func (a *Accounts) activeIDs(ctx context.Context, user uuid.UUID) ([]uuid.UUID, 
 	return ids, nil
 }
 
-const refreshLife = 7 * 24 * time.Hour
-
 func (a *Accounts) sessions(c *fiber.Ctx) error {
 	claims := claimsOf(c)
-	list, err := projections.ActiveSessions(c.UserContext(), a.Reads, claims.UserID, a.Now().Add(-refreshLife))
+	list, err := projections.ActiveSessions(c.UserContext(), a.Reads, claims.UserID, a.Now().Add(-a.App.RefreshTTL()))
 	if err != nil {
 		return err
 	}

@@ -17,3 +17,19 @@ func TestDeviceNamesTheBrowserAndOS(t *testing.T) {
 		}
 	}
 }
+
+func TestRateLimitKeyIsTheIPv4AddressOrTheIPv6Slash64(t *testing.T) {
+	for ip, want := range map[string]string{
+		"192.0.2.7":                     "192.0.2.7",
+		"::ffff:192.0.2.7":              "192.0.2.7",
+		"2001:db8:1:2:3:4:5:6":          "2001:db8:1:2::/64",
+		"2001:db8:1:2::1":               "2001:db8:1:2::/64",
+		"fe80::1%eth0":                  "fe80::/64",
+		"2001:db8:1:3:ffff:ffff:ffff:1": "2001:db8:1:3::/64",
+		"not an address":                "not an address",
+	} {
+		if got := rateLimitKey(ip); got != want {
+			t.Errorf("rateLimitKey(%q) = %q, want %q", ip, got, want)
+		}
+	}
+}

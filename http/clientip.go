@@ -40,6 +40,27 @@ func clientIP(c *fiber.Ctx, trusted []netip.Prefix) string {
 	return ip.String()
 }
 
+// rateLimitKey is the client a per-IP limit counts: an IPv4 address as it
+// is, an IPv6 one by its /64. One subscriber, host or VM is routinely given a
+// whole /64 and can pick any address in it, so counting /128s would let one
+// client make 2^64 clients (API.md, "Edge rules"). An IPv4-mapped IPv6
+// address is its IPv4 address, or the same client could count twice.
+func rateLimitKey(ip string) string {
+	a, err := netip.ParseAddr(ip)
+	if err != nil {
+		return ip
+	}
+	a = a.Unmap().WithZone("")
+	if a.Is4() {
+		return a.String()
+	}
+	p, err := a.Prefix(64)
+	if err != nil {
+		return ip
+	}
+	return p.String()
+}
+
 func isTrusted(ip netip.Addr, trusted []netip.Prefix) bool {
 	for _, p := range trusted {
 		if p.Contains(ip) {

@@ -39,8 +39,9 @@ type wireClaims struct {
 	AMR       []string `json:"amr"`
 }
 
-// Issue signs an access token with the current signing key. A zero IssuedAt
-// means now, a zero ExpiresAt IssuedAt+AccessTTL, an empty ID a random UUID.
+// Issue signs an access token with the signing key active at the clock's now.
+// A zero IssuedAt means now, a zero ExpiresAt IssuedAt+AccessTTL (a later one
+// is an error: Verify would refuse it), an empty ID a random UUID.
 func (k *Keyring) Issue(c Claims) (token string, err error) {
 	if c.UserID == uuid.Nil || c.TenantID == uuid.Nil || c.SessionID == uuid.Nil {
 		return "", errors.New("tokens: issue: user, tenant and session ids are required")
@@ -49,7 +50,10 @@ func (k *Keyring) Issue(c Claims) (token string, err error) {
 		c.IssuedAt = k.now()
 	}
 	if c.ExpiresAt.IsZero() {
-		c.ExpiresAt = c.IssuedAt.Add(AccessTTL)
+		c.ExpiresAt = c.IssuedAt.Add(k.accessTTL)
+	}
+	if c.ExpiresAt.Sub(c.IssuedAt) > k.accessTTL {
+		return "", fmt.Errorf("tokens: issue: lifetime %v exceeds %v", c.ExpiresAt.Sub(c.IssuedAt), k.accessTTL)
 	}
 	if c.ID == "" {
 		id, err := uuid.NewRandom()
@@ -62,7 +66,7 @@ func (k *Keyring) Issue(c Claims) (token string, err error) {
 	if amr == nil {
 		amr = []string{} // "amr":[] rather than null, for strict clients
 	}
-	ks := k.keys.Load()
+	s := k.keys.Load().signer(k.now())
 	t := jwt.NewWithClaims(jwt.SigningMethodEdDSA, wireClaims{
 		RegisteredClaims: jwt.RegisteredClaims{
 			Issuer:    k.issuer,
@@ -75,8 +79,8 @@ func (k *Keyring) Issue(c Claims) (token string, err error) {
 		SessionID: c.SessionID.String(),
 		AMR:       amr,
 	})
-	t.Header["kid"] = ks.signKID
-	token, err = t.SignedString(ks.signKey)
+	t.Header["kid"] = s.kid
+	token, err = t.SignedString(s.key)
 	if err != nil {
 		return "", fmt.Errorf("tokens: sign: %w", err)
 	}
@@ -84,7 +88,8 @@ func (k *Keyring) Issue(c Claims) (token string, err error) {
 }
 
 // Verify checks an access token's signature (EdDSA only, by a key of the
-// JWKS), issuer and expiry, and returns its claims. It reads the DB only when
+// JWKS), issuer, expiry and lifetime (exp − iat at most AccessTTL), that it
+// names no crit header, and returns its claims. It reads the DB only when
 // the kid is unknown, at most once a second, to catch another instance's
 // rotation. It does not know about revoked sessions: that is the caller's.
 func (k *Keyring) Verify(ctx context.Context, token string) (Claims, error) {
@@ -122,6 +127,11 @@ func (k *Keyring) verify(ctx context.Context, token string) (Claims, error) {
 		if t.Method != jwt.SigningMethodEdDSA {
 			return nil, fmt.Errorf("unexpected signing method %q", t.Method.Alg())
 		}
+		// RFC 7515 §4.1.11: a recipient must refuse a crit extension it does
+		// not understand, and authd understands none.
+		if _, ok := t.Header["crit"]; ok {
+			return nil, errors.New("crit header: no extension is understood")
+		}
 		kid, _ := t.Header["kid"].(string)
 		if kid == "" {
 			return nil, errors.New("no kid in header")
@@ -131,7 +141,16 @@ func (k *Keyring) verify(ctx context.Context, token string) (Claims, error) {
 	if err != nil {
 		return Claims{}, fmt.Errorf("%w: %w", ErrInvalidToken, err)
 	}
-	return wc.claims()
+	c, err := wc.claims()
+	if err != nil {
+		return Claims{}, err
+	}
+	// A token living longer than authd issues them was not made by Issue:
+	// a leaked key, or a bug, must not mint tokens that outlive revocations.
+	if life := c.ExpiresAt.Sub(c.IssuedAt); life > k.accessTTL {
+		return Claims{}, fmt.Errorf("%w: lifetime %v exceeds %v", ErrInvalidToken, life, k.accessTTL)
+	}
+	return c, nil
 }
 
 // verifiedCacheSize bounds the memory of the cache (about 300 bytes a token);

@@ -42,7 +42,7 @@ func signWith(k *Keyring, kid string, key ed25519.PrivateKey, c Claims) (string,
 		c.IssuedAt = k.now()
 	}
 	if c.ExpiresAt.IsZero() {
-		c.ExpiresAt = c.IssuedAt.Add(AccessTTL)
+		c.ExpiresAt = c.IssuedAt.Add(k.accessTTL)
 	}
 	t := jwt.NewWithClaims(jwt.SigningMethodEdDSA, wireClaims{
 		RegisteredClaims: jwt.RegisteredClaims{
@@ -226,7 +226,7 @@ func TestVerifyRejects(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	noKID, err := signWith(f.k, "", f.k.keys.Load().signKey, c)
+	noKID, err := signWith(f.k, "", f.k.signingKey(), c)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -249,10 +249,10 @@ func TestVerifyRejects(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	noExp := signRaw(t, f.k.keys.Load().signKey, map[string]any{"alg": "EdDSA", "kid": kid},
+	noExp := signRaw(t, f.k.signingKey(), map[string]any{"alg": "EdDSA", "kid": kid},
 		map[string]any{"iss": testIssuer, "sub": c.UserID.String(), "tid": c.TenantID.String(), "sid": c.SessionID.String(),
 			"iat": f.clock.Now().Unix(), "jti": "x", "amr": []string{}})
-	badSub := signRaw(t, f.k.keys.Load().signKey, map[string]any{"alg": "EdDSA", "kid": kid},
+	badSub := signRaw(t, f.k.signingKey(), map[string]any{"alg": "EdDSA", "kid": kid},
 		map[string]any{"iss": testIssuer, "sub": "root", "tid": c.TenantID.String(), "sid": c.SessionID.String(),
 			"iat": f.clock.Now().Unix(), "exp": f.clock.Now().Add(time.Hour).Unix(), "jti": "x", "amr": []string{}})
 
@@ -294,7 +294,7 @@ func TestVerifyExpiryLeeway(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.clock.Advance(AccessTTL + Leeway - time.Second)
+	f.clock.Advance(DefaultAccessTTL + Leeway - time.Second)
 	if _, err := f.k.Verify(ctx, token); err != nil {
 		t.Fatalf("within the leeway after exp: %v", err)
 	}
@@ -308,7 +308,7 @@ func TestVerifyExpiryLeeway(t *testing.T) {
 // openKeyringIssuer opens another keyring on f's database with another issuer.
 func openKeyringIssuer(t *testing.T, f *fixture, issuer string) *Keyring {
 	t.Helper()
-	k, err := Open(context.Background(), f.pool, f.sealer, issuer, f.clock.Now)
+	k, err := Open(context.Background(), f.pool, f.sealer, Options{Issuer: issuer, Now: f.clock.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -358,7 +358,7 @@ func TestVerifyCache(t *testing.T) {
 	}
 
 	// A cached token still expires.
-	f.clock.Advance(AccessTTL + Leeway)
+	f.clock.Advance(DefaultAccessTTL + Leeway)
 	_, err = f.k.Verify(ctx, token)
 	if !errors.Is(err, ErrInvalidToken) || !errors.Is(err, jwt.ErrTokenExpired) {
 		t.Fatalf("cached token past exp: err = %v, want ErrInvalidToken wrapping jwt.ErrTokenExpired", err)
@@ -371,5 +371,103 @@ func TestVerifyCache(t *testing.T) {
 	}
 	if len(v.m) > verifiedCacheSize {
 		t.Fatalf("cache holds %d entries, limit %d", len(v.m), verifiedCacheSize)
+	}
+}
+
+// signingKey is the private key Issue signs with now.
+func (k *Keyring) signingKey() ed25519.PrivateKey {
+	return k.keys.Load().signer(k.now()).key
+}
+
+// Signed with authd's own key, these are still refused: a crit header names
+// an extension authd would have to understand, and a lifetime longer than
+// the configured one is not a token Issue makes (API.md, "Tokens").
+func TestVerifyRefusesCritAndOverlongLifetimes(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	ctx := context.Background()
+	c := testClaims()
+	kid := f.k.SigningKID()
+	now := f.clock.Now()
+	payload := func(lifetime time.Duration) map[string]any {
+		return map[string]any{"iss": testIssuer, "sub": c.UserID.String(), "tid": c.TenantID.String(), "sid": c.SessionID.String(),
+			"iat": now.Unix(), "exp": now.Add(lifetime).Unix(), "jti": uuid.NewString(), "amr": []string{"pwd"}}
+	}
+	header := map[string]any{"alg": "EdDSA", "kid": kid, "typ": "JWT"}
+	with := func(m map[string]any, k string, v any) map[string]any {
+		out := map[string]any{k: v}
+		for key, val := range m {
+			out[key] = val
+		}
+		return out
+	}
+	key := f.k.signingKey()
+
+	// The same forgery without the defect verifies, so each refusal below is
+	// the defect's.
+	for name, tok := range map[string]string{
+		"plain":              signRaw(t, key, header, payload(time.Hour)),
+		"the whole lifetime": signRaw(t, key, header, payload(DefaultAccessTTL)),
+		"a cty header":       signRaw(t, key, with(header, "cty", "JWT"), payload(time.Hour)),
+	} {
+		if _, err := f.k.Verify(ctx, tok); err != nil {
+			t.Fatalf("%s: %v; want it verified", name, err)
+		}
+	}
+	for name, tok := range map[string]string{
+		"unknown crit":          signRaw(t, key, with(with(header, "crit", []string{"urn:example:policy"}), "urn:example:policy", "x"), payload(time.Hour)),
+		"crit naming exp":       signRaw(t, key, with(header, "crit", []string{"exp"}), payload(time.Hour)),
+		"empty crit":            signRaw(t, key, with(header, "crit", []string{}), payload(time.Hour)),
+		"10-year exp":           signRaw(t, key, header, payload(10*365*24*time.Hour)),
+		"a second over the TTL": signRaw(t, key, header, payload(DefaultAccessTTL+time.Second)),
+	} {
+		_, err := f.k.Verify(ctx, tok)
+		if !errors.Is(err, ErrInvalidToken) {
+			t.Errorf("%s: err = %v, want ErrInvalidToken", name, err)
+		}
+		if _, ok := f.k.keys.Load().verified.get(sha256.Sum256([]byte(tok))); ok {
+			t.Errorf("%s: a refused token was cached", name)
+		}
+	}
+}
+
+// The configured lifetime is what Issue gives and what Verify allows: a
+// keyring configured for 15 minutes refuses a day-long token of the same key.
+func TestAccessTTLIsConfigurable(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	ctx := context.Background()
+	short, err := Open(ctx, f.pool, f.sealer, Options{Issuer: testIssuer, AccessTTL: 15 * time.Minute, Now: f.clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if short.AccessTTL() != 15*time.Minute || f.k.AccessTTL() != DefaultAccessTTL {
+		t.Fatalf("AccessTTL = %v and %v, want 15m and the default", short.AccessTTL(), f.k.AccessTTL())
+	}
+	tok, err := short.Issue(testClaims())
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := short.Verify(ctx, tok)
+	if err != nil || got.ExpiresAt.Sub(got.IssuedAt) != 15*time.Minute {
+		t.Fatalf("a 15-minute token: %+v, %v", got, err)
+	}
+	day, err := f.k.Issue(testClaims())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := short.Verify(ctx, day); !errors.Is(err, ErrInvalidToken) {
+		t.Fatalf("a day-long token on a 15-minute keyring: err = %v, want ErrInvalidToken", err)
+	}
+	long := testClaims()
+	long.IssuedAt = f.clock.Now()
+	long.ExpiresAt = long.IssuedAt.Add(16 * time.Minute)
+	if _, err := short.Issue(long); err == nil {
+		t.Fatal("Issue signed a token living longer than the configured lifetime")
+	}
+	for _, ttl := range []time.Duration{-time.Minute, MaxAccessTTL + time.Second} {
+		if _, err := Open(ctx, f.pool, f.sealer, Options{Issuer: testIssuer, AccessTTL: ttl}); err == nil {
+			t.Errorf("Open accepted an access-token lifetime of %v", ttl)
+		}
 	}
 }

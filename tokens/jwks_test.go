@@ -27,7 +27,7 @@ func TestJWKSShape(t *testing.T) {
 		t.Fatalf("JWKS = %s", f.k.JWKS())
 	}
 	key := set["keys"][0]
-	pub := f.k.keys.Load().signKey.Public().(ed25519.PublicKey)
+	pub := f.k.signingKey().Public().(ed25519.PublicKey)
 	want := map[string]string{
 		"kty": "OKP", "crv": "Ed25519", "alg": "EdDSA", "use": "sig",
 		"kid": f.k.SigningKID(), "x": base64.RawURLEncoding.EncodeToString(pub),
@@ -88,7 +88,7 @@ func TestVerifyFromJWKSAlone(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.k.Rotate(context.Background()); err != nil {
+	if _, err := f.k.RotateNow(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	second, err := f.k.Issue(c)

@@ -23,7 +23,7 @@ func newClock() *testenv.Clock { return testenv.NewClock(time.Now().Truncate(tim
 
 func openKeyring(t testing.TB, pool *pgxpool.Pool, sealer *seal.Sealer, now func() time.Time) *Keyring {
 	t.Helper()
-	k, err := Open(context.Background(), pool, sealer, testIssuer, now)
+	k, err := Open(context.Background(), pool, sealer, Options{Issuer: testIssuer, Now: now})
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}
@@ -115,7 +115,7 @@ func TestConcurrentFirstOpensMakeOneKey(t *testing.T) {
 	for i := range n {
 		wg.Go(func() {
 			<-start
-			rings[i], errs[i] = Open(context.Background(), pool, sealer, testIssuer, nil)
+			rings[i], errs[i] = Open(context.Background(), pool, sealer, Options{Issuer: testIssuer})
 		})
 	}
 	close(start)
@@ -142,7 +142,7 @@ func TestConcurrentFirstOpensMakeOneKey(t *testing.T) {
 func TestOpenWithAnotherMasterKeyFails(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
-	_, err := Open(context.Background(), f.pool, testenv.Sealer(t), testIssuer, nil)
+	_, err := Open(context.Background(), f.pool, testenv.Sealer(t), Options{Issuer: testIssuer})
 	if !errors.Is(err, seal.ErrUnknownKey) {
 		t.Fatalf("Open with a foreign master key: err = %v, want seal.ErrUnknownKey", err)
 	}
@@ -151,7 +151,7 @@ func TestOpenWithAnotherMasterKeyFails(t *testing.T) {
 func TestOpenRejectsEmptyIssuer(t *testing.T) {
 	t.Parallel()
 	pool, _ := testenv.Database(t)
-	if _, err := Open(context.Background(), pool, testenv.Sealer(t), "", nil); err == nil {
+	if _, err := Open(context.Background(), pool, testenv.Sealer(t), Options{}); err == nil {
 		t.Fatal("Open with an empty issuer succeeded")
 	}
 }
@@ -167,7 +167,7 @@ func TestPrivateKeyIsSealedAtRest(t *testing.T) {
 		f.k.SigningKID()).Scan(&alg, &pub, &sealed, &sealKID); err != nil {
 		t.Fatal(err)
 	}
-	priv := f.k.keys.Load().signKey
+	priv := f.k.signingKey()
 	if alg != "EdDSA" || !bytes.Equal(pub, priv.Public().(ed25519.PublicKey)) {
 		t.Fatalf("row alg %q, public key does not match the signing key", alg)
 	}
@@ -192,38 +192,99 @@ func TestPrivateKeyIsSealedAtRest(t *testing.T) {
 	}
 }
 
-func TestRotate(t *testing.T) {
+// A rotated-in key is published at once and signs only once every client
+// that caches the JWKS (max-age) has it; then every instance that has
+// reloaded since the rotation switches at the same moment, without another
+// reload.
+func TestRotatePublishesTheNewKeyBeforeItSigns(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
 	ctx := context.Background()
+	b := openKeyring(t, f.pool, f.sealer, f.clock.Now)
 	oldKID := f.k.SigningKID()
 	c := testClaims()
 	oldToken, err := f.k.Issue(c)
 	if err != nil {
 		t.Fatal(err)
 	}
+	if ActivationDelay < JWKSMaxAge+ReloadEvery {
+		t.Fatalf("ActivationDelay %v is shorter than the JWKS max-age %v plus the reload interval %v", ActivationDelay, JWKSMaxAge, ReloadEvery)
+	}
 
-	newKID, err := f.k.Rotate(ctx)
+	newKID, activatesAt, err := f.k.Rotate(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if newKID == oldKID || f.k.SigningKID() != newKID {
-		t.Fatalf("after Rotate: signing %s, rotated to %s, old %s", f.k.SigningKID(), newKID, oldKID)
+	if newKID == oldKID || !activatesAt.Equal(f.clock.Now().Add(ActivationDelay)) {
+		t.Fatalf("Rotate = %s activating at %v; want a new kid activating at now + %v", newKID, activatesAt, ActivationDelay)
 	}
-	newToken, err := f.k.Issue(c)
-	if err != nil {
+	if err := b.Reload(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if got := headerKID(t, newToken); got != newKID {
-		t.Fatalf("new token kid = %s, want %s", got, newKID)
-	}
-	for name, tok := range map[string]string{"old": oldToken, "new": newToken} {
-		if _, err := f.k.Verify(ctx, tok); err != nil {
-			t.Fatalf("%s token after rotation: %v", name, err)
+	signsWith := func(when string, want string) {
+		t.Helper()
+		for name, k := range map[string]*Keyring{"a": f.k, "b": b} {
+			tok, err := k.Issue(c)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := headerKID(t, tok); got != want || k.SigningKID() != want {
+				t.Fatalf("%s: instance %s signs with %s (SigningKID %s), want %s", when, name, got, k.SigningKID(), want)
+			}
+			for vname, v := range map[string]*Keyring{"a": f.k, "b": b} {
+				if _, err := v.Verify(ctx, tok); err != nil {
+					t.Fatalf("%s: a token of %s does not verify on %s: %v", when, name, vname, err)
+				}
+			}
 		}
 	}
-	if kids := jwksKIDs(t, f.k); len(kids) != 2 || kids[0] != newKID || kids[1] != oldKID {
-		t.Fatalf("JWKS kids = %v, want [%s %s]", kids, newKID, oldKID)
+	// Published at once, on both instances, newest first; not yet signing.
+	for name, k := range map[string]*Keyring{"a": f.k, "b": b} {
+		if kids := jwksKIDs(t, k); len(kids) != 2 || kids[0] != newKID || kids[1] != oldKID {
+			t.Fatalf("JWKS of %s right after the rotation = %v, want [%s %s]", name, kids, newKID, oldKID)
+		}
+	}
+	signsWith("right after the rotation", oldKID)
+	f.clock.Advance(ActivationDelay - time.Second)
+	signsWith("a second before the activation", oldKID)
+	f.clock.Advance(time.Second)
+	signsWith("at the activation", newKID)
+	if _, err := f.k.Verify(ctx, oldToken); err != nil {
+		t.Fatalf("a token of the old key after the switch: %v", err)
+	}
+	// An instance started later signs with the active key at once.
+	if k := openKeyring(t, f.pool, f.sealer, f.clock.Now); k.SigningKID() != newKID {
+		t.Fatalf("an instance opened after the activation signs with %s, want %s", k.SigningKID(), newKID)
+	}
+}
+
+// RotateNow is for a leaked key: the new key signs at once, and Retire with
+// no wait cuts the leaked key's tokens off, cached ones too.
+func TestRotateNowAndRetireCutOffALeakedKey(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	ctx := context.Background()
+	leaked := f.k.SigningKID()
+	tok, err := f.k.Issue(testClaims())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.k.Verify(ctx, tok); err != nil { // and so cached
+		t.Fatal(err)
+	}
+	kid, err := f.k.RotateNow(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.k.SigningKID() != kid {
+		t.Fatalf("after RotateNow the signing key is %s, want %s", f.k.SigningKID(), kid)
+	}
+	retired, err := f.k.Retire(ctx, 0)
+	if err != nil || len(retired) != 1 || retired[0] != leaked {
+		t.Fatalf("Retire(0) after RotateNow = %v, %v; want [%s]", retired, err, leaked)
+	}
+	if _, err := f.k.Verify(ctx, tok); !errors.Is(err, ErrInvalidToken) {
+		t.Fatalf("a cached token of the retired key: err = %v, want ErrInvalidToken", err)
 	}
 }
 
@@ -233,8 +294,8 @@ func TestConcurrentRotationsBothHappen(t *testing.T) {
 	other := openKeyring(t, f.pool, f.sealer, f.clock.Now)
 	var wg sync.WaitGroup
 	var errA, errB error
-	wg.Go(func() { _, errA = f.k.Rotate(context.Background()) })
-	wg.Go(func() { _, errB = other.Rotate(context.Background()) })
+	wg.Go(func() { _, _, errA = f.k.Rotate(context.Background()) })
+	wg.Go(func() { _, _, errB = other.Rotate(context.Background()) })
 	wg.Wait()
 	if errA != nil || errB != nil {
 		t.Fatalf("concurrent rotations: %v, %v", errA, errB)
@@ -260,7 +321,7 @@ func TestOtherInstanceSeesRotation(t *testing.T) {
 	b := openKeyring(t, f.pool, f.sealer, f.clock.Now)
 
 	// An unknown kid makes b read the keys again, once.
-	kid1, err := f.k.Rotate(ctx)
+	kid1, err := f.k.RotateNow(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -276,7 +337,7 @@ func TestOtherInstanceSeesRotation(t *testing.T) {
 	}
 
 	// Within a second, another unknown kid does not reach the DB.
-	kid2, err := f.k.Rotate(ctx)
+	kid2, err := f.k.RotateNow(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -299,7 +360,7 @@ func TestOtherInstanceSeesRotation(t *testing.T) {
 	}
 
 	// A periodic Reload picks up a rotation without any token asking for it.
-	kid3, err := f.k.Rotate(ctx)
+	kid3, err := f.k.RotateNow(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -321,17 +382,6 @@ func TestRetire(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// A long-lived token of the old key, verified (and so cached) before the
-	// retirement, must fail after it all the same.
-	long := testClaims()
-	long.ExpiresAt = f.clock.Now().Add(1000 * time.Hour)
-	longToken, err := f.k.Issue(long)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := f.k.Verify(ctx, longToken); err != nil {
-		t.Fatal(err)
-	}
 
 	// The only key is the signing key: never retired, however old.
 	f.clock.Advance(48 * time.Hour)
@@ -339,13 +389,19 @@ func TestRetire(t *testing.T) {
 		t.Fatalf("Retire with one key: retired %v, err %v", retired, err)
 	}
 
-	newKID, err := f.k.Rotate(ctx)
+	newKID, _, err := f.k.Rotate(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A key that does not sign yet retires nothing, even with no wait: the
+	// old key is still the one signing.
+	if retired, err := f.k.Retire(ctx, 0); err != nil || len(retired) != 0 {
+		t.Fatalf("Retire(0) while the new key waits to sign: retired %v, err %v", retired, err)
+	}
+	f.clock.Advance(ActivationDelay)
 	// Not yet: the old key stopped signing only now.
 	if retired, err := f.k.Retire(ctx, RetireAfter); err != nil || len(retired) != 0 {
-		t.Fatalf("Retire right after rotation: retired %v, err %v", retired, err)
+		t.Fatalf("Retire right after the new key took over: retired %v, err %v", retired, err)
 	}
 	f.clock.Advance(RetireAfter + time.Second)
 	retired, err := f.k.Retire(ctx, RetireAfter)
@@ -365,7 +421,7 @@ func TestRetire(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for name, tok := range map[string]string{"expired": oldToken, "unexpired": stillValid, "cached": longToken} {
+	for name, tok := range map[string]string{"expired": oldToken, "unexpired": stillValid} {
 		if _, err := f.k.Verify(ctx, tok); !errors.Is(err, ErrInvalidToken) {
 			t.Fatalf("%s token of a retired key: err = %v, want ErrInvalidToken", name, err)
 		}

@@ -10,11 +10,14 @@ import (
 	"github.com/authd/authd/tokens"
 )
 
-// setupRotate adds a signing key. Running authd instances pick it up within
-// their reload interval, and at once when they meet a token it signed; tokens
-// of older keys keep verifying until those keys are retired.
+// setupRotate adds a signing key. It is published in the JWKS at once and
+// signs only after tokens.ActivationDelay, when every client that caches the
+// JWKS has it (running instances pick it up within their reload interval);
+// --now makes it sign at once, for a leaked key. Tokens of older keys keep
+// verifying until those keys are retired.
 func setupRotate(fs *flag.FlagSet) func(context.Context, *cli, []string) error {
-	retire := fs.Duration("retire-after", 0, "also retire keys that stopped signing longer ago than this (e.g. 25h: past every token they signed); 0 retires none")
+	retire := fs.Duration("retire-after", 0, "also retire keys that stopped signing (a newer key became active) longer ago than this (e.g. 25h: past every token they signed); 0 retires none")
+	now := fs.Bool("now", false, "sign with the new key at once, for a leaked key: clients holding a cached JWKS refuse its tokens until they fetch it again")
 	return func(ctx context.Context, c *cli, args []string) error {
 		if len(args) > 0 {
 			return usagef("takes no arguments, got %q", args)
@@ -44,16 +47,25 @@ func setupRotate(fs *flag.FlagSet) func(context.Context, *cli, []string) error {
 			return err
 		}
 		defer pool.Close()
-		ring, err := tokens.Open(ctx, pool, sealer, cfg.Issuer, time.Now)
+		ring, err := tokens.Open(ctx, pool, sealer, tokens.Options{Issuer: cfg.Issuer, AccessTTL: cfg.AccessTokenTTL, Now: time.Now})
 		if err != nil {
 			return schemaHint(err)
 		}
 		old := ring.SigningKID()
-		kid, err := ring.Rotate(ctx)
-		if err != nil {
-			return err
+		if *now {
+			kid, err := ring.RotateNow(ctx)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(c.stdout, "new signing key %s signs now (was %s); tokens signed by %s verify until it is retired\n", kid, old, old)
+		} else {
+			kid, at, err := ring.Rotate(ctx)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(c.stdout, "new signing key %s published; it signs from %s (in %s, once every cached JWKS has it), %s until then; tokens signed by %s verify until it is retired\n",
+				kid, at.UTC().Format(time.RFC3339), tokens.ActivationDelay, old, old)
 		}
-		fmt.Fprintf(c.stdout, "new signing key %s (was %s); tokens signed by %s verify until it is retired\n", kid, old, old)
 		if *retire > 0 {
 			retired, err := ring.Retire(ctx, *retire)
 			if err != nil {

@@ -123,7 +123,7 @@ func run(ctx context.Context, getenv func(string) string, logOut io.Writer, cpus
 	relay := eventstore.NewRelay(store, bus, eventstore.RelayConfig{}, log, reg)
 	runner := projections.NewRunner(pool, bus, projections.All(), projections.Config{}, log, reg)
 
-	keyring, err := tokens.Open(startCtx, pool, sealer, cfg.Issuer, time.Now)
+	keyring, err := tokens.Open(startCtx, pool, sealer, tokens.Options{Issuer: cfg.Issuer, AccessTTL: cfg.AccessTokenTTL, Now: time.Now})
 	if err != nil {
 		return err
 	}
@@ -171,6 +171,7 @@ func run(ctx context.Context, getenv func(string) string, logOut io.Writer, cpus
 		Log:          log,
 		Now:          time.Now,
 		RefreshGrace: cfg.RefreshReuseGrace,
+		RefreshTTL:   cfg.RefreshTokenTTL,
 		WaitTimeout:  cfg.ReadYourWritesTimeout,
 		Product:      "authd",
 		TwoFactor:    twoFactor,
@@ -281,7 +282,7 @@ func readiness(pool *pgxpool.Pool, bus *natsbus.Bus, runner *projections.Runner)
 // housekeeping runs the periodic chores: picking up keys another instance
 // rotated, and forgetting expired revocations, rate-limit windows and codes.
 func housekeeping(ctx context.Context, log *slog.Logger, keys *tokens.Keyring, revoked *revocation.Set, limiter *ratelimit.Limiter, codeStore *codes.Store) {
-	t := time.NewTicker(30 * time.Second)
+	t := time.NewTicker(tokens.ReloadEvery) // how stale a JWKS may be: tokens.ActivationDelay counts on it
 	defer t.Stop()
 	for n := 1; ; n++ {
 		select {

@@ -128,7 +128,7 @@ func TestPasskeysEndToEnd(t *testing.T) {
 
 	// Register a synced passkey (backup eligible) on instance b with the
 	// options from a: the ceremony state is shared. No name: the AAGUID's.
-	phone := &softauthn.Authenticator{AAGUID: pkICloudKeychain, UserVerified: true, BackupEligible: true, BackedUp: true, Transports: []string{"internal", "hybrid"}}
+	phone := &softauthn.Authenticator{AAGUID: pkICloudKeychain, BackupEligible: true, BackedUp: true, Transports: []string{"internal", "hybrid"}}
 	reg, phoneCred, err := phone.Register([]byte(opts.raw), pkClient)
 	if err != nil {
 		t.Fatal(err)
@@ -183,7 +183,7 @@ func TestPasskeysEndToEnd(t *testing.T) {
 	if err := json.Unmarshal(lo, &request); err != nil {
 		t.Fatal(err)
 	}
-	if request.PublicKey.RPID != "localhost" || request.PublicKey.UserVerification != "preferred" || len(request.PublicKey.Allow) != 0 || request.PublicKey.Challenge == "" {
+	if request.PublicKey.RPID != "localhost" || request.PublicKey.UserVerification != "required" || len(request.PublicKey.Allow) != 0 || request.PublicKey.Challenge == "" {
 		t.Fatalf("login options: %s", lo)
 	}
 	assertion, err := phone.Login(lo, pkClient, nil)
@@ -302,7 +302,7 @@ func TestPasskeyBadInput(t *testing.T) {
 	bobSignup := c.signupVerified(t, in, "bob@example.com", "another good password", nil)
 	bob := bobSignup.str("access_token")
 
-	auth := &softauthn.Authenticator{AAGUID: uuid.New(), UserVerified: true}
+	auth := &softauthn.Authenticator{AAGUID: uuid.New()}
 	if r, _ := pkRegister(t, in, token, auth, "key"); r.status != 201 {
 		t.Fatalf("register = %d %s", r.status, r.raw)
 	}

@@ -39,8 +39,10 @@ const coseES256 = -7
 // reports; set them before use.
 type Authenticator struct {
 	AAGUID uuid.UUID
-	// UserVerified sets the UV flag: the user was verified (PIN, biometric).
-	UserVerified bool
+	// NoUserVerification leaves the UV flag unset, as a security key without
+	// a PIN does. By default the user is verified (biometric, PIN), as
+	// browsers' platform authenticators do.
+	NoUserVerification bool
 	// BackupEligible and BackedUp set BE and BS: a synced passkey.
 	BackupEligible, BackedUp bool
 	// NoCounter keeps every sign count at 0, as some passkey providers do.
@@ -313,7 +315,7 @@ func allowed(allow []descriptor, id []byte) bool {
 func (a *Authenticator) authData(rpID string, flags byte, signCount uint32, extra []byte) []byte {
 	rpHash := sha256.Sum256([]byte(rpID))
 	flags |= flagUP
-	if a.UserVerified {
+	if !a.NoUserVerification {
 		flags |= flagUV
 	}
 	if a.BackupEligible {

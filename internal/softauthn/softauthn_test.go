@@ -28,7 +28,7 @@ func TestAgainstGoWebAuthn(t *testing.T) {
 		t.Fatal(err)
 	}
 	u := &user{id: []byte("0123456789abcdef")}
-	auth := &Authenticator{AAGUID: uuid.New(), UserVerified: true, Transports: []string{"internal"}}
+	auth := &Authenticator{AAGUID: uuid.New(), Transports: []string{"internal"}}
 	client := Client{Origin: "http://localhost:8080"}
 
 	creation, session, err := rp.BeginRegistration(u)
