@@ -46,6 +46,9 @@ type Config struct {
 	NATSSubjectPrefix     string
 	ReadYourWritesTimeout time.Duration
 	LogLevel              slog.Level
+	// RequestLogRate is the share of requests logged, one line each
+	// (AUTHD_REQUEST_LOG): 1 logs all, 0 none; 5xx answers are always logged.
+	RequestLogRate float64
 }
 
 // The defaults are the ones documented in API.md.
@@ -97,6 +100,7 @@ func Load(getenv func(string) string) (Config, error) {
 		LogLevel:              l.logLevel("AUTHD_LOG_LEVEL"),
 		MasterKeys:            l.masterKeys("AUTHD_MASTER_KEY"),
 		TrustedProxies:        l.prefixes("AUTHD_TRUSTED_PROXIES"),
+		RequestLogRate:        l.requestLog("AUTHD_REQUEST_LOG"),
 	}
 
 	l.check("AUTHD_ADDR", checkHostPort(c.Addr))
@@ -161,6 +165,24 @@ func (l *loader) onOff(name string, def bool) bool {
 	}
 	l.check(name, fmt.Errorf("%q is not on or off (also accepted: true, false, 1, 0)", v))
 	return def
+}
+
+// requestLog reads on, off or the share of requests to log, a number from 0
+// to 1 (0.01 logs one request in a hundred).
+func (l *loader) requestLog(name string) float64 {
+	v := strings.ToLower(l.str(name, ""))
+	switch v {
+	case "", "on":
+		return 1
+	case "off":
+		return 0
+	}
+	rate, err := strconv.ParseFloat(v, 64)
+	if err != nil || !(rate >= 0 && rate <= 1) {
+		l.check(name, fmt.Errorf("%q is not on, off or a sampling rate from 0 to 1", v))
+		return 1
+	}
+	return rate
 }
 
 func (l *loader) duration(name string, def time.Duration, zeroAllowed bool) time.Duration {
@@ -536,6 +558,7 @@ func (c Config) LogValue() slog.Value {
 		slog.String("nats_subject_prefix", c.NATSSubjectPrefix),
 		slog.Duration("read_your_writes_timeout", c.ReadYourWritesTimeout),
 		slog.String("log_level", c.LogLevel.String()),
+		slog.Float64("request_log_rate", c.RequestLogRate),
 	)
 }
 

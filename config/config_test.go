@@ -40,6 +40,7 @@ func TestLoadDefaults(t *testing.T) {
 		NATSSubjectPrefix:     "auth.events",
 		ReadYourWritesTimeout: 2 * time.Second,
 		LogLevel:              slog.LevelInfo,
+		RequestLogRate:        1,
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("defaults:\n got %s\nwant %s", got.fields(), want.fields())
@@ -76,6 +77,7 @@ func TestLoadValues(t *testing.T) {
 		"AUTHD_NATS_SUBJECT_PREFIX":      "test.abc",
 		"AUTHD_READ_YOUR_WRITES_TIMEOUT": "750ms",
 		"AUTHD_LOG_LEVEL":                "Debug",
+		"AUTHD_REQUEST_LOG":              "0.25",
 	}
 	got, err := Load(env(m))
 	if err != nil {
@@ -103,6 +105,7 @@ func TestLoadValues(t *testing.T) {
 		NATSSubjectPrefix:     "test.abc",
 		ReadYourWritesTimeout: 750 * time.Millisecond,
 		LogLevel:              slog.LevelDebug,
+		RequestLogRate:        0.25,
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("values:\n got %s\nwant %s", got.fields(), want.fields())
@@ -117,6 +120,18 @@ func TestLoadRateLimitSpellings(t *testing.T) {
 		}
 		if c.RateLimit != want {
 			t.Errorf("AUTHD_RATE_LIMIT=%q: RateLimit = %v, want %v", v, c.RateLimit, want)
+		}
+	}
+}
+
+func TestLoadRequestLogSpellings(t *testing.T) {
+	for v, want := range map[string]float64{"": 1, "on": 1, "ON": 1, "off": 0, "0": 0, "1": 1, "0.01": 0.01} {
+		c, err := Load(env(map[string]string{"AUTHD_REQUEST_LOG": v}))
+		if err != nil {
+			t.Fatalf("AUTHD_REQUEST_LOG=%q: %v", v, err)
+		}
+		if c.RequestLogRate != want {
+			t.Errorf("AUTHD_REQUEST_LOG=%q: RequestLogRate = %v, want %v", v, c.RequestLogRate, want)
 		}
 	}
 }
@@ -172,6 +187,9 @@ func TestLoadRejects(t *testing.T) {
 		{"AUTHD_NATS_SUBJECT_PREFIX", "auth..events", "empty token"},
 		{"AUTHD_NATS_SUBJECT_PREFIX", "auth.", "empty token"},
 		{"AUTHD_LOG_LEVEL", "verbose", `"verbose" is not one of debug, info, warn, error`},
+		{"AUTHD_REQUEST_LOG", "1.5", `"1.5" is not on, off or a sampling rate from 0 to 1`},
+		{"AUTHD_REQUEST_LOG", "sometimes", `"sometimes" is not on, off or a sampling rate from 0 to 1`},
+		{"AUTHD_REQUEST_LOG", "NaN", `"nan" is not on, off or a sampling rate from 0 to 1`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name+"="+tt.value, func(t *testing.T) {

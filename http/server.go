@@ -45,6 +45,7 @@ type Deps struct {
 	TrustedProxies []netip.Prefix // proxies whose X-Forwarded-For is believed
 	Accounts       *Accounts
 	JWKS           func() []byte
+	RequestLogRate float64 // share of requests logged (config AUTHD_REQUEST_LOG): 1 all, 0 none
 }
 
 // New returns the fiber app with every route of authd.
@@ -63,6 +64,7 @@ func New(d Deps) *fiber.App {
 	app.Use(recover.New())
 	app.Use(withRequestID)
 	app.Use(newMetrics(d.Registry).middleware)
+	app.Use(newRequestLog(d).middleware)
 	app.Use(func(c *fiber.Ctx) error {
 		if len(c.Body()) > BodyLimit {
 			return fiber.ErrRequestEntityTooLarge

@@ -200,6 +200,7 @@ func run(ctx context.Context, getenv func(string) string, logOut io.Writer, cpus
 		Ready:          readiness(pool, bus, runner),
 		TrustedProxies: cfg.TrustedProxies,
 		JWKS:           keyring.JWKS,
+		RequestLogRate: cfg.RequestLogRate,
 		Accounts: &authhttp.Accounts{
 			App: app, Keys: keyring, Revoked: revoked, Reads: pool, Users: projections.NewUserReader(pool), Limiter: limiter,
 			RateLimit: cfg.RateLimit, Now: time.Now, Log: log,
