@@ -49,6 +49,9 @@ type Config struct {
 	// RequestLogRate is the share of requests logged, one line each
 	// (AUTHD_REQUEST_LOG): 1 logs all, 0 none; 5xx answers are always logged.
 	RequestLogRate float64
+	// NATSReplicas is how many JetStream nodes hold the events stream
+	// (AUTHD_NATS_REPLICAS); a stream already larger keeps its count.
+	NATSReplicas int
 }
 
 // The defaults are the ones documented in API.md.
@@ -101,6 +104,7 @@ func Load(getenv func(string) string) (Config, error) {
 		MasterKeys:            l.masterKeys("AUTHD_MASTER_KEY"),
 		TrustedProxies:        l.prefixes("AUTHD_TRUSTED_PROXIES"),
 		RequestLogRate:        l.requestLog("AUTHD_REQUEST_LOG"),
+		NATSReplicas:          l.replicas("AUTHD_NATS_REPLICAS"),
 	}
 
 	l.check("AUTHD_ADDR", checkHostPort(c.Addr))
@@ -115,6 +119,9 @@ func Load(getenv func(string) string) (Config, error) {
 	l.check("AUTHD_WEBAUTHN_ORIGINS", checkOrigins(c.WebAuthnOrigins, c.WebAuthnRPID))
 	l.check("AUTHD_NATS_STREAM", checkStreamName(c.NATSStream))
 	l.check("AUTHD_NATS_SUBJECT_PREFIX", checkSubjectPrefix(c.NATSSubjectPrefix))
+	if c.NATSReplicas > 1 && c.NATSURL == "" {
+		l.check("AUTHD_NATS_REPLICAS", fmt.Errorf("%d needs a JetStream cluster in NATS_URL: the embedded server is one node", c.NATSReplicas))
+	}
 
 	if len(l.errs) > 0 {
 		return Config{}, fmt.Errorf("invalid configuration:\n%w", errors.Join(l.errs...))
@@ -183,6 +190,20 @@ func (l *loader) requestLog(name string) float64 {
 		return 1
 	}
 	return rate
+}
+
+// replicas reads a JetStream replica count: 1 to 5, as JetStream allows.
+func (l *loader) replicas(name string) int {
+	v := l.str(name, "")
+	if v == "" {
+		return 1
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 || n > 5 {
+		l.check(name, fmt.Errorf("%q is not a replica count from 1 to 5", v))
+		return 1
+	}
+	return n
 }
 
 func (l *loader) duration(name string, def time.Duration, zeroAllowed bool) time.Duration {
@@ -559,6 +580,7 @@ func (c Config) LogValue() slog.Value {
 		slog.Duration("read_your_writes_timeout", c.ReadYourWritesTimeout),
 		slog.String("log_level", c.LogLevel.String()),
 		slog.Float64("request_log_rate", c.RequestLogRate),
+		slog.Int("nats_replicas", c.NATSReplicas),
 	)
 }
 

@@ -41,6 +41,7 @@ func TestLoadDefaults(t *testing.T) {
 		ReadYourWritesTimeout: 2 * time.Second,
 		LogLevel:              slog.LevelInfo,
 		RequestLogRate:        1,
+		NATSReplicas:          1,
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("defaults:\n got %s\nwant %s", got.fields(), want.fields())
@@ -78,6 +79,7 @@ func TestLoadValues(t *testing.T) {
 		"AUTHD_READ_YOUR_WRITES_TIMEOUT": "750ms",
 		"AUTHD_LOG_LEVEL":                "Debug",
 		"AUTHD_REQUEST_LOG":              "0.25",
+		"AUTHD_NATS_REPLICAS":            "3",
 	}
 	got, err := Load(env(m))
 	if err != nil {
@@ -106,6 +108,7 @@ func TestLoadValues(t *testing.T) {
 		ReadYourWritesTimeout: 750 * time.Millisecond,
 		LogLevel:              slog.LevelDebug,
 		RequestLogRate:        0.25,
+		NATSReplicas:          3,
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("values:\n got %s\nwant %s", got.fields(), want.fields())
@@ -187,6 +190,10 @@ func TestLoadRejects(t *testing.T) {
 		{"AUTHD_NATS_SUBJECT_PREFIX", "auth..events", "empty token"},
 		{"AUTHD_NATS_SUBJECT_PREFIX", "auth.", "empty token"},
 		{"AUTHD_LOG_LEVEL", "verbose", `"verbose" is not one of debug, info, warn, error`},
+		{"AUTHD_NATS_REPLICAS", "0", `"0" is not a replica count from 1 to 5`},
+		{"AUTHD_NATS_REPLICAS", "three", `"three" is not a replica count from 1 to 5`},
+		{"AUTHD_NATS_REPLICAS", "7", `"7" is not a replica count from 1 to 5`},
+		{"AUTHD_NATS_REPLICAS", "3", "3 needs a JetStream cluster in NATS_URL: the embedded server is one node"},
 		{"AUTHD_REQUEST_LOG", "1.5", `"1.5" is not on, off or a sampling rate from 0 to 1`},
 		{"AUTHD_REQUEST_LOG", "sometimes", `"sometimes" is not on, off or a sampling rate from 0 to 1`},
 		{"AUTHD_REQUEST_LOG", "NaN", `"nan" is not on, off or a sampling rate from 0 to 1`},

@@ -110,7 +110,7 @@ func run(ctx context.Context, getenv func(string) string, logOut io.Writer, cpus
 
 	bus, err := natsbus.Open(startCtx, natsbus.Config{
 		URL: cfg.NATSURL, DataDir: cfg.DataDir, EmbeddedAddr: cfg.EmbeddedNATSAddr,
-		Stream: cfg.NATSStream, SubjectPrefix: cfg.NATSSubjectPrefix,
+		Stream: cfg.NATSStream, SubjectPrefix: cfg.NATSSubjectPrefix, Replicas: cfg.NATSReplicas,
 	}, log)
 	if err != nil {
 		return err
