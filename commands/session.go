@@ -161,6 +161,22 @@ func (a *App) Refresh(ctx context.Context, refreshToken string, r Request) (Toke
 	})
 }
 
+// UserFromLog rebuilds an account from its stream: what a Tokens answer shows
+// when the users read model has not caught up with the account (a refresh
+// loads only its session, and a refresh that committed its rotation must not
+// lose the new pair for want of a read model). ErrNotFound when the log has
+// no such account.
+func (a *App) UserFromLog(ctx context.Context, id uuid.UUID) (*domain.User, error) {
+	u, err := a.loadUser(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if !u.Exists() {
+		return nil, ErrNotFound
+	}
+	return u, nil
+}
+
 // Logout revokes the caller's own session.
 func (a *App) Logout(ctx context.Context, caller tokens.Claims, r Request) error {
 	_, err := a.revoke(ctx, caller.UserID, caller.SessionID, domain.RevokedByLogout, r)

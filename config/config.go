@@ -54,6 +54,12 @@ type Config struct {
 	// and refresh_expires_in follow them.
 	AccessTokenTTL  time.Duration
 	RefreshTokenTTL time.Duration
+	// RequestLogRate is the share of requests logged, one line each
+	// (AUTHD_REQUEST_LOG): 1 logs all, 0 none; 5xx answers are always logged.
+	RequestLogRate float64
+	// NATSReplicas is how many JetStream nodes hold the events stream
+	// (AUTHD_NATS_REPLICAS); a stream already larger keeps its count.
+	NATSReplicas int
 }
 
 // The defaults are the ones documented in API.md.
@@ -120,6 +126,8 @@ func Load(getenv func(string) string) (Config, error) {
 		CORSOrigins:           splitList(l.str("AUTHD_CORS_ORIGINS", "")),
 		AccessTokenTTL:        l.duration("AUTHD_ACCESS_TOKEN_TTL", DefaultAccessTokenTTL, false),
 		RefreshTokenTTL:       l.duration("AUTHD_REFRESH_TOKEN_TTL", DefaultRefreshTokenTTL, false),
+		RequestLogRate:        l.requestLog("AUTHD_REQUEST_LOG"),
+		NATSReplicas:          l.replicas("AUTHD_NATS_REPLICAS"),
 	}
 
 	l.check("AUTHD_ADDR", checkHostPort(c.Addr))
@@ -137,6 +145,9 @@ func Load(getenv func(string) string) (Config, error) {
 	l.check("AUTHD_CORS_ORIGINS", checkCORSOrigins(c.CORSOrigins))
 	l.check("AUTHD_ACCESS_TOKEN_TTL", checkBetween(c.AccessTokenTTL, minAccessTokenTTL, tokens.MaxAccessTTL))
 	l.check("AUTHD_REFRESH_TOKEN_TTL", checkBetween(c.RefreshTokenTTL, max(minRefreshTokenTTL, c.AccessTokenTTL), maxRefreshTokenTTL))
+	if c.NATSReplicas > 1 && c.NATSURL == "" {
+		l.check("AUTHD_NATS_REPLICAS", fmt.Errorf("%d needs a JetStream cluster in NATS_URL: the embedded server is one node", c.NATSReplicas))
+	}
 
 	if len(l.errs) > 0 {
 		return Config{}, fmt.Errorf("invalid configuration:\n%w", errors.Join(l.errs...))
@@ -187,6 +198,38 @@ func (l *loader) onOff(name string, def bool) bool {
 	}
 	l.check(name, fmt.Errorf("%q is not on or off (also accepted: true, false, 1, 0)", v))
 	return def
+}
+
+// requestLog reads on, off or the share of requests to log, a number from 0
+// to 1 (0.01 logs one request in a hundred).
+func (l *loader) requestLog(name string) float64 {
+	v := strings.ToLower(l.str(name, ""))
+	switch v {
+	case "", "on":
+		return 1
+	case "off":
+		return 0
+	}
+	rate, err := strconv.ParseFloat(v, 64)
+	if err != nil || !(rate >= 0 && rate <= 1) {
+		l.check(name, fmt.Errorf("%q is not on, off or a sampling rate from 0 to 1", v))
+		return 1
+	}
+	return rate
+}
+
+// replicas reads a JetStream replica count: 1 to 5, as JetStream allows.
+func (l *loader) replicas(name string) int {
+	v := l.str(name, "")
+	if v == "" {
+		return 1
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 || n > 5 {
+		l.check(name, fmt.Errorf("%q is not a replica count from 1 to 5", v))
+		return 1
+	}
+	return n
 }
 
 func (l *loader) duration(name string, def time.Duration, zeroAllowed bool) time.Duration {
@@ -600,6 +643,8 @@ func (c Config) LogValue() slog.Value {
 		slog.String("log_level", c.LogLevel.String()),
 		slog.Duration("access_token_ttl", c.AccessTokenTTL),
 		slog.Duration("refresh_token_ttl", c.RefreshTokenTTL),
+		slog.Float64("request_log_rate", c.RequestLogRate),
+		slog.Int("nats_replicas", c.NATSReplicas),
 	)
 }
 

@@ -42,6 +42,8 @@ func TestLoadDefaults(t *testing.T) {
 		LogLevel:              slog.LevelInfo,
 		AccessTokenTTL:        24 * time.Hour,
 		RefreshTokenTTL:       168 * time.Hour,
+		RequestLogRate:        1,
+		NATSReplicas:          1,
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("defaults:\n got %s\nwant %s", got.fields(), want.fields())
@@ -81,6 +83,8 @@ func TestLoadValues(t *testing.T) {
 		"AUTHD_CORS_ORIGINS":             "https://dash.example.com, http://127.0.0.1:3000",
 		"AUTHD_ACCESS_TOKEN_TTL":         "15m",
 		"AUTHD_REFRESH_TOKEN_TTL":        "720h",
+		"AUTHD_REQUEST_LOG":              "0.25",
+		"AUTHD_NATS_REPLICAS":            "3",
 	}
 	got, err := Load(env(m))
 	if err != nil {
@@ -111,6 +115,8 @@ func TestLoadValues(t *testing.T) {
 		CORSOrigins:           []string{"https://dash.example.com", "http://127.0.0.1:3000"},
 		AccessTokenTTL:        15 * time.Minute,
 		RefreshTokenTTL:       720 * time.Hour,
+		RequestLogRate:        0.25,
+		NATSReplicas:          3,
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("values:\n got %s\nwant %s", got.fields(), want.fields())
@@ -125,6 +131,18 @@ func TestLoadRateLimitSpellings(t *testing.T) {
 		}
 		if c.RateLimit != want {
 			t.Errorf("AUTHD_RATE_LIMIT=%q: RateLimit = %v, want %v", v, c.RateLimit, want)
+		}
+	}
+}
+
+func TestLoadRequestLogSpellings(t *testing.T) {
+	for v, want := range map[string]float64{"": 1, "on": 1, "ON": 1, "off": 0, "0": 0, "1": 1, "0.01": 0.01} {
+		c, err := Load(env(map[string]string{"AUTHD_REQUEST_LOG": v}))
+		if err != nil {
+			t.Fatalf("AUTHD_REQUEST_LOG=%q: %v", v, err)
+		}
+		if c.RequestLogRate != want {
+			t.Errorf("AUTHD_REQUEST_LOG=%q: RequestLogRate = %v, want %v", v, c.RequestLogRate, want)
 		}
 	}
 }
@@ -195,6 +213,13 @@ func TestLoadRejects(t *testing.T) {
 		{"AUTHD_REFRESH_TOKEN_TTL", "0s", "must be greater than zero"},
 		{"AUTHD_REFRESH_TOKEN_TTL", "10m", "10m0s is outside 24h0m0s to 8760h0m0s"},
 		{"AUTHD_REFRESH_TOKEN_TTL", "9000h", "9000h0m0s is outside 24h0m0s to 8760h0m0s"},
+		{"AUTHD_NATS_REPLICAS", "0", `"0" is not a replica count from 1 to 5`},
+		{"AUTHD_NATS_REPLICAS", "three", `"three" is not a replica count from 1 to 5`},
+		{"AUTHD_NATS_REPLICAS", "7", `"7" is not a replica count from 1 to 5`},
+		{"AUTHD_NATS_REPLICAS", "3", "3 needs a JetStream cluster in NATS_URL: the embedded server is one node"},
+		{"AUTHD_REQUEST_LOG", "1.5", `"1.5" is not on, off or a sampling rate from 0 to 1`},
+		{"AUTHD_REQUEST_LOG", "sometimes", `"sometimes" is not on, off or a sampling rate from 0 to 1`},
+		{"AUTHD_REQUEST_LOG", "NaN", `"nan" is not on, off or a sampling rate from 0 to 1`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name+"="+tt.value, func(t *testing.T) {

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -36,6 +37,12 @@ type RelayConfig struct {
 	Window    int           // published messages awaiting their ack at once (default 256)
 	Poll      time.Duration // how often to look for events other instances appended (default 25ms)
 	Backoff   time.Duration // first wait after a failure, doubling to 30 times it (default 200ms)
+	// AckTimeout bounds the wait for a publish's ack (default 5s). An ack can
+	// be lost for good with the connection still up (the node holding the
+	// stream killed mid-publish): the relay then starts again from what the
+	// stream holds.
+	AckTimeout time.Duration
+	LagEvery   time.Duration // how often the lag metric is measured from the log (default 1s)
 }
 
 func (c RelayConfig) withDefaults() RelayConfig {
@@ -52,6 +59,12 @@ func (c RelayConfig) withDefaults() RelayConfig {
 	}
 	if c.Backoff <= 0 {
 		c.Backoff = 200 * time.Millisecond
+	}
+	if c.AckTimeout <= 0 {
+		c.AckTimeout = 5 * time.Second
+	}
+	if c.LagEvery <= 0 {
+		c.LagEvery = time.Second
 	}
 	return c
 }
@@ -77,23 +90,41 @@ type Relay struct {
 	mu        sync.Mutex
 	published Cursor
 	leading   bool
+	// oldest is when the oldest committed event not yet published was
+	// appended, as last measured from the log; zero when there was none.
+	oldest time.Time
 
 	publishedTotal prometheus.Counter
 	failures       prometheus.Counter
-	lagSeconds     prometheus.Gauge
 	leader         prometheus.Gauge
 }
 
 // NewRelay returns a relay of store's log to bus. Metrics go to reg when not nil.
 func NewRelay(store *Store, bus Bus, cfg RelayConfig, log *slog.Logger, reg prometheus.Registerer) *Relay {
 	f := promauto.With(reg)
-	return &Relay{
+	r := &Relay{
 		store: store, bus: bus, cfg: cfg.withDefaults(), log: log.With("component", "relay"),
 		publishedTotal: f.NewCounter(prometheus.CounterOpts{Name: "authd_relay_published_total", Help: "Events published to JetStream."}),
-		failures:       f.NewCounter(prometheus.CounterOpts{Name: "authd_relay_failures_total", Help: "Relay runs ended by an error (NATS or Postgres unavailable)."}),
-		lagSeconds:     f.NewGauge(prometheus.GaugeOpts{Name: "authd_relay_lag_seconds", Help: "Age of the oldest committed event not yet published (0 when caught up)."}),
+		failures:       f.NewCounter(prometheus.CounterOpts{Name: "authd_relay_failures_total", Help: "Relay runs ended by an error (NATS or Postgres unavailable, an ack that never came)."}),
 		leader:         f.NewGauge(prometheus.GaugeOpts{Name: "authd_relay_leader", Help: "1 while this instance is the one relaying."}),
 	}
+	// Computed at each scrape from the oldest unpublished event last found
+	// in the log, so it grows while the relay is stuck, whatever it is stuck
+	// on, and on every instance, relaying or not.
+	f.NewGaugeFunc(prometheus.GaugeOpts{Name: "authd_relay_lag_seconds", Help: "Age of the oldest committed event not yet published (0 when caught up)."},
+		func() float64 { return r.Lag().Seconds() })
+	return r
+}
+
+// Lag is the age of the oldest committed event not yet published, as last
+// measured (Run measures it every LagEvery); 0 when there was none.
+func (r *Relay) Lag() time.Duration {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.oldest.IsZero() {
+		return 0
+	}
+	return max(time.Since(r.oldest), 0)
 }
 
 // Published is the cursor of the last event this instance saw acknowledged.
@@ -113,6 +144,10 @@ func (r *Relay) Leading() bool {
 // Run relays until ctx ends, then flushes what is already committed (for up to
 // a few seconds) so a graceful shutdown leaves no backlog behind.
 func (r *Relay) Run(ctx context.Context) {
+	measuring, stopMeasuring := context.WithCancel(ctx)
+	measured := make(chan struct{})
+	go func() { r.measureLag(measuring); close(measured) }()
+	defer func() { stopMeasuring(); <-measured }()
 	backoff := r.cfg.Backoff
 	for ctx.Err() == nil {
 		err := r.leadOnce(ctx, false)
@@ -145,6 +180,42 @@ func (r *Relay) Run(ctx context.Context) {
 }
 
 var errNotLeader = errors.New("another instance is relaying")
+
+// measureLag finds, every LagEvery until ctx ends, the oldest committed event
+// past both what this instance saw acknowledged and the saved checkpoint
+// (whichever is further: another instance may be relaying), apart from
+// whatever the relay is doing.
+func (r *Relay) measureLag(ctx context.Context) {
+	t := time.NewTicker(r.cfg.LagEvery)
+	defer t.Stop()
+	for {
+		q, cancel := context.WithTimeout(ctx, r.cfg.LagEvery)
+		published := r.Published()
+		var oldest time.Time
+		err := r.store.pool.QueryRow(q, `SELECT e.occurred_at FROM events e, relay_checkpoint c
+			WHERE (e.tx_id, e.position) > (c.tx_id, c.position) AND (e.tx_id, e.position) > ($1::text::xid8, $2)
+			ORDER BY e.tx_id, e.position LIMIT 1`, published.txText(), published.Position).Scan(&oldest)
+		cancel()
+		switch {
+		case errors.Is(err, pgx.ErrNoRows):
+			oldest = time.Time{}
+			err = nil
+		case err != nil && ctx.Err() == nil:
+			// The last measure stands, and the gauge keeps ageing from it.
+			r.log.Debug("measuring the relay's lag failed", "err", err)
+		}
+		if err == nil {
+			r.mu.Lock()
+			r.oldest = oldest
+			r.mu.Unlock()
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
 
 // maxRecheck bounds the wait between two looks at events that an open
 // transaction holds back from the relay.
@@ -283,10 +354,8 @@ func (r *Relay) lead(ctx context.Context, conn *pgxpool.Conn, flushing bool) err
 			}
 		}
 		if len(events) == r.cfg.BatchSize {
-			r.lagSeconds.Set(time.Since(events[len(events)-1].OccurredAt).Seconds())
 			continue
 		}
-		r.lagSeconds.Set(0)
 		if flushing {
 			return save(db)
 		}
@@ -326,7 +395,12 @@ func (r *Relay) setPublished(c Cursor) {
 func (r *Relay) publish(ctx context.Context, events []Event, lastSeq uint64) error {
 	js := r.bus.JetStream()
 	pending := make([]jetstream.PubAckFuture, 0, r.cfg.Window)
+	// One timer for the window: each ack has AckTimeout from when the relay
+	// starts waiting for it, which is at or after its publish.
+	timeout := time.NewTimer(r.cfg.AckTimeout)
+	defer timeout.Stop()
 	wait := func(f jetstream.PubAckFuture) error {
+		timeout.Reset(r.cfg.AckTimeout)
 		select {
 		case ack := <-f.Ok():
 			if ack.Duplicate {
@@ -335,6 +409,8 @@ func (r *Relay) publish(ctx context.Context, events []Event, lastSeq uint64) err
 			return nil
 		case err := <-f.Err():
 			return fmt.Errorf("relay: publish event %s: %w", f.Msg().Header.Get(nats.MsgIdHdr), err)
+		case <-timeout.C:
+			return fmt.Errorf("relay: publish event %s: %w after %s", f.Msg().Header.Get(nats.MsgIdHdr), errNoAck, r.cfg.AckTimeout)
 		case <-ctx.Done():
 			return ctx.Err()
 		}
@@ -368,6 +444,10 @@ func (r *Relay) publish(ctx context.Context, events []Event, lastSeq uint64) err
 	}
 	return nil
 }
+
+// errNoAck is a publish whose ack did not come within AckTimeout: it may have
+// been stored or not, so the relay asks the stream.
+var errNoAck = errors.New("no ack")
 
 // reconcile returns where to continue: the last event the stream actually
 // holds, which can be ahead of the saved checkpoint (a crash after publishing)

@@ -13,6 +13,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/authd/authd/natsbus"
 	"github.com/authd/authd/testenv"
@@ -353,4 +354,136 @@ func TestRelaySavesItsCheckpoint(t *testing.T) {
 	if got := saved(); got != last {
 		t.Fatalf("checkpoint %s after the relay stopped, want %s", got, last)
 	}
+}
+
+// syncBuffer is a log destination a relay writes while the test reads it.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf strings.Builder
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// gatherGauge reads a gauge from reg as a scrape would; -1 when it has none.
+func gatherGauge(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() == name && len(f.GetMetric()) == 1 {
+			return f.GetMetric()[0].GetGauge().GetValue()
+		}
+	}
+	return -1
+}
+
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within 60s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// The node holding the stream is killed mid-publish while the relay's
+// connection, to another node of the cluster, stays up: the acks of what it
+// had in flight never come. The relay must give up on them, say so, and
+// continue from what the stream holds, not wait for ever.
+func TestRelayRecoversWhenTheStreamsNodeDiesMidPublish(t *testing.T) {
+	t.Parallel()
+	nodes := testenv.StartNATSPair(t)
+	cfg := nodes[0].Config()
+	stream, err := testenv.OpenNATS(t, cfg).EnsureStream(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	holder, front := testenv.StreamNode(t, nodes, stream)
+	cfg.URL = front.URL
+	bus := testenv.OpenNATS(t, cfg)
+	s, _ := newStore(t)
+	logs := &syncBuffer{}
+	r := NewRelay(s, bus, RelayConfig{Backoff: 50 * time.Millisecond, AckTimeout: time.Second}, slog.New(slog.NewTextHandler(logs, nil)), nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { r.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	appended := map[uuid.UUID]Event{}
+	appendN := func(stream string, n int) {
+		t.Helper()
+		for i := range n {
+			c, err := s.Append(context.Background(), stream, int64(i), ev("Tick", `{}`))
+			if err != nil {
+				t.Fatal(err)
+			}
+			appended[c.Events[0].ID] = c.Events[0]
+		}
+	}
+	appendN("before", 10)
+	waitForMessages(t, bus, 10, 30*time.Second)
+
+	holder.Freeze()
+	appendN("in-flight", 20)
+	// The relay publishes these at once (an append wakes it); front passes
+	// them on to the frozen holder, and they die with it.
+	time.Sleep(time.Second)
+	holder.Kill()
+	holder.Start()
+	appendN("after", 5)
+
+	waitForMessages(t, bus, 35, 90*time.Second)
+	time.Sleep(300 * time.Millisecond) // a duplicate, if any, would arrive now
+	checkExactlyOnceInOrder(t, streamEvents(t, bus), appended)
+	if !strings.Contains(logs.String(), "no ack") {
+		t.Errorf("the relay did not say it gave up waiting for an ack; it logged:\n%s", logs.String())
+	}
+}
+
+// The lag metric is the age of the oldest committed event not yet published,
+// whatever the relay is doing: here waiting on a NATS that answers nothing.
+func TestRelayLagGrowsWhileNothingIsPublished(t *testing.T) {
+	t.Parallel()
+	srv := testenv.StartNATSProcess(t)
+	s, _ := newStore(t)
+	bus := testenv.OpenNATS(t, srv.Config())
+	reg := prometheus.NewRegistry()
+	r := NewRelay(s, bus, RelayConfig{Backoff: 50 * time.Millisecond, LagEvery: 50 * time.Millisecond}, slog.New(slog.DiscardHandler), reg)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { r.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	lag := func() float64 { return gatherGauge(t, reg, "authd_relay_lag_seconds") }
+
+	if _, err := s.Append(context.Background(), "first", 0, ev("Tick", `{}`)); err != nil {
+		t.Fatal(err)
+	}
+	waitForMessages(t, bus, 1, 30*time.Second)
+	eventually(t, "lag back to 0 once published", func() bool { return lag() == 0 })
+
+	srv.Freeze()
+	if _, err := s.Append(context.Background(), "stuck", 0, ev("Tick", `{}`)); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "lag above a second while NATS answers nothing", func() bool { return lag() > 1 })
+	if gatherGauge(t, reg, "authd_relay_leader") != 1 {
+		t.Fatal("the relay is not leading")
+	}
+	srv.Thaw()
+	waitForMessages(t, bus, 2, 60*time.Second)
+	eventually(t, "lag back to 0 once published", func() bool { return lag() == 0 })
 }

@@ -175,11 +175,19 @@ type tokensBody struct {
 
 func (a *Accounts) tokens(c *fiber.Ctx, status int, t commands.Tokens) error {
 	u, err := a.Users.Get(c.UserContext(), t.UserID)
-	if errors.Is(err, projections.ErrNotFound) && t.User != nil {
-		// The read model is late (the command's wait gave up): the session
-		// exists, so answer with the account as the write side knows it
-		// rather than lose the tokens.
-		u = writeSideView(t.User)
+	if errors.Is(err, projections.ErrNotFound) {
+		// The read model is late (the command's wait gave up, or NATS is
+		// down): the session is committed, so answer with the account as
+		// the write side knows it rather than lose the tokens. A command
+		// that loaded the account says so; a refresh, which did not, has it
+		// loaded from the log.
+		w := t.User
+		if w == nil {
+			if w, err = a.App.UserFromLog(c.UserContext(), t.UserID); err != nil {
+				return err
+			}
+		}
+		u = writeSideView(w)
 	} else if err != nil {
 		return err
 	}

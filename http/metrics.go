@@ -20,7 +20,7 @@ type metrics struct {
 func newMetrics(reg prometheus.Registerer) *metrics {
 	f := promauto.With(reg)
 	return &metrics{
-		requests: f.NewCounterVec(prometheus.CounterOpts{Name: "authd_http_requests_total", Help: "HTTP requests by route, method and status."},
+		requests: f.NewCounterVec(prometheus.CounterOpts{Name: "authd_http_requests_total", Help: "HTTP requests by route, method and the status the client received."},
 			[]string{"route", "method", "status"}),
 		latency: f.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "authd_http_request_seconds", Help: "HTTP request latency by route and method.",
@@ -30,28 +30,18 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 }
 
 // middleware labels by route pattern, not raw path, so ids in paths do not
-// explode the series count.
+// explode the series count, and by the status the client received: a
+// handler's error is answered first (answer), so a wrong password counts as
+// the 401 it is and load shedding as a 503, not as 500s.
 func (m *metrics) middleware(c *fiber.Ctx) error {
 	start := time.Now()
-	err := c.Next()
+	err := answer(c, c.Next())
 	status := c.Response().StatusCode()
-	if err != nil {
-		if fe, ok := err.(*fiber.Error); ok {
-			status = fe.Code
-		} else if ae, ok := err.(*Error); ok {
-			status = ae.Status
-		} else {
-			status = fiber.StatusInternalServerError
-		}
-	}
 	// fiber's strings point into buffers it reuses for the next request: a
 	// label kept by Prometheus must be a copy, or it changes under it.
-	route, method := strings.Clone(c.Route().Path), strings.Clone(c.Method())
-	if status == fiber.StatusNotFound && route == "/" {
-		route = "unmatched"
-	}
-	m.requests.WithLabelValues(route, method, strconv.Itoa(status)).Inc()
-	m.latency.WithLabelValues(route, method).Observe(time.Since(start).Seconds())
+	r, method := strings.Clone(route(c, status)), strings.Clone(c.Method())
+	m.requests.WithLabelValues(r, method, strconv.Itoa(status)).Inc()
+	m.latency.WithLabelValues(r, method).Observe(time.Since(start).Seconds())
 	return err
 }
 

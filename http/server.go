@@ -41,6 +41,7 @@ type Deps struct {
 	Accounts       *Accounts
 	JWKS           func() []byte
 	CORSOrigins    []string // may call the API from a browser
+	RequestLogRate float64  // share of requests logged (config AUTHD_REQUEST_LOG): 1 all, 0 none
 }
 
 // New returns the fiber app with every route of authd.
@@ -67,6 +68,7 @@ func New(d Deps) *fiber.App {
 	app.Use(recover.New())
 	app.Use(withRequestID)
 	app.Use(newMetrics(d.Registry).middleware)
+	app.Use(newRequestLog(d).middleware)
 	app.Use(edge.middleware)
 
 	app.Get("/healthz", func(c *fiber.Ctx) error { return c.JSON(fiber.Map{"status": "ok"}) })

@@ -34,7 +34,10 @@ type Config struct {
 	EmbeddedAddr  string
 	Stream        string
 	SubjectPrefix string
-	Replicas      int // zero means 1
+	// Replicas is how many JetStream nodes hold the stream (and so its
+	// consumers, which inherit it); zero means 1. A stream an operator made
+	// larger keeps its count.
+	Replicas int
 	// PublishAsyncMaxPending bounds unacknowledged async publishes, so a
 	// publisher slows down instead of piling up messages while NATS lags.
 	// Zero means DefaultPublishAsyncMaxPending.
@@ -269,15 +272,21 @@ func (b *Bus) StreamConfig() jetstream.StreamConfig {
 }
 
 // EnsureStream creates the events stream, or brings an existing one back to
-// StreamConfig.
+// StreamConfig, but for a replica count larger than Replicas, which it keeps:
+// an operator who replicated the stream wider (to survive the loss of a
+// node) must not find it scaled down by the next start.
 func (b *Bus) EnsureStream(ctx context.Context) (jetstream.Stream, error) {
 	want := b.StreamConfig()
 	// The relay and every projection call this when they (re)start. An update
 	// that changes nothing still rewrites the stream's configuration on the
 	// server, and nats-server 2.15 races doing so while a consumer is being
 	// created; so leave a stream that is already as wanted alone.
-	if s, err := b.js.Stream(ctx, want.Name); err == nil && sameStream(s.CachedInfo().Config, want) {
-		return s, nil
+	if s, err := b.js.Stream(ctx, want.Name); err == nil {
+		have := s.CachedInfo().Config
+		want.Replicas = max(want.Replicas, have.Replicas)
+		if sameStream(have, want) {
+			return s, nil
+		}
 	}
 	for attempt := 1; ; attempt++ {
 		s, err := b.js.CreateOrUpdateStream(ctx, want)

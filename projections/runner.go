@@ -236,6 +236,11 @@ func (r *Runner) run(ctx context.Context, p Projection, st *state) {
 		case ctx.Err() != nil:
 			return
 		case errors.Is(err, errNotLeader):
+			// Another instance applies p now: an error this one hit while
+			// it did is no longer about anything this instance does, and
+			// kept, it held readiness at 503 for good on an instance
+			// serving fine.
+			r.recovered(p.Name(), st)
 			r.follow(ctx, p, st, r.cfg.Takeover)
 			continue
 		case err != nil:
@@ -281,13 +286,23 @@ func (r *Runner) follow(ctx context.Context, p Projection, st *state, d time.Dur
 		st.mu.Lock()
 		waiting := st.waiters > 0
 		st.mu.Unlock()
-		if !waiting {
+		// The first look is also for the checkpoint metric, which on an
+		// instance that does not apply p reports the checkpoint it sees,
+		// about once per Takeover; waiters need every move.
+		if !first && !waiting {
 			continue
 		}
 		if cp, err := loadCheckpoint(ctx, r.pool, p.Name()); err == nil {
 			st.advance(cp.Cursor)
+			r.position.WithLabelValues(p.Name()).Set(float64(cp.Cursor.Position))
 		}
 	}
+}
+
+// recovered clears what this instance reports as p's error.
+func (r *Runner) recovered(name string, st *state) {
+	st.set(func(s *state) { s.err = nil })
+	r.failing.WithLabelValues(name).Set(0)
 }
 
 var errNotLeader = errors.New("another instance applies this projection")
@@ -346,6 +361,12 @@ func (r *Runner) lead(ctx context.Context, conn *pgxpool.Conn, p Projection, st 
 	cons, err := r.resetConsumer(ctx, stream, name, cp.StreamSeq)
 	if err != nil {
 		return err
+	}
+	// Nothing left to apply: whatever stopped p before (NATS or Postgres
+	// gone for a while) is over. Otherwise the error stands until a batch
+	// applies, so an event p cannot apply keeps it failing.
+	if cons.CachedInfo().NumPending == 0 {
+		r.recovered(name, st)
 	}
 	done := make(chan struct{})
 	defer close(done)
@@ -478,8 +499,7 @@ func (r *Runner) lead(ctx context.Context, conn *pgxpool.Conn, p Projection, st 
 			r.log.Warn("ack failed; the batch will be redelivered and skipped", "projection", name, "err", err)
 		}
 		st.advance(next.Cursor)
-		st.set(func(s *state) { s.err = nil })
-		r.failing.WithLabelValues(name).Set(0)
+		r.recovered(name, st)
 		r.observe(name, events, n, next)
 	}
 }

@@ -14,6 +14,8 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/authd/authd/commands"
 	"github.com/authd/authd/domain"
@@ -489,4 +491,85 @@ func TestACheckpointMovedBehindTheLeadersBackIsRespected(t *testing.T) {
 			t.Errorf("projection %s stopped: %v", st.Name, st.Err)
 		}
 	}
+}
+
+// An instance whose projection failed while it applied it, and which then
+// lost the projection to another instance, serves reads as well as that one
+// does: it must not stay failing (readiness at 503 for good), and its
+// checkpoint metric follows the checkpoint it sees.
+func TestAnInstanceThatLostAProjectionReportsWhatItSeesNow(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, testenv.NATS(t, testenv.EmbeddedNATS))
+	h.startRelay(t)
+	// a fails at every batch, then waits long enough before trying again
+	// that b, which applies batches fine, takes the projection over.
+	a := NewRunner(h.pool, h.bus, []Projection{failingUsers{}}, Config{Backoff: 3 * time.Second}, testenv.Logger(t), nil)
+	background(t, a.Run)
+	h.registerUsers(t, 2)
+	eventually(t, func() bool { return a.Statuses()[0].Err != nil })
+
+	b := h.startRunner(t)
+	last := h.registerUsers(t, 3)
+	waitFor(t, b, "users", last)
+	if !b.Statuses()[0].Leading {
+		t.Fatal("the healthy instance does not apply the projection")
+	}
+	eventually(t, func() bool {
+		st := a.Statuses()[0]
+		return st.Err == nil && !st.Leading && gaugeValue(a.failing.WithLabelValues("users")) == 0 &&
+			gaugeValue(a.position.WithLabelValues("users")) == float64(last.Position)
+	})
+}
+
+// A projection stopped by something other than an event (here its consumer
+// deleted under it) recovers as soon as it runs again with nothing left to
+// apply, not at the next event, which may be long in coming.
+func TestAProjectionCaughtUpAgainIsNotFailing(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, testenv.NATS(t, testenv.EmbeddedNATS))
+	h.startRelay(t)
+	r := h.startRunner(t)
+	waitFor(t, r, "users", h.registerUsers(t, 2))
+	eventually(t, func() bool { return r.Statuses()[0].Leading })
+
+	ctx := context.Background()
+	stream, err := h.bus.EnsureStream(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deleted := time.Now()
+	if err := stream.DeleteConsumer(ctx, "authd_projection_users"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, func() bool {
+		c, err := stream.Consumer(ctx, "authd_projection_users")
+		return err == nil && c.CachedInfo().Created.After(deleted)
+	})
+	eventually(t, func() bool {
+		st := r.Statuses()[0]
+		return st.Err == nil && st.Leading && gaugeValue(r.failing.WithLabelValues("users")) == 0
+	})
+}
+
+// eventually waits for cond, polling, for as long as a loaded machine may
+// need: a projection retries after its backoff, a follower looks again after
+// its takeover interval.
+func eventually(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 30s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// gaugeValue reads a gauge as a scrape would.
+func gaugeValue(g prometheus.Gauge) float64 {
+	var m dto.Metric
+	if err := g.Write(&m); err != nil {
+		return -1
+	}
+	return m.GetGauge().GetValue()
 }

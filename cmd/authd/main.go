@@ -110,7 +110,7 @@ func run(ctx context.Context, getenv func(string) string, logOut io.Writer, cpus
 
 	bus, err := natsbus.Open(startCtx, natsbus.Config{
 		URL: cfg.NATSURL, DataDir: cfg.DataDir, EmbeddedAddr: cfg.EmbeddedNATSAddr,
-		Stream: cfg.NATSStream, SubjectPrefix: cfg.NATSSubjectPrefix,
+		Stream: cfg.NATSStream, SubjectPrefix: cfg.NATSSubjectPrefix, Replicas: cfg.NATSReplicas,
 	}, log)
 	if err != nil {
 		return err
@@ -202,6 +202,7 @@ func run(ctx context.Context, getenv func(string) string, logOut io.Writer, cpus
 		TrustedProxies: cfg.TrustedProxies,
 		JWKS:           keyring.JWKS,
 		CORSOrigins:    cfg.CORSOrigins,
+		RequestLogRate: cfg.RequestLogRate,
 		Accounts: &authhttp.Accounts{
 			App: app, Keys: keyring, Revoked: revoked, Reads: pool, Users: projections.NewUserReader(pool), Limiter: limiter,
 			RateLimit: cfg.RateLimit, Now: time.Now, Log: log,

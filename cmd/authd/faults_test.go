@@ -1,0 +1,45 @@
+package main
+
+import (
+	"testing"
+
+	"github.com/authd/authd/testenv"
+)
+
+// natsCluster is a cluster on a nats-server of the test's own, which the
+// test may kill, rather than the machine's shared one.
+func natsCluster(t *testing.T, extra map[string]string) (*cluster, *testenv.NATSProcess) {
+	t.Helper()
+	srv := testenv.StartNATSProcess(t)
+	env := map[string]string{"NATS_URL": srv.URL}
+	for k, v := range extra {
+		env[k] = v
+	}
+	return newCluster(t, env), srv
+}
+
+// A refresh commits its rotation before it answers: with the users read
+// model behind (NATS down, so nothing is projected), the answer's user comes
+// from the log, never a 500 that loses the new pair the client needs.
+func TestRefreshWhileTheReadModelLagsAnswersTheNewPair(t *testing.T) {
+	t.Parallel()
+	c, srv := natsCluster(t, map[string]string{"AUTHD_READ_YOUR_WRITES_TIMEOUT": "100ms"})
+	in := c.start(t)
+	srv.Kill()
+
+	const email = "lagging@example.com"
+	v := c.signupVerified(t, in, email, "correct horse battery", nil)
+	r := in.rawCall(t, "POST", api+"/refresh", nil, jsonBody(t, map[string]any{"refresh_token": v.str("refresh_token")}))
+	if r.status != 200 {
+		t.Fatalf("refresh with the read model behind = %d %s; want 200 and the new pair", r.status, r.raw)
+	}
+	checkTokens(t, r, email)
+	if r.str("user", "id") != v.str("user", "id") || r.str("refresh_token") == v.str("refresh_token") {
+		t.Fatalf("refresh answered %s after sign-up %s", r.raw, v.raw)
+	}
+	// The new pair is the one the log holds: it refreshes again.
+	again := in.rawCall(t, "POST", api+"/refresh", nil, jsonBody(t, map[string]any{"refresh_token": r.str("refresh_token")}))
+	if again.status != 200 {
+		t.Fatalf("second refresh = %d %s", again.status, again.raw)
+	}
+}
