@@ -3,6 +3,7 @@ package http
 import (
 	"bytes"
 	"io"
+	"iter"
 	"mime"
 	"net/netip"
 	"strings"
@@ -107,16 +108,16 @@ func (e *edge) middleware(c *fiber.Ctx) error {
 func ambiguousFraming(raw []byte) bool {
 	var length []byte
 	lengths, chunked := 0, 0
-	for _, h := range headerLines(raw) {
+	for key, value := range headerLines(raw) {
 		switch {
-		case bytes.EqualFold(h.key, []byte(fiber.HeaderContentLength)):
-			if lengths > 0 && !bytes.Equal(h.value, length) {
+		case bytes.EqualFold(key, []byte(fiber.HeaderContentLength)):
+			if lengths > 0 && !bytes.Equal(value, length) {
 				return true
 			}
-			length = h.value
+			length = value
 			lengths++
-		case bytes.EqualFold(h.key, []byte(fiber.HeaderTransferEncoding)):
-			if !bytes.EqualFold(h.value, []byte("chunked")) {
+		case bytes.EqualFold(key, []byte(fiber.HeaderTransferEncoding)):
+			if !bytes.EqualFold(value, []byte("chunked")) {
 				return true
 			}
 			chunked++
@@ -128,11 +129,11 @@ func ambiguousFraming(raw []byte) bool {
 // identityOnly reports whether every Content-Encoding header, if any, names
 // only identity.
 func identityOnly(raw []byte) bool {
-	for _, h := range headerLines(raw) {
-		if !bytes.EqualFold(h.key, []byte(fiber.HeaderContentEncoding)) {
+	for key, value := range headerLines(raw) {
+		if !bytes.EqualFold(key, []byte(fiber.HeaderContentEncoding)) {
 			continue
 		}
-		for _, coding := range bytes.Split(h.value, []byte(",")) {
+		for _, coding := range bytes.Split(value, []byte(",")) {
 			if c := bytes.TrimSpace(coding); len(c) > 0 && !bytes.EqualFold(c, []byte("identity")) {
 				return false
 			}
@@ -141,21 +142,19 @@ func identityOnly(raw []byte) bool {
 	return true
 }
 
-type headerLine struct{ key, value []byte }
-
-// headerLines splits raw request headers as received: every occurrence of a
+// headerLines yields raw request headers as received: every occurrence of a
 // name, where parsed headers keep one.
-func headerLines(raw []byte) []headerLine {
-	var out []headerLine
-	for len(raw) > 0 {
-		var line []byte
-		line, raw, _ = bytes.Cut(raw, []byte("\n"))
-		key, value, ok := bytes.Cut(bytes.TrimSuffix(line, []byte("\r")), []byte(":"))
-		if ok {
-			out = append(out, headerLine{key: key, value: bytes.TrimSpace(value)})
+func headerLines(raw []byte) iter.Seq2[[]byte, []byte] {
+	return func(yield func(key, value []byte) bool) {
+		for len(raw) > 0 {
+			var line []byte
+			line, raw, _ = bytes.Cut(raw, []byte("\n"))
+			key, value, ok := bytes.Cut(bytes.TrimSuffix(line, []byte("\r")), []byte(":"))
+			if ok && !yield(key, bytes.TrimSpace(value)) {
+				return
+			}
 		}
 	}
-	return out
 }
 
 // readBody takes the body off the connection, keeping at most BodyLimit+1

@@ -105,3 +105,15 @@ func TestFramingAndCodingRules(t *testing.T) {
 		}
 	}
 }
+
+// The edge's checks run on every request: reading the raw headers costs no
+// allocation.
+func BenchmarkEdgeHeaderChecks(b *testing.B) {
+	raw := []byte("Host: auth.example.com\r\nUser-Agent: Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7)\r\nContent-Type: application/json\r\nAuthorization: Bearer x.y.z\r\nContent-Length: 61\r\nAccept: */*\r\n\r\n")
+	b.ReportAllocs()
+	for b.Loop() {
+		if ambiguousFraming(raw) || !identityOnly(raw) || !isJSON([]byte("application/json")) {
+			b.Fatal("refused a plain request")
+		}
+	}
+}
