@@ -306,9 +306,9 @@ func (k *Keyring) rotate(ctx context.Context, delay time.Duration) (kid string, 
 }
 
 // Retire marks retired the keys that stopped signing (a newer key became
-// active) more than olderThan ago, and returns their kids. Retired keys leave the JWKS
-// and their tokens stop verifying, here at once and elsewhere at the next
-// Reload. Pass RetireAfter normally; a shorter time cuts off tokens that have
+// active) more than olderThan ago, and returns their kids. Retired keys leave
+// the JWKS and their tokens stop verifying, here at once and elsewhere at the
+// next Reload. Pass RetireAfter normally; a shorter time cuts off tokens that have
 // not expired yet, which is what a leaked key calls for. The signing key is
 // never retired.
 func (k *Keyring) Retire(ctx context.Context, olderThan time.Duration) (retired []string, err error) {
