@@ -7,6 +7,7 @@ import (
 	"context"
 	"log/slog"
 	"net/netip"
+	"strconv"
 	"strings"
 	"time"
 
@@ -14,6 +15,8 @@ import (
 	"github.com/gofiber/fiber/v2/middleware/recover"
 	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/authd/authd/tokens"
 )
 
 // BodyLimit caps request bodies: every API body is a few small fields.
@@ -76,7 +79,7 @@ func New(d Deps) *fiber.App {
 	app.Get("/metrics", metricsHandler(d.Registry))
 	if d.JWKS != nil {
 		app.Get("/.well-known/jwks.json", func(c *fiber.Ctx) error {
-			c.Set(fiber.HeaderCacheControl, "public, max-age=300")
+			c.Set(fiber.HeaderCacheControl, "public, max-age="+strconv.Itoa(int(tokens.JWKSMaxAge/time.Second)))
 			c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
 			return c.Send(d.JWKS())
 		})

@@ -43,7 +43,7 @@ const (
 	RetireAfter = MaxAccessTTL + Leeway + time.Hour
 
 	// JWKSMaxAge is how long clients may keep /.well-known/jwks.json (its
-	// Cache-Control: max-age=300, set in package http).
+	// Cache-Control max-age, which package http sets from it).
 	JWKSMaxAge = 5 * time.Minute
 
 	// ReloadEvery is how often authd reloads the keys (cmd/authd's
