@@ -192,9 +192,15 @@ func (r *Relay) measureLag(ctx context.Context) {
 		q, cancel := context.WithTimeout(ctx, r.cfg.LagEvery)
 		published := r.Published()
 		var oldest time.Time
-		err := r.store.pool.QueryRow(q, `SELECT e.occurred_at FROM events e, relay_checkpoint c
-			WHERE (e.tx_id, e.position) > (c.tx_id, c.position) AND (e.tx_id, e.position) > ($1::text::xid8, $2)
-			ORDER BY e.tx_id, e.position LIMIT 1`, published.txText(), published.Position).Scan(&oldest)
+		// The further cursor is chosen before the events are read so that
+		// finding the next event is one index probe: with both bounds in the
+		// event's condition, Postgres walked the log from the nearer one.
+		err := r.store.pool.QueryRow(q, `SELECT e.occurred_at FROM relay_checkpoint c,
+			LATERAL (SELECT
+				CASE WHEN (c.tx_id, c.position) > ($1::text::xid8, $2) THEN c.tx_id ELSE $1::text::xid8 END AS tx_id,
+				CASE WHEN (c.tx_id, c.position) > ($1::text::xid8, $2) THEN c.position ELSE $2 END AS position) f,
+			LATERAL (SELECT e.occurred_at FROM events e WHERE (e.tx_id, e.position) > (f.tx_id, f.position)
+				ORDER BY e.tx_id, e.position LIMIT 1) e`, published.txText(), published.Position).Scan(&oldest)
 		cancel()
 		switch {
 		case errors.Is(err, pgx.ErrNoRows):

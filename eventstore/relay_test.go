@@ -7,11 +7,13 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -400,6 +402,30 @@ func eventually(t *testing.T, what string, cond func() bool) {
 	}
 }
 
+// countingBus is the real bus, counting the relay's publishes so a test
+// knows when one is in flight.
+type countingBus struct {
+	*natsbus.Bus
+	published atomic.Int64
+}
+
+func (b *countingBus) JetStream() jetstream.JetStream {
+	return countingJetStream{JetStream: b.Bus.JetStream(), published: &b.published}
+}
+
+type countingJetStream struct {
+	jetstream.JetStream
+	published *atomic.Int64
+}
+
+func (j countingJetStream) PublishMsgAsync(m *nats.Msg, opts ...jetstream.PublishOpt) (jetstream.PubAckFuture, error) {
+	f, err := j.JetStream.PublishMsgAsync(m, opts...)
+	if err == nil {
+		j.published.Add(1)
+	}
+	return f, err
+}
+
 // The node holding the stream is killed mid-publish while the relay's
 // connection, to another node of the cluster, stays up: the acks of what it
 // had in flight never come. The relay must give up on them, say so, and
@@ -414,7 +440,7 @@ func TestRelayRecoversWhenTheStreamsNodeDiesMidPublish(t *testing.T) {
 	}
 	holder, front := testenv.StreamNode(t, nodes, stream)
 	cfg.URL = front.URL
-	bus := testenv.OpenNATS(t, cfg)
+	bus := &countingBus{Bus: testenv.OpenNATS(t, cfg)}
 	s, _ := newStore(t)
 	logs := &syncBuffer{}
 	r := NewRelay(s, bus, RelayConfig{Backoff: 50 * time.Millisecond, AckTimeout: time.Second}, slog.New(slog.NewTextHandler(logs, nil)), nil)
@@ -435,22 +461,29 @@ func TestRelayRecoversWhenTheStreamsNodeDiesMidPublish(t *testing.T) {
 		}
 	}
 	appendN("before", 10)
-	waitForMessages(t, bus, 10, 30*time.Second)
+	waitForMessages(t, bus.Bus, 10, 30*time.Second)
 
 	holder.Freeze()
+	sent := bus.published.Load()
 	appendN("in-flight", 20)
-	// The relay publishes these at once (an append wakes it); front passes
-	// them on to the frozen holder, and they die with it.
-	time.Sleep(time.Second)
+	// Once the relay has published again, and front has answered a ping sent
+	// after it (so it has passed the publish on to the frozen holder), the
+	// publish dies with the holder.
+	eventually(t, "the relay publishes to the frozen holder", func() bool { return bus.published.Load() > sent })
+	if err := bus.Conn().Flush(); err != nil {
+		t.Fatal(err)
+	}
 	holder.Kill()
 	holder.Start()
 	appendN("after", 5)
 
-	waitForMessages(t, bus, 35, 90*time.Second)
+	waitForMessages(t, bus.Bus, 35, 90*time.Second)
 	time.Sleep(300 * time.Millisecond) // a duplicate, if any, would arrive now
-	checkExactlyOnceInOrder(t, streamEvents(t, bus), appended)
-	if !strings.Contains(logs.String(), "no ack") {
-		t.Errorf("the relay did not say it gave up waiting for an ack; it logged:\n%s", logs.String())
+	checkExactlyOnceInOrder(t, streamEvents(t, bus.Bus), appended)
+	// Mostly the ack that never came; now and then, under the race
+	// detector, NATS refuses the publish instead. Either way it is said.
+	if !strings.Contains(logs.String(), "relay interrupted") {
+		t.Errorf("the relay did not say it was interrupted; it logged:\n%s", logs.String())
 	}
 }
 
