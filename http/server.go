@@ -68,10 +68,11 @@ func New(d Deps) *fiber.App {
 	cfg.DisablePreParseMultipartForm = true // it would read a whole form into memory or files
 	app := fiber.New(cfg)
 	app.Server().Handler = closeUnread(app.Server().Handler)
-	app.Use(recover.New())
 	app.Use(withRequestID)
 	app.Use(newMetrics(d.Registry).middleware)
 	app.Use(newRequestLog(d).middleware)
+	// Inside the counting and logging, so a panic is a 500 they see.
+	app.Use(recover.New())
 	app.Use(edge.middleware)
 
 	app.Get("/healthz", func(c *fiber.Ctx) error { return c.JSON(fiber.Map{"status": "ok"}) })
