@@ -147,20 +147,26 @@ func Network(ip string) string {
 // known or not, so one network cannot fill the queue; known checks have
 // concurrency waiting places beyond the queue that only they may take, and
 // a freed slot goes to the longest-waiting known check before any other.
-// A flood of unknown clients therefore leaves the owner of an account, from
-// a network it signed in from, a place and the next turn.
+// Checks from unknown networks run in all slots but one, so that however
+// many there are, a known check finds a slot at once or after one hash, and
+// the rest of the process a core the hashes leave. A flood of unknown
+// clients therefore leaves the owner of an account, from a network it signed
+// in from, a place and the next turn, and the reads their processor.
 //
 // A Hasher is safe for concurrent use.
 type Hasher struct {
 	params Params
 
-	// concurrency hashes compute at once; queue callers may wait besides,
-	// and known callers reserved more; a network holds at most netCap
-	// places of each kind.
-	concurrency, queue, reserved, netCap int
+	// concurrency hashes compute at once, at most strangerSlots of them
+	// for unknown networks; queue callers may wait besides, and known
+	// callers reserved more; a network holds at most netCap places of each
+	// kind.
+	concurrency, strangerSlots, queue, reserved, netCap int
 
-	mu      sync.Mutex
-	running int
+	mu sync.Mutex
+	// running counts the hashes computing, strangers those of them for
+	// unknown networks.
+	running, strangers int
 	// waiting holds the callers waiting for a slot, oldest first: [0]
 	// unknown, [1] known.
 	waiting [2][]*waiter
@@ -182,7 +188,8 @@ type waiter struct {
 
 // NewHasher returns a Hasher using p. Zero fields of p take the value from
 // [OWASP]. At most concurrency hashes compute at once (runtime.NumCPU() when
-// concurrency <= 0) and at most queue further callers wait for a turn
+// concurrency <= 0), all but one of them for checks from unknown networks
+// unless there is only one, and at most queue further callers wait for a turn
 // (2*concurrency when queue < 0), plus concurrency known callers
 // ([Admission]); any caller beyond that gets [ErrBusy] at once. Pass queue 0
 // for no waiting but the known callers'.
@@ -217,8 +224,10 @@ func NewHasher(p Params, concurrency, queue int) *Hasher {
 	h := &Hasher{
 		params:      p,
 		concurrency: concurrency,
-		queue:       queue,
-		reserved:    concurrency,
+		// One slot for known checks alone, unless there is only one.
+		strangerSlots: max(1, concurrency-1),
+		queue:         queue,
+		reserved:      concurrency,
 		// Enough for one network alone to keep every slot busy, too few
 		// for it to fill the queue.
 		netCap: concurrency + queue/2,
@@ -313,8 +322,8 @@ func (h *Hasher) admits(adm Admission) bool {
 	if adm.Network != "" && h.held[adm] >= h.netCap {
 		return false
 	}
-	if h.running < h.concurrency {
-		return true // nobody waits while a slot is free
+	if h.canRun(adm) {
+		return true
 	}
 	unknown, known := len(h.waiting[0]), len(h.waiting[1])
 	if adm.Known {
@@ -340,8 +349,8 @@ func (h *Hasher) acquire(ctx context.Context, adm Admission) error {
 		return ErrBusy
 	}
 	h.hold(adm, 1)
-	if h.running < h.concurrency {
-		h.running++
+	if h.canRun(adm) {
+		h.start(adm)
 		h.mu.Unlock()
 		return nil
 	}
@@ -368,22 +377,60 @@ func (h *Hasher) acquire(ctx context.Context, adm Admission) error {
 }
 
 // release ends adm's turn and hands the slot to the longest-waiting known
-// caller, or else the longest-waiting other one.
+// caller, or else the longest-waiting other one that may have it.
 func (h *Hasher) release(adm Admission) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.hold(adm, -1)
-	for k := len(h.waiting) - 1; k >= 0; k-- {
-		if len(h.waiting[k]) > 0 {
-			w := h.waiting[k][0]
-			h.waiting[k][0] = nil
-			h.waiting[k] = h.waiting[k][1:]
-			close(w.ready) // the slot passes on: running stays the same
-			return
-		}
-	}
 	h.running--
+	if stranger(adm) {
+		h.strangers--
+	}
+	for h.running < h.concurrency {
+		k := 1
+		if len(h.waiting[k]) == 0 {
+			k = 0
+			if len(h.waiting[k]) == 0 || !h.strangerMayRun(h.waiting[k][0].adm) {
+				return
+			}
+		}
+		w := h.waiting[k][0]
+		h.waiting[k][0] = nil
+		h.waiting[k] = h.waiting[k][1:]
+		h.start(w.adm)
+		close(w.ready)
+	}
 }
+
+// canRun says whether adm may start computing at once: a slot is free to it
+// and nobody it would overtake is waiting. h.mu must be held.
+func (h *Hasher) canRun(adm Admission) bool {
+	if h.running >= h.concurrency || len(h.waiting[kind(adm)]) > 0 {
+		return false
+	}
+	// Known callers never wait while a slot is free, so a known adm
+	// overtakes nobody.
+	return adm.Known || h.strangerMayRun(adm)
+}
+
+// strangerMayRun says whether the unknown caller adm may take a free slot.
+// h.mu must be held.
+func (h *Hasher) strangerMayRun(adm Admission) bool {
+	return !stranger(adm) || h.strangers < h.strangerSlots
+}
+
+// start counts adm's hash as computing. h.mu must be held.
+func (h *Hasher) start(adm Admission) {
+	h.running++
+	if stranger(adm) {
+		h.strangers++
+	}
+}
+
+// stranger says whether adm is a check from a network not known to the
+// account, kept out of the last slot. Work charged to no network (a signup's
+// hash) is not: the limits on its own endpoints bound it.
+func stranger(adm Admission) bool { return adm.Network != "" && !adm.Known }
 
 // hold adds n to adm's places. h.mu must be held.
 func (h *Hasher) hold(adm Admission, n int) {

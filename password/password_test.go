@@ -726,3 +726,41 @@ func TestNetwork(t *testing.T) {
 		}
 	}
 }
+
+// TestUnknownChecksLeaveASlotForKnown checks that checks from unknown
+// networks never take the last slot: with two slots, a second unknown check
+// waits while one is free, and a known check takes it at once.
+func TestUnknownChecksLeaveASlotForKnown(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := NewHasher(fastParams(), 2, 4)
+		started, release := blockDerive(h)
+		defer release()
+		ctx := t.Context()
+
+		errs := make(chan error, 3)
+		verify := func(adm Admission) {
+			errs <- h.VerifyUnknown(ctx, adm, "a fine password")
+		}
+		go verify(Admission{Network: "198.51.100.0/24"})
+		go verify(Admission{Network: "192.0.2.0/24"})
+		synctest.Wait()
+		if n := len(started); n != 1 {
+			t.Fatalf("%d unknown checks computing with two slots, want 1", n)
+		}
+		go verify(Admission{Network: "203.0.113.0/24", Known: true})
+		synctest.Wait()
+		if n := len(started); n != 2 {
+			t.Fatalf("%d checks computing after a known one came, want 2", n)
+		}
+
+		release()
+		for range 3 {
+			if err := <-errs; err != nil {
+				t.Errorf("check: %v", err)
+			}
+		}
+		if n := len(started); n != 3 {
+			t.Errorf("%d checks computed, want 3", n)
+		}
+	})
+}
