@@ -80,7 +80,7 @@ flood() {
   done
   curl -sf "http://127.0.0.1:$http/readyz" >/dev/null || { echo "authd did not get ready:" >&2; cat "$work/authd.log" >&2; exit 1; }
   # shellcheck disable=SC2086 # FLOOD_ARGS is a list of flags
-  "$work/authbench" -url "http://127.0.0.1:$http" -mailpit "http://127.0.0.1:$web" -authd-pid "$authd" \
+  "$work/authbench" -url "http://127.0.0.1:$http" -mailpit "http://127.0.0.1:$web" -authd-pid "$authd" -pg-db "$db" \
     -scenario flood -engine raw -flood-rate "$rate" $flood_args || true
   kill "$authd"
   wait "$authd" 2>/dev/null || true

@@ -48,6 +48,10 @@ type floodStream struct {
 type FloodReport struct {
 	Before map[string]Report `json:"before"`
 	During map[string]Report `json:"during"`
+	// BeforeCPU and DuringCPU are CPU milliseconds per second of each phase
+	// (its fields' "per request" is per second here) and the machine's load.
+	BeforeCPU *CPU `json:"before_cpu_ms_per_s,omitempty"`
+	DuringCPU *CPU `json:"during_cpu_ms_per_s,omitempty"`
 }
 
 // runFlood sets the streams up, runs the phases and prints the report.
@@ -110,15 +114,16 @@ func runFlood(ctx context.Context, e *env, connect newConn, stdout, stderr io.Wr
 
 	if cfg.warmup > 0 {
 		e.log("warming up for %v without the flood", cfg.warmup)
-		runStreams(ctx, steady, cfg.warmup, cfg.timeout)
+		e.runStreams(ctx, steady, cfg.warmup, cfg.timeout)
 	}
 	e.log("measuring %v without the flood: owner logins %.1f/s, GET /me %.0f/s, POST /refresh %.0f/s", cfg.duration, fc.knownRate, fc.meRate, fc.refRate)
-	rep := FloodReport{Before: runStreams(ctx, steady, cfg.duration, cfg.timeout)}
+	var rep FloodReport
+	rep.Before, rep.BeforeCPU = e.runStreams(ctx, steady, cfg.duration, cfg.timeout)
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
 	e.log("measuring %v with the flood: %.0f unknown-email logins/s from %d addresses over %d connections", cfg.duration, fc.rate, fc.addrs, fc.conns)
-	rep.During = runStreams(ctx, floodStreams, cfg.duration, cfg.timeout)
+	rep.During, rep.DuringCPU = e.runStreams(ctx, floodStreams, cfg.duration, cfg.timeout)
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
@@ -134,9 +139,10 @@ func runFlood(ctx context.Context, e *env, connect newConn, stdout, stderr io.Wr
 }
 
 // runStreams runs every stream's open-loop phase at once for d and reports
-// each.
-func runStreams(ctx context.Context, streams []floodStream, d, timeout time.Duration) map[string]Report {
+// each, and the CPU spent per second (with -cpu).
+func (e *env) runStreams(ctx context.Context, streams []floodStream, d, timeout time.Duration) (map[string]Report, *CPU) {
 	reps := make(map[string]Report, len(streams))
+	before := e.cpuSample(e.cfg.cpu)
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	for _, s := range streams {
@@ -150,7 +156,10 @@ func runStreams(ctx context.Context, streams []floodStream, d, timeout time.Dura
 		})
 	}
 	wg.Wait()
-	return reps
+	if !e.cfg.cpu {
+		return reps, nil
+	}
+	return reps, cpuBetween(before, e.cpuSample(true), int64(d/time.Second))
 }
 
 func (r FloodReport) writeText(w io.Writer, load string) {
@@ -158,8 +167,13 @@ func (r FloodReport) writeText(w io.Writer, load string) {
 	for _, ph := range []struct {
 		name string
 		reps map[string]Report
-	}{{"without the flood", r.Before}, {"with the flood", r.During}} {
+		cpu  *CPU
+	}{{"without the flood", r.Before, r.BeforeCPU}, {"with the flood", r.During, r.DuringCPU}} {
 		fmt.Fprintf(w, "%s:\n", ph.name)
+		if c := ph.cpu; c != nil {
+			fmt.Fprintf(w, "  cpu ms/s       authd %.0f, postgres %.0f, authbench %.0f; machine %.0f%% busy (others' processes %.0f%%)\n",
+				c.ServerMsPerReq, c.PostgresMsPerReq, c.ClientMsPerReq, c.MachineBusyPct, c.OthersPct)
+		}
 		names := make([]string, 0, len(ph.reps))
 		for n := range ph.reps {
 			names = append(names, n)
