@@ -18,8 +18,10 @@ import (
 // hasher's queue full, and the owner of an account, signing in from the
 // network it signed up from, still gets every login answered 200 (on
 // f1f8af5 most were 503s), because a known network has places of its own.
+//
+// Not parallel: the flood takes every core while it lasts, and the tests
+// with deadlines of their own should not share them with it.
 func TestAnOwnerGetsThroughALoginFloodFromItsNetwork(t *testing.T) {
-	t.Parallel()
 	c := newCluster(t, map[string]string{"AUTHD_TRUSTED_PROXIES": "127.0.0.1/32"})
 	in := c.start(t)
 	email, pw := "owner-in-a-flood@example.com", "correct horse battery"
