@@ -148,10 +148,10 @@ func Network(ip string) string {
 // concurrency waiting places beyond the queue that only they may take, and
 // a freed slot goes to the longest-waiting known check before any other.
 // Checks from unknown networks run in all slots but one, so that however
-// many there are, a known check finds a slot at once or after one hash, and
-// the rest of the process a core the hashes leave. A flood of unknown
-// clients therefore leaves the owner of an account, from a network it signed
-// in from, a place and the next turn, and the reads their processor.
+// many of them come, a known check finds a slot free or has the next one,
+// and the rest of the process keeps a core their hashes do not take. A
+// flood from unknown networks therefore leaves the owner of an account,
+// signing in from a network it used before, a place and the next turn.
 //
 // A Hasher is safe for concurrent use.
 type Hasher struct {
