@@ -170,7 +170,8 @@ func (a *App) Login(ctx context.Context, email, pw string, r Request) (SignIn, e
 	// Under a flood of logins, half the requests are turned away as busy:
 	// they must cost no more than that answer (counting them against the
 	// account and then forgiving them took two statements each).
-	if a.d.Hasher.Full() {
+	adm := a.admission(email, r)
+	if a.d.Hasher.Full(adm) {
 		return SignIn{}, password.ErrBusy
 	}
 	account := "login:" + email
@@ -181,7 +182,7 @@ func (a *App) Login(ctx context.Context, email, pw string, r Request) (SignIn, e
 	}
 	u, tf, err := a.accountByEmail(ctx, email)
 	if errors.Is(err, ErrNotFound) {
-		if err := a.d.Hasher.VerifyUnknown(ctx, pw); err != nil {
+		if err := a.d.Hasher.VerifyUnknown(ctx, adm, pw); err != nil {
 			return SignIn{}, a.forgive(ctx, account, err)
 		}
 		a.failed(ctx, account)
@@ -192,9 +193,9 @@ func (a *App) Login(ctx context.Context, email, pw string, r Request) (SignIn, e
 	}
 	var ok, rehash bool
 	if u.PasswordHash == "" { // signed up with Google: no password matches; the same work as one
-		err = a.d.Hasher.VerifyUnknown(ctx, pw)
+		err = a.d.Hasher.VerifyUnknown(ctx, adm, pw)
 	} else {
-		ok, rehash, err = a.d.Hasher.Verify(ctx, u.PasswordHash, pw)
+		ok, rehash, err = a.d.Hasher.Verify(ctx, adm, u.PasswordHash, pw)
 	}
 	if err != nil {
 		return SignIn{}, a.forgive(ctx, account, err)

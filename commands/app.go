@@ -88,6 +88,9 @@ type App struct {
 	// first. Its append names the version the state was at, so a state that
 	// another instance has moved on only costs a conflict and a reload.
 	sessions *lru.Cache[uuid.UUID, domain.Session]
+	// known holds when each (account, client network) last signed in, for
+	// the hasher's admission (admission).
+	known *lru.Cache[knownNetwork, time.Time]
 }
 
 // sessionCacheSize bounds the cached session states, at a few hundred bytes
@@ -100,7 +103,11 @@ func New(d Deps) *App {
 	if err != nil {
 		panic(err) // only for a size below 1
 	}
-	return &App{d: d, sessions: sessions}
+	known, err := lru.New[knownNetwork, time.Time](knownNetworksSize)
+	if err != nil {
+		panic(err)
+	}
+	return &App{d: d, sessions: sessions, known: known}
 }
 
 // RefreshTTL is how long a refresh token lives: also how long a session

@@ -96,6 +96,7 @@ func (a *App) openSession(ctx context.Context, c *change, u *domain.User, amr []
 		return Tokens{}, err
 	}
 	a.waitFor(ctx, committed, append([]string{"users", "sessions"}, waitAlso...)...)
+	a.rememberNetwork(u.Email, r)
 	t, err := a.issue(id, u.ID, u.TenantID, amr, 0)
 	t.User = u
 	return t, err

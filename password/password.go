@@ -16,9 +16,12 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"net/netip"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"unicode/utf8"
 
 	"golang.org/x/crypto/argon2"
@@ -107,20 +110,68 @@ func Validate(password string) error {
 	return nil
 }
 
+// Admission says where a password check comes from, so that the [Hasher]
+// can share its queue fairly when there is more work than it can do.
+type Admission struct {
+	// Network is the client's network ([Network]), or "" for work no client
+	// network is to be charged for (a signup's hash, say).
+	Network string
+	// Known is true when the client network has signed in to the account
+	// before: such checks wait in places of their own and run first.
+	Known bool
+}
+
+// Network returns the network an address is judged by: its /24 for IPv4
+// (and IPv4-mapped IPv6), its /64 for IPv6, since one client easily holds
+// every address of either. It returns "" for what is not an address.
+func Network(ip string) string {
+	a, err := netip.ParseAddr(ip)
+	if err != nil {
+		return ""
+	}
+	a = a.Unmap()
+	bits := 64
+	if a.Is4() {
+		bits = 24
+	}
+	return netip.PrefixFrom(a.WithZone(""), bits).Masked().String()
+}
+
 // Hasher hashes and verifies passwords with fixed parameters. At most a
 // configured number of hashes compute at once and a bounded number of callers
 // wait for a turn, so a flood of password requests fails fast with [ErrBusy]
 // instead of starving every other request of CPU and memory.
 //
+// Admission is fair per client network and favours known clients: a network
+// holds at most concurrency+queue/2 places (running or waiting) of each kind,
+// known or not, so one network cannot fill the queue; known checks have
+// concurrency waiting places beyond the queue that only they may take, and
+// a freed slot goes to the longest-waiting known check before any other.
+// Checks from unknown networks run in all slots but one, so that however
+// many of them come, a known check finds a slot free or has the next one,
+// and the rest of the process keeps a core their hashes do not take. A
+// flood from unknown networks therefore leaves the owner of an account,
+// signing in from a network it used before, a place and the next turn.
+//
 // A Hasher is safe for concurrent use.
 type Hasher struct {
 	params Params
 
-	// admit holds a token for every caller computing or waiting; run holds a
-	// token for every caller computing. Failing to get into admit without
-	// blocking is what bounds the queue.
-	admit chan struct{}
-	run   chan struct{}
+	// concurrency hashes compute at once, at most strangerSlots of them
+	// for unknown networks; queue callers may wait besides, and known
+	// callers reserved more; a network holds at most netCap places of each
+	// kind.
+	concurrency, strangerSlots, queue, reserved, netCap int
+
+	mu sync.Mutex
+	// running counts the hashes computing, strangers those of them for
+	// unknown networks.
+	running, strangers int
+	// waiting holds the callers waiting for a slot, oldest first: [0]
+	// unknown, [1] known.
+	waiting [2][]*waiter
+	// held counts each network's places, running or waiting, by kind.
+	held map[Admission]int
 
 	// dummy is a hash of no password under params, verified by VerifyUnknown.
 	dummy string
@@ -129,11 +180,19 @@ type Hasher struct {
 	derive func(password, salt []byte, p Params) []byte
 }
 
+// waiter is a caller waiting for a slot; ready is closed when it has one.
+type waiter struct {
+	adm   Admission
+	ready chan struct{}
+}
+
 // NewHasher returns a Hasher using p. Zero fields of p take the value from
 // [OWASP]. At most concurrency hashes compute at once (runtime.NumCPU() when
-// concurrency <= 0) and at most queue further callers wait for a turn
-// (2*concurrency when queue < 0); any caller beyond that gets [ErrBusy] at once.
-// Pass queue 0 for no waiting at all.
+// concurrency <= 0), all but one of them for checks from unknown networks
+// unless there is only one, and at most queue further callers wait for a turn
+// (2*concurrency when queue < 0), plus concurrency known callers
+// ([Admission]); any caller beyond that gets [ErrBusy] at once. Pass queue 0
+// for no waiting but the known callers'.
 //
 // NewHasher panics if p is out of range, as that is a programming error.
 func NewHasher(p Params, concurrency, queue int) *Hasher {
@@ -163,9 +222,16 @@ func NewHasher(p Params, concurrency, queue int) *Hasher {
 		queue = 2 * concurrency
 	}
 	h := &Hasher{
-		params: p,
-		admit:  make(chan struct{}, concurrency+queue),
-		run:    make(chan struct{}, concurrency),
+		params:      p,
+		concurrency: concurrency,
+		// One slot for known checks alone, unless there is only one.
+		strangerSlots: max(1, concurrency-1),
+		queue:         queue,
+		reserved:      concurrency,
+		// Enough for one network alone to keep every slot busy, too few
+		// for it to fill the queue.
+		netCap: concurrency + queue/2,
+		held:   make(map[Admission]int),
 		derive: func(password, salt []byte, p Params) []byte {
 			return argon2.IDKey(password, salt, p.Time, p.Memory, p.Threads, p.KeyLen)
 		},
@@ -187,17 +253,18 @@ func (h *Hasher) Params() Params { return h.params }
 
 // Hash validates password with [Validate] and returns its encoded argon2id
 // hash. It returns [ErrBusy] when too many callers are hashing already, and
-// ctx's error if ctx ends while waiting for a turn.
+// ctx's error if ctx ends while waiting for a turn. It is charged to no
+// client network.
 func (h *Hasher) Hash(ctx context.Context, password string) (string, error) {
 	if err := Validate(password); err != nil {
 		return "", err
 	}
 	salt := make([]byte, h.params.SaltLen)
 	rand.Read(salt) // never fails since Go 1.24; it crashes the program instead
-	if err := h.acquire(ctx); err != nil {
+	if err := h.acquire(ctx, Admission{}); err != nil {
 		return "", err
 	}
-	defer h.release()
+	defer h.release(Admission{})
 	key := h.derive([]byte(password), salt, h.params)
 	return encode(h.params, salt, key), nil
 }
@@ -205,12 +272,13 @@ func (h *Hasher) Hash(ctx context.Context, password string) (string, error) {
 // Verify reports whether password matches encoded, and whether encoded was
 // made with parameters other than h's, in which case the caller should store
 // a fresh [Hasher.Hash] of the password. rehash is only ever true when ok is.
+// adm says whose check it is, for admission.
 //
 // A password longer than [MaxLen] never matches, since [Hasher.Hash] refuses
 // to hash one, and is rejected without hashing. A malformed encoded hash is an
 // error wrapping [ErrMalformed]. Like Hash, Verify may return [ErrBusy] or
 // ctx's error.
-func (h *Hasher) Verify(ctx context.Context, encoded, password string) (ok, rehash bool, err error) {
+func (h *Hasher) Verify(ctx context.Context, adm Admission, encoded, password string) (ok, rehash bool, err error) {
 	if len(password) > MaxLen {
 		return false, false, nil
 	}
@@ -218,10 +286,10 @@ func (h *Hasher) Verify(ctx context.Context, encoded, password string) (ok, reha
 	if err != nil {
 		return false, false, err
 	}
-	if err := h.acquire(ctx); err != nil {
+	if err := h.acquire(ctx, adm); err != nil {
 		return false, false, err
 	}
-	defer h.release()
+	defer h.release(adm)
 	got := h.derive([]byte(password), salt, p)
 	if subtle.ConstantTimeCompare(got, want) != 1 {
 		return false, false, nil
@@ -232,43 +300,154 @@ func (h *Hasher) Verify(ctx context.Context, encoded, password string) (ok, reha
 // VerifyUnknown does the work of a failing [Hasher.Verify] for an account that
 // does not exist, so that an unknown email costs a login request as much time
 // as a wrong password and response times do not reveal which accounts exist.
-// It returns nil, or [ErrBusy] or ctx's error just as Verify would.
-func (h *Hasher) VerifyUnknown(ctx context.Context, password string) error {
-	_, _, err := h.Verify(ctx, h.dummy, password)
+// It is admitted as adm, as Verify would be, and returns nil, or [ErrBusy] or
+// ctx's error just as Verify would.
+func (h *Hasher) VerifyUnknown(ctx context.Context, adm Admission, password string) error {
+	_, _, err := h.Verify(ctx, adm, h.dummy, password)
 	return err
 }
 
-// Full reports whether a hash asked for now would be refused with [ErrBusy],
-// so that a caller can turn a request away before doing any other work for
-// it. A caller that goes on may still get ErrBusy: Full only looks.
-func (h *Hasher) Full() bool { return len(h.admit) == cap(h.admit) }
+// Full reports whether a check admitted as adm asked for now would be refused
+// with [ErrBusy], so that a caller can turn a request away before doing any
+// other work for it. A caller that goes on may still get ErrBusy: Full only
+// looks.
+func (h *Hasher) Full(adm Admission) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return !h.admits(adm)
+}
+
+// admits says whether adm may have a place now. h.mu must be held.
+func (h *Hasher) admits(adm Admission) bool {
+	if adm.Network != "" && h.held[adm] >= h.netCap {
+		return false
+	}
+	if h.canRun(adm) {
+		return true
+	}
+	unknown, known := len(h.waiting[0]), len(h.waiting[1])
+	if adm.Known {
+		return unknown+known < h.queue+h.reserved
+	}
+	// Known callers wait in their reserved places first and take from the
+	// queue only what overflows them.
+	return unknown+max(0, known-h.reserved) < h.queue
+}
 
 // acquire waits for a turn to compute a hash. It fails at once with ErrBusy
-// when the queue is full, since waiting longer would only add latency to a
-// request that the server cannot keep up with anyway.
-func (h *Hasher) acquire(ctx context.Context) error {
+// when adm may have no place, since waiting longer would only add latency to
+// a request that the server cannot keep up with anyway.
+func (h *Hasher) acquire(ctx context.Context, adm Admission) error {
 	// Without this, a done ctx could still win the select below against a
 	// free slot and start an expensive hash for a caller that has gone.
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("password: wait for a hashing slot: %w", err)
 	}
-	select {
-	case h.admit <- struct{}{}:
-	default:
+	h.mu.Lock()
+	if !h.admits(adm) {
+		h.mu.Unlock()
 		return ErrBusy
 	}
+	h.hold(adm, 1)
+	if h.canRun(adm) {
+		h.start(adm)
+		h.mu.Unlock()
+		return nil
+	}
+	w := &waiter{adm: adm, ready: make(chan struct{})}
+	k := kind(adm)
+	h.waiting[k] = append(h.waiting[k], w)
+	h.mu.Unlock()
 	select {
-	case h.run <- struct{}{}:
+	case <-w.ready:
 		return nil
 	case <-ctx.Done():
-		<-h.admit
-		return fmt.Errorf("password: wait for a hashing slot: %w", ctx.Err())
+	}
+	h.mu.Lock()
+	if i := slices.Index(h.waiting[k], w); i >= 0 {
+		h.waiting[k] = slices.Delete(h.waiting[k], i, i+1)
+		h.hold(adm, -1)
+		h.mu.Unlock()
+	} else {
+		// The slot came with the cancellation: pass it on unused.
+		h.mu.Unlock()
+		h.release(adm)
+	}
+	return fmt.Errorf("password: wait for a hashing slot: %w", ctx.Err())
+}
+
+// release ends adm's turn and hands the slot to the longest-waiting known
+// caller, or else the longest-waiting other one that may have it.
+func (h *Hasher) release(adm Admission) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.hold(adm, -1)
+	h.running--
+	if stranger(adm) {
+		h.strangers--
+	}
+	for h.running < h.concurrency {
+		k := 1
+		if len(h.waiting[k]) == 0 {
+			k = 0
+			if len(h.waiting[k]) == 0 || !h.strangerMayRun(h.waiting[k][0].adm) {
+				return
+			}
+		}
+		w := h.waiting[k][0]
+		h.waiting[k][0] = nil
+		h.waiting[k] = h.waiting[k][1:]
+		h.start(w.adm)
+		close(w.ready)
 	}
 }
 
-func (h *Hasher) release() {
-	<-h.run
-	<-h.admit
+// canRun says whether adm may start computing at once: a slot is free to it
+// and nobody it would overtake is waiting. h.mu must be held.
+func (h *Hasher) canRun(adm Admission) bool {
+	if h.running >= h.concurrency || len(h.waiting[kind(adm)]) > 0 {
+		return false
+	}
+	// Known callers never wait while a slot is free, so a known adm
+	// overtakes nobody.
+	return adm.Known || h.strangerMayRun(adm)
+}
+
+// strangerMayRun says whether the unknown caller adm may take a free slot.
+// h.mu must be held.
+func (h *Hasher) strangerMayRun(adm Admission) bool {
+	return !stranger(adm) || h.strangers < h.strangerSlots
+}
+
+// start counts adm's hash as computing. h.mu must be held.
+func (h *Hasher) start(adm Admission) {
+	h.running++
+	if stranger(adm) {
+		h.strangers++
+	}
+}
+
+// stranger says whether adm is a check from a network not known to the
+// account, kept out of the last slot. Work charged to no network (a signup's
+// hash) is not: the limits on its own endpoints bound it.
+func stranger(adm Admission) bool { return adm.Network != "" && !adm.Known }
+
+// hold adds n to adm's places. h.mu must be held.
+func (h *Hasher) hold(adm Admission, n int) {
+	if adm.Network == "" {
+		return
+	}
+	if h.held[adm] += n; h.held[adm] == 0 {
+		delete(h.held, adm)
+	}
+}
+
+// kind is the index in Hasher.waiting of adm's callers.
+func kind(adm Admission) int {
+	if adm.Known {
+		return 1
+	}
+	return 0
 }
 
 func encode(p Params, salt, key []byte) string {

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"regexp"
 	"runtime"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -64,7 +66,7 @@ func TestOWASP(t *testing.T) {
 	if want := "$argon2id$v=19$m=19456,t=2,p=1$"; !strings.HasPrefix(enc, want) {
 		t.Errorf("hash %q does not start with %q", enc, want)
 	}
-	ok, rehash, err := h.Verify(ctx, enc, "correct horse battery staple")
+	ok, rehash, err := h.Verify(ctx, Admission{}, enc, "correct horse battery staple")
 	if !ok || rehash || err != nil {
 		t.Errorf("Verify = %v, %v, %v; want true, false, nil", ok, rehash, err)
 	}
@@ -75,10 +77,10 @@ func TestNewHasherDefaults(t *testing.T) {
 	if h.Params() != OWASP() {
 		t.Errorf("Params() = %+v, want OWASP %+v", h.Params(), OWASP())
 	}
-	if got, want := cap(h.run), runtime.NumCPU(); got != want {
+	if got, want := h.concurrency, runtime.NumCPU(); got != want {
 		t.Errorf("concurrency %d, want NumCPU %d", got, want)
 	}
-	if got, want := cap(h.admit), 3*runtime.NumCPU(); got != want {
+	if got, want := h.concurrency+h.queue, 3*runtime.NumCPU(); got != want {
 		t.Errorf("concurrency+queue %d, want %d", got, want)
 	}
 
@@ -86,8 +88,8 @@ func TestNewHasherDefaults(t *testing.T) {
 	if want := (Params{Memory: 64, Time: 1, Threads: 1, SaltLen: 16, KeyLen: 32}); h.Params() != want {
 		t.Errorf("Params() = %+v, want %+v", h.Params(), want)
 	}
-	if cap(h.run) != 3 || cap(h.admit) != 3 {
-		t.Errorf("concurrency %d, concurrency+queue %d; want 3, 3", cap(h.run), cap(h.admit))
+	if h.concurrency != 3 || h.concurrency+h.queue != 3 {
+		t.Errorf("concurrency %d, concurrency+queue %d; want 3, 3", h.concurrency, h.concurrency+h.queue)
 	}
 }
 
@@ -126,12 +128,12 @@ func TestHashVerify(t *testing.T) {
 		t.Errorf("hash contains the password")
 	}
 
-	ok, rehash, err := h.Verify(ctx, enc, pw)
+	ok, rehash, err := h.Verify(ctx, Admission{}, enc, pw)
 	if !ok || rehash || err != nil {
 		t.Errorf("Verify(right password) = %v, %v, %v; want true, false, nil", ok, rehash, err)
 	}
 	for _, wrong := range []string{"hunter2hunter3", "hunter2hunter2 ", "Hunter2hunter2", "", "hunter2"} {
-		ok, rehash, err := h.Verify(ctx, enc, wrong)
+		ok, rehash, err := h.Verify(ctx, Admission{}, enc, wrong)
 		if ok || rehash || err != nil {
 			t.Errorf("Verify(%q) = %v, %v, %v; want false, false, nil", wrong, ok, rehash, err)
 		}
@@ -156,7 +158,7 @@ func TestReferenceVector(t *testing.T) {
 	const enc = "$argon2id$v=19$m=65536,t=2,p=1$c29tZXNhbHQ$CTFhFdXPJO1aFaMaO6Mm5c8y7cJHAph8ArZWb2GRPPc"
 	// "somesalt" is an 8-byte salt, so the hasher's params differ from the hash's.
 	h := NewHasher(fastParams(), 1, 0)
-	ok, rehash, err := h.Verify(t.Context(), enc, "password")
+	ok, rehash, err := h.Verify(t.Context(), Admission{}, enc, "password")
 	if !ok || !rehash || err != nil {
 		t.Errorf("Verify(reference) = %v, %v, %v; want true, true, nil", ok, rehash, err)
 	}
@@ -204,11 +206,11 @@ func TestVerifyOverlongPasswordNeverMatches(t *testing.T) {
 		t.Fatal(err)
 	}
 	n := countDerive(h)
-	ok, rehash, err := h.Verify(t.Context(), enc, strings.Repeat("x", MaxLen+1))
+	ok, rehash, err := h.Verify(t.Context(), Admission{}, enc, strings.Repeat("x", MaxLen+1))
 	if ok || rehash || err != nil {
 		t.Errorf("Verify(overlong) = %v, %v, %v; want false, false, nil", ok, rehash, err)
 	}
-	if err := h.VerifyUnknown(t.Context(), strings.Repeat("x", MaxLen+1)); err != nil {
+	if err := h.VerifyUnknown(t.Context(), Admission{}, strings.Repeat("x", MaxLen+1)); err != nil {
 		t.Errorf("VerifyUnknown(overlong) = %v", err)
 	}
 	if n.Load() != 0 {
@@ -234,12 +236,12 @@ func TestRehash(t *testing.T) {
 		p := fastParams()
 		change(&p)
 		h := NewHasher(p, 1, 0)
-		ok, rehash, err := h.Verify(ctx, enc, pw)
+		ok, rehash, err := h.Verify(ctx, Admission{}, enc, pw)
 		if !ok || !rehash || err != nil {
 			t.Errorf("params %+v: Verify(old hash) = %v, %v, %v; want true, true, nil", p, ok, rehash, err)
 		}
 		// A wrong password must not prompt a rehash: there is nothing to store.
-		ok, rehash, err = h.Verify(ctx, enc, "a wrong password")
+		ok, rehash, err = h.Verify(ctx, Admission{}, enc, "a wrong password")
 		if ok || rehash || err != nil {
 			t.Errorf("params %+v: Verify(wrong) = %v, %v, %v; want false, false, nil", p, ok, rehash, err)
 		}
@@ -248,7 +250,7 @@ func TestRehash(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if ok, rehash, err := h.Verify(ctx, enc2, pw); !ok || rehash || err != nil {
+		if ok, rehash, err := h.Verify(ctx, Admission{}, enc2, pw); !ok || rehash || err != nil {
 			t.Errorf("params %+v: Verify(new hash) = %v, %v, %v; want true, false, nil", p, ok, rehash, err)
 		}
 	}
@@ -305,7 +307,7 @@ func TestVerifyMalformed(t *testing.T) {
 	}
 	n := countDerive(h)
 	for _, enc := range malformedHashes(valid) {
-		ok, rehash, err := h.Verify(ctx, enc, pw)
+		ok, rehash, err := h.Verify(ctx, Admission{}, enc, pw)
 		if ok || rehash || !errors.Is(err, ErrMalformed) {
 			t.Errorf("Verify(%.100q) = %v, %v, %v; want false, false, ErrMalformed", enc, ok, rehash, err)
 		}
@@ -342,7 +344,7 @@ func FuzzVerify(f *testing.F) {
 	}
 
 	f.Fuzz(func(t *testing.T, encoded, password string) {
-		ok, rehash, err := h.Verify(context.Background(), encoded, password)
+		ok, rehash, err := h.Verify(context.Background(), Admission{}, encoded, password)
 		if err != nil && (ok || rehash) {
 			t.Fatalf("Verify = %v, %v, %v: ok or rehash with an error", ok, rehash, err)
 		}
@@ -385,16 +387,16 @@ func TestBusy(t *testing.T) {
 	}()
 	<-started
 
-	if !h.Full() {
+	if !h.Full(Admission{}) {
 		t.Error("Full while busy = false")
 	}
 	if _, err := h.Hash(ctx, "second caller"); !errors.Is(err, ErrBusy) {
 		t.Errorf("Hash while busy: %v, want ErrBusy", err)
 	}
-	if _, _, err := h.Verify(ctx, valid, "password"); !errors.Is(err, ErrBusy) {
+	if _, _, err := h.Verify(ctx, Admission{}, valid, "password"); !errors.Is(err, ErrBusy) {
 		t.Errorf("Verify while busy: %v, want ErrBusy", err)
 	}
-	if err := h.VerifyUnknown(ctx, "password"); !errors.Is(err, ErrBusy) {
+	if err := h.VerifyUnknown(ctx, Admission{}, "password"); !errors.Is(err, ErrBusy) {
 		t.Errorf("VerifyUnknown while busy: %v, want ErrBusy", err)
 	}
 
@@ -403,10 +405,10 @@ func TestBusy(t *testing.T) {
 		t.Fatalf("first caller: %v", err)
 	}
 	// The slot is free again.
-	if h.Full() {
+	if h.Full(Admission{}) {
 		t.Error("Full after the slot was freed = true")
 	}
-	if _, _, err := h.Verify(ctx, valid, "password"); err != nil {
+	if _, _, err := h.Verify(ctx, Admission{}, valid, "password"); err != nil {
 		t.Errorf("Verify after the slot was freed: %v", err)
 	}
 }
@@ -463,7 +465,7 @@ func TestCancelWhileQueued(t *testing.T) {
 		ctx, cancel := context.WithCancel(t.Context())
 		queued := make(chan error, 1)
 		go func() {
-			queued <- h.VerifyUnknown(ctx, "a fine password")
+			queued <- h.VerifyUnknown(ctx, Admission{}, "a fine password")
 		}()
 		synctest.Wait() // the second caller is waiting for the slot
 		select {
@@ -541,10 +543,10 @@ func TestVerifyUnknownDoesTheWork(t *testing.T) {
 		return key
 	}
 
-	if ok, _, err := h.Verify(ctx, enc, "a wrong password"); ok || err != nil {
+	if ok, _, err := h.Verify(ctx, Admission{}, enc, "a wrong password"); ok || err != nil {
 		t.Fatalf("Verify(wrong) = %v, %v", ok, err)
 	}
-	if err := h.VerifyUnknown(ctx, "a wrong password"); err != nil {
+	if err := h.VerifyUnknown(ctx, Admission{}, "a wrong password"); err != nil {
 		t.Fatalf("VerifyUnknown = %v", err)
 	}
 	if len(calls) != 2 {
@@ -564,8 +566,8 @@ func TestErrorsDoNotLeakPassword(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
 	_, err1 := h.Hash(ctx, pw)
-	_, _, err2 := h.Verify(t.Context(), "$argon2id$v=19$m=64,t=1,p=1$"+pw+"$"+pw, pw)
-	err3 := h.VerifyUnknown(ctx, pw)
+	_, _, err2 := h.Verify(t.Context(), Admission{}, "$argon2id$v=19$m=64,t=1,p=1$"+pw+"$"+pw, pw)
+	err3 := h.VerifyUnknown(ctx, Admission{}, pw)
 	for _, err := range []error{err1, err2, err3} {
 		if err == nil {
 			t.Fatal("want an error")
@@ -574,4 +576,191 @@ func TestErrorsDoNotLeakPassword(t *testing.T) {
 			t.Errorf("error %q contains the password", err)
 		}
 	}
+}
+
+// recordOrder makes h note each hashed password, in the order the hashes
+// start: with one slot, the order callers were given their turn.
+func recordOrder(h *Hasher) func() []string {
+	var mu sync.Mutex
+	var order []string
+	next := h.derive
+	h.derive = func(password, salt []byte, p Params) []byte {
+		mu.Lock()
+		order = append(order, string(password))
+		mu.Unlock()
+		return next(password, salt, p)
+	}
+	return func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(order)
+	}
+}
+
+// TestAFloodFromOneNetworkLeavesOthersAPlace checks that one network's
+// flood of checks cannot take every place in the queue: another network's
+// check still waits for its turn and runs, where the flood's surplus is
+// refused.
+func TestAFloodFromOneNetworkLeavesOthersAPlace(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := NewHasher(fastParams(), 1, 4)
+		started, release := blockDerive(h)
+		defer release()
+		order := recordOrder(h)
+		ctx := t.Context()
+		flood := Admission{Network: "198.51.100.0/24"}
+		other := Admission{Network: "203.0.113.0/24"}
+
+		errs := make(chan error, 8)
+		verify := func(adm Admission, pw string) {
+			errs <- h.VerifyUnknown(ctx, adm, pw)
+		}
+		go verify(flood, "flood 0")
+		<-started
+		refused := 0
+		for i := 1; i < 8; i++ {
+			go verify(flood, "flood "+strconv.Itoa(i))
+			synctest.Wait()
+		}
+		// The flood's surplus has been answered already; its admitted
+		// checks are still waiting for the slot.
+		for len(errs) > 0 {
+			if err := <-errs; !errors.Is(err, ErrBusy) {
+				t.Fatalf("a check of the flood returned %v before the slot was free, want ErrBusy", err)
+			}
+			refused++
+		}
+		if !h.Full(flood) {
+			t.Error("Full(flood network) = false with its share of the queue taken")
+		}
+		if h.Full(other) {
+			t.Error("Full(other network) = true while the flood holds only its share")
+		}
+		go verify(other, "other")
+		synctest.Wait()
+		select {
+		case err := <-errs:
+			t.Fatalf("the other network's check returned %v before the slot was free, want a place in the queue", err)
+		default:
+		}
+
+		release()
+		for range 8 - refused + 1 { // and the other network's
+			if err := <-errs; err != nil {
+				t.Errorf("admitted check: %v", err)
+			}
+		}
+		got := order()
+		if !slices.Contains(got, "other") {
+			t.Errorf("hashed %q: the other network's check never ran", got)
+		}
+		// 1 slot + a network's share of 4 places: half of the queue.
+		if want := 1 + 4/2; len(got)-1 != want {
+			t.Errorf("the flood got %d checks run, want %d (its share)", len(got)-1, want)
+		}
+	})
+}
+
+// TestKnownClientsGoFirst checks that a check from a network known to the
+// account is admitted when the queue is full of unknown ones, and has the
+// next turn ahead of them.
+func TestKnownClientsGoFirst(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := NewHasher(fastParams(), 1, 2)
+		started, release := blockDerive(h)
+		defer release()
+		order := recordOrder(h)
+		ctx := t.Context()
+		unknown := func(i int) Admission { return Admission{Network: "198.51.100." + strconv.Itoa(i) + "/32"} }
+		known := Admission{Network: "203.0.113.0/24", Known: true}
+
+		errs := make(chan error, 5)
+		verify := func(adm Admission, pw string) {
+			errs <- h.VerifyUnknown(ctx, adm, pw)
+		}
+		go verify(unknown(0), "unknown 0")
+		<-started
+		go verify(unknown(1), "unknown 1")
+		synctest.Wait()
+		go verify(unknown(2), "unknown 2")
+		synctest.Wait() // the queue is full
+
+		if err := h.VerifyUnknown(ctx, unknown(3), "unknown 3"); !errors.Is(err, ErrBusy) {
+			t.Errorf("an unknown check with the queue full: %v, want ErrBusy", err)
+		}
+		if h.Full(known) {
+			t.Error("Full(known) = true with only the unknown checks' queue full")
+		}
+		go verify(known, "known")
+		synctest.Wait()
+		select {
+		case err := <-errs:
+			t.Fatalf("a check returned %v before the slot was free", err)
+		default:
+		}
+
+		release()
+		for range 4 {
+			if err := <-errs; err != nil {
+				t.Errorf("admitted check: %v", err)
+			}
+		}
+		want := []string{"unknown 0", "known", "unknown 1", "unknown 2"}
+		if got := order(); !slices.Equal(got, want) {
+			t.Errorf("checks ran in the order %q, want %q", got, want)
+		}
+	})
+}
+
+func TestNetwork(t *testing.T) {
+	for _, c := range []struct{ ip, want string }{
+		{"192.0.2.77", "192.0.2.0/24"},
+		{"::ffff:192.0.2.77", "192.0.2.0/24"},
+		{"2001:db8:1:2:3:4:5:6", "2001:db8:1:2::/64"},
+		{"fe80::1%eth0", "fe80::/64"},
+		{"", ""},
+		{"not an address", ""},
+	} {
+		if got := Network(c.ip); got != c.want {
+			t.Errorf("Network(%q) = %q, want %q", c.ip, got, c.want)
+		}
+	}
+}
+
+// TestUnknownChecksLeaveASlotForKnown checks that checks from unknown
+// networks never take the last slot: with two slots, a second unknown check
+// waits while one is free, and a known check takes it at once.
+func TestUnknownChecksLeaveASlotForKnown(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := NewHasher(fastParams(), 2, 4)
+		started, release := blockDerive(h)
+		defer release()
+		ctx := t.Context()
+
+		errs := make(chan error, 3)
+		verify := func(adm Admission) {
+			errs <- h.VerifyUnknown(ctx, adm, "a fine password")
+		}
+		go verify(Admission{Network: "198.51.100.0/24"})
+		go verify(Admission{Network: "192.0.2.0/24"})
+		synctest.Wait()
+		if n := len(started); n != 1 {
+			t.Fatalf("%d unknown checks computing with two slots, want 1", n)
+		}
+		go verify(Admission{Network: "203.0.113.0/24", Known: true})
+		synctest.Wait()
+		if n := len(started); n != 2 {
+			t.Fatalf("%d checks computing after a known one came, want 2", n)
+		}
+
+		release()
+		for range 3 {
+			if err := <-errs; err != nil {
+				t.Errorf("check: %v", err)
+			}
+		}
+		if n := len(started); n != 3 {
+			t.Errorf("%d checks computed, want 3", n)
+		}
+	})
 }

@@ -5,8 +5,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -149,6 +151,9 @@ type fakeAuthd struct {
 	busy       atomic.Int64 // answer this many logins 503 first
 	reused     atomic.Int64
 	verified   atomic.Int64 // challenges answered
+	// forwardedFor counts the logins by their X-Forwarded-For, "" for none,
+	// and whether their email has an account.
+	forwardedFor map[string]map[bool]int
 }
 
 type fakeMail struct {
@@ -158,7 +163,8 @@ type fakeMail struct {
 
 func newFakeAuthd() *fakeAuthd {
 	return &fakeAuthd{codes: map[string]string{}, password: map[string]string{}, refresh: map[string]string{}, access: map[string]string{},
-		secret: map[string]string{}, backup: map[string]map[string]bool{}, challenges: map[string]string{}}
+		secret: map[string]string{}, backup: map[string]map[string]bool{}, challenges: map[string]string{},
+		forwardedFor: map[string]map[bool]int{}}
 }
 
 func (f *fakeAuthd) tokens(email string) map[string]string {
@@ -211,6 +217,12 @@ func (f *fakeAuthd) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		reply(201, f.tokens(in["email"]))
 	case apiPrefix + "/login":
+		xff := r.Header.Get("X-Forwarded-For")
+		if f.forwardedFor[xff] == nil {
+			f.forwardedFor[xff] = map[bool]int{}
+		}
+		_, known := f.password[in["email"]]
+		f.forwardedFor[xff][known]++
 		if f.busy.Add(-1) >= 0 {
 			w.Header().Set("Retry-After", "1")
 			reply(503, map[string]any{"error": map[string]string{"code": "unavailable"}})
@@ -381,5 +393,66 @@ func TestRefusesToRunWithoutMailpit(t *testing.T) {
 	err := run(t.Context(), []string{"-url", authd.URL, "-scenario", "me", "-d", "100ms"}, &out, &errOut)
 	if err == nil || !strings.Contains(err.Error(), "-mailpit") {
 		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestFloodScenarioAgainstAFakeAuthd(t *testing.T) {
+	f := newFakeAuthd()
+	authd := httptest.NewServer(f)
+	defer authd.Close()
+	mp := httptest.NewServer(f.mailpitAPI())
+	defer mp.Close()
+	var out, errOut bytes.Buffer
+	err := run(t.Context(), []string{"-url", authd.URL, "-mailpit", mp.URL, "-scenario", "flood", "-engine", "raw",
+		"-users", "2", "-d", "500ms", "-warmup", "0s", "-flood-rate", "400", "-flood-addrs", "300", "-flood-c", "8",
+		"-owner-rate", "20", "-me-rate", "40", "-refresh-rate", "20", "-json"}, &out, &errOut)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, errOut.String())
+	}
+	var rep FloodReport
+	if err := json.Unmarshal(out.Bytes(), &rep); err != nil {
+		t.Fatalf("JSON report: %v\n%s", err, out.String())
+	}
+	steady := []string{"owner login", "GET /me", "POST /refresh"}
+	for _, phase := range []struct {
+		name string
+		reps map[string]Report
+		want []string
+	}{{"before", rep.Before, steady}, {"during", rep.During, append([]string{"flood login"}, steady...)}} {
+		if len(phase.reps) != len(phase.want) {
+			t.Errorf("%s: streams %v, want %q", phase.name, slices.Collect(maps.Keys(phase.reps)), phase.want)
+		}
+		for _, name := range phase.want {
+			r := phase.reps[name]
+			want := "200"
+			if name == "flood login" {
+				want = "401" // unknown emails
+			}
+			if r.Requests == 0 || r.Statuses[want] != r.Requests || r.Errors != 0 {
+				t.Errorf("%s, %s: %d answered, statuses %v, %d errors; want all %s", phase.name, name, r.Requests, r.Statuses, r.Errors, want)
+			}
+		}
+	}
+	// The flood came from its addresses, each in a /24 of its own, with
+	// emails no account has; the owner's logins came without a forwarded
+	// address, as from its own network.
+	nets := map[string]bool{}
+	for xff, byKnown := range f.forwardedFor {
+		if xff == "" {
+			if byKnown[false] != 0 || byKnown[true] == 0 {
+				t.Errorf("logins without X-Forwarded-For: %v, want only the owner's", byKnown)
+			}
+			continue
+		}
+		if byKnown[true] != 0 {
+			t.Errorf("%d logins of an account from flood address %s", byKnown[true], xff)
+		}
+		nets[xff[:strings.LastIndexByte(xff, '.')]] = true
+	}
+	if flood := rep.During["flood login"].Requests; int64(len(nets)) != min(flood, 300) {
+		t.Errorf("the flood's %d logins came from %d /24s, want %d", flood, len(nets), min(flood, 300))
+	}
+	if !strings.Contains(errOut.String(), "with the flood") {
+		t.Errorf("no human summary on stderr with -json:\n%s", errOut.String())
 	}
 }

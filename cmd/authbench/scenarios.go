@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"runtime"
 	"sort"
@@ -29,6 +30,9 @@ type scenario struct {
 	// setup runs once, before any load; newWorker then builds worker i over
 	// its own client.
 	setup func(ctx context.Context, e *env) (newWorker func(i int, c conn) worker, err error)
+	// run, when set, is a scenario of several kinds of request, which sets
+	// itself up and runs its own phases instead.
+	run func(ctx context.Context, e *env, connect newConn, stdout, stderr io.Writer) error
 }
 
 // scenarios lists what authbench can load.
@@ -38,6 +42,7 @@ func scenarios() []scenario {
 		{name: "refresh", what: "POST " + apiPrefix + "/refresh", setup: setupRefresh},
 		{name: "login", what: "POST " + apiPrefix + "/login", setup: setupLogin},
 		{name: "verify2fa", what: "POST " + apiPrefix + "/2fa/verify", setup: setupVerify2FA},
+		{name: "flood", what: "unknown-email logins against an owner's logins, GET /me and POST /refresh", run: runFlood},
 	}
 }
 
