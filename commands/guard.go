@@ -3,6 +3,7 @@ package commands
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 
 	"github.com/google/uuid"
@@ -89,16 +90,10 @@ func (a *App) refundGuess(ctx context.Context, key string) {
 }
 
 // budgetName is the part of a budget's key a log may show: its secret and
-// class, not the account.
+// class ("2fa:known"), not the account.
 func budgetName(key string) string {
-	for i, n := 0, 0; i < len(key); i++ {
-		if key[i] == ':' {
-			if n++; n == 2 {
-				return key[:i]
-			}
-		}
-	}
-	return key
+	parts := strings.SplitN(key, ":", 3)
+	return strings.Join(parts[:min(len(parts), 2)], ":")
 }
 
 // missed counts a wrong second-factor or emailed code of kind against user,

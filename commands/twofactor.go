@@ -494,9 +494,9 @@ func (a *App) attemptCode(ctx context.Context, account string) error {
 }
 
 // settleCode reports how a checked second-factor code turned out: a wrong
-// code counts against the throttle's account, a right one clears its
-// failures and gives the guess back, and any other end (the challenge had
-// expired, say) only ends the attempt.
+// code counts against the throttle's account; a right one clears its
+// failures, and any other end (the challenge had expired, say) only ends the
+// attempt; both give the guess back to the day's budget.
 func (a *App) settleCode(ctx context.Context, account string, err error) {
 	switch {
 	case errors.Is(err, ErrInvalidCode):
