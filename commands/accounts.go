@@ -198,6 +198,7 @@ func (a *App) Login(ctx context.Context, email, pw string, r Request) (SignIn, e
 	}
 	if !ok {
 		a.failed(ctx, account)
+		r := r.detached()
 		a.handOff("failed login record", func(ctx context.Context) { a.recordLoginFailure(ctx, u, r) })
 		return SignIn{}, ErrInvalidCredentials
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -351,6 +352,7 @@ func (a *App) issueCodeIn(ctx context.Context, class ratelimit.Class, email, pur
 		a.handOff("code email", func(context.Context) {})
 		return nil
 	}
+	email = strings.Clone(email) // the request's buffer may hold it, and is reused after the answer
 	a.handOff("code email", func(ctx context.Context) { a.sendCode(ctx, email, code, kind, CodeTTL) })
 	return nil
 }

@@ -139,13 +139,21 @@ const (
 // a failed login. Paths that must not be told apart by their timing (an
 // address with an account and one without) hand off alike, the one with
 // nothing to do a job that does nothing. A full queue drops the job with a
-// log line rather than make the request wait.
+// log line rather than make the request wait. job must hold no string of
+// the request's own (Request.detached, strings.Clone).
 func (a *App) handOff(what string, job func(ctx context.Context)) {
 	select {
 	case a.jobs <- job:
 	default:
 		a.d.Log.Error("background queue full: work dropped", "work", what)
 	}
+}
+
+// detached is r with its own copies of its strings: the HTTP edge's point
+// into a request's buffers, which the server reuses once the answer is
+// written, and handed-off work runs after that.
+func (r Request) detached() Request {
+	return Request{IP: strings.Clone(r.IP), UserAgent: strings.Clone(r.UserAgent), Device: strings.Clone(r.Device), RequestID: strings.Clone(r.RequestID)}
 }
 
 // Run does the work handed off by the commands until ctx ends, then what is
