@@ -15,6 +15,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/authd/authd/ratelimit"
 )
 
 // ErrInvalidCode means the code was wrong, expired, already used, burned by
@@ -28,7 +30,11 @@ const KeySize = 32
 // MaxTries is how many wrong codes burn a code.
 const MaxTries = 5
 
-// Store keeps the live code of each (email, purpose) in the email_codes table.
+// Store keeps the live code of each (email, purpose, class) in the
+// email_codes table. The class (ratelimit.Known or Unknown) is the network
+// the code was asked from: a code sent to a network the account signed in
+// from lately lives apart from the ones sent elsewhere, so that codes asked
+// for and guessed at from elsewhere neither replace nor burn it.
 type Store struct {
 	pool *pgxpool.Pool
 	key  []byte
@@ -77,12 +83,12 @@ func normalizeEmail(email string) string {
 	return strings.ToLower(strings.TrimSpace(email))
 }
 
-// Puts the new code in place of any earlier one for the same email and
-// purpose: only the latest code sent works, and its tries start from zero.
+// Puts the new code in place of any earlier one for the same email, purpose
+// and class: only the latest code sent works, and its tries start from zero.
 const issueSQL = `
-INSERT INTO email_codes AS c (email, purpose, code_hash, expires_at, tries, created_at, payload)
-VALUES ($1, $2, $3, $4, 0, $5, $6)
-ON CONFLICT (email, purpose) DO UPDATE SET
+INSERT INTO email_codes AS c (email, purpose, code_hash, expires_at, tries, created_at, payload, class)
+VALUES ($1, $2, $3, $4, 0, $5, $6, $7)
+ON CONFLICT (email, purpose, class) DO UPDATE SET
     code_hash  = excluded.code_hash,
     expires_at = excluded.expires_at,
     tries      = 0,
@@ -96,7 +102,15 @@ ON CONFLICT (email, purpose) DO UPDATE SET
 //
 // Every Issue grants MaxTries fresh guesses, so callers must rate-limit
 // issuing per email, or the limit on guesses would be per send.
+//
+// The code is of the Unknown class: IssueIn issues one of a given class.
 func (s *Store) Issue(ctx context.Context, email, purpose string, ttl time.Duration, payload []byte) (code string, err error) {
+	return s.IssueIn(ctx, ratelimit.Unknown, email, purpose, ttl, payload)
+}
+
+// IssueIn is Issue of a code of class, which only ConsumeIn of the same class
+// can use.
+func (s *Store) IssueIn(ctx context.Context, class ratelimit.Class, email, purpose string, ttl time.Duration, payload []byte) (code string, err error) {
 	email = normalizeEmail(email)
 	if email == "" || purpose == "" || ttl <= 0 {
 		return "", errors.New("codes: issue needs an email, a purpose and a positive lifetime")
@@ -106,7 +120,7 @@ func (s *Store) Issue(ctx context.Context, email, purpose string, ttl time.Durat
 		return "", err
 	}
 	now := s.now()
-	if _, err := s.pool.Exec(ctx, issueSQL, email, purpose, s.hash(email, purpose, code), now.Add(ttl), now, payload); err != nil {
+	if _, err := s.pool.Exec(ctx, issueSQL, email, purpose, s.hash(email, purpose, code), now.Add(ttl), now, payload, string(class)); err != nil {
 		return "", fmt.Errorf("codes: store a %s code: %w", purpose, err)
 	}
 	return code, nil
@@ -127,17 +141,17 @@ const consumeSQL = `
 WITH target AS (
     SELECT email, purpose, tries, code_hash = $3 AS matched
     FROM email_codes
-    WHERE email = $1 AND purpose = $2 AND expires_at > $4
+    WHERE email = $1 AND purpose = $2 AND class = $6 AND expires_at > $4
     FOR UPDATE
 ), used AS (
     DELETE FROM email_codes c USING target t
-    WHERE c.email = t.email AND c.purpose = t.purpose
+    WHERE c.email = t.email AND c.purpose = t.purpose AND c.class = $6
       AND (t.matched OR t.tries + 1 >= $5)
     RETURNING t.matched, c.payload
 ), tried AS (
     UPDATE email_codes c SET tries = t.tries + 1
     FROM target t
-    WHERE c.email = t.email AND c.purpose = t.purpose
+    WHERE c.email = t.email AND c.purpose = t.purpose AND c.class = $6
       AND NOT t.matched AND t.tries + 1 < $5
 )
 SELECT payload FROM used WHERE matched`
@@ -149,13 +163,20 @@ SELECT payload FROM used WHERE matched`
 // Spaces and dashes in code are ignored ("123 456", "123-456"). Input that is
 // then not six digits cannot be the code, so it is refused without counting a
 // try: a typo does not burn the user's code, and it tells a guesser nothing.
+//
+// It checks the Unknown class's code: ConsumeIn checks a given class's.
 func (s *Store) Consume(ctx context.Context, email, purpose, code string) (payload []byte, err error) {
+	return s.ConsumeIn(ctx, ratelimit.Unknown, email, purpose, code)
+}
+
+// ConsumeIn is Consume of the code of class.
+func (s *Store) ConsumeIn(ctx context.Context, class ratelimit.Class, email, purpose, code string) (payload []byte, err error) {
 	code, ok := normalizeCode(code)
 	if !ok {
 		return nil, ErrInvalidCode
 	}
 	email = normalizeEmail(email)
-	err = s.pool.QueryRow(ctx, consumeSQL, email, purpose, s.hash(email, purpose, code), s.now(), MaxTries).Scan(&payload)
+	err = s.pool.QueryRow(ctx, consumeSQL, email, purpose, s.hash(email, purpose, code), s.now(), MaxTries, string(class)).Scan(&payload)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, ErrInvalidCode
 	}
@@ -163,6 +184,13 @@ func (s *Store) Consume(ctx context.Context, email, purpose, code string) (paylo
 		return nil, fmt.Errorf("codes: check a %s code: %w", purpose, err)
 	}
 	return payload, nil
+}
+
+// WellFormed says whether code could be a code at all: six digits, give or
+// take the separators Consume ignores. One that cannot is no guess.
+func WellFormed(code string) bool {
+	_, ok := normalizeCode(code)
+	return ok
 }
 
 // normalizeCode strips the separators people type or paste and reports

@@ -7,10 +7,12 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/authd/authd/codes"
 	"github.com/authd/authd/domain"
 	"github.com/authd/authd/eventstore"
 	"github.com/authd/authd/mail"
 	"github.com/authd/authd/password"
+	"github.com/authd/authd/ratelimit"
 )
 
 // CodeTTL is how long an emailed code works.
@@ -155,7 +157,8 @@ func (a *App) userByEmail(ctx context.Context, email string) (*domain.User, erro
 }
 
 // Login signs in with email and password. Unknown emails and wrong passwords
-// get the same answer after the same work.
+// get the same answer after the same work: the same statements, a hash
+// check, and the failure's record handed off (handOff).
 func (a *App) Login(ctx context.Context, email, pw string, r Request) (SignIn, error) {
 	email, err := NormalizeEmail(email)
 	if err != nil {
@@ -170,29 +173,29 @@ func (a *App) Login(ctx context.Context, email, pw string, r Request) (SignIn, e
 	// Under a flood of logins, half the requests are turned away as busy:
 	// they must cost no more than that answer (counting them against the
 	// account and then forgiving them took two statements each).
-	adm := a.admission(email, r)
+	// A check that even a known client could not get is refused before any
+	// statement; whether this client is known is read with the account.
+	network := ratelimit.NetworkOf(r.IP)
+	if a.d.Hasher.Full(password.Admission{Network: network, Known: true}) {
+		return SignIn{}, password.ErrBusy
+	}
+	acct, err := a.loadLoginAccount(ctx, email, r)
+	if err != nil {
+		return SignIn{}, err
+	}
+	adm := password.Admission{Network: network, Known: acct.class == ratelimit.Known}
 	if a.d.Hasher.Full(adm) {
 		return SignIn{}, password.ErrBusy
 	}
-	account := "login:" + email
+	account := loginKey(email, acct.class)
 	if wait, err := a.d.Throttle.Attempt(ctx, account); err != nil {
 		return SignIn{}, err
 	} else if wait > 0 {
 		return SignIn{}, &RetryLaterError{After: wait}
 	}
-	u, tf, err := a.accountByEmail(ctx, email)
-	if errors.Is(err, ErrNotFound) {
-		if err := a.d.Hasher.VerifyUnknown(ctx, adm, pw); err != nil {
-			return SignIn{}, a.forgive(ctx, account, err)
-		}
-		a.failed(ctx, account)
-		return SignIn{}, ErrInvalidCredentials
-	}
-	if err != nil {
-		return SignIn{}, a.forgive(ctx, account, err)
-	}
+	u, tf := acct.user, acct.twoFactor
 	var ok, rehash bool
-	if u.PasswordHash == "" { // signed up with Google: no password matches; the same work as one
+	if u == nil || u.PasswordHash == "" { // no account, or signed up with Google: no password matches; the same work as one
 		err = a.d.Hasher.VerifyUnknown(ctx, adm, pw)
 	} else {
 		ok, rehash, err = a.d.Hasher.Verify(ctx, adm, u.PasswordHash, pw)
@@ -202,13 +205,8 @@ func (a *App) Login(ctx context.Context, email, pw string, r Request) (SignIn, e
 	}
 	if !ok {
 		a.failed(ctx, account)
-		c := a.newChange(r)
-		if err := c.add(domain.LoginStream(u.ID), eventstore.AnyVersion, u.TenantID, u.ID, &domain.LoginFailed{UserID: u.ID, Reason: "wrong_password"}); err != nil {
-			return SignIn{}, err
-		}
-		if _, err := a.commit(ctx, c); err != nil {
-			a.d.Log.Error("recording a failed login", "err", err)
-		}
+		r := r.detached()
+		a.handOff("failed login record", func(ctx context.Context) { a.recordLoginFailure(ctx, u, r) })
 		return SignIn{}, ErrInvalidCredentials
 	}
 	if !u.EmailVerified {
@@ -245,6 +243,58 @@ func (a *App) Login(ctx context.Context, email, pw string, r Request) (SignIn, e
 	return t, err
 }
 
+// loginAccount is what a login loads before it checks a password: the
+// account an email names (nil user when none) and the class of the client's
+// network for it. class is the "known network" bit of a login: Known when
+// the client's /24 or /64 signed in to the account within 90 days.
+type loginAccount struct {
+	user      *domain.User
+	twoFactor *domain.TwoFactor
+	class     ratelimit.Class
+}
+
+// loadLoginAccount loads the account of email with whether the client's
+// network is known to it, in the round trip of the load. For an address
+// without an account it reads the streams and networks of an id no account
+// has: the same statements, finding nothing.
+func (a *App) loadLoginAccount(ctx context.Context, email string, r Request) (loginAccount, error) {
+	id, found, err := a.ownerOrNobody(ctx, email)
+	if err != nil {
+		return loginAccount{}, err
+	}
+	knownSt, known := ratelimit.KnownStatement(id, r.IP, a.d.Now())
+	streams, err := a.d.Store.LoadStreamsAfter(ctx, []eventstore.Statement{knownSt}, domain.UserStream(id), domain.TwoFactorStream(id))
+	if err != nil {
+		return loginAccount{}, err
+	}
+	acct := loginAccount{class: ratelimit.ClassOf(known())}
+	if !found {
+		return acct, nil
+	}
+	acct.user, acct.twoFactor, err = foldAccount(streams)
+	if errors.Is(err, ErrNotFound) {
+		return loginAccount{class: ratelimit.Unknown}, nil
+	}
+	return acct, err
+}
+
+// recordLoginFailure is the audit record of a wrong password: LoginFailed
+// for an account, nothing for an address without one. It runs after the
+// answer (handOff), for both alike.
+func (a *App) recordLoginFailure(ctx context.Context, u *domain.User, r Request) {
+	if u == nil {
+		return
+	}
+	c := a.newChange(r)
+	if err := c.add(domain.LoginStream(u.ID), eventstore.AnyVersion, u.TenantID, u.ID, &domain.LoginFailed{UserID: u.ID, Reason: "wrong_password"}); err != nil {
+		a.d.Log.Error("recording a failed login", "err", err)
+		return
+	}
+	if _, err := a.commit(ctx, c); err != nil {
+		a.d.Log.Error("recording a failed login", "err", err)
+	}
+}
+
 // reset forgets the account's failed logins after a right password.
 func (a *App) reset(ctx context.Context, account string) {
 	if err := a.d.Throttle.Reset(context.WithoutCancel(ctx), account); err != nil {
@@ -270,8 +320,11 @@ func (a *App) forgive(ctx context.Context, account string, err error) error {
 }
 
 // SendCode emails a login or password-reset code when the address belongs
-// to an account, and answers the same when it does not.
-func (a *App) SendCode(ctx context.Context, email, purpose string) error {
+// to an account, and answers the same, after the same work, when it does
+// not. A code asked for from a network that signed in to the account lately
+// is of the known class: codes asked for elsewhere neither count against its
+// quota nor replace it.
+func (a *App) SendCode(ctx context.Context, email, purpose string, r Request) error {
 	email, err := NormalizeEmail(email)
 	if err != nil {
 		return err
@@ -285,12 +338,53 @@ func (a *App) SendCode(ctx context.Context, email, purpose string) error {
 	default:
 		return &ValidationError{Field: "purpose", Message: `must be "login" or "reset"`}
 	}
-	if _, err := a.userByEmail(ctx, email); errors.Is(err, ErrNotFound) {
-		return nil
-	} else if err != nil {
+	id, found, err := a.ownerOrNobody(ctx, email)
+	if err != nil {
 		return err
 	}
-	return a.issueCode(ctx, email, purpose, kind)
+	class, err := a.knownNetwork(ctx, id, r.IP)
+	if err != nil {
+		return err
+	}
+	return a.issueCodeIn(ctx, class, email, purpose, kind, found)
+}
+
+// useCode checks an emailed code for email and purpose from the client's
+// network: against the code of its class, within that class's daily
+// guessing budget. A wrong one counts towards the owner's guessing notice.
+// It returns the id of the address's account (uuid.Nil when none) once the
+// code was right; every wrong or unusable code is ErrInvalidCode.
+func (a *App) useCode(ctx context.Context, email, purpose, code string, r Request) (uuid.UUID, error) {
+	if !codes.WellFormed(code) {
+		return uuid.Nil, ErrInvalidCode // cannot be the code: no guess spent
+	}
+	id, found, err := a.ownerOrNobody(ctx, email)
+	if err != nil {
+		return uuid.Nil, err
+	}
+	class, err := a.knownNetwork(ctx, id, r.IP)
+	if err != nil {
+		return uuid.Nil, err
+	}
+	budget := emailCodeKey(email, class)
+	if err := a.spendGuess(ctx, budget, emailCodeGuessesPerDay); err != nil {
+		return uuid.Nil, err
+	}
+	if _, err := a.d.Codes.ConsumeIn(ctx, class, email, purpose, code); err != nil {
+		if found && errors.Is(err, codes.ErrInvalidCode) {
+			a.missed(ctx, id, domain.GuessedEmailCode, r)
+		}
+		if !errors.Is(err, codes.ErrInvalidCode) {
+			a.refundGuess(ctx, budget)
+			return uuid.Nil, err
+		}
+		return uuid.Nil, ErrInvalidCode
+	}
+	a.refundGuess(ctx, budget)
+	if !found {
+		return uuid.Nil, ErrInvalidCode
+	}
+	return id, nil
 }
 
 // CodeLogin signs in with an emailed login code; the code also proves the
@@ -300,16 +394,20 @@ func (a *App) CodeLogin(ctx context.Context, email, code string, r Request) (Sig
 	if err != nil {
 		return SignIn{}, err
 	}
-	if _, err := a.d.Codes.Consume(ctx, email, PurposeLogin, code); err != nil {
-		return SignIn{}, ErrInvalidCode
+	id, err := a.useCode(ctx, email, PurposeLogin, code, r)
+	if err != nil {
+		return SignIn{}, err
 	}
 	return retry(ctx, func() (SignIn, error) {
-		u, tf, err := a.accountByEmail(ctx, email)
+		u, tf, err := a.loadAccount(ctx, id)
 		if errors.Is(err, ErrNotFound) {
 			return SignIn{}, ErrInvalidCode
 		}
 		if err != nil {
 			return SignIn{}, err
+		}
+		if u.Email != email {
+			return SignIn{}, ErrInvalidCode // the address moved on since the code was sent
 		}
 		c := a.newChange(r)
 		if err := a.verifyEmail(c, u); err != nil {
@@ -329,8 +427,8 @@ func (a *App) ResetPassword(ctx context.Context, email, code, newPassword string
 	if err := checkPassword(newPassword); err != nil {
 		return &ValidationError{Field: "new_password", Message: err.(*ValidationError).Message}
 	}
-	if _, err := a.d.Codes.Consume(ctx, email, PurposeReset, code); err != nil {
-		return ErrInvalidCode
+	if _, err := a.useCode(ctx, email, PurposeReset, code, r); err != nil {
+		return err
 	}
 	hash, err := a.d.Hasher.Hash(ctx, newPassword)
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -24,6 +25,9 @@ import (
 type Codes interface {
 	Issue(ctx context.Context, email, purpose string, ttl time.Duration, payload []byte) (string, error)
 	Consume(ctx context.Context, email, purpose, code string) ([]byte, error)
+	// IssueIn and ConsumeIn are Issue and Consume of a class's code.
+	IssueIn(ctx context.Context, class ratelimit.Class, email, purpose string, ttl time.Duration, payload []byte) (string, error)
+	ConsumeIn(ctx context.Context, class ratelimit.Class, email, purpose, code string) ([]byte, error)
 }
 
 // Throttle slows down the logins of an account that keeps getting its
@@ -39,6 +43,13 @@ type Throttle interface {
 	Reset(ctx context.Context, account string) error
 	ResetStatement(account string) eventstore.Statement
 	Forgive(ctx context.Context, account string) error
+	// Known says whether the network of ip signed in to user lately.
+	Known(ctx context.Context, user uuid.UUID, ip string) (bool, error)
+	// Spend and Refund keep a key's daily guessing budget.
+	Spend(ctx context.Context, key string, perDay int) (bool, time.Duration, error)
+	Refund(ctx context.Context, key string) error
+	// Miss counts a user's wrong code towards the day's guessing notice.
+	Miss(ctx context.Context, user uuid.UUID) (ratelimit.Misses, error)
 }
 
 // Limits counts requests per key across instances (ratelimit.Limiter).
@@ -88,9 +99,8 @@ type App struct {
 	// first. Its append names the version the state was at, so a state that
 	// another instance has moved on only costs a conflict and a reload.
 	sessions *lru.Cache[uuid.UUID, domain.Session]
-	// known holds when each (account, client network) last signed in, for
-	// the hasher's admission (admission).
-	known *lru.Cache[knownNetwork, time.Time]
+	// jobs is the work handed off to run after the answer (handOff, Run).
+	jobs chan func(context.Context)
 }
 
 // sessionCacheSize bounds the cached session states, at a few hundred bytes
@@ -103,11 +113,7 @@ func New(d Deps) *App {
 	if err != nil {
 		panic(err) // only for a size below 1
 	}
-	known, err := lru.New[knownNetwork, time.Time](knownNetworksSize)
-	if err != nil {
-		panic(err)
-	}
-	return &App{d: d, sessions: sessions, known: known}
+	return &App{d: d, sessions: sessions, jobs: make(chan func(context.Context), backgroundQueue)}
 }
 
 // RefreshTTL is how long a refresh token lives: also how long a session
@@ -328,35 +334,46 @@ func codesPerEmail() ratelimit.Limit { return ratelimit.Limit{Requests: 5, Windo
 // lately: then it quietly sends nothing, so the answer still says nothing
 // about whether the address has an account.
 func (a *App) issueCode(ctx context.Context, email, purpose string, kind mail.Purpose) error {
-	ok, _, err := a.d.Limits.Allow(ctx, "codes:"+email, codesPerEmail())
+	return a.issueCodeIn(ctx, ratelimit.Unknown, email, purpose, kind, true)
+}
+
+// issueCodeIn is issueCode for a code of class, counted against that class's
+// quota. It does the same work whether or not send is set (the address has
+// an account): the code is issued and a mail handed off either way, the
+// one for an address without an account a job that sends nothing.
+func (a *App) issueCodeIn(ctx context.Context, class ratelimit.Class, email, purpose string, kind mail.Purpose, send bool) error {
+	ok, _, err := a.d.Limits.Allow(ctx, codesKey(email, class), codesPerEmail())
 	if err != nil {
 		return err
 	}
 	if !ok {
-		a.d.Log.Info("code not sent: too many codes for this address lately", "purpose", purpose)
+		a.d.Log.Info("code not sent: too many codes for this address lately", "purpose", purpose, "class", string(class))
 		return nil
 	}
-	code, err := a.d.Codes.Issue(ctx, email, purpose, CodeTTL, nil)
+	code, err := a.d.Codes.IssueIn(ctx, class, email, purpose, CodeTTL, nil)
 	if err != nil {
 		return err
 	}
-	a.sendCode(email, code, kind, CodeTTL)
+	if !send {
+		a.handOff("code email", func(context.Context) {})
+		return nil
+	}
+	email = strings.Clone(email) // the request's buffer may hold it, and is reused after the answer
+	a.handOff("code email", func(ctx context.Context) { a.sendCode(ctx, email, code, kind, CodeTTL) })
 	return nil
 }
 
-// sendCode emails a code without holding up the request: the answer must not
-// take longer for an address that exists (no enumeration by timing), and a
-// slow mail server must not stall signups.
-func (a *App) sendCode(email, code string, purpose mail.Purpose, ttl time.Duration) {
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		msg, err := mail.CodeMessage(email, a.d.Product, code, purpose, ttl)
-		if err == nil {
-			err = a.d.Mail.Send(ctx, msg)
-		}
-		if err != nil {
-			a.d.Log.Error("sending a code email failed", "purpose", purpose.String(), "err", err)
-		}
-	}()
+// sendCode emails a code. It runs after the answer (handOff): the answer
+// must not take longer for an address that exists (no enumeration by
+// timing), and a slow mail server must not stall signups.
+func (a *App) sendCode(ctx context.Context, email, code string, purpose mail.Purpose, ttl time.Duration) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	msg, err := mail.CodeMessage(email, a.d.Product, code, purpose, ttl)
+	if err == nil {
+		err = a.d.Mail.Send(ctx, msg)
+	}
+	if err != nil {
+		a.d.Log.Error("sending a code email failed", "purpose", purpose.String(), "err", err)
+	}
 }

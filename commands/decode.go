@@ -46,6 +46,8 @@ func accountEvents(eventType string) (domain.Event, bool) {
 		return &domain.RefreshTokenReused{}, true
 	case domain.TypeSessionRevoked:
 		return &domain.SessionRevoked{}, true
+	case domain.TypeCodeGuessingDetected:
+		return &domain.CodeGuessingDetected{}, true
 	}
 	return nil, false
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/authd/authd/domain"
 	"github.com/authd/authd/eventstore"
+	"github.com/authd/authd/ratelimit"
 	"github.com/authd/authd/tokens"
 )
 
@@ -91,12 +92,15 @@ func (a *App) openSession(ctx context.Context, c *change, u *domain.User, amr []
 	if err != nil {
 		return Tokens{}, err
 	}
+	// The client's network is known to the account from this sign-in on.
+	if st, ok := ratelimit.SignedInStatement(u.ID, r.IP, c.at); ok {
+		c.also(st)
+	}
 	committed, err := a.commit(ctx, c)
 	if err != nil {
 		return Tokens{}, err
 	}
 	a.waitFor(ctx, committed, append([]string{"users", "sessions"}, waitAlso...)...)
-	a.rememberNetwork(u.Email, r)
 	t, err := a.issue(id, u.ID, u.TenantID, amr, 0)
 	t.User = u
 	return t, err

@@ -15,6 +15,7 @@ import (
 
 	"github.com/authd/authd/domain"
 	"github.com/authd/authd/eventstore"
+	"github.com/authd/authd/ratelimit"
 	"github.com/authd/authd/tokens"
 	"github.com/authd/authd/totp"
 	"github.com/authd/authd/twofactor"
@@ -220,7 +221,8 @@ func (a *App) DisableTwoFactor(ctx context.Context, caller tokens.Claims, code s
 	if err != nil {
 		return ErrInvalidCode
 	}
-	if err := a.attemptCode(ctx, caller.UserID); err != nil {
+	key, err := a.admitSecondFactor(ctx, caller.UserID, r)
+	if err != nil {
 		return err
 	}
 	at, err := retry(ctx, func() (eventstore.Cursor, error) {
@@ -234,7 +236,10 @@ func (a *App) DisableTwoFactor(ctx context.Context, caller tokens.Claims, code s
 		}
 		return a.commitTwoFactor(ctx, u, tf, r, events)
 	})
-	a.settleCode(ctx, caller.UserID, err)
+	a.settleCode(ctx, key, err)
+	if errors.Is(err, ErrInvalidCode) {
+		a.missed(ctx, caller.UserID, guessedKind(parsed), r)
+	}
 	if err != nil {
 		return err
 	}
@@ -286,8 +291,17 @@ func (a *App) VerifyChallenge(ctx context.Context, token, code string, r Request
 	if err != nil {
 		return Tokens{}, ErrInvalidChallenge
 	}
-	ch, loaded, err := a.answer(ctx, token, userID)
+	class, err := a.knownNetwork(ctx, userID, r.IP)
 	if err != nil {
+		return Tokens{}, err
+	}
+	key := secondFactorKey(userID, class)
+	if err := a.spendGuess(ctx, key, secondFactorGuessesPerDay); err != nil {
+		return Tokens{}, err
+	}
+	ch, loaded, err := a.answer(ctx, token, userID, key)
+	if err != nil {
+		a.refundGuess(ctx, key) // no code was checked
 		return Tokens{}, err
 	}
 	var user *domain.User
@@ -329,7 +343,7 @@ func (a *App) VerifyChallenge(ctx context.Context, token, code string, r Request
 		}
 		// The right code settles the try and uses the challenge up in the
 		// session's own transaction: two statements, no commits of their own.
-		c.also(a.d.Throttle.ResetStatement(codeAccount(u.ID)), a.d.TwoFactor.Challenges.FinishStatement(token))
+		c.also(a.d.Throttle.ResetStatement(key), ratelimit.RefundStatement(key), a.d.TwoFactor.Challenges.FinishStatement(token))
 		state, answered, opening = tf, events, c
 		if _, backup := events[0].(*domain.BackupCodeUsed); backup {
 			// The status read model counts backup codes: let the next read see it.
@@ -338,10 +352,11 @@ func (a *App) VerifyChallenge(ctx context.Context, token, code string, r Request
 		return a.openSession(ctx, c, u, withMFA(ch.AMR), r)
 	})
 	if opening == nil || !opening.done {
-		a.settleCode(ctx, ch.UserID, err)
+		a.settleCode(ctx, key, err)
 	}
 	if errors.Is(err, ErrInvalidCode) && user != nil {
 		a.recordFailure(ctx, user, r)
+		a.missed(ctx, user.ID, guessedKind(parsed), r)
 	}
 	if err != nil {
 		return Tokens{}, err
@@ -356,11 +371,11 @@ func (a *App) VerifyChallenge(ctx context.Context, token, code string, r Request
 }
 
 // answer counts an answer against the challenge of token and an attempt
-// against its user's throttle, and loads the user's account, all in one
-// round trip and transaction: the token names the user under the server's
-// MAC, so nothing waits for the challenge's row to say who it is for.
-func (a *App) answer(ctx context.Context, token string, user uuid.UUID) (twofactor.Challenge, [][]eventstore.Event, error) {
-	account := codeAccount(user)
+// against the throttle's account (the user's, in the client's class), and
+// loads the user's account, all in one round trip and transaction: the token
+// names the user under the server's MAC, so nothing waits for the
+// challenge's row to say who it is for.
+func (a *App) answer(ctx context.Context, token string, user uuid.UUID, account string) (twofactor.Challenge, [][]eventstore.Event, error) {
 	answerSt, answered := a.d.TwoFactor.Challenges.AnswerStatement(token)
 	attemptSt, admitted := a.d.Throttle.AttemptStatement(account)
 	streams, err := a.d.Store.LoadStreamsAfter(ctx, []eventstore.Statement{answerSt, attemptSt},
@@ -380,7 +395,7 @@ func (a *App) answer(ctx context.Context, token string, user uuid.UUID) (twofact
 	}
 	if !admitted() {
 		// Attempt tries again, and waits or refuses as the throttle says.
-		if err := a.attemptCode(ctx, user); err != nil {
+		if err := a.attemptCode(ctx, account); err != nil {
 			return twofactor.Challenge{}, nil, err
 		}
 	}
@@ -436,14 +451,39 @@ func twoFactorError(err error) error {
 	return err
 }
 
-// codeAccount is the throttle's account for a user's second-factor codes.
-func codeAccount(user uuid.UUID) string { return "2fa:" + user.String() }
+// admitSecondFactor admits one check of a user's second-factor code from
+// the client's network: within its class's daily budget and slow-down. It
+// returns the class's key, for settleCode.
+func (a *App) admitSecondFactor(ctx context.Context, user uuid.UUID, r Request) (string, error) {
+	class, err := a.knownNetwork(ctx, user, r.IP)
+	if err != nil {
+		return "", err
+	}
+	key := secondFactorKey(user, class)
+	if err := a.spendGuess(ctx, key, secondFactorGuessesPerDay); err != nil {
+		return "", err
+	}
+	if err := a.attemptCode(ctx, key); err != nil {
+		a.refundGuess(ctx, key)
+		return "", err
+	}
+	return key, nil
+}
 
-// attemptCode admits one check of a user's second-factor code: wrong codes in
-// a row slow the next ones down (ratelimit's login policy), so guessing the
-// six digits stays hopeless however many challenges are opened.
-func (a *App) attemptCode(ctx context.Context, user uuid.UUID) error {
-	wait, err := a.d.Throttle.Attempt(ctx, codeAccount(user))
+// guessedKind names a second-factor code's kind for CodeGuessingDetected.
+func guessedKind(c domain.Code) string {
+	if c.Kind == domain.BackupCode {
+		return domain.GuessedBackup
+	}
+	return domain.GuessedTOTP
+}
+
+// attemptCode admits one check of a second-factor code against the
+// throttle's account (secondFactorKey): wrong codes in a row slow the next
+// ones down (ratelimit's login policy), so guessing the six digits stays
+// hopeless however many challenges are opened.
+func (a *App) attemptCode(ctx context.Context, account string) error {
+	wait, err := a.d.Throttle.Attempt(ctx, account)
 	if err != nil {
 		return err
 	}
@@ -454,17 +494,19 @@ func (a *App) attemptCode(ctx context.Context, user uuid.UUID) error {
 }
 
 // settleCode reports how a checked second-factor code turned out: a wrong
-// code counts against the user, a right one clears their failures, and any
-// other end (the challenge had expired, say) only ends the attempt.
-func (a *App) settleCode(ctx context.Context, user uuid.UUID, err error) {
-	account := codeAccount(user)
+// code counts against the throttle's account; a right one clears its
+// failures, and any other end (the challenge had expired, say) only ends the
+// attempt; both give the guess back to the day's budget.
+func (a *App) settleCode(ctx context.Context, account string, err error) {
 	switch {
 	case errors.Is(err, ErrInvalidCode):
 		a.failed(ctx, account)
 	case err == nil:
 		a.reset(ctx, account)
+		a.refundGuess(ctx, account)
 	default:
 		a.forgive(ctx, account, nil)
+		a.refundGuess(ctx, account)
 	}
 }
 

@@ -288,7 +288,7 @@ func (a *Accounts) sendCode(c *fiber.Ctx) error {
 	if err := bind(c, &in); err != nil {
 		return err
 	}
-	if err := a.App.SendCode(c.UserContext(), in.Email, in.Purpose); err != nil {
+	if err := a.App.SendCode(c.UserContext(), in.Email, in.Purpose, a.request(c)); err != nil {
 		return err
 	}
 	return c.Status(fiber.StatusAccepted).JSON(fiber.Map{"status": "sent"})

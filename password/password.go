@@ -16,7 +16,6 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"net/netip"
 	"runtime"
 	"slices"
 	"strconv"
@@ -119,22 +118,6 @@ type Admission struct {
 	// Known is true when the client network has signed in to the account
 	// before: such checks wait in places of their own and run first.
 	Known bool
-}
-
-// Network returns the network an address is judged by: its /24 for IPv4
-// (and IPv4-mapped IPv6), its /64 for IPv6, since one client easily holds
-// every address of either. It returns "" for what is not an address.
-func Network(ip string) string {
-	a, err := netip.ParseAddr(ip)
-	if err != nil {
-		return ""
-	}
-	a = a.Unmap()
-	bits := 64
-	if a.Is4() {
-		bits = 24
-	}
-	return netip.PrefixFrom(a.WithZone(""), bits).Masked().String()
 }
 
 // Hasher hashes and verifies passwords with fixed parameters. At most a

@@ -712,21 +712,6 @@ func TestKnownClientsGoFirst(t *testing.T) {
 	})
 }
 
-func TestNetwork(t *testing.T) {
-	for _, c := range []struct{ ip, want string }{
-		{"192.0.2.77", "192.0.2.0/24"},
-		{"::ffff:192.0.2.77", "192.0.2.0/24"},
-		{"2001:db8:1:2:3:4:5:6", "2001:db8:1:2::/64"},
-		{"fe80::1%eth0", "fe80::/64"},
-		{"", ""},
-		{"not an address", ""},
-	} {
-		if got := Network(c.ip); got != c.want {
-			t.Errorf("Network(%q) = %q, want %q", c.ip, got, c.want)
-		}
-	}
-}
-
 // TestUnknownChecksLeaveASlotForKnown checks that checks from unknown
 // networks never take the last slot: with two slots, a second unknown check
 // waits while one is free, and a known check takes it at once.

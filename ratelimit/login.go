@@ -54,11 +54,14 @@ func delayTable() []time.Duration {
 // account for longer than this.
 const inFlightMemory = 30 * time.Second
 
-// inFlightPoll and inFlightWait pace and bound an attempt that waits for the
-// account's attempts in flight to prove right or wrong.
+// inFlightPoll is how soon an attempt that waits for the account's attempts
+// in flight to prove right or wrong looks again; each look waits longer, up
+// to inFlightPollMax. The wait itself has no bound of its own: an attempt in
+// flight ends when its hash does, however slow hashing is, or is presumed dead
+// after inFlightMemory, and the request's context bounds the rest.
 const (
-	inFlightPoll = 20 * time.Millisecond
-	inFlightWait = 5 * time.Second
+	inFlightPoll    = 20 * time.Millisecond
+	inFlightPollMax = 250 * time.Millisecond
 )
 
 // failuresNow is the SQL of row f's failures not yet forgotten, given the
@@ -138,13 +141,13 @@ WHERE f.account = $1 AND NOT EXISTS (SELECT 1 FROM gone)`,
 // Failures are forgotten 15 minutes after the last one. Attempts in flight
 // count as failures for admission, so that concurrent guesses cannot all be
 // checked before any of them fails; an attempt kept out only by attempts in
-// flight waits (up to a few seconds) for them to end, so that the owner's
-// own burst of logins gets in once they prove right.
+// flight waits for them to end, so that the owner's own burst of logins gets
+// in once they prove right, however long their hashes take.
 //
 // account is any stable key, e.g. the normalised email, so that unknown emails
 // are slowed down exactly like known ones.
 func (l *Limiter) Attempt(ctx context.Context, account string) (wait time.Duration, err error) {
-	giveUp := time.Now().Add(inFlightWait)
+	poll := inFlightPoll
 	for {
 		st, admitted := l.AttemptStatement(account)
 		if err := st.Scan(l.pool.QueryRow(ctx, st.SQL, st.Args...)); err != nil {
@@ -167,14 +170,12 @@ func (l *Limiter) Attempt(ctx context.Context, account string) (wait time.Durati
 			return wait, nil
 		}
 		// Only attempts in flight keep this one out: wait for them to end.
-		if time.Now().After(giveUp) {
-			return firstDelay, nil
-		}
 		select {
 		case <-ctx.Done():
 			return 0, fmt.Errorf("ratelimit: wait for attempts in flight: %w", ctx.Err())
-		case <-time.After(inFlightPoll):
+		case <-time.After(poll):
 		}
+		poll = min(2*poll, inFlightPollMax)
 	}
 }
 

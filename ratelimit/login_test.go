@@ -232,3 +232,54 @@ func TestForgiveTakesBackOneAttempt(t *testing.T) {
 		t.Fatalf("after forgiven attempts the account waits %s (%v)", wait, err)
 	}
 }
+
+// However long the attempts in flight take to prove right (hashes on a
+// loaded machine, say), an attempt kept out only by them waits for them
+// rather than be refused: a wait bounded by a guess of the hash time turned
+// the owner's own burst of logins away.
+func TestAnAttemptWaitsForSlowAttemptsInFlight(t *testing.T) {
+	t.Parallel()
+	l, _ := newLimiter(t)
+	const acct = "owner@example.com"
+	for range 6 { // the free attempts and one more: all in flight
+		if wait := attempt(t, l, acct); wait != 0 {
+			t.Fatalf("wait = %v, want admitted", wait)
+		}
+	}
+	got := make(chan time.Duration, 1)
+	go func() {
+		wait, err := l.Attempt(context.Background(), acct)
+		if err != nil {
+			t.Error(err)
+		}
+		got <- wait
+	}()
+	time.Sleep(6 * time.Second) // longer than any fixed bound of a few seconds
+	select {
+	case wait := <-got:
+		t.Fatalf("the 7th attempt ended (wait %v) while the others were still in flight; want it to wait for them", wait)
+	default:
+	}
+	if err := l.Reset(context.Background(), acct); err != nil { // the first proves right
+		t.Fatal(err)
+	}
+	if wait := <-got; wait != 0 {
+		t.Fatalf("once an attempt in flight proved right, the waiting one got wait %v; want admitted", wait)
+	}
+}
+
+// Package-level networks: an IPv4 address's /24, an IPv6 address's /64.
+func TestNetwork(t *testing.T) {
+	t.Parallel()
+	for ip, want := range map[string]string{
+		"192.0.2.77":           "192.0.2.0/24",
+		"::ffff:192.0.2.77":    "192.0.2.0/24",
+		"2001:db8:1:2:3:4:5:6": "2001:db8:1:2::/64",
+		"2001:db8:1:2:ffff::1": "2001:db8:1:2::/64",
+		"not an address":       "",
+	} {
+		if got := NetworkOf(ip); got != want {
+			t.Errorf("NetworkOf(%q) = %q, want %q", ip, got, want)
+		}
+	}
+}

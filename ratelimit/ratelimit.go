@@ -86,23 +86,33 @@ func (l *Limiter) Allow(ctx context.Context, key string, lim Limit) (ok bool, re
 	return true, 0, nil
 }
 
-// Deletes the windows that have ended and the failure records old enough to be
-// forgotten, in one statement so the sweep is a single round trip.
+// Deletes the windows that have ended, the failure records old enough to be
+// forgotten, the guessing days that have ended and the networks no longer
+// known, in one statement so the sweep is a single round trip.
 const sweepSQL = `
 WITH windows AS (
     DELETE FROM rate_limits WHERE expires_at <= $1 RETURNING 1
 ), failures AS (
     DELETE FROM login_failures WHERE last_failure_at <= $2 AND in_flight_at <= $3 RETURNING 1
+), budgets AS (
+    DELETE FROM guess_budgets WHERE window_start <= $4 RETURNING 1
+), guessing AS (
+    DELETE FROM code_guessing WHERE window_start <= $4 RETURNING 1
+), networks AS (
+    DELETE FROM known_networks WHERE last_sign_in_at <= $5 RETURNING 1
 )
-SELECT (SELECT count(*) FROM windows) + (SELECT count(*) FROM failures)`
+SELECT (SELECT count(*) FROM windows) + (SELECT count(*) FROM failures) + (SELECT count(*) FROM budgets)
+     + (SELECT count(*) FROM guessing) + (SELECT count(*) FROM networks)`
 
-// Sweep deletes ended windows and forgotten login failures, and returns how
-// many rows it deleted. Nothing reads those rows again, so sweeping only keeps
-// the tables small; callers run it every minute or so.
+// Sweep deletes ended windows and days, forgotten login failures and networks
+// no longer known, and returns how many rows it deleted. Nothing reads those
+// rows again, so sweeping only keeps the tables small; callers run it every
+// minute or so.
 func (l *Limiter) Sweep(ctx context.Context) (int64, error) {
 	now := l.now()
 	var n int64
-	if err := l.pool.QueryRow(ctx, sweepSQL, now, now.Add(-failureMemory), now.Add(-inFlightMemory)).Scan(&n); err != nil {
+	if err := l.pool.QueryRow(ctx, sweepSQL, now, now.Add(-failureMemory), now.Add(-inFlightMemory),
+		now.Add(-GuessWindow), now.Add(-KnownNetworkMemory)).Scan(&n); err != nil {
 		return 0, fmt.Errorf("ratelimit: sweep: %w", err)
 	}
 	return n, nil

@@ -181,8 +181,9 @@ func run(ctx context.Context, getenv func(string) string, logOut io.Writer, cpus
 
 	background, stopBackground := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
-	wg.Add(3)
+	wg.Add(4)
 	go func() { defer wg.Done(); relay.Run(background) }()
+	go func() { defer wg.Done(); app.Run(background) }()
 	go func() { defer wg.Done(); runner.Run(background) }()
 	go func() {
 		defer wg.Done()
