@@ -104,14 +104,19 @@ func (a *App) VerifyRegistration(ctx context.Context, email, code string, r Requ
 	if _, err := a.d.Codes.Consume(ctx, email, PurposeVerify, code); err != nil {
 		return SignIn{}, ErrInvalidCode
 	}
+	// The code was sent for the signup found first: should that signup
+	// expire while this runs and someone else sign up with the address,
+	// the code is not theirs to verify.
+	var signup uuid.UUID
 	return retry(ctx, func() (SignIn, error) {
 		u, tf, err := a.accountByEmail(ctx, email)
-		if errors.Is(err, ErrNotFound) || err == nil && u.EmailVerified {
+		if errors.Is(err, ErrNotFound) || err == nil && (u.EmailVerified || signup != uuid.Nil && u.ID != signup) {
 			return SignIn{}, ErrInvalidCode
 		}
 		if err != nil {
 			return SignIn{}, err
 		}
+		signup = u.ID
 		c := a.newChange(r)
 		if err := a.verifyEmail(c, u); err != nil {
 			return SignIn{}, err

@@ -32,6 +32,8 @@ func accountEvents(eventType string) (domain.Event, bool) {
 		return &domain.PasswordReset{}, true
 	case domain.TypePasswordRehashed:
 		return &domain.PasswordRehashed{}, true
+	case domain.TypeSignupExpired:
+		return &domain.SignupExpired{}, true
 	case domain.TypeTenantCreated:
 		return &domain.TenantCreated{}, true
 	case domain.TypeSessionStarted:

@@ -46,6 +46,9 @@ type Config struct {
 	NATSSubjectPrefix     string
 	ReadYourWritesTimeout time.Duration
 	LogLevel              slog.Level
+	// PendingSignupTTL is how long a signup may stay unverified before it
+	// expires and its email is free again.
+	PendingSignupTTL time.Duration
 }
 
 // The defaults are the ones documented in API.md.
@@ -64,6 +67,10 @@ const (
 	DefaultNATSStream            = "AUTH_EVENTS"
 	DefaultNATSSubjectPrefix     = "auth.events"
 	DefaultReadYourWritesTimeout = 2 * time.Second
+	DefaultPendingSignupTTL      = 168 * time.Hour
+	// MinPendingSignupTTL is an emailed code's life: a signup that expired
+	// sooner would leave its code in a mailbox with no signup behind it.
+	MinPendingSignupTTL = 10 * time.Minute
 )
 
 // reservedNATSPort is the standard NATS port; the machine's own NATS server
@@ -97,6 +104,7 @@ func Load(getenv func(string) string) (Config, error) {
 		LogLevel:              l.logLevel("AUTHD_LOG_LEVEL"),
 		MasterKeys:            l.masterKeys("AUTHD_MASTER_KEY"),
 		TrustedProxies:        l.prefixes("AUTHD_TRUSTED_PROXIES"),
+		PendingSignupTTL:      l.duration("AUTHD_PENDING_SIGNUP_TTL", DefaultPendingSignupTTL, false),
 	}
 
 	l.check("AUTHD_ADDR", checkHostPort(c.Addr))
@@ -111,6 +119,9 @@ func Load(getenv func(string) string) (Config, error) {
 	l.check("AUTHD_WEBAUTHN_ORIGINS", checkOrigins(c.WebAuthnOrigins, c.WebAuthnRPID))
 	l.check("AUTHD_NATS_STREAM", checkStreamName(c.NATSStream))
 	l.check("AUTHD_NATS_SUBJECT_PREFIX", checkSubjectPrefix(c.NATSSubjectPrefix))
+	if c.PendingSignupTTL > 0 && c.PendingSignupTTL < MinPendingSignupTTL {
+		l.check("AUTHD_PENDING_SIGNUP_TTL", fmt.Errorf("%s is shorter than an emailed code's life (%s)", c.PendingSignupTTL, MinPendingSignupTTL))
+	}
 
 	if len(l.errs) > 0 {
 		return Config{}, fmt.Errorf("invalid configuration:\n%w", errors.Join(l.errs...))
@@ -536,6 +547,7 @@ func (c Config) LogValue() slog.Value {
 		slog.String("nats_subject_prefix", c.NATSSubjectPrefix),
 		slog.Duration("read_your_writes_timeout", c.ReadYourWritesTimeout),
 		slog.String("log_level", c.LogLevel.String()),
+		slog.Duration("pending_signup_ttl", c.PendingSignupTTL),
 	)
 }
 

@@ -40,6 +40,7 @@ func TestLoadDefaults(t *testing.T) {
 		NATSSubjectPrefix:     "auth.events",
 		ReadYourWritesTimeout: 2 * time.Second,
 		LogLevel:              slog.LevelInfo,
+		PendingSignupTTL:      168 * time.Hour,
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("defaults:\n got %s\nwant %s", got.fields(), want.fields())
@@ -76,6 +77,7 @@ func TestLoadValues(t *testing.T) {
 		"AUTHD_NATS_SUBJECT_PREFIX":      "test.abc",
 		"AUTHD_READ_YOUR_WRITES_TIMEOUT": "750ms",
 		"AUTHD_LOG_LEVEL":                "Debug",
+		"AUTHD_PENDING_SIGNUP_TTL":       "36h",
 	}
 	got, err := Load(env(m))
 	if err != nil {
@@ -103,6 +105,7 @@ func TestLoadValues(t *testing.T) {
 		NATSSubjectPrefix:     "test.abc",
 		ReadYourWritesTimeout: 750 * time.Millisecond,
 		LogLevel:              slog.LevelDebug,
+		PendingSignupTTL:      36 * time.Hour,
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("values:\n got %s\nwant %s", got.fields(), want.fields())
@@ -172,6 +175,10 @@ func TestLoadRejects(t *testing.T) {
 		{"AUTHD_NATS_SUBJECT_PREFIX", "auth..events", "empty token"},
 		{"AUTHD_NATS_SUBJECT_PREFIX", "auth.", "empty token"},
 		{"AUTHD_LOG_LEVEL", "verbose", `"verbose" is not one of debug, info, warn, error`},
+		{"AUTHD_PENDING_SIGNUP_TTL", "7d", `"7d" is not a duration (e.g. 168h0m0s)`},
+		{"AUTHD_PENDING_SIGNUP_TTL", "0", "must be greater than zero"},
+		{"AUTHD_PENDING_SIGNUP_TTL", "-1h", "is negative"},
+		{"AUTHD_PENDING_SIGNUP_TTL", "5m", "5m0s is shorter than an emailed code's life (10m0s)"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name+"="+tt.value, func(t *testing.T) {

@@ -13,6 +13,7 @@ const (
 	TypeEmailVerified       = "EmailVerified"
 	TypePasswordReset       = "PasswordReset"
 	TypePasswordRehashed    = "PasswordRehashed"
+	TypeSignupExpired       = "SignupExpired"
 )
 
 // UserStream names a user's stream.
@@ -80,6 +81,15 @@ type PasswordRehashed struct {
 func (PasswordRehashed) EventType() string { return TypePasswordRehashed }
 func (e *PasswordRehashed) Secrets() any   { return &e.Secret }
 
+// SignupExpired ends a signup that nobody verified in time: the account is
+// gone and its email free for a new signup. It holds ids only (the envelope
+// has the time), so it says nothing about the person.
+type SignupExpired struct {
+	UserID uuid.UUID `json:"user_id"`
+}
+
+func (SignupExpired) EventType() string { return TypeSignupExpired }
+
 // User is the write-side account, rebuilt from its stream.
 type User struct {
 	ID            uuid.UUID
@@ -92,7 +102,12 @@ type User struct {
 	CreatedAt     time.Time
 	// SessionsValidAfter: sessions started before it were revoked by a reset.
 	SessionsValidAfter time.Time
-	Version            int64
+	// PendingSince is when the signup was last made or renewed: an
+	// unverified account expires a while after it.
+	PendingSince time.Time
+	// Expired: the signup was never verified and has ended.
+	Expired bool
+	Version int64
 }
 
 // Exists reports whether the user's stream has started.
@@ -103,15 +118,17 @@ func (u *User) Apply(e Event, at time.Time) {
 	switch e := e.(type) {
 	case *UserRegistered:
 		u.ID, u.TenantID, u.TenantName, u.Email, u.Name = e.UserID, e.TenantID, e.TenantName, e.Email, e.Name
-		u.PasswordHash, u.CreatedAt = e.Secret.PasswordHash, at
+		u.PasswordHash, u.CreatedAt, u.PendingSince = e.Secret.PasswordHash, at, at
 	case *RegistrationRenewed:
-		u.Name, u.TenantName, u.PasswordHash = e.Name, e.TenantName, e.Secret.PasswordHash
+		u.Name, u.TenantName, u.PasswordHash, u.PendingSince = e.Name, e.TenantName, e.Secret.PasswordHash, at
 	case *EmailVerified:
 		u.EmailVerified = true
 	case *PasswordReset:
 		u.PasswordHash, u.SessionsValidAfter = e.Secret.PasswordHash, e.At
 	case *PasswordRehashed:
 		u.PasswordHash = e.Secret.PasswordHash
+	case *SignupExpired:
+		u.Expired = true
 	}
 	u.Version++
 }
@@ -123,4 +140,14 @@ func (u *User) Verify() []Event {
 		return nil
 	}
 	return []Event{&EmailVerified{UserID: u.ID}}
+}
+
+// ExpireSignup returns the event that ends a signup left unverified for ttl
+// since it was last made or renewed, or none: a verified account, one that
+// has ended already, or one still within its time is left alone.
+func (u *User) ExpireSignup(now time.Time, ttl time.Duration) []Event {
+	if !u.Exists() || u.EmailVerified || u.Expired || now.Sub(u.PendingSince) < ttl {
+		return nil
+	}
+	return []Event{&SignupExpired{UserID: u.ID}}
 }
