@@ -34,6 +34,8 @@ func accountEvents(eventType string) (domain.Event, bool) {
 		return &domain.PasswordRehashed{}, true
 	case domain.TypeSignupExpired:
 		return &domain.SignupExpired{}, true
+	case domain.TypeSignupAttempted:
+		return &domain.SignupAttempted{}, true
 	case domain.TypeTenantCreated:
 		return &domain.TenantCreated{}, true
 	case domain.TypeSessionStarted:

@@ -14,6 +14,7 @@ const (
 	TypePasswordReset       = "PasswordReset"
 	TypePasswordRehashed    = "PasswordRehashed"
 	TypeSignupExpired       = "SignupExpired"
+	TypeSignupAttempted     = "SignupAttempted"
 )
 
 // UserStream names a user's stream.
@@ -90,6 +91,19 @@ type SignupExpired struct {
 
 func (SignupExpired) EventType() string { return TypeSignupExpired }
 
+// SignupAttemptStream names the stream of the signups tried with a verified
+// account's address, kept apart from the user's own stream so that they
+// cannot make the account slow to load.
+func SignupAttemptStream(userID uuid.UUID) string { return "signup-attempts-" + userID.String() }
+
+// SignupAttempted records a signup with the address of a verified account:
+// nothing about the account changes, and its owner is mailed a sign-in code.
+type SignupAttempted struct {
+	UserID uuid.UUID `json:"user_id"`
+}
+
+func (SignupAttempted) EventType() string { return TypeSignupAttempted }
+
 // User is the write-side account, rebuilt from its stream.
 type User struct {
 	ID            uuid.UUID
@@ -110,8 +124,10 @@ type User struct {
 	Version int64
 }
 
-// Exists reports whether the user's stream has started.
-func (u *User) Exists() bool { return u.Version > 0 }
+// Exists reports whether the account exists: its stream has started, and
+// its signup has not expired. An expired signup's email is free, and
+// whoever loaded it through that email found it a moment too late.
+func (u *User) Exists() bool { return u.Version > 0 && !u.Expired }
 
 // Apply folds one event into the user; at is when it happened.
 func (u *User) Apply(e Event, at time.Time) {
@@ -146,7 +162,7 @@ func (u *User) Verify() []Event {
 // since it was last made or renewed, or none: a verified account, one that
 // has ended already, or one still within its time is left alone.
 func (u *User) ExpireSignup(now time.Time, ttl time.Duration) []Event {
-	if !u.Exists() || u.EmailVerified || u.Expired || now.Sub(u.PendingSince) < ttl {
+	if !u.Exists() || u.EmailVerified || now.Sub(u.PendingSince) < ttl {
 		return nil
 	}
 	return []Event{&SignupExpired{UserID: u.ID}}
