@@ -4,6 +4,7 @@ import (
 	"context"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 
@@ -42,6 +43,22 @@ func TestUsersProjectionDropsExpiredSignups(t *testing.T) {
 		if _, err := store.Append(ctx, domain.UserStream(id), version, e); err != nil {
 			t.Fatal(err)
 		}
+	}
+	// The log is read below the oldest transaction still open on the server
+	// (any database's): wait until it shows the six events.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		events, err := store.ReadLog(ctx, eventstore.Cursor{}, 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(events) == 6 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the log shows %d of the 6 events after 30s", len(events))
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 	// Batches of one event put each SignupExpired after the batch of its
 	// user's row; one batch has them all together.
