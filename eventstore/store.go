@@ -132,7 +132,7 @@ func (s *Store) Append(ctx context.Context, stream string, expected int64, event
 }
 
 // claimSQL claims a key, or checks it is still held (Claim.Held), in one
-// statement of the same text either way (see migration 00013).
+// statement of the same text either way (see migration 00016).
 const claimSQL = `SELECT eventstore_claim($1, $2, $3, $4)`
 
 const releaseSQL = `DELETE FROM unique_keys WHERE scope = $1 AND key = $2 AND owner = $3`
