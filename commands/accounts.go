@@ -32,7 +32,11 @@ type RegisterInput struct {
 
 // Register signs up an account that must verify its email before it can sign
 // in, and emails it a code. It answers the same whether or not the email is
-// taken, and does the same hashing work either way.
+// taken, after the same work: every path hashes, looks the address up, loads
+// a user stream, commits one claim and one event, and issues and mails one
+// code under the address's code quota. A taken address's owner gets a
+// sign-in code and word of the attempt; a new or pending one, its
+// verification code.
 func (a *App) Register(ctx context.Context, in RegisterInput, r Request) error {
 	email, err := NormalizeEmail(in.Email)
 	if err != nil {
@@ -53,45 +57,59 @@ func (a *App) Register(ctx context.Context, in RegisterInput, r Request) error {
 	if err != nil {
 		return err
 	}
-	pending, err := retry(ctx, func() (bool, error) {
+	taken, err := retry(ctx, func() (bool, error) {
 		owner, found, err := a.emailOwner(ctx, email)
 		if err != nil {
 			return false, err
 		}
-		c := a.newChange(r)
 		if !found {
-			id, tenant := uuid.New(), uuid.New()
-			reg := &domain.UserRegistered{UserID: id, TenantID: tenant, TenantName: tenantName, Email: email, Name: name}
-			reg.Secret.PasswordHash = hash
-			if err := c.add(domain.UserStream(id), 0, tenant, id, reg); err != nil {
-				return false, err
-			}
-			c.write.Claims = []eventstore.Claim{{Scope: emailScope, Key: email, Owner: id.String()}}
-			_, err := a.commit(ctx, c)
-			if errors.Is(err, eventstore.ErrKeyTaken) {
-				return false, eventstore.ErrConflict // someone registered it meanwhile: decide again
-			}
-			return err == nil, err
+			owner = uuid.New()
 		}
+		// A new address loads its new, empty stream: the same query as a
+		// taken one's.
 		u, err := a.loadUser(ctx, owner)
 		if err != nil {
 			return false, err
 		}
-		if u.EmailVerified {
-			return false, nil // taken: say nothing, send nothing
+		if found && !u.Exists() {
+			// The signup expired, freeing the address, after the lookup.
+			return false, eventstore.ErrConflict
 		}
-		// Nobody has proven they own this address yet, so whoever signs up
-		// again takes over the pending account; the code decides.
-		renew := &domain.RegistrationRenewed{UserID: u.ID, Name: name, TenantName: tenantName}
-		renew.Secret.PasswordHash = hash
-		if err := c.add(domain.UserStream(u.ID), u.Version, u.TenantID, u.ID, renew); err != nil {
+		c := a.newChange(r)
+		c.write.Claims = []eventstore.Claim{{Scope: emailScope, Key: email, Owner: owner.String(), Held: found}}
+		var stream string
+		var expected int64
+		var e domain.Event
+		switch {
+		case !found:
+			reg := &domain.UserRegistered{UserID: owner, TenantID: uuid.New(), TenantName: tenantName, Email: email, Name: name}
+			reg.Secret.PasswordHash = hash
+			stream, expected, e, u.TenantID = domain.UserStream(owner), 0, reg, reg.TenantID
+		case u.EmailVerified:
+			// Taken: say nothing, change nothing of the account.
+			stream, expected, e = domain.SignupAttemptStream(owner), eventstore.AnyVersion, &domain.SignupAttempted{UserID: owner}
+		default:
+			// Nobody has proven they own this address yet, so whoever
+			// signs up again takes over the pending account; the code
+			// decides.
+			renew := &domain.RegistrationRenewed{UserID: owner, Name: name, TenantName: tenantName}
+			renew.Secret.PasswordHash = hash
+			stream, expected, e = domain.UserStream(owner), u.Version, renew
+		}
+		if err := c.add(stream, expected, u.TenantID, owner, e); err != nil {
 			return false, err
 		}
 		_, err = a.commit(ctx, c)
-		return err == nil, err
+		if errors.Is(err, eventstore.ErrKeyTaken) {
+			return false, eventstore.ErrConflict // someone registered it meanwhile: decide again
+		}
+		return u.EmailVerified, err
 	})
-	if err != nil || !pending {
+	if err != nil {
 		return err
+	}
+	if taken {
+		return a.issueCode(ctx, email, PurposeLogin, mail.AccountExists)
 	}
 	return a.issueCode(ctx, email, PurposeVerify, mail.Verify)
 }
@@ -106,14 +124,19 @@ func (a *App) VerifyRegistration(ctx context.Context, email, code string, r Requ
 	if _, err := a.d.Codes.Consume(ctx, email, PurposeVerify, code); err != nil {
 		return SignIn{}, ErrInvalidCode
 	}
+	// The code was sent for the signup found first: should that signup
+	// expire while this runs and someone else sign up with the address,
+	// the code is not theirs to verify.
+	var signup uuid.UUID
 	return retry(ctx, func() (SignIn, error) {
 		u, tf, err := a.accountByEmail(ctx, email)
-		if errors.Is(err, ErrNotFound) || err == nil && u.EmailVerified {
+		if errors.Is(err, ErrNotFound) || err == nil && (u.EmailVerified || signup != uuid.Nil && u.ID != signup) {
 			return SignIn{}, ErrInvalidCode
 		}
 		if err != nil {
 			return SignIn{}, err
 		}
+		signup = u.ID
 		c := a.newChange(r)
 		if err := a.verifyEmail(c, u); err != nil {
 			return SignIn{}, err

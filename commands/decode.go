@@ -32,6 +32,10 @@ func accountEvents(eventType string) (domain.Event, bool) {
 		return &domain.PasswordReset{}, true
 	case domain.TypePasswordRehashed:
 		return &domain.PasswordRehashed{}, true
+	case domain.TypeSignupExpired:
+		return &domain.SignupExpired{}, true
+	case domain.TypeSignupAttempted:
+		return &domain.SignupAttempted{}, true
 	case domain.TypeTenantCreated:
 		return &domain.TenantCreated{}, true
 	case domain.TypeSessionStarted:

@@ -188,6 +188,11 @@ func (a *App) loadGoogleUser(ctx context.Context, id uuid.UUID) (*domain.GoogleU
 	if err := a.load(ctx, domain.UserStream(id), u); err != nil {
 		return nil, err
 	}
+	if u.Expired {
+		// Its signup expired, releasing the email, after the lookup that
+		// led here: decide again.
+		return nil, eventstore.ErrConflict
+	}
 	if !u.Exists() {
 		return nil, fmt.Errorf("user %s is indexed but has no events", id)
 	}

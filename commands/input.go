@@ -26,10 +26,40 @@ func NormalizeEmail(s string) (string, error) {
 		return "", &ValidationError{Field: "email", Message: "is not a valid email address (plain ASCII only)"}
 	}
 	addr, err := mail.ParseAddress(email)
-	if err != nil || addr.Address != email || addr.Name != "" || !strings.Contains(email[strings.LastIndexByte(email, '@')+1:], ".") && !strings.HasSuffix(email, "@localhost") {
+	if err != nil || addr.Address != email || addr.Name != "" {
 		return "", &ValidationError{Field: "email", Message: "is not a valid email address"}
 	}
+	if !mailableHost(email[strings.LastIndexByte(email, '@')+1:]) {
+		return "", &ValidationError{Field: "email", Message: "is not a valid email address (its domain must be a host name with a dot, such as example.com)"}
+	}
 	return email, nil
+}
+
+// mailableHost says whether domain is a host name a mail to the public can
+// go to: labels of 1 to 63 letters, digits or inner hyphens, at least two of
+// them, and a top-level label that is not all digits. That refuses IP
+// literals ("[127.0.0.1]", and "127.0.0.1" by its numeric last label),
+// localhost and its subdomains, and names like "-example.com" that no DNS
+// holds: an account there could never verify, yet each signup would cost a
+// hash, a mail attempt and its rows.
+func mailableHost(domain string) bool {
+	labels := strings.Split(domain, ".")
+	if len(domain) > 253 || len(labels) < 2 {
+		return false
+	}
+	for _, l := range labels {
+		if len(l) < 1 || len(l) > 63 || l[0] == '-' || l[len(l)-1] == '-' {
+			return false
+		}
+		for i := 0; i < len(l); i++ {
+			c := l[i]
+			if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
+				return false
+			}
+		}
+	}
+	tld := labels[len(labels)-1]
+	return strings.Trim(tld, "0123456789") != "" && tld != "localhost"
 }
 
 // cleanName trims a display name and refuses what cannot be shown safely:

@@ -60,6 +60,9 @@ type Config struct {
 	// NATSReplicas is how many JetStream nodes hold the events stream
 	// (AUTHD_NATS_REPLICAS); a stream already larger keeps its count.
 	NATSReplicas int
+	// PendingSignupTTL is how long a signup may stay unverified before it
+	// expires and its email is free again.
+	PendingSignupTTL time.Duration
 }
 
 // The defaults are the ones documented in API.md.
@@ -80,6 +83,7 @@ const (
 	DefaultReadYourWritesTimeout = 2 * time.Second
 	DefaultAccessTokenTTL        = tokens.DefaultAccessTTL
 	DefaultRefreshTokenTTL       = 7 * 24 * time.Hour
+	DefaultPendingSignupTTL      = 168 * time.Hour
 )
 
 // Token lifetime bounds. An access token cannot be revoked by anything but
@@ -90,6 +94,12 @@ const (
 	minAccessTokenTTL  = time.Minute
 	minRefreshTokenTTL = time.Hour
 	maxRefreshTokenTTL = 365 * 24 * time.Hour
+)
+
+const (
+	// MinPendingSignupTTL is an emailed code's life: a signup that expired
+	// sooner would leave its code in a mailbox with no signup behind it.
+	MinPendingSignupTTL = 10 * time.Minute
 )
 
 // reservedNATSPort is the standard NATS port; the machine's own NATS server
@@ -128,6 +138,7 @@ func Load(getenv func(string) string) (Config, error) {
 		RefreshTokenTTL:       l.duration("AUTHD_REFRESH_TOKEN_TTL", DefaultRefreshTokenTTL, false),
 		RequestLogRate:        l.requestLog("AUTHD_REQUEST_LOG"),
 		NATSReplicas:          l.replicas("AUTHD_NATS_REPLICAS"),
+		PendingSignupTTL:      l.duration("AUTHD_PENDING_SIGNUP_TTL", DefaultPendingSignupTTL, false),
 	}
 
 	l.check("AUTHD_ADDR", checkHostPort(c.Addr))
@@ -147,6 +158,9 @@ func Load(getenv func(string) string) (Config, error) {
 	l.check("AUTHD_REFRESH_TOKEN_TTL", checkBetween(c.RefreshTokenTTL, max(minRefreshTokenTTL, c.AccessTokenTTL), maxRefreshTokenTTL))
 	if c.NATSReplicas > 1 && c.NATSURL == "" {
 		l.check("AUTHD_NATS_REPLICAS", fmt.Errorf("%d needs a JetStream cluster in NATS_URL: the embedded server is one node", c.NATSReplicas))
+	}
+	if c.PendingSignupTTL > 0 && c.PendingSignupTTL < MinPendingSignupTTL {
+		l.check("AUTHD_PENDING_SIGNUP_TTL", fmt.Errorf("%s is shorter than an emailed code's life (%s)", c.PendingSignupTTL, MinPendingSignupTTL))
 	}
 
 	if len(l.errs) > 0 {
@@ -645,6 +659,7 @@ func (c Config) LogValue() slog.Value {
 		slog.Duration("refresh_token_ttl", c.RefreshTokenTTL),
 		slog.Float64("request_log_rate", c.RequestLogRate),
 		slog.Int("nats_replicas", c.NATSReplicas),
+		slog.Duration("pending_signup_ttl", c.PendingSignupTTL),
 	)
 }
 

@@ -44,6 +44,7 @@ func TestLoadDefaults(t *testing.T) {
 		RefreshTokenTTL:       168 * time.Hour,
 		RequestLogRate:        1,
 		NATSReplicas:          1,
+		PendingSignupTTL:      168 * time.Hour,
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("defaults:\n got %s\nwant %s", got.fields(), want.fields())
@@ -85,6 +86,7 @@ func TestLoadValues(t *testing.T) {
 		"AUTHD_REFRESH_TOKEN_TTL":        "720h",
 		"AUTHD_REQUEST_LOG":              "0.25",
 		"AUTHD_NATS_REPLICAS":            "3",
+		"AUTHD_PENDING_SIGNUP_TTL":       "36h",
 	}
 	got, err := Load(env(m))
 	if err != nil {
@@ -117,6 +119,7 @@ func TestLoadValues(t *testing.T) {
 		RefreshTokenTTL:       720 * time.Hour,
 		RequestLogRate:        0.25,
 		NATSReplicas:          3,
+		PendingSignupTTL:      36 * time.Hour,
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("values:\n got %s\nwant %s", got.fields(), want.fields())
@@ -220,6 +223,10 @@ func TestLoadRejects(t *testing.T) {
 		{"AUTHD_REQUEST_LOG", "1.5", `"1.5" is not on, off or a sampling rate from 0 to 1`},
 		{"AUTHD_REQUEST_LOG", "sometimes", `"sometimes" is not on, off or a sampling rate from 0 to 1`},
 		{"AUTHD_REQUEST_LOG", "NaN", `"nan" is not on, off or a sampling rate from 0 to 1`},
+		{"AUTHD_PENDING_SIGNUP_TTL", "7d", `"7d" is not a duration (e.g. 168h0m0s)`},
+		{"AUTHD_PENDING_SIGNUP_TTL", "0", "must be greater than zero"},
+		{"AUTHD_PENDING_SIGNUP_TTL", "-1h", "is negative"},
+		{"AUTHD_PENDING_SIGNUP_TTL", "5m", "5m0s is shorter than an emailed code's life (10m0s)"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name+"="+tt.value, func(t *testing.T) {

@@ -13,6 +13,8 @@ const (
 	TypeEmailVerified       = "EmailVerified"
 	TypePasswordReset       = "PasswordReset"
 	TypePasswordRehashed    = "PasswordRehashed"
+	TypeSignupExpired       = "SignupExpired"
+	TypeSignupAttempted     = "SignupAttempted"
 )
 
 // UserStream names a user's stream.
@@ -80,6 +82,28 @@ type PasswordRehashed struct {
 func (PasswordRehashed) EventType() string { return TypePasswordRehashed }
 func (e *PasswordRehashed) Secrets() any   { return &e.Secret }
 
+// SignupExpired ends a signup that nobody verified in time: the account is
+// gone and its email free for a new signup. It holds ids only (the envelope
+// has the time), so it says nothing about the person.
+type SignupExpired struct {
+	UserID uuid.UUID `json:"user_id"`
+}
+
+func (SignupExpired) EventType() string { return TypeSignupExpired }
+
+// SignupAttemptStream names the stream of the signups tried with a verified
+// account's address, kept apart from the user's own stream so that they
+// cannot make the account slow to load.
+func SignupAttemptStream(userID uuid.UUID) string { return "signup-attempts-" + userID.String() }
+
+// SignupAttempted records a signup with the address of a verified account:
+// nothing about the account changes, and its owner is mailed a sign-in code.
+type SignupAttempted struct {
+	UserID uuid.UUID `json:"user_id"`
+}
+
+func (SignupAttempted) EventType() string { return TypeSignupAttempted }
+
 // User is the write-side account, rebuilt from its stream.
 type User struct {
 	ID            uuid.UUID
@@ -92,26 +116,35 @@ type User struct {
 	CreatedAt     time.Time
 	// SessionsValidAfter: sessions started before it were revoked by a reset.
 	SessionsValidAfter time.Time
-	Version            int64
+	// PendingSince is when the signup was last made or renewed: an
+	// unverified account expires a while after it.
+	PendingSince time.Time
+	// Expired: the signup was never verified and has ended.
+	Expired bool
+	Version int64
 }
 
-// Exists reports whether the user's stream has started.
-func (u *User) Exists() bool { return u.Version > 0 }
+// Exists reports whether the account exists: its stream has started, and
+// its signup has not expired. An expired signup's email is free, and
+// whoever loaded it through that email found it a moment too late.
+func (u *User) Exists() bool { return u.Version > 0 && !u.Expired }
 
 // Apply folds one event into the user; at is when it happened.
 func (u *User) Apply(e Event, at time.Time) {
 	switch e := e.(type) {
 	case *UserRegistered:
 		u.ID, u.TenantID, u.TenantName, u.Email, u.Name = e.UserID, e.TenantID, e.TenantName, e.Email, e.Name
-		u.PasswordHash, u.CreatedAt = e.Secret.PasswordHash, at
+		u.PasswordHash, u.CreatedAt, u.PendingSince = e.Secret.PasswordHash, at, at
 	case *RegistrationRenewed:
-		u.Name, u.TenantName, u.PasswordHash = e.Name, e.TenantName, e.Secret.PasswordHash
+		u.Name, u.TenantName, u.PasswordHash, u.PendingSince = e.Name, e.TenantName, e.Secret.PasswordHash, at
 	case *EmailVerified:
 		u.EmailVerified = true
 	case *PasswordReset:
 		u.PasswordHash, u.SessionsValidAfter = e.Secret.PasswordHash, e.At
 	case *PasswordRehashed:
 		u.PasswordHash = e.Secret.PasswordHash
+	case *SignupExpired:
+		u.Expired = true
 	}
 	u.Version++
 }
@@ -123,4 +156,14 @@ func (u *User) Verify() []Event {
 		return nil
 	}
 	return []Event{&EmailVerified{UserID: u.ID}}
+}
+
+// ExpireSignup returns the event that ends a signup left unverified for ttl
+// since it was last made or renewed, or none: a verified account, one that
+// has ended already, or one still within its time is left alone.
+func (u *User) ExpireSignup(now time.Time, ttl time.Duration) []Event {
+	if !u.Exists() || u.EmailVerified || now.Sub(u.PendingSince) < ttl {
+		return nil
+	}
+	return []Event{&SignupExpired{UserID: u.ID}}
 }

@@ -80,12 +80,16 @@ type Claim struct {
 	Scope string
 	Key   string
 	Owner string
+	// Held, in Change.Claims: the command found Owner holding the key and
+	// decided on it; the change commits only if Owner still holds it then,
+	// and fails with ErrConflict otherwise.
+	Held bool
 }
 
 // Change is everything one command commits at once.
 type Change struct {
 	Appends  []StreamAppend
-	Claims   []Claim // inserted with the events; an existing key fails the change with ErrKeyTaken
+	Claims   []Claim // inserted with the events; a key another owner holds fails the change with ErrKeyTaken
 	Releases []Claim // deleted with the events, when still held by Owner
 	// Also runs after the appends, in their transaction: the short-lived
 	// state a command used up (a login challenge, a counter it settles) is
@@ -127,7 +131,9 @@ func (s *Store) Append(ctx context.Context, stream string, expected int64, event
 	return s.Write(ctx, Change{Appends: []StreamAppend{{Stream: stream, Expected: expected, Events: events}}})
 }
 
-const claimSQL = `INSERT INTO unique_keys (scope, key, owner) VALUES ($1, $2, $3)`
+// claimSQL claims a key, or checks it is still held (Claim.Held), in one
+// statement of the same text either way (see migration 00016).
+const claimSQL = `SELECT eventstore_claim($1, $2, $3, $4)`
 
 const releaseSQL = `DELETE FROM unique_keys WHERE scope = $1 AND key = $2 AND owner = $3`
 
@@ -196,7 +202,7 @@ func (s *Store) write(ctx context.Context, ch Change) (Committed, error) {
 func (s *Store) prepare(ch Change) (*pending, error) {
 	p := &pending{ch: ch, start: time.Now(), done: make(chan struct{}), lead: make(chan []*pending, 1)}
 	for _, c := range ch.Claims {
-		p.batch = append(p.batch, Statement{SQL: claimSQL, Args: []any{c.Scope, c.Key, c.Owner}})
+		p.batch = append(p.batch, Statement{SQL: claimSQL, Args: []any{c.Scope, c.Key, c.Owner, c.Held}})
 	}
 	for _, c := range ch.Releases {
 		p.batch = append(p.batch, Statement{SQL: releaseSQL, Args: []any{c.Scope, c.Key, c.Owner}})

@@ -333,6 +333,44 @@ func TestClaimsCommitWithTheEventsOrNotAtAll(t *testing.T) {
 	}
 }
 
+// A held claim commits while its owner holds the key, and fails as a stale
+// decision when the owner does not (the key was released, or passed to
+// another owner, after the command looked it up): it never claims the key
+// anew.
+func TestHeldClaimsCommitOnlyWhileTheOwnerHoldsTheKey(t *testing.T) {
+	t.Parallel()
+	s, _ := newStore(t)
+	ctx := context.Background()
+	held := func(owner string) Change {
+		return Change{
+			Appends: []StreamAppend{{Stream: "attempts-" + owner, Expected: AnyVersion, Events: []Event{ev("SignupAttempted", `{}`)}}},
+			Claims:  []Claim{{Scope: "email", Key: "a@example.com", Owner: owner, Held: true}},
+		}
+	}
+	if _, err := s.Write(ctx, held("u1")); !errors.Is(err, ErrConflict) {
+		t.Fatalf("held claim of a free key: %v, want ErrConflict", err)
+	}
+	if _, err := s.Lookup(ctx, "email", "a@example.com"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("a held claim of a free key claimed it: %v", err)
+	}
+	claim := Claim{Scope: "email", Key: "a@example.com", Owner: "u1"}
+	if _, err := s.Write(ctx, Change{Appends: []StreamAppend{{Stream: "user-u1", Events: []Event{ev("UserRegistered", `{}`)}}}, Claims: []Claim{claim}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Write(ctx, held("u1")); err != nil {
+		t.Fatalf("held claim by its owner: %v", err)
+	}
+	if _, err := s.Write(ctx, held("u2")); !errors.Is(err, ErrConflict) {
+		t.Fatalf("held claim of another owner's key: %v, want ErrConflict", err)
+	}
+	if got, _ := s.Load(ctx, "attempts-u2"); len(got) != 0 {
+		t.Fatal("the events of a change whose held claim failed were committed")
+	}
+	if owner, err := s.Lookup(ctx, "email", "a@example.com"); err != nil || owner != "u1" {
+		t.Fatalf("Lookup after held claims = %q, %v", owner, err)
+	}
+}
+
 func TestAlsoStatementsCommitWithTheEventsOrNotAtAll(t *testing.T) {
 	t.Parallel()
 	s, pool := newStore(t)

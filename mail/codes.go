@@ -21,6 +21,10 @@ const (
 	Verify Purpose = iota + 1 // confirm the address at signup
 	Login                     // sign in with a code instead of a password
 	Reset                     // choose a new password
+	// AccountExists answers a signup for an address that has an account
+	// already: it tells the owner, and gives them a sign-in code in case it
+	// was them.
+	AccountExists
 )
 
 // String is the purpose as API.md and the logs spell it.
@@ -32,6 +36,8 @@ func (p Purpose) String() string {
 		return "login"
 	case Reset:
 		return "reset"
+	case AccountExists:
+		return "account_exists"
 	}
 	return fmt.Sprintf("Purpose(%d)", int(p))
 }
@@ -58,6 +64,12 @@ func wordingFor(p Purpose) (wording, bool) {
 			subject: "Reset your %[1]s password",
 			intro:   "Enter this code to choose a new password for your %[1]s account:",
 			ignore:  "If this wasn't you, ignore this email: your password stays as it is.",
+		}, true
+	case AccountExists:
+		return wording{
+			subject: "Someone tried to sign up for %[1]s with your email",
+			intro:   "Someone tried to create a %[1]s account with this email address, which already has one. If it was you, enter this code to sign in:",
+			ignore:  "If this wasn't you, ignore this email: nothing about your account has changed.",
 		}, true
 	}
 	return wording{}, false

@@ -54,7 +54,7 @@ func TestCodeMessageWording(t *testing.T) {
 		}
 	}
 	subjects := map[string]bool{}
-	for _, p := range []mail.Purpose{mail.Verify, mail.Login, mail.Reset} {
+	for _, p := range []mail.Purpose{mail.Verify, mail.Login, mail.Reset, mail.AccountExists} {
 		m, err := mail.CodeMessage("a@x.test", "Acme\r\nBcc: x@y.test", "000123", p, time.Minute)
 		if err != nil {
 			t.Fatal(err)
@@ -67,8 +67,8 @@ func TestCodeMessageWording(t *testing.T) {
 		}
 		subjects[m.Subject] = true
 	}
-	if len(subjects) != 3 {
-		t.Errorf("the three purposes share subjects: %v", subjects)
+	if len(subjects) != 4 {
+		t.Errorf("the four purposes share subjects: %v", subjects)
 	}
 }
 

@@ -2,6 +2,7 @@ package projections
 
 import (
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/google/uuid"
@@ -20,7 +21,8 @@ func (Users) Tables() []string { return []string{"users", "tenants"} }
 // Uses lists the event types Apply acts on (Selective).
 func (Users) Uses(eventType string) bool {
 	switch eventType {
-	case domain.TypeUserRegistered, domain.TypeRegistrationRenewed, domain.TypeEmailVerified, domain.TypeTenantCreated:
+	case domain.TypeUserRegistered, domain.TypeRegistrationRenewed, domain.TypeEmailVerified, domain.TypeTenantCreated,
+		domain.TypeSignupExpired:
 		return true
 	}
 	return false
@@ -46,6 +48,7 @@ func (Users) Apply(b *Batch, events []eventstore.Event) error {
 	created := map[uuid.UUID]*userRow{}
 	var order []uuid.UUID
 	changed := map[uuid.UUID]*userChange{}
+	var gone []uuid.UUID // users of earlier batches whose signup expired
 	var tenants []domain.TenantCreated
 	var tenantsAt []time.Time
 	change := func(id uuid.UUID, at time.Time) *userChange {
@@ -95,10 +98,24 @@ func (Users) Apply(b *Batch, events []eventstore.Event) error {
 				return err
 			}
 			tenants, tenantsAt = append(tenants, v), append(tenantsAt, e.OccurredAt)
+		case domain.TypeSignupExpired:
+			// The account is gone: its row goes, with the email and name in it.
+			v, err := decode[domain.SignupExpired](e)
+			if err != nil {
+				return err
+			}
+			if _, ok := created[v.UserID]; ok {
+				delete(created, v.UserID)
+				order = slices.DeleteFunc(order, func(id uuid.UUID) bool { return id == v.UserID })
+			} else {
+				delete(changed, v.UserID)
+				gone = append(gone, v.UserID)
+			}
 		}
 	}
 	insertUsers(b, created, order)
 	updateUsers(b, changed)
+	deleteUsers(b, gone)
 	insertTenants(b, tenants, tenantsAt)
 	return nil
 }
@@ -139,6 +156,18 @@ func updateUsers(b *Batch, changed map[uuid.UUID]*userChange) {
 		SET name = coalesce(v.name, u.name), email_verified = u.email_verified OR v.verified, updated_at = v.at
 		FROM unnest($1::uuid[], $2::timestamptz[], $3::text[], $4::bool[]) AS v(id, at, name, verified)
 		WHERE u.id = v.id`, ids, at, names, verified)
+}
+
+// deleteUsers removes the rows of users registered in earlier batches.
+func deleteUsers(b *Batch, gone []uuid.UUID) {
+	if len(gone) == 0 {
+		return
+	}
+	ids := make([]pgtype.UUID, len(gone))
+	for i, id := range gone {
+		ids[i] = pgUUID(id)
+	}
+	b.Rows(fmt.Sprintf("delete %d expired signups", len(gone)), len(gone), `DELETE FROM users WHERE id = ANY($1::uuid[])`, ids)
 }
 
 func insertTenants(b *Batch, tenants []domain.TenantCreated, at []time.Time) {

@@ -76,6 +76,19 @@ func main() {
 // run starts authd and blocks until ctx ends, then shuts down gracefully.
 // Password hashing and the request pool are sized for cpus CPUs.
 func run(ctx context.Context, getenv func(string) string, logOut io.Writer, cpus int) error {
+	return serve(ctx, getenv, logOut, cpus, options{now: time.Now, sweepEvery: time.Minute})
+}
+
+// options are what a test may set that no operator needs to: the clock the
+// commands decide by, so a signup can be made days old without waiting, and
+// how often unverified signups are swept.
+type options struct {
+	now        func() time.Time
+	sweepEvery time.Duration
+}
+
+// serve is run with its options.
+func serve(ctx context.Context, getenv func(string) string, logOut io.Writer, cpus int, opts options) error {
 	cfg, err := config.Load(getenv)
 	if err != nil {
 		return fmt.Errorf("configuration:\n%w", err)
@@ -169,7 +182,7 @@ func run(ctx context.Context, getenv func(string) string, logOut io.Writer, cpus
 		Projections:  runner,
 		Revoked:      revoked,
 		Log:          log,
-		Now:          time.Now,
+		Now:          opts.now,
 		RefreshGrace: cfg.RefreshReuseGrace,
 		RefreshTTL:   cfg.RefreshTokenTTL,
 		WaitTimeout:  cfg.ReadYourWritesTimeout,
@@ -185,6 +198,11 @@ func run(ctx context.Context, getenv func(string) string, logOut io.Writer, cpus
 	go func() { defer wg.Done(); relay.Run(background) }()
 	go func() { defer wg.Done(); app.Run(background) }()
 	go func() { defer wg.Done(); runner.Run(background) }()
+	go func() {
+		defer wg.Done()
+		sweeper := &commands.SignupSweeper{App: app, Pool: pool, TTL: cfg.PendingSignupTTL, Every: opts.sweepEvery, Log: log}
+		sweeper.Run(background)
+	}()
 	go func() {
 		defer wg.Done()
 		housekeeping(background, log, keyring, revoked, limiter, codeStore)

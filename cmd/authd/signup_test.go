@@ -1,0 +1,284 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/authd/authd/testenv"
+)
+
+// An address whose domain is no public host name (an IP literal, localhost,
+// a label with a hyphen at an end) is refused with validation_failed on
+// every endpoint that takes an email, before any work or mail; a Google ID
+// token carrying one signs nobody up.
+func TestEmailsNeedAMailableDomain(t *testing.T) {
+	t.Parallel()
+	idp := newGoogleIdP(t)
+	c := googleCluster(t, idp)
+	in := c.start(t)
+	pool := c.dbPool(t)
+	const pw = "correct horse battery staple"
+	c.signupVerified(t, in, "alice@example.com", pw, nil)
+	if r := in.rawCall(t, "POST", api+"/register", nil, jsonBody(t, map[string]any{"email": "pending@example.com", "password": pw})); r.status != 202 {
+		t.Fatalf("register pending = %d %s", r.status, r.raw)
+	}
+	c.nextCode(t, "pending@example.com", 0)
+	mails := c.mailCount(t)
+
+	bad := map[string]string{
+		"IPv4 literal":             "x@[127.0.0.1]",
+		"IPv6 literal":             "x@[ipv6:::1]",
+		"bare IPv4 address":        "x@127.0.0.1",
+		"localhost":                "x@localhost",
+		"a subdomain of localhost": "x@app.localhost",
+		"label starting with -":    "x@-example.com",
+		"label ending with -":      "x@example-.com",
+		"TLD starting with -":      "x@example.-com",
+		"64-character label":       "x@" + strings.Repeat("a", 64) + ".com",
+		"empty label":              "x@example..com",
+		"underscore in the host":   "x@ex_ample.com",
+		"all-digit TLD":            "x@example.123",
+	}
+	endpoints := []jsonEndpoint{
+		{"/register", map[string]any{"email": "fresh@example.com", "password": pw}},
+		{"/register/verify", map[string]any{"email": "pending@example.com", "code": "123456"}},
+		{"/login", map[string]any{"email": "alice@example.com", "password": pw}},
+		{"/otp/send", map[string]any{"email": "alice@example.com", "purpose": "login"}},
+		{"/otp/login", map[string]any{"email": "alice@example.com", "code": "123456"}},
+		{"/reset-password", map[string]any{"email": "alice@example.com", "code": "123456", "new_password": "a brand new passphrase"}},
+	}
+	var probes []probe
+	for _, ep := range endpoints {
+		for name, e := range bad {
+			probes = append(probes, probe{name: ep.path + " email " + name, method: "POST", path: api + ep.path, body: jsonBody(t, with(ep.valid, "email", e)), wantCode: "validation_failed"})
+		}
+	}
+	runProbes(t, in, pool, probes)
+
+	before := readDBState(t, pool)
+	for name, e := range bad {
+		r := in.call(t, "POST", api+"/google", "", map[string]any{"id_token": idp.token(t, "google-"+name, e)})
+		if r.status != 401 || r.errCode() != "invalid_token" {
+			t.Errorf("Google ID token with email %s (%q) = %d %s; want 401 invalid_token", name, e, r.status, r.raw)
+		}
+	}
+	if after := readDBState(t, pool); after.events != before.events || after.uniqueKeys != before.uniqueKeys {
+		t.Errorf("Google ID tokens with unmailable emails appended %v and claimed %d keys", after.eventTypes[before.events:], after.uniqueKeys-before.uniqueKeys)
+	}
+	if n := c.mailCount(t); n != mails {
+		t.Errorf("unmailable addresses got %d mails", n-mails)
+	}
+
+	// Real host names of every shape still sign up.
+	for _, e := range []string{"x@mail.example.co.uk", "x@xn--bcher-kva.example", "x@a-b.c0.example", "x@1example.com"} {
+		if r := in.rawCall(t, "POST", api+"/register", nil, jsonBody(t, map[string]any{"email": e, "password": pw})); r.status != 202 {
+			t.Errorf("register %s = %d %s; want 202", e, r.status, r.raw)
+		}
+	}
+}
+
+// startWith starts an instance of the cluster whose commands decide by opts'
+// clock and which sweeps unverified signups every opts.sweepEvery.
+func (c *cluster) startWith(t *testing.T, opts options) *instance {
+	t.Helper()
+	port := testenv.FreePort(t)
+	env := map[string]string{"AUTHD_ADDR": fmt.Sprintf("127.0.0.1:%d", port)}
+	for k, v := range c.env {
+		env[k] = v
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- serve(ctx, func(k string) string { return env[k] }, io.Discard, runtime.GOMAXPROCS(0), opts)
+	}()
+	in := &instance{base: fmt.Sprintf("http://127.0.0.1:%d", port)}
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("authd at %s: %v", in.base, err)
+		}
+	})
+	eventually(t, 30*time.Second, func() bool {
+		select {
+		case err := <-done:
+			t.Fatalf("authd exited: %v", err)
+		default:
+		}
+		resp, err := http.Get(in.base + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+	return in
+}
+
+// signupState is what the log and the read model say of the account an
+// email was last signed up for.
+type signupState struct {
+	user        string // its id, from the log
+	expirations int    // SignupExpired events in its stream
+	keyHeld     bool   // the email's unique key is held (by anyone)
+	row         bool   // the users read model has the account
+	verified    bool   // the read model says verified
+}
+
+func signupOf(t *testing.T, pool *pgxpool.Pool, email string) signupState {
+	t.Helper()
+	ctx := context.Background()
+	var s signupState
+	if err := pool.QueryRow(ctx, `SELECT user_id::text FROM events WHERE type = 'UserRegistered' AND data->>'email' = $1
+		ORDER BY position DESC LIMIT 1`, email).Scan(&s.user); err != nil {
+		t.Fatalf("the signup of %s: %v", email, err)
+	}
+	q := func(sql string, dst any) {
+		if err := pool.QueryRow(ctx, sql, s.user, email).Scan(dst); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
+	q(`SELECT count(*) FROM events WHERE stream_id = 'user-' || $1 AND type = 'SignupExpired' AND $2 <> ''`, &s.expirations)
+	q(`SELECT EXISTS (SELECT 1 FROM unique_keys WHERE scope = 'email' AND key = $2 AND $1 <> '')`, &s.keyHeld)
+	q(`SELECT EXISTS (SELECT 1 FROM users WHERE id = $1::uuid AND $2 <> '')`, &s.row)
+	q(`SELECT coalesce((SELECT email_verified FROM users WHERE id = $1::uuid AND $2 <> ''), false)`, &s.verified)
+	return s
+}
+
+// An unverified signup older than AUTHD_PENDING_SIGNUP_TTL expires: its
+// stream gets SignupExpired (ids only), the read model drops it, and its
+// email signs up and verifies again at once. A verified account and a
+// younger signup are left alone.
+func TestUnverifiedSignupsExpireAndFreeTheirEmail(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, nil) // AUTHD_PENDING_SIGNUP_TTL at its default, 168h
+	const ttl = 168 * time.Hour
+	// The signups below are made days ago by the clock the commands go by,
+	// and end up in the present, where the access tokens are checked.
+	clock := testenv.NewClock(time.Now().Add(-ttl - time.Hour))
+	in := c.startWith(t, options{now: clock.Now, sweepEvery: 20 * time.Millisecond})
+	pool := c.dbPool(t)
+	const pw = "correct horse battery staple"
+
+	c.signupVerified(t, in, "verified@example.com", pw, nil)
+	in.must(t, 202, "POST", api+"/register", "", map[string]any{"email": "old@example.com", "password": pw, "name": "Old"})
+	// renewed signs up as long ago as old does, and again within its time:
+	// the renewal restarts its clock.
+	in.must(t, 202, "POST", api+"/register", "", map[string]any{"email": "renewed@example.com", "password": pw})
+	clock.Advance(3 * time.Hour)
+	in.must(t, 202, "POST", api+"/register", "", map[string]any{"email": "young@example.com", "password": pw})
+	clock.Advance(ttl - 4*time.Hour)
+	in.must(t, 202, "POST", api+"/register", "", map[string]any{"email": "renewed@example.com", "password": pw})
+	clock.Advance(2 * time.Hour) // now: old 169 h, young 166 h, renewed 2 h since its renewal
+
+	eventually(t, 30*time.Second, func() bool {
+		s := signupOf(t, pool, "old@example.com")
+		return s.expirations == 1 && !s.row
+	})
+	old := signupOf(t, pool, "old@example.com")
+	if old.keyHeld {
+		t.Errorf("old@example.com expired but its email key is still held")
+	}
+	for _, email := range []string{"verified@example.com", "young@example.com", "renewed@example.com"} {
+		if s := signupOf(t, pool, email); s.expirations != 0 || !s.row || !s.keyHeld {
+			t.Errorf("%s: %+v; want it left alone", email, s)
+		}
+	}
+	var data, meta string
+	if err := pool.QueryRow(context.Background(), `SELECT data::text, metadata::text FROM events WHERE type = 'SignupExpired'`).Scan(&data, &meta); err != nil {
+		t.Fatal(err)
+	}
+	if want := `{"user_id": "` + old.user + `"}`; data != want {
+		t.Errorf("SignupExpired data = %s; want %s (ids only)", data, want)
+	}
+	if strings.Contains(meta, "ip") && strings.Contains(meta, ".") {
+		t.Errorf("SignupExpired metadata = %s; want no client details", meta)
+	}
+
+	// The address is free: it signs up again, verifies and signs in, now
+	// (access tokens are checked by the real clock).
+	clock.Advance(time.Since(clock.Now()))
+	again := c.signupVerified(t, in, "old@example.com", "another good passphrase", nil)
+	checkTokens(t, again, "old@example.com")
+	if again.str("user", "id") == old.user {
+		t.Errorf("the new signup got the expired account's id %s", old.user)
+	}
+	me := in.must(t, 200, "GET", api+"/me", again.str("access_token"), nil)
+	if me.str("email") != "old@example.com" || me.body["email_verified"] != true {
+		t.Errorf("GET /me after signing up again = %s", me.raw)
+	}
+	if s := signupOf(t, pool, "old@example.com"); s.expirations != 0 || !s.verified {
+		t.Errorf("the new signup of old@example.com: %+v; want verified", s)
+	}
+}
+
+// A verify racing the sweep either wins (the account is verified and never
+// expires) or loses (invalid_code, the account expired and its email is
+// free), never both; and two instances sweeping at once expire each signup
+// once.
+func TestVerifyRacingTheSweepWinsOrLosesCleanly(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, nil)
+	const ttl = 168 * time.Hour
+	clock := testenv.NewClock(time.Now().Add(-ttl - time.Hour))
+	opts := options{now: clock.Now, sweepEvery: 5 * time.Millisecond}
+	a, b := c.startWith(t, opts), c.startWith(t, opts)
+	pool := c.dbPool(t)
+	const n = 12
+	codes := make([]string, n)
+	for i := range n {
+		email := fmt.Sprintf("racer-%d@example.com", i)
+		a.must(t, 202, "POST", api+"/register", "", map[string]any{"email": email, "password": "correct horse battery staple"})
+		codes[i] = c.nextCode(t, email, 0)
+	}
+
+	start := make(chan struct{})
+	status := make([]int, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			in := []*instance{a, b}[i%2]
+			<-start
+			r := in.call(t, "POST", api+"/register/verify", "", map[string]any{"email": fmt.Sprintf("racer-%d@example.com", i), "code": codes[i]})
+			status[i] = r.status
+			if r.status != 201 && r.errCode() != "invalid_code" {
+				t.Errorf("verify racer-%d = %d %s; want 201 or invalid_code", i, r.status, r.raw)
+			}
+		}()
+	}
+	clock.Advance(ttl + time.Hour) // every signup is past its time: both sweepers go for them
+	close(start)
+	wg.Wait()
+
+	won := 0
+	for i := range n {
+		email := fmt.Sprintf("racer-%d@example.com", i)
+		if status[i] == 201 {
+			won++
+			if s := signupOf(t, pool, email); s.expirations > 0 {
+				t.Errorf("%s verified (201) and expired too: %+v", email, s)
+				continue
+			}
+			eventually(t, 30*time.Second, func() bool { return signupOf(t, pool, email).verified })
+			if s := signupOf(t, pool, email); s.expirations != 0 || !s.keyHeld {
+				t.Errorf("%s verified (201) and yet %+v", email, s)
+			}
+			continue
+		}
+		eventually(t, 30*time.Second, func() bool { s := signupOf(t, pool, email); return s.expirations > 0 && !s.row })
+		if s := signupOf(t, pool, email); s.expirations != 1 || s.keyHeld {
+			t.Errorf("%s lost to the sweep: %+v; want one SignupExpired and the email free", email, s)
+		}
+	}
+	t.Logf("%d of %d verifies beat the sweep", won, n)
+}
