@@ -47,6 +47,7 @@ func TestRegisterDoesTheSameWorkWhetherOrNotTheAddressIsTaken(t *testing.T) {
 		Now:     time.Now,
 		Product: "authd",
 	})
+	go app.Run(t.Context()) // sends the mails the commands hand off
 	ctx := context.Background()
 	const pw = "correct horse battery staple"
 	register := func(label, email string) {

@@ -6,13 +6,10 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/authd/authd/codes"
@@ -25,60 +22,14 @@ import (
 	"github.com/authd/authd/testenv"
 )
 
-// pathKey marks the context of the request whose statements a tracer
-// records.
-type pathKey struct{}
-
-// statements records the SQL each marked request sends, batches included.
-type statements struct {
-	mu  sync.Mutex
-	sql map[string][]string
-}
-
-func (s *statements) record(ctx context.Context, sql string) {
-	path, ok := ctx.Value(pathKey{}).(string)
-	if !ok {
-		return
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.sql[path] = append(s.sql[path], strings.Join(strings.Fields(sql), " "))
-}
-
-func (s *statements) TraceQueryStart(ctx context.Context, _ *pgx.Conn, d pgx.TraceQueryStartData) context.Context {
-	s.record(ctx, d.SQL)
-	return ctx
-}
-
-func (s *statements) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
-
-func (s *statements) TraceBatchStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceBatchStartData) context.Context {
-	return ctx
-}
-
-func (s *statements) TraceBatchQuery(ctx context.Context, _ *pgx.Conn, d pgx.TraceBatchQueryData) {
-	s.record(ctx, "[batch] "+d.SQL)
-}
-
-func (s *statements) TraceBatchEnd(context.Context, *pgx.Conn, pgx.TraceBatchEndData) {}
-
 // tracedApp is the commands over a fresh database whose statements st
 // records, with real parts throughout and no worker draining its queue, so
 // that what each command hands off stays there to be counted.
-func tracedApp(t *testing.T) (*App, *statements) {
+func tracedApp(t *testing.T) (*App, *testenv.Statements) {
 	t.Helper()
 	_, url := testenv.Database(t)
-	cfg, err := pgxpool.ParseConfig(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st := &statements{sql: map[string][]string{}}
-	cfg.ConnConfig.Tracer = st
-	pool, err := pgxpool.NewWithConfig(t.Context(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
+	st := testenv.NewStatements()
+	pool := st.Pool(t, url, 4)
 	limiter := ratelimit.New(pool, time.Now)
 	app := New(Deps{
 		Store:    eventstore.NewStore(pool, testenv.Sealer(t), prometheus.NewRegistry()),
@@ -129,13 +80,10 @@ func TestUnknownAddressesDoTheSameWorkAsKnownOnes(t *testing.T) {
 	run := func(path string, do func(ctx context.Context) error) (sql []string, handoffs int) {
 		t.Helper()
 		before := len(a.jobs)
-		ctx := context.WithValue(t.Context(), pathKey{}, path)
-		if err := do(ctx); err != nil && err != ErrInvalidCredentials {
+		if err := do(st.Label(t.Context(), path)); err != nil && err != ErrInvalidCredentials {
 			t.Fatalf("%s: %v", path, err)
 		}
-		st.mu.Lock()
-		defer st.mu.Unlock()
-		return st.sql[path], len(a.jobs) - before
+		return st.Of(path), len(a.jobs) - before
 	}
 	compare := func(what string, known, unknown func(ctx context.Context) error) {
 		t.Helper()

@@ -194,19 +194,14 @@ func serve(ctx context.Context, getenv func(string) string, logOut io.Writer, cp
 
 	background, stopBackground := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
-	wg.Add(4)
-	go func() { defer wg.Done(); relay.Run(background) }()
-	go func() { defer wg.Done(); app.Run(background) }()
-	go func() { defer wg.Done(); runner.Run(background) }()
-	go func() {
-		defer wg.Done()
+	wg.Go(func() { relay.Run(background) })
+	wg.Go(func() { app.Run(background) })
+	wg.Go(func() { runner.Run(background) })
+	wg.Go(func() {
 		sweeper := &commands.SignupSweeper{App: app, Pool: pool, TTL: cfg.PendingSignupTTL, Every: opts.sweepEvery, Log: log}
 		sweeper.Run(background)
-	}()
-	go func() {
-		defer wg.Done()
-		housekeeping(background, log, keyring, revoked, limiter, codeStore)
-	}()
+	})
+	wg.Go(func() { housekeeping(background, log, keyring, revoked, limiter, codeStore) })
 	defer func() {
 		// After the HTTP server has drained: nothing new is appended, so the
 		// relay flushes what is committed and the projections finish their batch.
