@@ -6,6 +6,7 @@ import (
 	"iter"
 	"mime"
 	"net/netip"
+	"slices"
 	"strings"
 
 	"github.com/gofiber/fiber/v2"
@@ -267,12 +268,22 @@ func (e *edge) errors(next fiber.ErrorHandler, trusted []netip.Prefix) fiber.Err
 }
 
 // closeUnread wraps fasthttp's handler: a request whose body was not read to
-// its end (one answered before the middleware ran, such as an unknown
-// method) closes its connection, since the rest of its body would otherwise
-// be read as the next request. The middleware replaces the stream of every
-// body it read in full.
+// its end (one answered before the middleware ran) closes its connection,
+// since the rest of its body would otherwise be read as the next request.
+// The middleware replaces the stream of every body it read in full. A method
+// fiber does not know is answered here, in the API's error shape: fiber
+// answers it before any middleware, in plain text of its own.
 func closeUnread(next fasthttp.RequestHandler) fasthttp.RequestHandler {
 	return func(ctx *fasthttp.RequestCtx) {
+		if !slices.Contains(fiber.DefaultMethods, string(ctx.Method())) {
+			ctx.Response.Header.Set(fiber.HeaderXContentTypeOptions, "nosniff")
+			ctx.Response.Header.Set(fiber.HeaderCacheControl, "no-store")
+			ctx.SetContentType(fiber.MIMEApplicationJSON)
+			ctx.SetStatusCode(fiber.StatusBadRequest)
+			ctx.SetBodyString(`{"error":{"code":"validation_failed","message":"unsupported HTTP method"}}`)
+			ctx.SetConnectionClose()
+			return
+		}
 		next(ctx)
 		if ctx.Request.IsBodyStream() {
 			ctx.SetConnectionClose()

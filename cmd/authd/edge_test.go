@@ -506,3 +506,24 @@ func TestRefusalsAreCountedAndLogged(t *testing.T) {
 		t.Errorf("the log lines account for %d refusals, more than the %d made", covered, limited)
 	}
 }
+
+// A method fiber does not know gets the API's error shape, never fiber's own
+// plain text, and the connection closes: its body, if any, is never read.
+func TestUnknownMethodsGetTheErrorShape(t *testing.T) {
+	t.Parallel()
+	_, in, _ := edgeInstance(t)
+	ex := sendRaw(t, in.addr(), []byte(request("FOO", "/healthz", "Content-Type: application/json", "Content-Length: 2")+"{}"+request("GET", "/healthz")), 1)
+	if len(ex.answers) == 0 {
+		t.Fatalf("no answer (%v), want 400", ex.end)
+	}
+	r := ex.answers[0].response()
+	if problems := errorShapeProblems(r); len(problems) > 0 || r.status != 400 {
+		t.Errorf("%d %s, want 400 in the error shape\n\t%s", r.status, clip(r.raw, 200), strings.Join(problems, "\n\t"))
+	}
+	if len(ex.answers) > 1 {
+		t.Errorf("the request after it was answered too: %d", ex.answers[1].status)
+	}
+	if !closed(ex) {
+		t.Errorf("the connection stayed open (%v), want it closed", ex.end)
+	}
+}
