@@ -33,6 +33,11 @@ const headerLimit = 16 << 10
 type Check struct {
 	Name  string
 	Check func(ctx context.Context) error
+	// Degrades marks a dependency this instance serves without, worse: its
+	// failure is reported ("degraded: …") but leaves the instance ready, so
+	// that a load balancer does not take every instance out at once for
+	// what they all share.
+	Degrades bool
 }
 
 // Deps is what the HTTP edge needs.
@@ -134,7 +139,9 @@ func readyz(checks []Check) fiber.Handler {
 		results := make(map[string]string, len(checks))
 		ready := true
 		for _, ch := range checks {
-			if err := ch.Check(ctx); err != nil {
+			if err := ch.Check(ctx); err != nil && ch.Degrades {
+				results[ch.Name] = "degraded: " + err.Error()
+			} else if err != nil {
 				results[ch.Name] = err.Error()
 				ready = false
 			} else {

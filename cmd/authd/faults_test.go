@@ -1,7 +1,9 @@
 package main
 
 import (
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/authd/authd/testenv"
 )
@@ -42,4 +44,28 @@ func TestRefreshWhileTheReadModelLagsAnswersTheNewPair(t *testing.T) {
 	if again.status != 200 {
 		t.Fatalf("second refresh = %d %s", again.status, again.raw)
 	}
+}
+
+// NATS down is a degraded service, not an instance to take out of a load
+// balancer: every instance shares the bus, and writes still commit.
+func TestReadinessSaysDegradedWhileNATSIsDown(t *testing.T) {
+	t.Parallel()
+	c, srv := natsCluster(t, nil)
+	in := c.start(t)
+	srv.Kill()
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); {
+		r := in.rawCall(t, "GET", "/readyz", nil, nil)
+		nats := r.str("checks", "nats")
+		if strings.HasPrefix(nats, "degraded: ") {
+			if r.status != 200 {
+				t.Fatalf("/readyz with NATS down = %d %s; want 200 with nats degraded", r.status, r.raw)
+			}
+			return
+		}
+		if nats != "ok" {
+			t.Fatalf("/readyz with NATS down = %d %s; want nats degraded", r.status, r.raw)
+		}
+		time.Sleep(50 * time.Millisecond) // the client has not noticed the server is gone yet
+	}
+	t.Fatal("/readyz still said nats ok 30 s after the server was killed")
 }

@@ -265,7 +265,10 @@ func readiness(pool *pgxpool.Pool, bus *natsbus.Bus, runner *projections.Runner)
 	var applied atomic.Bool
 	return []authhttp.Check{
 		{Name: "postgres", Check: pool.Ping},
-		{Name: "nats", Check: bus.Ping},
+		// Without NATS, writes still commit (the relay catches up later) and
+		// reads answer from the log or say 503; every instance shares the
+		// bus, so failing readiness on it would take them all out at once.
+		{Name: "nats", Check: bus.Ping, Degrades: true},
 		{Name: "migrations", Check: func(ctx context.Context) error {
 			// Once applied, this binary's migrations stay applied: asking
 			// again (it takes goose's lock) on every probe is wasted work.
