@@ -39,7 +39,7 @@ func (c Comparison) Consistent() bool {
 // TableComparison is one read-model table against its rebuild.
 type TableComparison struct {
 	Table       string `json:"table"`
-	LiveRows    int64  `json:"live_rows"`
+	LiveRows    int64  `json:"live_rows"` // at the checkpoint
 	RebuiltRows int64  `json:"rebuilt_rows"`
 	// SampledRows is how many live rows were compared row by row; 0 when
 	// every row was.
@@ -64,24 +64,50 @@ type RowDifference struct {
 func checkSchema(p Projection) string { return "authd_check_" + p.Name() }
 
 // Compare rebuilds p into a scratch schema, up to the live checkpoint, and
-// compares it with the live tables as they stood at that checkpoint, without
-// pausing the live projection: one repeatable-read transaction reads the
-// checkpoint and copies the live rows (all, or sample of them at random when
-// sample > 0), which are consistent with each other since a projection moves
-// its tables and its checkpoint in one transaction. The scratch schema is
-// dropped before Compare returns.
+// compares it with the live tables as they stood at that checkpoint. A
+// repeatable-read, read-only transaction reads the checkpoint and, once the
+// rebuild is done, the live rows: they agree, since a projection moves its
+// tables and its checkpoint in one transaction. That transaction writes
+// nothing, so it takes no transaction id and never holds back the relay,
+// which reads below the oldest running one; and the live projection goes on
+// applying throughout. With sample > 0, that many live rows of each table,
+// picked at random, are compared row by row, and the tables' row counts. The
+// scratch schema is dropped before Compare returns.
 func Compare(ctx context.Context, pool *pgxpool.Pool, store *eventstore.Store, p Projection, sample int64, batchSize int) (_ Comparison, err error) {
 	name := p.Name()
 	if batchSize <= 0 {
 		batchSize = DefaultRebuildBatch
 	}
 	out := Comparison{Projection: name}
-	scratch := pgx.Identifier{checkSchema(p)}.Sanitize()
+	snap, err := pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
+	if err != nil {
+		return out, fmt.Errorf("check %s: %w", name, err)
+	}
+	defer snap.Rollback(context.WithoutCancel(ctx))
+	// The snapshot waits, idle, while the rebuild runs: as long as the
+	// check's own deadline allows, not the pool's default.
+	idle := "0"
+	if dl, ok := ctx.Deadline(); ok {
+		idle = fmt.Sprint(max(time.Until(dl).Milliseconds(), 1))
+	}
+	if _, err := snap.Exec(ctx, `SELECT set_config('idle_in_transaction_session_timeout', $1, true), set_config('statement_timeout', $1, true)`, idle); err != nil {
+		return out, fmt.Errorf("check %s: %w", name, err)
+	}
+	cp, err := readCheckpoint(ctx, snap, name, false)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		cp = Checkpoint{} // never run: its tables hold nothing from the log
+	case err != nil:
+		return out, err
+	}
+	out.Checkpoint = cp.Cursor
 	var live string
-	if err := pool.QueryRow(ctx, `SELECT current_schema()`).Scan(&live); err != nil {
+	if err := snap.QueryRow(ctx, `SELECT current_schema()`).Scan(&live); err != nil {
 		return out, fmt.Errorf("check %s: %w", name, err)
 	}
 	liveSchema := pgx.Identifier{live}.Sanitize()
+
+	scratch := pgx.Identifier{checkSchema(p)}.Sanitize()
 	// Any copy left by a check that was killed goes first.
 	stmts := []string{`DROP SCHEMA IF EXISTS ` + scratch + ` CASCADE`, `CREATE SCHEMA ` + scratch}
 	for _, t := range p.Tables() {
@@ -101,13 +127,8 @@ func Compare(ctx context.Context, pool *pgxpool.Pool, store *eventstore.Store, p
 		}
 	}()
 
-	liveRows, err := snapshotLive(ctx, pool, p, scratch, liveSchema, sample, &out)
-	if err != nil {
-		return out, err
-	}
-
 	// Rebuild up to the checkpoint only: the live projection may have moved
-	// on since, but its copy is of the checkpoint's moment.
+	// on since, but the snapshot shows it at the checkpoint.
 	var cursor eventstore.Cursor
 	for cursor.Before(out.Checkpoint) {
 		events, err := store.ReadLog(ctx, cursor, batchSize)
@@ -134,116 +155,157 @@ func Compare(ctx context.Context, pool *pgxpool.Pool, store *eventstore.Store, p
 	}
 
 	for _, t := range p.Tables() {
-		tc, err := compareTable(ctx, pool, scratch, liveSchema, t, sample > 0)
+		key, err := primaryKey(ctx, snap, liveSchema, t)
+		if err != nil {
+			return out, fmt.Errorf("check %s: %w", name, err)
+		}
+		table := pgx.Identifier{t}.Sanitize()
+		tc := TableComparison{Table: t}
+		if sample > 0 {
+			err = compareSample(ctx, snap, pool, liveSchema+`.`+table, scratch+`.`+table, key, sample, &tc)
+		} else {
+			err = compareAll(ctx, snap, pool, liveSchema+`.`+table, scratch+`.`+table, key, &tc)
+		}
 		if err != nil {
 			return out, fmt.Errorf("check %s: compare %s: %w", name, t, err)
-		}
-		tc.LiveRows = liveRows[t].total
-		if sample > 0 {
-			tc.SampledRows = liveRows[t].copied
-			if tc.LiveRows != tc.RebuiltRows {
-				tc.Differences++
-			}
 		}
 		out.Tables = append(out.Tables, tc)
 	}
 	return out, nil
 }
 
-// snapshotName is the copy of live table t in the scratch schema.
-func snapshotName(t string) string { return "live_" + t }
-
-// liveCount is what snapshotLive saw of a live table.
-type liveCount struct{ copied, total int64 }
-
-// snapshotLive reads the checkpoint into out and copies the live rows into the
-// scratch schema, in one snapshot, and returns what it saw of each table.
-func snapshotLive(ctx context.Context, pool *pgxpool.Pool, p Projection, scratch, live string, sample int64, out *Comparison) (map[string]liveCount, error) {
-	name := p.Name()
-	rows := map[string]liveCount{}
-	err := pgx.BeginTxFunc(ctx, pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead}, func(tx pgx.Tx) error {
-		cp, err := readCheckpoint(ctx, tx, name, false)
-		switch {
-		case errors.Is(err, pgx.ErrNoRows):
-			cp = Checkpoint{} // never run: its tables hold nothing from the log
-		case err != nil:
-			return err
-		}
-		out.Checkpoint = cp.Cursor
-		for _, t := range p.Tables() {
-			table := pgx.Identifier{t}.Sanitize()
-			q := `CREATE TABLE ` + scratch + `.` + pgx.Identifier{snapshotName(t)}.Sanitize() + ` AS SELECT * FROM ` + live + `.` + table
-			if sample > 0 {
-				q += fmt.Sprintf(` ORDER BY random() LIMIT %d`, sample)
-			}
-			tag, err := tx.Exec(ctx, q)
-			if err != nil {
-				return fmt.Errorf("copy %s: %w", t, err)
-			}
-			c := liveCount{copied: tag.RowsAffected(), total: tag.RowsAffected()}
-			if sample > 0 {
-				if err := tx.QueryRow(ctx, `SELECT count(*) FROM `+live+`.`+table).Scan(&c.total); err != nil {
-					return fmt.Errorf("count %s: %w", t, err)
-				}
-			}
-			rows[t] = c
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("check %s: read the live tables: %w", name, err)
-	}
-	return rows, nil
+// keyedRows selects a table's rows as the text of their key and of the whole
+// row, both jsonb (json columns have no equality; jsonb's text is canonical),
+// ordered by the key's bytes so that Go can merge two of them.
+func keyedRows(table string, key rowKey) string {
+	k := key.of(`to_jsonb(t)`)
+	return `SELECT ` + k + `::text AS k, to_jsonb(t)::text FROM ` + table + ` t`
 }
 
-// compareTable finds the rows that differ between the copy of live table t
-// and its rebuild. Rows are compared as jsonb (json columns have no equality)
-// and matched by primary key to tell a changed row from an extra or a
-// missing one. When sampled, only the rebuilt rows whose keys were sampled
-// take part.
-func compareTable(ctx context.Context, pool *pgxpool.Pool, scratch, live, t string, sampled bool) (TableComparison, error) {
-	tc := TableComparison{Table: t}
-	key, err := primaryKey(ctx, pool, live, t)
+func orderedByKey(q string) string { return `SELECT * FROM (` + q + `) s ORDER BY k COLLATE "C"` }
+
+// compareAll compares every row, merging the live rows, read in the
+// snapshot, with the rebuilt ones, both in key order.
+func compareAll(ctx context.Context, snap pgx.Tx, pool *pgxpool.Pool, live, rebuilt string, key rowKey, tc *TableComparison) error {
+	lrows, err := snap.Query(ctx, orderedByKey(keyedRows(live, key)))
 	if err != nil {
-		return tc, err
+		return err
 	}
-	liveCopy := scratch + `.` + pgx.Identifier{snapshotName(t)}.Sanitize()
-	rebuilt := scratch + `.` + pgx.Identifier{t}.Sanitize()
-	rebuiltRows := `SELECT to_jsonb(b) AS r FROM ` + rebuilt + ` b`
-	if sampled {
-		rebuiltRows += ` WHERE ` + key.of("to_jsonb(b)") + ` IN (SELECT ` + key.of("to_jsonb(l)") + ` FROM ` + liveCopy + ` l)`
-	}
-	q := `WITH l AS (SELECT to_jsonb(l) AS r FROM ` + liveCopy + ` l),
-		b AS (` + rebuiltRows + `),
-		lo AS (SELECT ` + key.of("r") + ` AS k FROM (SELECT r FROM l EXCEPT ALL SELECT r FROM b) x),
-		bo AS (SELECT ` + key.of("r") + ` AS k FROM (SELECT r FROM b EXCEPT ALL SELECT r FROM l) x),
-		d AS (SELECT CASE WHEN bo.k IS NULL THEN 'extra' WHEN lo.k IS NULL THEN 'missing' ELSE 'changed' END AS kind,
-				coalesce(lo.k, bo.k) AS k
-			FROM lo FULL JOIN bo ON lo.k = bo.k)
-		SELECT kind, k::text, count(*) OVER (), (SELECT count(*) FROM ` + rebuilt + `) FROM d ORDER BY kind, k LIMIT ` + fmt.Sprint(maxRowExamples)
-	rows, err := pool.Query(ctx, q)
+	defer lrows.Close()
+	brows, err := pool.Query(ctx, orderedByKey(keyedRows(rebuilt, key)))
 	if err != nil {
-		return tc, err
+		return err
 	}
-	defer rows.Close()
+	defer brows.Close()
+	l, b := rowCursor{rows: lrows}, rowCursor{rows: brows}
+	l.next()
+	b.next()
+	for (l.ok || b.ok) && l.err == nil && b.err == nil {
+		switch {
+		case !b.ok || (l.ok && l.key < b.key):
+			tc.differ("extra", l.key)
+			tc.LiveRows++
+			l.next()
+		case !l.ok || b.key < l.key:
+			tc.differ("missing", b.key)
+			tc.RebuiltRows++
+			b.next()
+		default:
+			if l.row != b.row {
+				tc.differ("changed", l.key)
+			}
+			tc.LiveRows++
+			tc.RebuiltRows++
+			l.next()
+			b.next()
+		}
+	}
+	return errors.Join(l.err, b.err)
+}
+
+// compareSample compares sample live rows picked at random with the rebuilt
+// rows of the same keys, and the two tables' row counts.
+func compareSample(ctx context.Context, snap pgx.Tx, pool *pgxpool.Pool, live, rebuilt string, key rowKey, sample int64, tc *TableComparison) error {
+	if err := snap.QueryRow(ctx, `SELECT count(*) FROM `+live).Scan(&tc.LiveRows); err != nil {
+		return err
+	}
+	if err := pool.QueryRow(ctx, `SELECT count(*) FROM `+rebuilt).Scan(&tc.RebuiltRows); err != nil {
+		return err
+	}
+	rows, err := snap.Query(ctx, keyedRows(live, key)+` ORDER BY random() LIMIT $1`, sample)
+	if err != nil {
+		return err
+	}
+	liveRows := map[string]string{}
+	var keys []string
 	for rows.Next() {
-		var d RowDifference
-		var k string
-		if err := rows.Scan(&d.Kind, &k, &tc.Differences, &tc.RebuiltRows); err != nil {
-			return tc, err
+		var k, r string
+		if err := rows.Scan(&k, &r); err != nil {
+			rows.Close()
+			return err
 		}
-		d.Key = json.RawMessage(k)
-		tc.Examples = append(tc.Examples, d)
+		liveRows[k] = r
+		keys = append(keys, k)
 	}
+	rows.Close()
 	if err := rows.Err(); err != nil {
-		return tc, err
+		return err
 	}
-	if tc.Differences == 0 {
-		if err := pool.QueryRow(ctx, `SELECT count(*) FROM `+rebuilt).Scan(&tc.RebuiltRows); err != nil {
-			return tc, err
+	tc.SampledRows = int64(len(keys))
+	rows, err = pool.Query(ctx, keyedRows(rebuilt, key)+` WHERE `+key.of(`to_jsonb(t)`)+` = ANY($1::jsonb[])`, keys)
+	if err != nil {
+		return err
+	}
+	found := map[string]string{}
+	for rows.Next() {
+		var k, r string
+		if err := rows.Scan(&k, &r); err != nil {
+			rows.Close()
+			return err
+		}
+		found[k] = r
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	for _, k := range keys {
+		switch r, ok := found[k]; {
+		case !ok:
+			tc.differ("extra", k)
+		case r != liveRows[k]:
+			tc.differ("changed", k)
 		}
 	}
-	return tc, nil
+	if tc.LiveRows != tc.RebuiltRows {
+		tc.Differences++
+	}
+	return nil
+}
+
+// differ counts a differing row and names it, up to maxRowExamples.
+func (tc *TableComparison) differ(kind, key string) {
+	tc.Differences++
+	if len(tc.Examples) < maxRowExamples {
+		tc.Examples = append(tc.Examples, RowDifference{Kind: kind, Key: json.RawMessage(key)})
+	}
+}
+
+// rowCursor steps through (key, row) text pairs.
+type rowCursor struct {
+	rows     pgx.Rows
+	ok       bool
+	key, row string
+	err      error
+}
+
+func (c *rowCursor) next() {
+	c.ok = c.rows.Next()
+	if c.ok {
+		c.err = c.rows.Scan(&c.key, &c.row)
+		return
+	}
+	c.err = c.rows.Err()
 }
 
 // rowKey is a table's primary key columns, as SQL string literals.
@@ -262,8 +324,8 @@ func (k rowKey) of(r string) string {
 	return `jsonb_build_object(` + strings.Join(parts, ", ") + `)`
 }
 
-func primaryKey(ctx context.Context, pool *pgxpool.Pool, live, t string) (rowKey, error) {
-	rows, err := pool.Query(ctx, `SELECT quote_literal(a.attname)
+func primaryKey(ctx context.Context, q pgx.Tx, live, t string) (rowKey, error) {
+	rows, err := q.Query(ctx, `SELECT quote_literal(a.attname)
 		FROM pg_index i
 		JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
 		WHERE i.indrelid = ($1 || '.' || $2)::regclass AND i.indisprimary
