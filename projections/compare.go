@@ -114,11 +114,6 @@ func Compare(ctx context.Context, pool *pgxpool.Pool, store *eventstore.Store, p
 		table := pgx.Identifier{t}.Sanitize()
 		stmts = append(stmts, `CREATE TABLE `+scratch+`.`+table+` (LIKE `+liveSchema+`.`+table+` INCLUDING ALL)`)
 	}
-	for _, s := range stmts {
-		if _, err := pool.Exec(ctx, s); err != nil {
-			return out, fmt.Errorf("check %s: prepare scratch tables: %w", name, err)
-		}
-	}
 	defer func() {
 		drop, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 		defer cancel()
@@ -126,6 +121,11 @@ func Compare(ctx context.Context, pool *pgxpool.Pool, store *eventstore.Store, p
 			err = errors.Join(err, fmt.Errorf("check %s: drop scratch schema: %w", name, dropErr))
 		}
 	}()
+	for _, s := range stmts {
+		if _, err := pool.Exec(ctx, s); err != nil {
+			return out, fmt.Errorf("check %s: prepare scratch tables: %w", name, err)
+		}
+	}
 
 	// Rebuild up to the checkpoint only: the live projection may have moved
 	// on since, but the snapshot shows it at the checkpoint.
