@@ -205,7 +205,8 @@ Commands:
 	}
 	tw.Flush()
 	fmt.Fprint(w, `
-Exit status: 0 success, 1 failure (or not ready, for health), 2 wrong usage.
+Exit status: 0 success, 1 failure (or not ready, for health; inconsistent, for
+check), 2 wrong usage (or, for check, could not check).
 `)
 }
 
