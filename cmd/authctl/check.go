@@ -6,7 +6,9 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"maps"
 	"math"
+	"slices"
 	"strings"
 	"time"
 
@@ -166,10 +168,13 @@ func check(ctx context.Context, c *cli, cfg config.Config, opt checkOptions) (ch
 	}
 	report.Stream.Name = cfg.NATSStream
 	s := report.Stream
-	for kind, n := range map[string]int64{"missing from the stream": s.Missing, "duplicated in the stream": s.Duplicates,
-		"out of order in the stream": s.OutOfOrder, "in the stream but not in the log": s.Unknown} {
-		if n > 0 {
-			report.Problems = append(report.Problems, fmt.Sprintf("%d events %s", n, kind))
+	for _, k := range []struct {
+		n    int64
+		what string
+	}{{s.Missing, "missing from the stream"}, {s.Duplicates, "duplicated in the stream"},
+		{s.OutOfOrder, "out of order in the stream"}, {s.Unknown, "in the stream but not in the log"}} {
+		if k.n > 0 {
+			report.Problems = append(report.Problems, fmt.Sprintf("%d events %s", k.n, k.what))
 		}
 	}
 	if s.Pending.Stalled {
@@ -183,13 +188,17 @@ func check(ctx context.Context, c *cli, cfg config.Config, opt checkOptions) (ch
 	}
 	report.Relay = status.Relay
 	report.Relay.Name = cfg.NATSStream
-	for i, p := range projections.All() {
+	lag := map[string]checkpointStatus{}
+	for _, st := range status.Projections {
+		lag[st.Name] = st
+	}
+	for _, p := range projections.All() {
 		cmp, err := projections.Compare(ctx, pool, store, p, opt.sample, opt.batch)
 		if err != nil {
 			return report, err
 		}
 		pc := projectionCheck{Consistent: cmp.Consistent(), Comparison: cmp,
-			LagEvents: status.Projections[i].LagEvents, LagSeconds: status.Projections[i].LagSeconds}
+			LagEvents: lag[p.Name()].LagEvents, LagSeconds: lag[p.Name()].LagSeconds}
 		for _, t := range cmp.Tables {
 			if t.Differences > 0 {
 				report.Problems = append(report.Problems, fmt.Sprintf("projection %s: table %s has %d rows unlike a rebuild", p.Name(), t.Table, t.Differences))
@@ -291,7 +300,13 @@ func checkStream(ctx context.Context, pool *pgxpool.Pool, store *eventstore.Stor
 	if err != nil {
 		return sc, err
 	}
-	for _, e := range passed {
+	missing := slices.SortedFunc(maps.Values(passed), func(a, b eventstore.Event) int {
+		if a.Commit.Before(b.Commit) {
+			return -1
+		}
+		return 1
+	})
+	for _, e := range missing {
 		sc.Missing++
 		problem(streamProblem{Kind: "missing", EventID: e.ID, Commit: &e.Commit})
 	}
