@@ -46,6 +46,7 @@ func commandTable() []command {
 		{"events tail", "[--type T] [--user ID] [--from-start]", "print events from JetStream as JSON lines until interrupted", setupTail},
 		{"events ls", "--stream S", "print a stream's events (public part) as JSON lines", setupList},
 		{"keys rotate", "[--retire-after D]", "add a new JWT signing key; old keys keep verifying until retired", setupRotate},
+		{"check", "[--timeout D] [--sample N] [--pending-max D]", "audit the log, the stream and every projection; JSON report, exit 0 clean, 1 inconsistent, 2 could not check", setupCheck},
 		{"health", "[URL]", "GET URL (default /readyz on AUTHD_ADDR); exit 0 on 200, 1 otherwise", setupHealth},
 		{"help", "[COMMAND]", "show this text, or a command's flags", nil},
 	}
@@ -103,6 +104,10 @@ func report(stderr io.Writer, cmd command, err error) int {
 		return exitUsage
 	}
 	fmt.Fprintf(stderr, "authctl: %s: %v\n", cmd.path, err)
+	var ee *exitError
+	if errors.As(err, &ee) {
+		return ee.code
+	}
 	return exitFailure
 }
 
@@ -200,7 +205,8 @@ Commands:
 	}
 	tw.Flush()
 	fmt.Fprint(w, `
-Exit status: 0 success, 1 failure (or not ready, for health), 2 wrong usage.
+Exit status: 0 success, 1 failure (or not ready, for health; inconsistent, for
+check), 2 wrong usage (or, for check, could not check).
 `)
 }
 
