@@ -8,6 +8,8 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgtype"
+
+	"github.com/authd/authd/domain"
 )
 
 // UserReader reads users from the users read model for GET /me and every
@@ -42,7 +44,9 @@ func NewUserReader(q Querier) *UserReader {
 	return &UserReader{q: q, turn: make(chan struct{}, 1)}
 }
 
-// Get returns the user with the given id, or ErrNotFound.
+// Get returns the user with the given id; ErrNotFound when the read model
+// has no such user, ErrBehind when the log holds a change to the user that
+// the read model does not show yet.
 func (r *UserReader) Get(ctx context.Context, id uuid.UUID) (UserView, error) {
 	read := &userRead{id: id, done: make(chan struct{})}
 	r.mu.Lock()
@@ -72,46 +76,71 @@ func (r *UserReader) answer(ctx context.Context, batch []*userRead) {
 	defer cancel()
 	found, err := r.query(ctx, batch)
 	for _, read := range batch {
-		switch v, ok := found[read.id]; {
+		switch row, ok := found[read.id]; {
 		case err != nil:
 			read.err = err
-		case ok:
-			read.view = v
-		default:
+		case !ok:
 			read.err = ErrNotFound
+		case row.behind:
+			read.err = ErrBehind
+		default:
+			read.view = row.view
 		}
 		close(read.done)
 	}
 }
 
-func (r *UserReader) query(ctx context.Context, batch []*userRead) (map[uuid.UUID]UserView, error) {
+func (r *UserReader) query(ctx context.Context, batch []*userRead) (map[uuid.UUID]readRow, error) {
 	// As in eventstore's loads, the ids go through a sub-select so that
 	// Postgres plans the query once rather than for every array: planning
-	// the join took twice as long as running it.
+	// the join took twice as long as running it. Each row also says whether
+	// the log holds an event of the user's or two-factor stream that the
+	// projection of that part has not applied yet: a probe of each stream's
+	// index, so that a read never shows less than the log has.
 	ids := make([]pgtype.UUID, len(batch))
+	userStreams, twoFactorStreams := make([]string, len(batch)), make([]string, len(batch))
 	for i, read := range batch {
 		ids[i] = pgUUID(read.id)
+		userStreams[i], twoFactorStreams[i] = domain.UserStream(read.id), domain.TwoFactorStream(read.id)
 	}
-	rows, err := r.q.Query(ctx, `SELECT u.id, u.email, u.name, u.email_verified, u.tenant_id, coalesce(t.name, ''),
-		coalesce(tf.enabled, false), u.created_at
-		FROM users u LEFT JOIN tenants t ON t.id = u.tenant_id LEFT JOIN two_factor tf ON tf.user_id = u.id
-		WHERE u.id = ANY((SELECT $1::uuid[])::uuid[])`, ids)
+	rows, err := r.q.Query(ctx, `WITH q AS (SELECT * FROM unnest((SELECT $1::uuid[])::uuid[], $2::text[], $3::text[]) AS q(id, us, ts))
+		SELECT u.id, u.email, u.name, u.email_verified, u.tenant_id, coalesce(t.name, ''),
+		coalesce(tf.enabled, false), u.created_at,
+		`+behindSQL("q.us", "$4")+` OR `+behindSQL("q.ts", "$5")+`
+		FROM q JOIN users u ON u.id = q.id LEFT JOIN tenants t ON t.id = u.tenant_id LEFT JOIN two_factor tf ON tf.user_id = u.id`,
+		ids, userStreams, twoFactorStreams, Users{}.Name(), TwoFactor{}.Name())
 	if err != nil {
 		return nil, fmt.Errorf("read %d users: %w", len(batch), err)
 	}
 	defer rows.Close()
-	found := make(map[uuid.UUID]UserView, len(batch))
+	found := make(map[uuid.UUID]readRow, len(batch))
 	for rows.Next() {
 		var u UserView
+		var behind bool
 		var id, tenant pgtype.UUID
-		if err := rows.Scan(&id, &u.Email, &u.Name, &u.EmailVerified, &tenant, &u.Tenant.Name, &u.TwoFactorEnabled, &u.CreatedAt); err != nil {
+		if err := rows.Scan(&id, &u.Email, &u.Name, &u.EmailVerified, &tenant, &u.Tenant.Name, &u.TwoFactorEnabled, &u.CreatedAt, &behind); err != nil {
 			return nil, fmt.Errorf("read %d users: %w", len(batch), err)
 		}
 		u.ID, u.Tenant.ID, u.CreatedAt = id.Bytes, tenant.Bytes, u.CreatedAt.UTC()
-		found[u.ID] = u
+		found[u.ID] = readRow{view: u, behind: behind}
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("read %d users: %w", len(batch), err)
 	}
 	return found, nil
+}
+
+type readRow struct {
+	view   UserView
+	behind bool
+}
+
+// behindSQL is a condition that holds when the stream named by the SQL
+// expression stream has an event after the saved checkpoint of the
+// projection named by the parameter projection. The saved checkpoint is at
+// or behind the one in memory, so a doubt only costs a read of the log.
+func behindSQL(stream, projection string) string {
+	return `EXISTS (SELECT 1 FROM events e WHERE e.stream_id = ` + stream + ` AND (e.tx_id, e.position) >
+		(coalesce((SELECT tx_id FROM projection_checkpoints WHERE name = ` + projection + `), '0'),
+		 coalesce((SELECT position FROM projection_checkpoints WHERE name = ` + projection + `), 0)))`
 }
