@@ -84,7 +84,7 @@ func ActiveSessions(ctx context.Context, q Querier, userID uuid.UUID, since time
 // misstate. It scans the log from the projection's saved checkpoint on, in
 // commit order, so its cost is the read model's lag, not the log's size.
 func SessionsBehind(ctx context.Context, q Querier, userID uuid.UUID) ([]uuid.UUID, error) {
-	prefix := strings.TrimSuffix(domain.SessionStream(uuid.Nil), uuid.Nil.String())
+	prefix := streamPrefix(domain.SessionStream)
 	rows, err := q.Query(ctx, `SELECT DISTINCT e.stream_id FROM events e
 		WHERE (e.tx_id, e.position) >
 			(coalesce((SELECT tx_id FROM projection_checkpoints WHERE name = $3), '0'),

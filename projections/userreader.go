@@ -3,6 +3,7 @@ package projections
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -98,17 +99,15 @@ func (r *UserReader) query(ctx context.Context, batch []*userRead) (map[uuid.UUI
 	// projection of that part has not applied yet: a probe of each stream's
 	// index, so that a read never shows less than the log has.
 	ids := make([]pgtype.UUID, len(batch))
-	userStreams, twoFactorStreams := make([]string, len(batch)), make([]string, len(batch))
 	for i, read := range batch {
 		ids[i] = pgUUID(read.id)
-		userStreams[i], twoFactorStreams[i] = domain.UserStream(read.id), domain.TwoFactorStream(read.id)
 	}
-	rows, err := r.q.Query(ctx, `WITH q AS (SELECT * FROM unnest((SELECT $1::uuid[])::uuid[], $2::text[], $3::text[]) AS q(id, us, ts))
-		SELECT u.id, u.email, u.name, u.email_verified, u.tenant_id, coalesce(t.name, ''),
+	rows, err := r.q.Query(ctx, `SELECT u.id, u.email, u.name, u.email_verified, u.tenant_id, coalesce(t.name, ''),
 		coalesce(tf.enabled, false), u.created_at,
-		`+behindSQL("q.us", "$4")+` OR `+behindSQL("q.ts", "$5")+`
-		FROM q JOIN users u ON u.id = q.id LEFT JOIN tenants t ON t.id = u.tenant_id LEFT JOIN two_factor tf ON tf.user_id = u.id`,
-		ids, userStreams, twoFactorStreams, Users{}.Name(), TwoFactor{}.Name())
+		`+behindSQL("$2 || u.id::text", "$4")+` OR `+behindSQL("$3 || u.id::text", "$5")+`
+		FROM users u LEFT JOIN tenants t ON t.id = u.tenant_id LEFT JOIN two_factor tf ON tf.user_id = u.id
+		WHERE u.id = ANY((SELECT $1::uuid[])::uuid[])`,
+		ids, streamPrefix(domain.UserStream), streamPrefix(domain.TwoFactorStream), Users{}.Name(), TwoFactor{}.Name())
 	if err != nil {
 		return nil, fmt.Errorf("read %d users: %w", len(batch), err)
 	}
@@ -128,6 +127,12 @@ func (r *UserReader) query(ctx context.Context, batch []*userRead) (map[uuid.UUI
 		return nil, fmt.Errorf("read %d users: %w", len(batch), err)
 	}
 	return found, nil
+}
+
+// streamPrefix is what the stream names of one kind start with, the id
+// following.
+func streamPrefix(name func(uuid.UUID) string) string {
+	return strings.TrimSuffix(name(uuid.Nil), uuid.Nil.String())
 }
 
 type readRow struct {
