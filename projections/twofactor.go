@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/google/uuid"
@@ -22,12 +23,12 @@ func (TwoFactor) Name() string     { return "twofactor" }
 func (TwoFactor) Tables() []string { return []string{"two_factor"} }
 
 // Uses lists the event types Apply acts on (Selective).
-func (TwoFactor) Uses(eventType string) bool {
-	switch eventType {
-	case domain.TypeTotpEnabled, domain.TypeTotpDisabled, domain.TypeBackupCodesRegenerated, domain.TypeBackupCodeUsed:
-		return true
-	}
-	return false
+func (tf TwoFactor) Uses(eventType string) bool { return slices.Contains(tf.types(), eventType) }
+
+// types are the event types Apply acts on: also those whose being past the
+// checkpoint makes a user's two-factor state stale (UserReader).
+func (TwoFactor) types() []string {
+	return []string{domain.TypeTotpEnabled, domain.TypeTotpDisabled, domain.TypeBackupCodesRegenerated, domain.TypeBackupCodeUsed}
 }
 
 // Each statement is an upsert that sets the row to what the event says (a

@@ -96,18 +96,20 @@ func (r *UserReader) query(ctx context.Context, batch []*userRead) (map[uuid.UUI
 	// Postgres plans the query once rather than for every array: planning
 	// the join took twice as long as running it. Each row also says whether
 	// the log holds an event of the user's or two-factor stream that the
-	// projection of that part has not applied yet: a probe of each stream's
-	// index, so that a read never shows less than the log has.
+	// projection of that part has not applied yet, of a type it applies (a
+	// sign-in's TotpCodeAccepted changes nothing shown): a probe of each
+	// stream's index, so that a read never shows less than the log has.
 	ids := make([]pgtype.UUID, len(batch))
 	for i, read := range batch {
 		ids[i] = pgUUID(read.id)
 	}
 	rows, err := r.q.Query(ctx, `SELECT u.id, u.email, u.name, u.email_verified, u.tenant_id, coalesce(t.name, ''),
 		coalesce(tf.enabled, false), u.created_at,
-		`+behindSQL("$2 || u.id::text", "$4")+` OR `+behindSQL("$3 || u.id::text", "$5")+`
+		`+behindSQL("$2 || u.id::text", "$4", "$6")+` OR `+behindSQL("$3 || u.id::text", "$5", "$7")+`
 		FROM users u LEFT JOIN tenants t ON t.id = u.tenant_id LEFT JOIN two_factor tf ON tf.user_id = u.id
 		WHERE u.id = ANY((SELECT $1::uuid[])::uuid[])`,
-		ids, streamPrefix(domain.UserStream), streamPrefix(domain.TwoFactorStream), Users{}.Name(), TwoFactor{}.Name())
+		ids, streamPrefix(domain.UserStream), streamPrefix(domain.TwoFactorStream), Users{}.Name(), TwoFactor{}.Name(),
+		Users{}.types(), TwoFactor{}.types())
 	if err != nil {
 		return nil, fmt.Errorf("read %d users: %w", len(batch), err)
 	}
@@ -141,11 +143,11 @@ type readRow struct {
 }
 
 // behindSQL is a condition that holds when the stream named by the SQL
-// expression stream has an event after the saved checkpoint of the
-// projection named by the parameter projection. The saved checkpoint is at
+// expression stream has an event of one of the parameter types' types after
+// the saved checkpoint of the projection named by the parameter projection. The saved checkpoint is at
 // or behind the one in memory, so a doubt only costs a read of the log.
-func behindSQL(stream, projection string) string {
-	return `EXISTS (SELECT 1 FROM events e WHERE e.stream_id = ` + stream + ` AND (e.tx_id, e.position) >
+func behindSQL(stream, projection, types string) string {
+	return `EXISTS (SELECT 1 FROM events e WHERE e.stream_id = ` + stream + ` AND e.type = ANY(` + types + `::text[]) AND (e.tx_id, e.position) >
 		(coalesce((SELECT tx_id FROM projection_checkpoints WHERE name = ` + projection + `), '0'),
 		 coalesce((SELECT position FROM projection_checkpoints WHERE name = ` + projection + `), 0)))`
 }

@@ -157,10 +157,12 @@ func TestUserReaderSaysWhenTheLogIsAhead(t *testing.T) {
 	if _, err := r.Get(ctx, user); err != nil {
 		t.Fatalf("read with an empty log: %v", err)
 	}
-	appendEvent := func(stream string) (tx string, pos int64) {
+	version := map[string]int{}
+	appendEvent := func(stream, eventType string) (tx string, pos int64) {
 		t.Helper()
+		version[stream]++
 		if err := pool.QueryRow(ctx, `INSERT INTO events (id, stream_id, version, type, occurred_at, user_id)
-			VALUES ($1, $2, 1, 'Test', now(), $3) RETURNING tx_id::text, position`, uuid.New(), stream, user).Scan(&tx, &pos); err != nil {
+			VALUES ($1, $2, $3, $4, now(), $5) RETURNING tx_id::text, position`, uuid.New(), stream, version[stream], eventType, user).Scan(&tx, &pos); err != nil {
 			t.Fatal(err)
 		}
 		return tx, pos
@@ -173,7 +175,7 @@ func TestUserReaderSaysWhenTheLogIsAhead(t *testing.T) {
 		}
 	}
 
-	tx, pos := appendEvent(domain.UserStream(user))
+	tx, pos := appendEvent(domain.UserStream(user), domain.TypeEmailVerified)
 	if _, err := r.Get(ctx, user); !errors.Is(err, ErrBehind) {
 		t.Fatalf("read with the user's event past every checkpoint: %v, want ErrBehind", err)
 	}
@@ -182,7 +184,13 @@ func TestUserReaderSaysWhenTheLogIsAhead(t *testing.T) {
 		t.Fatalf("read with the users checkpoint at the event: %v", err)
 	}
 
-	tx, pos = appendEvent(domain.TwoFactorStream(user))
+	// An event the projection does not apply changes nothing the row shows.
+	appendEvent(domain.UserStream(user), domain.TypePasswordRehashed)
+	if _, err := r.Get(ctx, user); err != nil {
+		t.Fatalf("read with only a password rehash past the checkpoint: %v", err)
+	}
+
+	tx, pos = appendEvent(domain.TwoFactorStream(user), domain.TypeTotpEnabled)
 	checkpoint(Users{}.Name(), tx, pos) // the users projection is not the one that shows two-factor state
 	if _, err := r.Get(ctx, user); !errors.Is(err, ErrBehind) {
 		t.Fatalf("read with a two-factor event past its projection's checkpoint: %v, want ErrBehind", err)
