@@ -114,3 +114,21 @@ func TestSessionsWhileTheReadModelLagsListTheWrites(t *testing.T) {
 		t.Fatalf("GET /sessions = %s; want %v with the first current", l.raw, want)
 	}
 }
+
+// Turning two-factor on while the twofactor read model is behind (NATS
+// down): GET /2fa/status and /me say it is on, with the backup codes just
+// issued, rather than off.
+func TestTwoFactorStatusWhileTheReadModelLagsShowsTheEnable(t *testing.T) {
+	t.Parallel()
+	c, in, killNATS := readsCluster(t)
+	const email = "tf-lag@example.com"
+	s := c.signupVerified(t, in, email, "correct horse battery", nil)
+	access := s.str("access_token")
+	projected(t, c, email, true)
+	killNATS()
+
+	setup := in.must(t, 200, "POST", api+"/2fa/setup", access, nil)
+	k := &tfAuthenticator{secret: setup.str("secret")}
+	enabled := in.must(t, 200, "POST", api+"/2fa/enable", access, map[string]any{"code": k.next(t)})
+	tfStatus(t, in, access, true, len(tfBackupCodes(t, enabled)))
+}
