@@ -5,7 +5,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+
+	"github.com/authd/authd/internal/softauthn"
 )
 
 // readsCluster is a cluster on a NATS of the test's own whose writes wait
@@ -131,4 +134,25 @@ func TestTwoFactorStatusWhileTheReadModelLagsShowsTheEnable(t *testing.T) {
 	k := &tfAuthenticator{secret: setup.str("secret")}
 	enabled := in.must(t, 200, "POST", api+"/2fa/enable", access, map[string]any{"code": k.next(t)})
 	tfStatus(t, in, access, true, len(tfBackupCodes(t, enabled)))
+}
+
+// A passkey registered while the passkeys read model is behind (NATS down)
+// is listed at once, as its registration answered.
+func TestPasskeyListWhileTheReadModelLagsShowsTheNewPasskey(t *testing.T) {
+	t.Parallel()
+	c, in, killNATS := readsCluster(t)
+	const email = "pk-lag@example.com"
+	s := c.signupVerified(t, in, email, "correct horse battery", nil)
+	access := s.str("access_token")
+	projected(t, c, email, true)
+	killNATS()
+
+	r, _ := pkRegister(t, in, access, &softauthn.Authenticator{AAGUID: uuid.New()}, "Laptop")
+	if r.status != 201 && r.status != 200 {
+		t.Fatalf("register a passkey = %d %s", r.status, r.raw)
+	}
+	got := pkList(t, in, access)
+	if len(got) != 1 || got[0]["name"] != "Laptop" || got[0]["id"] != r.str("id") {
+		t.Fatalf("GET /passkey/list = %v after registering %s; want that passkey", got, r.raw)
+	}
 }
