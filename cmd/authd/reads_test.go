@@ -156,3 +156,24 @@ func TestPasskeyListWhileTheReadModelLagsShowsTheNewPasskey(t *testing.T) {
 		t.Fatalf("GET /passkey/list = %v after registering %s; want that passkey", got, r.raw)
 	}
 }
+
+// "Sign out everywhere else" while the sessions read model is behind (NATS
+// down) also ends the session started after it fell behind: the list it
+// revokes is the log's, not the read model's.
+func TestRevokeOtherSessionsWhileTheReadModelLagsEndsTheNewOne(t *testing.T) {
+	t.Parallel()
+	c, in, killNATS := readsCluster(t)
+	const email, pw = "revoke-others-lag@example.com", "correct horse battery"
+	first := c.signupVerified(t, in, email, pw, nil)
+	projected(t, c, email, true)
+	killNATS()
+
+	late := in.must(t, 200, "POST", api+"/login", "", map[string]any{"email": email, "password": pw})
+	r := in.must(t, 200, "DELETE", api+"/sessions", first.str("access_token"), nil)
+	if r.body["revoked"] != float64(1) {
+		t.Fatalf("DELETE /sessions = %s; want the session started meanwhile revoked", r.raw)
+	}
+	if again := in.call(t, "POST", api+"/refresh", "", map[string]any{"refresh_token": late.str("refresh_token")}); again.status != 401 {
+		t.Fatalf("refresh of a session signed out everywhere else = %d %s; want 401", again.status, again.raw)
+	}
+}
