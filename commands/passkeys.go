@@ -111,6 +111,20 @@ func (a *App) loadPasskeyAccount(ctx context.Context, id uuid.UUID) (passkeyAcco
 	return acc, nil
 }
 
+// PasskeysFromLog is a user's passkeys as their stream has them, in the
+// order they were added: what a read shows when the passkeys read model has
+// not caught up. ErrNotFound when the log has no such account.
+func (a *App) PasskeysFromLog(ctx context.Context, id uuid.UUID) ([]domain.Passkey, error) {
+	acc, err := a.loadPasskeyAccount(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if !acc.user.Exists() {
+		return nil, ErrNotFound
+	}
+	return acc.passkeys.Passkeys, nil
+}
+
 // passkeyUser shows an account to go-webauthn. The user handle is the
 // user id's 16 bytes: a sign-in finds the account from it.
 type passkeyUser struct {

@@ -21,9 +21,6 @@ type Tokens struct {
 	RefreshTTL   time.Duration
 	SessionID    uuid.UUID
 	UserID       uuid.UUID
-	// User is the account as the command saw it, when it loaded it: what to
-	// show should the users read model not have caught up yet.
-	User *domain.User
 }
 
 // startSession adds a new session for user to the change.
@@ -101,9 +98,7 @@ func (a *App) openSession(ctx context.Context, c *change, u *domain.User, amr []
 		return Tokens{}, err
 	}
 	a.waitFor(ctx, committed, append([]string{"users", "sessions"}, waitAlso...)...)
-	t, err := a.issue(id, u.ID, u.TenantID, amr, 0)
-	t.User = u
-	return t, err
+	return a.issue(id, u.ID, u.TenantID, amr, 0)
 }
 
 // Refresh rotates a refresh token (API.md: POST /refresh).
@@ -166,20 +161,55 @@ func (a *App) Refresh(ctx context.Context, refreshToken string, r Request) (Toke
 	})
 }
 
-// UserFromLog rebuilds an account from its stream: what a Tokens answer shows
-// when the users read model has not caught up with the account (a refresh
-// loads only its session, and a refresh that committed its rotation must not
-// lose the new pair for want of a read model). ErrNotFound when the log has
-// no such account.
-func (a *App) UserFromLog(ctx context.Context, id uuid.UUID) (*domain.User, error) {
-	u, err := a.loadUser(ctx, id)
+// AccountFromLog rebuilds an account and its two-factor state from their
+// streams: what a read shows when the users read model has not caught up with
+// the account (DESIGN.md rule 10: a read never misstates what the log has).
+// ErrNotFound when the log has no such account.
+func (a *App) AccountFromLog(ctx context.Context, id uuid.UUID) (*domain.User, *domain.TwoFactor, error) {
+	return a.loadAccount(ctx, id)
+}
+
+// SessionRecord is a session as GET /sessions lists it, rebuilt from the log.
+type SessionRecord struct {
+	ID         uuid.UUID
+	UserID     uuid.UUID
+	Client     domain.Client
+	CreatedAt  time.Time
+	LastSeenAt time.Time
+	Revoked    bool
+}
+
+// SessionFromLog rebuilds a session's listing from the ends of its stream, as
+// the sessions read model would show it once caught up: the first event
+// gives the client and start, the newest refresh the last use and address.
+// ErrNotFound when the log has no such session.
+func (a *App) SessionFromLog(ctx context.Context, id uuid.UUID) (SessionRecord, error) {
+	events, err := a.d.Store.LoadEnds(ctx, domain.SessionStream(id), domain.SessionStateTail)
 	if err != nil {
-		return nil, err
+		return SessionRecord{}, err
 	}
-	if !u.Exists() {
-		return nil, ErrNotFound
+	var s SessionRecord
+	for _, e := range events {
+		d, err := Decode(e)
+		if err != nil {
+			return SessionRecord{}, err
+		}
+		switch d := d.(type) {
+		case *domain.SessionStarted:
+			s = SessionRecord{ID: d.SessionID, UserID: d.UserID, Client: d.Client, CreatedAt: e.OccurredAt, LastSeenAt: e.OccurredAt}
+		case *domain.SessionRefreshed:
+			s.LastSeenAt = e.OccurredAt
+			if d.IP != "" {
+				s.Client.IP = d.IP
+			}
+		case *domain.SessionRevoked:
+			s.Revoked = true
+		}
 	}
-	return u, nil
+	if s.ID == uuid.Nil {
+		return SessionRecord{}, ErrNotFound
+	}
+	return s, nil
 }
 
 // Logout revokes the caller's own session.

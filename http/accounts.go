@@ -6,6 +6,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 
@@ -174,21 +175,8 @@ type tokensBody struct {
 }
 
 func (a *Accounts) tokens(c *fiber.Ctx, status int, t commands.Tokens) error {
-	u, err := a.Users.Get(c.UserContext(), t.UserID)
-	if errors.Is(err, projections.ErrNotFound) {
-		// The read model is late (the command's wait gave up, or NATS is
-		// down): the session is committed, so answer with the account as
-		// the write side knows it rather than lose the tokens. A command
-		// that loaded the account says so; a refresh, which did not, has it
-		// loaded from the log.
-		w := t.User
-		if w == nil {
-			if w, err = a.App.UserFromLog(c.UserContext(), t.UserID); err != nil {
-				return err
-			}
-		}
-		u = writeSideView(w)
-	} else if err != nil {
+	u, err := a.user(c.UserContext(), t.UserID)
+	if err != nil {
 		return err
 	}
 	c.Set(fiber.HeaderCacheControl, "no-store")
@@ -330,9 +318,9 @@ func (a *Accounts) logout(c *fiber.Ctx) error {
 }
 
 func (a *Accounts) me(c *fiber.Ctx) error {
-	u, err := a.Users.Get(c.UserContext(), claimsOf(c).UserID)
-	if errors.Is(err, projections.ErrNotFound) {
-		return errUnauthorized
+	u, err := a.user(c.UserContext(), claimsOf(c).UserID)
+	if errors.Is(err, commands.ErrNotFound) {
+		return errUnauthorized // the account is gone from the log too
 	}
 	if err != nil {
 		return err
@@ -340,8 +328,25 @@ func (a *Accounts) me(c *fiber.Ctx) error {
 	return c.JSON(u)
 }
 
+// user reads an account from the users read model or, when that has not
+// caught up with the account (the write's wait gave up, NATS is down), from
+// the log: a read never shows less than a write already answered, such as
+// a 401 for a session just started or an email not yet verified.
+// commands.ErrNotFound when the log has no such account either.
+func (a *Accounts) user(ctx context.Context, id uuid.UUID) (projections.UserView, error) {
+	u, err := a.Users.Get(ctx, id)
+	if !errors.Is(err, projections.ErrNotFound) && !errors.Is(err, projections.ErrBehind) {
+		return u, err
+	}
+	w, tf, err := a.App.AccountFromLog(ctx, id)
+	if err != nil {
+		return projections.UserView{}, err
+	}
+	return writeSideView(w, tf), nil
+}
+
 func (a *Accounts) activeIDs(ctx context.Context, user uuid.UUID) ([]uuid.UUID, error) {
-	list, err := projections.ActiveSessions(ctx, a.Reads, user, a.Now().Add(-a.App.RefreshTTL()))
+	list, err := a.activeSessions(ctx, user)
 	if err != nil {
 		return nil, err
 	}
@@ -354,7 +359,7 @@ func (a *Accounts) activeIDs(ctx context.Context, user uuid.UUID) ([]uuid.UUID, 
 
 func (a *Accounts) sessions(c *fiber.Ctx) error {
 	claims := claimsOf(c)
-	list, err := projections.ActiveSessions(c.UserContext(), a.Reads, claims.UserID, a.Now().Add(-a.App.RefreshTTL()))
+	list, err := a.activeSessions(c.UserContext(), claims.UserID)
 	if err != nil {
 		return err
 	}
@@ -362,6 +367,46 @@ func (a *Accounts) sessions(c *fiber.Ctx) error {
 		list[i].Current = list[i].ID == claims.SessionID
 	}
 	return c.JSON(fiber.Map{"sessions": list})
+}
+
+// activeSessions lists the user's active sessions from the sessions read
+// model, with those the read model has not caught up with taken from the
+// log instead: a session just started is listed, one just revoked is not.
+func (a *Accounts) activeSessions(ctx context.Context, user uuid.UUID) ([]projections.SessionView, error) {
+	since := a.Now().Add(-a.App.RefreshTTL())
+	list, err := projections.ActiveSessions(ctx, a.Reads, user, since)
+	if err != nil {
+		return nil, err
+	}
+	behind, err := projections.SessionsBehind(ctx, a.Reads, user)
+	if err != nil || len(behind) == 0 {
+		return list, err
+	}
+	for _, id := range behind {
+		list = slices.DeleteFunc(list, func(s projections.SessionView) bool { return s.ID == id })
+		s, err := a.App.SessionFromLog(ctx, id)
+		if errors.Is(err, commands.ErrNotFound) {
+			continue // committed since the scan, in a stream not yet started: not the user's to see yet
+		}
+		if err != nil {
+			return nil, err
+		}
+		if s.UserID != user || s.Revoked || !s.LastSeenAt.After(since) {
+			continue
+		}
+		list = append(list, projections.SessionView{
+			ID: s.ID, Device: s.Client.Device, UserAgent: s.Client.UserAgent, IP: s.Client.IP,
+			CreatedAt: s.CreatedAt.UTC(), LastSeenAt: s.LastSeenAt.UTC(),
+		})
+	}
+	// The read model's order: newest first.
+	slices.SortFunc(list, func(x, y projections.SessionView) int {
+		if c := y.CreatedAt.Compare(x.CreatedAt); c != 0 {
+			return c
+		}
+		return strings.Compare(x.ID.String(), y.ID.String())
+	})
+	return list, nil
 }
 
 func (a *Accounts) revokeSession(c *fiber.Ctx) error {
@@ -388,13 +433,14 @@ func (a *Accounts) revokeOtherSessions(c *fiber.Ctx) error {
 	return c.JSON(fiber.Map{"revoked": n})
 }
 
-func writeSideView(u *domain.User) projections.UserView {
+func writeSideView(u *domain.User, tf *domain.TwoFactor) projections.UserView {
 	tenant := u.TenantName
 	if tenant == "" {
 		tenant = domain.DefaultTenantName(u.Name, u.Email)
 	}
 	return projections.UserView{
-		ID: u.ID, Email: u.Email, Name: u.Name, EmailVerified: true,
-		Tenant: projections.Tenant{ID: u.TenantID, Name: tenant}, CreatedAt: u.CreatedAt.UTC(),
+		ID: u.ID, Email: u.Email, Name: u.Name, EmailVerified: u.EmailVerified,
+		Tenant: projections.Tenant{ID: u.TenantID, Name: tenant}, TwoFactorEnabled: tf != nil && tf.Enabled,
+		CreatedAt: u.CreatedAt.UTC(),
 	}
 }

@@ -1,11 +1,15 @@
 package http
 
 import (
+	"context"
 	"crypto/sha256"
 	_ "embed"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"regexp"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
@@ -48,11 +52,42 @@ func passkeyJSON(p commands.Passkey) passkeyBody {
 }
 
 func (a *Accounts) listPasskeys(c *fiber.Ctx) error {
-	list, err := projections.UserPasskeys(c.UserContext(), a.Reads, claimsOf(c).UserID)
+	user := claimsOf(c).UserID
+	list, err := projections.UserPasskeys(c.UserContext(), a.Reads, user)
+	if errors.Is(err, projections.ErrBehind) {
+		list, err = a.passkeysFromLog(c.UserContext(), user)
+	}
 	if err != nil {
 		return err
 	}
 	return c.JSON(fiber.Map{"passkeys": list})
+}
+
+// passkeysFromLog lists a user's passkeys as their stream has them, in the
+// read model's order: a passkey just added or removed shows as such.
+func (a *Accounts) passkeysFromLog(ctx context.Context, user uuid.UUID) ([]projections.PasskeyView, error) {
+	keys, err := a.App.PasskeysFromLog(ctx, user)
+	if err != nil {
+		return nil, err
+	}
+	list := make([]projections.PasskeyView, 0, len(keys))
+	for _, k := range keys {
+		// The event keeps the registration's time to the nanosecond; the read
+		// model, as Postgres stores it, to the microsecond, rounded.
+		v := projections.PasskeyView{ID: k.ID, Name: k.Name, CreatedAt: k.CreatedAt.UTC().Round(time.Microsecond)}
+		if !k.LastUsedAt.IsZero() {
+			used := k.LastUsedAt.UTC()
+			v.LastUsedAt = &used
+		}
+		list = append(list, v)
+	}
+	slices.SortStableFunc(list, func(x, y projections.PasskeyView) int {
+		if c := x.CreatedAt.Compare(y.CreatedAt); c != 0 {
+			return c
+		}
+		return strings.Compare(x.ID.String(), y.ID.String())
+	})
+	return list, nil
 }
 
 func (a *Accounts) passkeyRegisterOptions(c *fiber.Ctx) error {

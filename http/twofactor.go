@@ -1,9 +1,12 @@
 package http
 
 import (
+	"context"
+	"errors"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
+	"github.com/google/uuid"
 
 	"github.com/authd/authd/projections"
 	"github.com/authd/authd/ratelimit"
@@ -28,7 +31,13 @@ type codeBody struct {
 }
 
 func (a *Accounts) twoFactorStatus(c *fiber.Ctx) error {
-	s, err := projections.GetTwoFactorStatus(c.UserContext(), a.Reads, claimsOf(c).UserID)
+	user := claimsOf(c).UserID
+	s, err := projections.GetTwoFactorStatus(c.UserContext(), a.Reads, user)
+	if errors.Is(err, projections.ErrBehind) {
+		// A change just answered (an enable, a used backup code) is in the
+		// log only: show the log's.
+		s, err = a.twoFactorFromLog(c.UserContext(), user)
+	}
 	if err != nil {
 		return err
 	}
@@ -91,4 +100,14 @@ func (a *Accounts) regenerateBackupCodes(c *fiber.Ctx) error {
 	}
 	c.Set(fiber.HeaderCacheControl, "no-store")
 	return c.JSON(fiber.Map{"backup_codes": codes})
+}
+
+// twoFactorFromLog is a user's two-factor status as their stream has it.
+func (a *Accounts) twoFactorFromLog(ctx context.Context, user uuid.UUID) (projections.TwoFactorStatus, error) {
+	_, tf, err := a.App.AccountFromLog(ctx, user)
+	if err != nil || !tf.Enabled {
+		return projections.TwoFactorStatus{}, err
+	}
+	at := tf.EnabledAt.UTC()
+	return projections.TwoFactorStatus{Enabled: true, EnabledAt: &at, BackupCodesRemaining: len(tf.BackupCodes)}, nil
 }

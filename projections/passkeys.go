@@ -3,6 +3,7 @@ package projections
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/google/uuid"
@@ -20,12 +21,12 @@ func (Passkeys) Name() string     { return "passkeys" }
 func (Passkeys) Tables() []string { return []string{"passkeys"} }
 
 // Uses lists the event types Apply acts on (Selective).
-func (Passkeys) Uses(eventType string) bool {
-	switch eventType {
-	case domain.TypePasskeyAdded, domain.TypePasskeyRenamed, domain.TypePasskeyUsed, domain.TypePasskeyRemoved:
-		return true
-	}
-	return false
+func (pk Passkeys) Uses(eventType string) bool { return slices.Contains(pk.types(), eventType) }
+
+// types are the event types Apply acts on: also those whose being past the
+// checkpoint makes a user's passkey list stale (UserPasskeys).
+func (Passkeys) types() []string {
+	return []string{domain.TypePasskeyAdded, domain.TypePasskeyRenamed, domain.TypePasskeyUsed, domain.TypePasskeyRemoved}
 }
 
 // Apply queues one statement per passkey event, each of which must touch
@@ -75,8 +76,17 @@ type PasskeyView struct {
 	LastUsedAt *time.Time `json:"last_used_at"`
 }
 
-// UserPasskeys lists a user's passkeys, oldest first.
+// UserPasskeys lists a user's passkeys, oldest first; ErrBehind when the
+// user's stream holds a passkey change the read model has not applied yet.
 func UserPasskeys(ctx context.Context, q Querier, userID uuid.UUID) ([]PasskeyView, error) {
+	var behind bool
+	if err := q.QueryRow(ctx, `SELECT `+behindSQL("$1", "$2", "$3"),
+		domain.UserStream(userID), Passkeys{}.Name(), Passkeys{}.types()).Scan(&behind); err != nil {
+		return nil, fmt.Errorf("passkeys of %s behind the log: %w", userID, err)
+	}
+	if behind {
+		return nil, ErrBehind
+	}
 	rows, err := q.Query(ctx, `SELECT id, name, created_at, last_used_at FROM passkeys
 		WHERE user_id = $1 ORDER BY created_at, id`, userID)
 	if err != nil {

@@ -4,14 +4,21 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+
+	"github.com/authd/authd/domain"
 )
 
 // ErrNotFound means a read model has no such row.
 var ErrNotFound = errors.New("projections: not found")
+
+// ErrBehind means a read model has not applied all the log holds of what was
+// asked: the answer is in the log, and the read model would misstate it.
+var ErrBehind = errors.New("projections: read model behind the log")
 
 // Querier is a pool, connection or transaction.
 type Querier interface {
@@ -68,6 +75,39 @@ func ActiveSessions(ctx context.Context, q Querier, userID uuid.UUID, since time
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("list sessions of %s: %w", userID, err)
+	}
+	return out, nil
+}
+
+// SessionsBehind lists the user's sessions whose streams hold events that
+// the sessions read model has not applied yet: what ActiveSessions may
+// misstate. It scans the log from the projection's saved checkpoint on, in
+// commit order, so its cost is the read model's lag, not the log's size.
+func SessionsBehind(ctx context.Context, q Querier, userID uuid.UUID) ([]uuid.UUID, error) {
+	prefix := streamPrefix(domain.SessionStream)
+	rows, err := q.Query(ctx, `SELECT DISTINCT e.stream_id FROM events e
+		WHERE (e.tx_id, e.position) >
+			(coalesce((SELECT tx_id FROM projection_checkpoints WHERE name = $3), '0'),
+			 coalesce((SELECT position FROM projection_checkpoints WHERE name = $3), 0))
+		AND e.user_id = $1 AND starts_with(e.stream_id, $2)`, userID, prefix, Sessions{}.Name())
+	if err != nil {
+		return nil, fmt.Errorf("sessions of %s behind the log: %w", userID, err)
+	}
+	defer rows.Close()
+	var out []uuid.UUID
+	for rows.Next() {
+		var stream string
+		if err := rows.Scan(&stream); err != nil {
+			return nil, fmt.Errorf("sessions of %s behind the log: %w", userID, err)
+		}
+		id, err := uuid.Parse(strings.TrimPrefix(stream, prefix))
+		if err != nil {
+			return nil, fmt.Errorf("session stream %q: %w", stream, err)
+		}
+		out = append(out, id)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("sessions of %s behind the log: %w", userID, err)
 	}
 	return out, nil
 }

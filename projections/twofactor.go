@@ -2,12 +2,11 @@ package projections
 
 import (
 	"context"
-	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5"
 
 	"github.com/authd/authd/domain"
 	"github.com/authd/authd/eventstore"
@@ -22,12 +21,12 @@ func (TwoFactor) Name() string     { return "twofactor" }
 func (TwoFactor) Tables() []string { return []string{"two_factor"} }
 
 // Uses lists the event types Apply acts on (Selective).
-func (TwoFactor) Uses(eventType string) bool {
-	switch eventType {
-	case domain.TypeTotpEnabled, domain.TypeTotpDisabled, domain.TypeBackupCodesRegenerated, domain.TypeBackupCodeUsed:
-		return true
-	}
-	return false
+func (tf TwoFactor) Uses(eventType string) bool { return slices.Contains(tf.types(), eventType) }
+
+// types are the event types Apply acts on: also those whose being past the
+// checkpoint makes a user's two-factor state stale (UserReader).
+func (TwoFactor) types() []string {
+	return []string{domain.TypeTotpEnabled, domain.TypeTotpDisabled, domain.TypeBackupCodesRegenerated, domain.TypeBackupCodeUsed}
 }
 
 // Each statement is an upsert that sets the row to what the event says (a
@@ -84,16 +83,21 @@ type TwoFactorStatus struct {
 }
 
 // GetTwoFactorStatus reads a user's two-factor status; a user who never
-// turned it on has it off.
+// turned it on has it off. ErrBehind when the user's two-factor stream holds
+// a change the read model has not applied yet.
 func GetTwoFactorStatus(ctx context.Context, q Querier, user uuid.UUID) (TwoFactorStatus, error) {
 	var s TwoFactorStatus
-	err := q.QueryRow(ctx, `SELECT enabled, enabled_at, backup_codes_remaining FROM two_factor WHERE user_id = $1`, user).
-		Scan(&s.Enabled, &s.EnabledAt, &s.BackupCodesRemaining)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return TwoFactorStatus{}, nil
-	}
+	var behind bool
+	err := q.QueryRow(ctx, `SELECT coalesce(tf.enabled, false), tf.enabled_at, coalesce(tf.backup_codes_remaining, 0),
+		`+behindSQL("$2", "$3", "$4")+`
+		FROM (SELECT) AS one LEFT JOIN two_factor tf ON tf.user_id = $1`,
+		user, domain.TwoFactorStream(user), TwoFactor{}.Name(), TwoFactor{}.types()).
+		Scan(&s.Enabled, &s.EnabledAt, &s.BackupCodesRemaining, &behind)
 	if err != nil {
 		return TwoFactorStatus{}, fmt.Errorf("read two-factor status of %s: %w", user, err)
+	}
+	if behind {
+		return TwoFactorStatus{}, ErrBehind
 	}
 	if s.EnabledAt != nil {
 		at := s.EnabledAt.UTC()

@@ -3,11 +3,14 @@ package projections
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgtype"
+
+	"github.com/authd/authd/domain"
 )
 
 // UserReader reads users from the users read model for GET /me and every
@@ -42,7 +45,9 @@ func NewUserReader(q Querier) *UserReader {
 	return &UserReader{q: q, turn: make(chan struct{}, 1)}
 }
 
-// Get returns the user with the given id, or ErrNotFound.
+// Get returns the user with the given id; ErrNotFound when the read model
+// has no such user, ErrBehind when the log holds a change to the user that
+// the read model does not show yet.
 func (r *UserReader) Get(ctx context.Context, id uuid.UUID) (UserView, error) {
 	read := &userRead{id: id, done: make(chan struct{})}
 	r.mu.Lock()
@@ -72,46 +77,77 @@ func (r *UserReader) answer(ctx context.Context, batch []*userRead) {
 	defer cancel()
 	found, err := r.query(ctx, batch)
 	for _, read := range batch {
-		switch v, ok := found[read.id]; {
+		switch row, ok := found[read.id]; {
 		case err != nil:
 			read.err = err
-		case ok:
-			read.view = v
-		default:
+		case !ok:
 			read.err = ErrNotFound
+		case row.behind:
+			read.err = ErrBehind
+		default:
+			read.view = row.view
 		}
 		close(read.done)
 	}
 }
 
-func (r *UserReader) query(ctx context.Context, batch []*userRead) (map[uuid.UUID]UserView, error) {
+func (r *UserReader) query(ctx context.Context, batch []*userRead) (map[uuid.UUID]readRow, error) {
 	// As in eventstore's loads, the ids go through a sub-select so that
 	// Postgres plans the query once rather than for every array: planning
-	// the join took twice as long as running it.
+	// the join took twice as long as running it. Each row also says whether
+	// the log holds an event of the user's or two-factor stream that the
+	// projection of that part has not applied yet, of a type it applies (a
+	// sign-in's TotpCodeAccepted changes nothing shown): a probe of each
+	// stream's index, so that a read never shows less than the log has.
 	ids := make([]pgtype.UUID, len(batch))
 	for i, read := range batch {
 		ids[i] = pgUUID(read.id)
 	}
 	rows, err := r.q.Query(ctx, `SELECT u.id, u.email, u.name, u.email_verified, u.tenant_id, coalesce(t.name, ''),
-		coalesce(tf.enabled, false), u.created_at
+		coalesce(tf.enabled, false), u.created_at,
+		`+behindSQL("$2 || u.id::text", "$4", "$6")+` OR `+behindSQL("$3 || u.id::text", "$5", "$7")+`
 		FROM users u LEFT JOIN tenants t ON t.id = u.tenant_id LEFT JOIN two_factor tf ON tf.user_id = u.id
-		WHERE u.id = ANY((SELECT $1::uuid[])::uuid[])`, ids)
+		WHERE u.id = ANY((SELECT $1::uuid[])::uuid[])`,
+		ids, streamPrefix(domain.UserStream), streamPrefix(domain.TwoFactorStream), Users{}.Name(), TwoFactor{}.Name(),
+		Users{}.types(), TwoFactor{}.types())
 	if err != nil {
 		return nil, fmt.Errorf("read %d users: %w", len(batch), err)
 	}
 	defer rows.Close()
-	found := make(map[uuid.UUID]UserView, len(batch))
+	found := make(map[uuid.UUID]readRow, len(batch))
 	for rows.Next() {
 		var u UserView
+		var behind bool
 		var id, tenant pgtype.UUID
-		if err := rows.Scan(&id, &u.Email, &u.Name, &u.EmailVerified, &tenant, &u.Tenant.Name, &u.TwoFactorEnabled, &u.CreatedAt); err != nil {
+		if err := rows.Scan(&id, &u.Email, &u.Name, &u.EmailVerified, &tenant, &u.Tenant.Name, &u.TwoFactorEnabled, &u.CreatedAt, &behind); err != nil {
 			return nil, fmt.Errorf("read %d users: %w", len(batch), err)
 		}
 		u.ID, u.Tenant.ID, u.CreatedAt = id.Bytes, tenant.Bytes, u.CreatedAt.UTC()
-		found[u.ID] = u
+		found[u.ID] = readRow{view: u, behind: behind}
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("read %d users: %w", len(batch), err)
 	}
 	return found, nil
+}
+
+// streamPrefix is what the stream names of one kind start with, the id
+// following.
+func streamPrefix(name func(uuid.UUID) string) string {
+	return strings.TrimSuffix(name(uuid.Nil), uuid.Nil.String())
+}
+
+type readRow struct {
+	view   UserView
+	behind bool
+}
+
+// behindSQL is a condition that holds when the stream named by the SQL
+// expression stream has an event of one of the parameter types' types after
+// the saved checkpoint of the projection named by the parameter projection. The saved checkpoint is at
+// or behind the one in memory, so a doubt only costs a read of the log.
+func behindSQL(stream, projection, types string) string {
+	return `EXISTS (SELECT 1 FROM events e WHERE e.stream_id = ` + stream + ` AND e.type = ANY(` + types + `::text[]) AND (e.tx_id, e.position) >
+		(coalesce((SELECT tx_id FROM projection_checkpoints WHERE name = ` + projection + `), '0'),
+		 coalesce((SELECT position FROM projection_checkpoints WHERE name = ` + projection + `), 0)))`
 }

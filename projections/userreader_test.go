@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgtype"
 
+	"github.com/authd/authd/domain"
 	"github.com/authd/authd/testenv"
 )
 
@@ -137,5 +138,96 @@ func TestUserReaderIsNotPlannedOnEveryRead(t *testing.T) {
 	}
 	if generic, custom := testenv.Plans(t, pool, "u.id = ANY"); generic == 0 || custom > 5 {
 		t.Errorf("%d reads ran %d generic and %d custom plans; want at most the 5 custom plans Postgres tries first", reads, generic, custom)
+	}
+}
+
+// A user whose stream, or two-factor stream, holds an event past its
+// projection's saved checkpoint is read as ErrBehind, whatever the row says;
+// once the checkpoint covers the event, the row is the answer again.
+func TestUserReaderSaysWhenTheLogIsAhead(t *testing.T) {
+	t.Parallel()
+	pool, _ := testenv.Database(t)
+	ctx := context.Background()
+	r := NewUserReader(pool)
+	user, tenant := uuid.New(), uuid.New()
+	if _, err := pool.Exec(ctx, `INSERT INTO users (id, tenant_id, email, name, email_verified, created_at, updated_at)
+		VALUES ($1, $2, 'behind@example.com', 'Behind', false, now(), now())`, user, tenant); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Get(ctx, user); err != nil {
+		t.Fatalf("read with an empty log: %v", err)
+	}
+	version := map[string]int{}
+	appendEvent := func(stream, eventType string) (tx string, pos int64) {
+		t.Helper()
+		version[stream]++
+		if err := pool.QueryRow(ctx, `INSERT INTO events (id, stream_id, version, type, occurred_at, user_id)
+			VALUES ($1, $2, $3, $4, now(), $5) RETURNING tx_id::text, position`, uuid.New(), stream, version[stream], eventType, user).Scan(&tx, &pos); err != nil {
+			t.Fatal(err)
+		}
+		return tx, pos
+	}
+	checkpoint := func(name, tx string, pos int64) {
+		t.Helper()
+		if _, err := pool.Exec(ctx, `INSERT INTO projection_checkpoints (name, tx_id, position) VALUES ($1, $2::xid8, $3)
+			ON CONFLICT (name) DO UPDATE SET tx_id = excluded.tx_id, position = excluded.position`, name, tx, pos); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	tx, pos := appendEvent(domain.UserStream(user), domain.TypeEmailVerified)
+	if _, err := r.Get(ctx, user); !errors.Is(err, ErrBehind) {
+		t.Fatalf("read with the user's event past every checkpoint: %v, want ErrBehind", err)
+	}
+	checkpoint(Users{}.Name(), tx, pos)
+	if _, err := r.Get(ctx, user); err != nil {
+		t.Fatalf("read with the users checkpoint at the event: %v", err)
+	}
+
+	// An event the projection does not apply changes nothing the row shows.
+	appendEvent(domain.UserStream(user), domain.TypePasswordRehashed)
+	if _, err := r.Get(ctx, user); err != nil {
+		t.Fatalf("read with only a password rehash past the checkpoint: %v", err)
+	}
+
+	tx, pos = appendEvent(domain.TwoFactorStream(user), domain.TypeTotpEnabled)
+	checkpoint(Users{}.Name(), tx, pos) // the users projection is not the one that shows two-factor state
+	if _, err := r.Get(ctx, user); !errors.Is(err, ErrBehind) {
+		t.Fatalf("read with a two-factor event past its projection's checkpoint: %v, want ErrBehind", err)
+	}
+	checkpoint(TwoFactor{}.Name(), tx, pos)
+	if _, err := r.Get(ctx, user); err != nil {
+		t.Fatalf("read with both checkpoints at the events: %v", err)
+	}
+}
+
+// SessionsBehind names the user's sessions with events past the sessions
+// checkpoint, and no one else's.
+func TestSessionsBehindListsTheUsersSessionsPastTheCheckpoint(t *testing.T) {
+	t.Parallel()
+	pool, _ := testenv.Database(t)
+	ctx := context.Background()
+	user, other := uuid.New(), uuid.New()
+	old, fresh, theirs := uuid.New(), uuid.New(), uuid.New()
+	appendEvent := func(session, owner uuid.UUID) (tx string, pos int64) {
+		t.Helper()
+		if err := pool.QueryRow(ctx, `INSERT INTO events (id, stream_id, version, type, occurred_at, user_id)
+			VALUES ($1, $2, 1, 'Test', now(), $3) RETURNING tx_id::text, position`, uuid.New(), domain.SessionStream(session), owner).Scan(&tx, &pos); err != nil {
+			t.Fatal(err)
+		}
+		return tx, pos
+	}
+	tx, pos := appendEvent(old, user)
+	if _, err := pool.Exec(ctx, `INSERT INTO projection_checkpoints (name, tx_id, position) VALUES ($1, $2::xid8, $3)`, Sessions{}.Name(), tx, pos); err != nil {
+		t.Fatal(err)
+	}
+	appendEvent(fresh, user)
+	appendEvent(theirs, other)
+	got, err := SessionsBehind(ctx, pool, user)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 || got[0] != fresh {
+		t.Fatalf("SessionsBehind = %v; want only %s", got, fresh)
 	}
 }

@@ -19,13 +19,13 @@ func (Users) Name() string     { return "users" }
 func (Users) Tables() []string { return []string{"users", "tenants"} }
 
 // Uses lists the event types Apply acts on (Selective).
-func (Users) Uses(eventType string) bool {
-	switch eventType {
-	case domain.TypeUserRegistered, domain.TypeRegistrationRenewed, domain.TypeEmailVerified, domain.TypeTenantCreated,
-		domain.TypeSignupExpired:
-		return true
-	}
-	return false
+func (u Users) Uses(eventType string) bool { return slices.Contains(u.types(), eventType) }
+
+// types are the event types Apply acts on: also those whose being past the
+// checkpoint makes a user's row stale (UserReader).
+func (Users) types() []string {
+	return []string{domain.TypeUserRegistered, domain.TypeRegistrationRenewed, domain.TypeEmailVerified,
+		domain.TypeTenantCreated, domain.TypeSignupExpired}
 }
 
 type userRow struct {
