@@ -147,7 +147,12 @@ type readRow struct {
 // the saved checkpoint of the projection named by the parameter projection. The saved checkpoint is at
 // or behind the one in memory, so a doubt only costs a read of the log.
 func behindSQL(stream, projection, types string) string {
-	return `EXISTS (SELECT 1 FROM events e WHERE e.stream_id = ` + stream + ` AND e.type = ANY(` + types + `::text[]) AND (e.tx_id, e.position) >
+	// OFFSET 0 keeps the stream's own events a subquery of their own, read
+	// by the (stream_id, version) index: planned as one query, Postgres
+	// may walk the commit-order index instead, through every event of
+	// every stream since the checkpoint, which under load is thousands.
+	return `EXISTS (SELECT 1 FROM (SELECT e.type, e.tx_id, e.position FROM events e WHERE e.stream_id = ` + stream + ` OFFSET 0) e
+		WHERE e.type = ANY(` + types + `::text[]) AND (e.tx_id, e.position) >
 		(coalesce((SELECT tx_id FROM projection_checkpoints WHERE name = ` + projection + `), '0'),
 		 coalesce((SELECT position FROM projection_checkpoints WHERE name = ` + projection + `), 0)))`
 }
