@@ -11,6 +11,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go"
 
 	"github.com/authd/authd/domain"
 	"github.com/authd/authd/eventstore"
@@ -131,5 +132,76 @@ func TestBackstopReadsTheLogOnlyWhileTheRelayLags(t *testing.T) {
 		if !strings.Contains(q, "pg_snapshot_xmin") {
 			t.Errorf("the backstop sent %q", q)
 		}
+	}
+}
+
+// After a reconnect, what NATS brings says nothing of what was published
+// while the connection was down: a message then must not move the horizon
+// past a revocation the subscription missed, or the backstop's read, which
+// starts at the horizon, would miss it too.
+func TestAReconnectedFeedIsNotTrustedUntilTheLogIsRead(t *testing.T) {
+	t.Parallel()
+	pool, _ := testenv.Database(t)
+	srv := testenv.StartNATSProcess(t)
+	nc, err := nats.Connect(srv.URL, nats.MaxReconnects(-1), nats.ReconnectWait(20*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	subject := func(typ string) string { return "t" + typ }
+	s := New(time.Now)
+	feed, err := s.Follow(nc, subject, testenv.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer feed.Stop()
+	if err := feed.Load(ctx, pool); err != nil {
+		t.Fatal(err)
+	}
+
+	srv.Kill()
+	srv.Start()
+	deadline := time.Now().Add(30 * time.Second)
+	for !nc.IsConnected() || nc.Stats().Reconnects == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("no reconnect to the restarted nats-server in 30s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// Committed while the connection was down: its message never came.
+	missed := uuid.New()
+	revokeInLog(t, pool, missed)
+	// A later revocation arrives over the new connection.
+	later := uuid.New()
+	data, err := json.Marshal(map[string]any{"data": domain.SessionRevoked{SessionID: later, UserID: uuid.New()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := nats.NewMsg(subject(domain.TypeSessionRevoked))
+	msg.Data = data
+	msg.Header.Set(eventstore.HeaderTx, "9223372036854775807")
+	if err := nc.PublishMsg(msg); err != nil {
+		t.Fatal(err)
+	}
+	for s.Allows(later, uuid.New(), time.Now()) {
+		if time.Now().After(deadline) {
+			t.Fatal("the published revocation did not arrive in 30s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+
+	if why := feed.doubt(func() time.Duration { return 0 }); why == "" {
+		t.Fatal("the feed is trusted after a reconnect it has not caught up on")
+	}
+	if err := feed.readLog(ctx, pool); err != nil {
+		t.Fatal(err)
+	}
+	if s.Allows(missed, uuid.New(), time.Now()) {
+		t.Fatal("the revocation missed while disconnected is not read from the log")
+	}
+	if why := feed.doubt(func() time.Duration { return 0 }); why != "" {
+		t.Fatalf("the feed is still in doubt after catching up: %s", why)
 	}
 }
