@@ -35,10 +35,12 @@ func TestRevocationReachesTheOtherInstanceWithNATSDown(t *testing.T) {
 	}
 	a.must(t, 204, "DELETE", api+"/sessions/"+first.str("session_id"), second.str("access_token"), nil)
 
-	deadline := time.Now().Add(revocationBound)
+	revoked := time.Now()
+	deadline := revoked.Add(revocationBound)
 	for {
 		r := b.call(t, "GET", api+"/me", first.str("access_token"), nil)
 		if r.status == http.StatusUnauthorized {
+			t.Logf("refused on the other instance %s after the revocation answered", time.Since(revoked).Round(time.Millisecond))
 			break
 		}
 		if r.status != http.StatusOK {
