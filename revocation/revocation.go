@@ -1,21 +1,19 @@
 // Package revocation keeps, in memory, which access tokens must be refused
 // before they expire: those of revoked sessions and those issued before a
-// password reset. Every instance learns of revocations from the event stream,
-// so no request needs a database round trip to be checked.
+// password reset. Every instance learns of revocations from the event stream
+// and, while that cannot be trusted to bring them in time, from the log a few
+// times a second (Feed): no request needs a database round trip to be checked.
 package revocation
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"log/slog"
 	"sync"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/nats-io/nats.go"
 
 	"github.com/authd/authd/domain"
 )
@@ -35,9 +33,13 @@ func New(now func() time.Time) *Set {
 }
 
 // RevokeSession refuses every access token of the session from now on.
+// Learning it again (the log backstop rereads what NATS may also bring)
+// keeps the first time, so Sweep forgets it no later than once.
 func (s *Set) RevokeSession(id uuid.UUID) {
 	s.mu.Lock()
-	s.sessions[id] = s.now()
+	if _, known := s.sessions[id]; !known {
+		s.sessions[id] = s.now()
+	}
 	s.mu.Unlock()
 }
 
@@ -89,47 +91,13 @@ func (s *Set) Sweep() {
 	}
 }
 
-// Follow subscribes to revocations published by any instance. Core NATS
-// subscribers see each message as JetStream stores it, so this needs no
-// consumer and adds no lag beyond the relay's.
-func (s *Set) Follow(nc *nats.Conn, subject func(eventType string) string, log *slog.Logger) (unsubscribe func(), err error) {
-	sessions, err := nc.Subscribe(subject(domain.TypeSessionRevoked), func(m *nats.Msg) {
-		var env struct {
-			Data domain.SessionRevoked `json:"data"`
-		}
-		if err := json.Unmarshal(m.Data, &env); err != nil || env.Data.SessionID == uuid.Nil {
-			log.Error("unreadable SessionRevoked message", "err", err)
-			return
-		}
-		s.RevokeSession(env.Data.SessionID)
-	})
-	if err != nil {
-		return nil, fmt.Errorf("subscribe to session revocations: %w", err)
-	}
-	resets, err := nc.Subscribe(subject(domain.TypePasswordReset), func(m *nats.Msg) {
-		var env struct {
-			Data domain.PasswordReset `json:"data"`
-		}
-		if err := json.Unmarshal(m.Data, &env); err != nil || env.Data.UserID == uuid.Nil {
-			log.Error("unreadable PasswordReset message", "err", err)
-			return
-		}
-		s.CutUser(env.Data.UserID, env.Data.At)
-	})
-	if err != nil {
-		_ = sessions.Unsubscribe()
-		return nil, fmt.Errorf("subscribe to password resets: %w", err)
-	}
-	return func() { _ = sessions.Unsubscribe(); _ = resets.Unsubscribe() }, nil
-}
-
 // passwordResetsSQL names the event type in its text, not as a parameter:
 // only then can the planner use the partial index events_password_resets
 // (migration 00011) instead of reading the whole log.
 const passwordResetsSQL = `SELECT data FROM events WHERE type = '` + domain.TypePasswordReset + `' AND occurred_at > $1`
 
-// Load fills the set with what happened before this instance started: call
-// it after Follow, so nothing falls between the two. Revoked sessions come
+// Load fills the set with what happened before this instance started
+// (Feed.Load calls it, after subscribing, so nothing falls between the two). Revoked sessions come
 // from the sessions read model, resets from the log itself, which no read
 // model keeps.
 func (s *Set) Load(ctx context.Context, pool *pgxpool.Pool) error {

@@ -141,12 +141,12 @@ func serve(ctx context.Context, getenv func(string) string, logOut io.Writer, cp
 		return err
 	}
 	revoked := revocation.New(time.Now)
-	unfollow, err := revoked.Follow(bus.Conn(), bus.Subject, log)
+	feed, err := revoked.Follow(bus.Conn(), bus.Subject, log)
 	if err != nil {
 		return err
 	}
-	defer unfollow()
-	if err := revoked.Load(startCtx, pool); err != nil {
+	defer feed.Stop()
+	if err := feed.Load(startCtx, pool); err != nil {
 		return err
 	}
 	limiter := ratelimit.New(pool, time.Now)
@@ -197,6 +197,8 @@ func serve(ctx context.Context, getenv func(string) string, logOut io.Writer, cp
 	wg.Go(func() { relay.Run(background) })
 	wg.Go(func() { app.Run(background) })
 	wg.Go(func() { runner.Run(background) })
+	// Revocations keep their one second while NATS does not carry them.
+	wg.Go(func() { feed.Backstop(background, pool, relay.Lag) })
 	wg.Go(func() {
 		sweeper := &commands.SignupSweeper{App: app, Pool: pool, TTL: cfg.PendingSignupTTL, Every: opts.sweepEvery, Log: log}
 		sweeper.Run(background)
