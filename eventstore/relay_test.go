@@ -358,24 +358,6 @@ func TestRelaySavesItsCheckpoint(t *testing.T) {
 	}
 }
 
-// syncBuffer is a log destination a relay writes while the test reads it.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf strings.Builder
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // gatherGauge reads a gauge from reg as a scrape would; -1 when it has none.
 func gatherGauge(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	t.Helper()
@@ -442,7 +424,7 @@ func TestRelayRecoversWhenTheStreamsNodeDiesMidPublish(t *testing.T) {
 	cfg.URL = front.URL
 	bus := &countingBus{Bus: testenv.OpenNATS(t, cfg)}
 	s, _ := newStore(t)
-	logs := &syncBuffer{}
+	logs := &testenv.SyncBuffer{}
 	r := NewRelay(s, bus, RelayConfig{Backoff: 50 * time.Millisecond, AckTimeout: time.Second}, slog.New(slog.NewTextHandler(logs, nil)), nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})

@@ -136,7 +136,7 @@ func Mailpit(t testing.TB, opts ...MailpitOption) *MailpitServer {
 // answer. On failure it returns Mailpit's output so far.
 func (m *MailpitServer) start(t testing.TB, bin string, args []string, smtpAddr, httpAddr string) (string, error) {
 	t.Helper()
-	out := &syncBuffer{}
+	out := &SyncBuffer{}
 	cmd := exec.Command(bin, args...)
 	cmd.Env = mailpitEnv()
 	cmd.Stdout, cmd.Stderr = out, out
@@ -457,20 +457,20 @@ func selfSignedCert(t testing.TB, dir string) (certFile, keyFile string, pool *x
 	return certFile, keyFile, pool
 }
 
-// syncBuffer collects a process's output, written by exec's copying
-// goroutines while the test may read it.
-type syncBuffer struct {
+// SyncBuffer collects what a process or a running component writes (exec's
+// copying goroutines, a logger) while the test may read it.
+type SyncBuffer struct {
 	mu  sync.Mutex
 	buf bytes.Buffer
 }
 
-func (b *syncBuffer) Write(p []byte) (int, error) {
+func (b *SyncBuffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.Write(p)
 }
 
-func (b *syncBuffer) String() string {
+func (b *SyncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()

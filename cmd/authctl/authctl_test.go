@@ -61,25 +61,8 @@ func runCLI(t *testing.T, e env, args ...string) result {
 	return result{code, stdout.String(), stderr.String()}
 }
 
-// syncBuffer is written by a running command while the test reads it.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-func (b *syncBuffer) lines() []string {
+// linesOf is what b holds, a line each.
+func linesOf(b *testenv.SyncBuffer) []string {
 	s := strings.TrimSuffix(b.String(), "\n")
 	if s == "" {
 		return nil
@@ -89,7 +72,7 @@ func (b *syncBuffer) lines() []string {
 
 // background runs a long-running command (events tail) until stop.
 type background struct {
-	stdout, stderr syncBuffer
+	stdout, stderr testenv.SyncBuffer
 	cancel         context.CancelFunc
 	done           chan int
 }
@@ -122,7 +105,7 @@ func (b *background) waitLines(t *testing.T, n int) []string {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		if lines := b.stdout.lines(); len(lines) >= n {
+		if lines := linesOf(&b.stdout); len(lines) >= n {
 			return lines
 		}
 		select {
@@ -132,7 +115,7 @@ func (b *background) waitLines(t *testing.T, n int) []string {
 		default:
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("printed %d lines, want %d; stderr:\n%s", len(b.stdout.lines()), n, b.stderr.String())
+			t.Fatalf("printed %d lines, want %d; stderr:\n%s", len(linesOf(&b.stdout)), n, b.stderr.String())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -580,7 +563,7 @@ func TestEventsTail(t *testing.T) {
 	if code := tail.stop(t); code != exitOK {
 		t.Fatalf("tail exited %d when interrupted; stderr:\n%s", code, tail.stderr.String())
 	}
-	lines = tail.stdout.lines()
+	lines = linesOf(&tail.stdout)
 	if len(lines) != 2 {
 		t.Fatalf("tail printed %d lines, want the 2 UserRegistered:\n%s", len(lines), tail.stdout.String())
 	}
@@ -600,7 +583,7 @@ func TestEventsTail(t *testing.T) {
 	if code := tail.stop(t); code != exitOK {
 		t.Fatalf("tail exited %d", code)
 	}
-	lines = tail.stdout.lines()
+	lines = linesOf(&tail.stdout)
 	if len(lines) != 2 {
 		t.Fatalf("tail --user printed %d lines, want 2:\n%s", len(lines), tail.stdout.String())
 	}
