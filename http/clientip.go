@@ -5,6 +5,8 @@ import (
 	"strings"
 
 	"github.com/gofiber/fiber/v2"
+
+	"github.com/authd/authd/ratelimit"
 )
 
 // clientIP is the address a request came from. Behind trusted proxies it is
@@ -50,15 +52,10 @@ func rateLimitKey(ip string) string {
 	if err != nil {
 		return ip
 	}
-	a = a.Unmap().WithZone("")
-	if a.Is4() {
+	if a = a.Unmap().WithZone(""); a.Is4() {
 		return a.String()
 	}
-	p, err := a.Prefix(64)
-	if err != nil {
-		return ip
-	}
-	return p.String()
+	return ratelimit.Network(a)
 }
 
 func isTrusted(ip netip.Addr, trusted []netip.Prefix) bool {
