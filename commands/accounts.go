@@ -7,12 +7,12 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/authd/authd/codes"
 	"github.com/authd/authd/domain"
 	"github.com/authd/authd/eventstore"
-	"github.com/authd/authd/mail"
-	"github.com/authd/authd/password"
-	"github.com/authd/authd/ratelimit"
+	"github.com/authd/authd/internal/codes"
+	"github.com/authd/authd/internal/mail"
+	"github.com/authd/authd/internal/password"
+	"github.com/authd/authd/internal/ratelimit"
 )
 
 // CodeTTL is how long an emailed code works.

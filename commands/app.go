@@ -14,11 +14,11 @@ import (
 
 	"github.com/authd/authd/domain"
 	"github.com/authd/authd/eventstore"
-	"github.com/authd/authd/mail"
-	"github.com/authd/authd/password"
-	"github.com/authd/authd/ratelimit"
-	"github.com/authd/authd/revocation"
-	"github.com/authd/authd/tokens"
+	"github.com/authd/authd/internal/mail"
+	"github.com/authd/authd/internal/password"
+	"github.com/authd/authd/internal/ratelimit"
+	"github.com/authd/authd/internal/revocation"
+	"github.com/authd/authd/internal/tokens"
 )
 
 // Codes issues and consumes emailed one-time codes (codes.Store).

@@ -9,7 +9,7 @@ import (
 
 	"github.com/authd/authd/domain"
 	"github.com/authd/authd/eventstore"
-	"github.com/authd/authd/googleauth"
+	"github.com/authd/authd/internal/googleauth"
 )
 
 // GoogleConfig is what Google sign-in needs beyond Deps. With no client IDs

@@ -10,7 +10,7 @@ import (
 
 	"github.com/authd/authd/domain"
 	"github.com/authd/authd/eventstore"
-	"github.com/authd/authd/ratelimit"
+	"github.com/authd/authd/internal/ratelimit"
 )
 
 // Daily guessing budgets per account and class (ratelimit.Spend): a guess of

@@ -14,7 +14,7 @@ import (
 
 	"github.com/authd/authd/domain"
 	"github.com/authd/authd/eventstore"
-	"github.com/authd/authd/tokens"
+	"github.com/authd/authd/internal/tokens"
 )
 
 // PasskeyConfig is what the passkey commands need beyond Deps.

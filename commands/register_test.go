@@ -10,14 +10,14 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/authd/authd/codes"
 	"github.com/authd/authd/commands"
 	"github.com/authd/authd/domain"
 	"github.com/authd/authd/eventstore"
-	"github.com/authd/authd/mail"
-	"github.com/authd/authd/password"
-	"github.com/authd/authd/ratelimit"
-	"github.com/authd/authd/testenv"
+	"github.com/authd/authd/internal/codes"
+	"github.com/authd/authd/internal/mail"
+	"github.com/authd/authd/internal/password"
+	"github.com/authd/authd/internal/ratelimit"
+	"github.com/authd/authd/internal/testenv"
 )
 
 // A signup for a new address, for one with a pending signup and for a

@@ -12,14 +12,14 @@ import (
 	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/authd/authd/codes"
 	"github.com/authd/authd/domain"
 	"github.com/authd/authd/eventstore"
-	"github.com/authd/authd/mail"
-	"github.com/authd/authd/password"
-	"github.com/authd/authd/ratelimit"
-	"github.com/authd/authd/revocation"
-	"github.com/authd/authd/testenv"
+	"github.com/authd/authd/internal/codes"
+	"github.com/authd/authd/internal/mail"
+	"github.com/authd/authd/internal/password"
+	"github.com/authd/authd/internal/ratelimit"
+	"github.com/authd/authd/internal/revocation"
+	"github.com/authd/authd/internal/testenv"
 )
 
 // tracedApp is the commands over a fresh database whose statements st

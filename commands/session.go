@@ -9,8 +9,8 @@ import (
 
 	"github.com/authd/authd/domain"
 	"github.com/authd/authd/eventstore"
-	"github.com/authd/authd/ratelimit"
-	"github.com/authd/authd/tokens"
+	"github.com/authd/authd/internal/ratelimit"
+	"github.com/authd/authd/internal/tokens"
 )
 
 // Tokens is a signed-in session's credentials.

@@ -15,15 +15,15 @@ import (
 
 	"github.com/authd/authd/domain"
 	"github.com/authd/authd/eventstore"
-	"github.com/authd/authd/ratelimit"
-	"github.com/authd/authd/tokens"
-	"github.com/authd/authd/totp"
-	"github.com/authd/authd/twofactor"
+	"github.com/authd/authd/internal/challenges"
+	"github.com/authd/authd/internal/ratelimit"
+	"github.com/authd/authd/internal/tokens"
+	"github.com/authd/authd/internal/totp"
 )
 
 // TwoFactorConfig is what the two-factor commands need beyond Deps.
 type TwoFactorConfig struct {
-	// Challenges keeps the pending login challenges (twofactor.Challenges).
+	// Challenges keeps the pending login challenges (challenges.Challenges).
 	Challenges Challenges
 	// BackupCodeKey is the HMAC key backup codes are hashed under, derived
 	// from the master key for that purpose alone (32 bytes).
@@ -32,14 +32,14 @@ type TwoFactorConfig struct {
 	Issuer string
 }
 
-// Challenges issues and admits answers to login challenges (twofactor.Challenges).
+// Challenges issues and admits answers to login challenges (challenges.Challenges).
 type Challenges interface {
 	Issue(ctx context.Context, user uuid.UUID, amr []string) (token string, err error)
 	// User reads the user a token names, trusted: the token carries a MAC.
 	User(token string) (uuid.UUID, error)
 	// AnswerStatement counts a try at the token's challenge, ahead of the
 	// load of the answering account.
-	AnswerStatement(token string) (st eventstore.Statement, answered func() (twofactor.Challenge, error))
+	AnswerStatement(token string) (st eventstore.Statement, answered func() (challenges.Challenge, error))
 	// FinishStatement deletes an answered challenge, with the events of the
 	// session it opens.
 	FinishStatement(token string) eventstore.Statement
@@ -375,13 +375,13 @@ func (a *App) VerifyChallenge(ctx context.Context, token, code string, r Request
 // loads the user's account, all in one round trip and transaction: the token
 // names the user under the server's MAC, so nothing waits for the
 // challenge's row to say who it is for.
-func (a *App) answer(ctx context.Context, token string, user uuid.UUID, account string) (twofactor.Challenge, [][]eventstore.Event, error) {
+func (a *App) answer(ctx context.Context, token string, user uuid.UUID, account string) (challenges.Challenge, [][]eventstore.Event, error) {
 	answerSt, answered := a.d.TwoFactor.Challenges.AnswerStatement(token)
 	attemptSt, admitted := a.d.Throttle.AttemptStatement(account)
 	streams, err := a.d.Store.LoadStreamsAfter(ctx, []eventstore.Statement{answerSt, attemptSt},
 		domain.UserStream(user), domain.TwoFactorStream(user))
 	if err != nil {
-		return twofactor.Challenge{}, nil, err
+		return challenges.Challenge{}, nil, err
 	}
 	ch, err := answered()
 	if err == nil && ch.UserID != user {
@@ -391,12 +391,12 @@ func (a *App) answer(ctx context.Context, token string, user uuid.UUID, account 
 		if admitted() {
 			a.forgive(ctx, account, nil)
 		}
-		return twofactor.Challenge{}, nil, ErrInvalidChallenge
+		return challenges.Challenge{}, nil, ErrInvalidChallenge
 	}
 	if !admitted() {
 		// Attempt tries again, and waits or refuses as the throttle says.
 		if err := a.attemptCode(ctx, account); err != nil {
-			return twofactor.Challenge{}, nil, err
+			return challenges.Challenge{}, nil, err
 		}
 	}
 	return ch, streams, nil

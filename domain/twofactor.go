@@ -7,7 +7,7 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/authd/authd/totp"
+	"github.com/authd/authd/internal/totp"
 )
 
 // Event types of the two-factor stream.

@@ -11,7 +11,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/authd/authd/eventstore"
-	"github.com/authd/authd/totp"
+	"github.com/authd/authd/internal/totp"
 )
 
 // fakeHash stands in for the commands' keyed hash: the domain only compares.

@@ -18,8 +18,8 @@ import (
 	"github.com/authd/authd/commands"
 	"github.com/authd/authd/domain"
 	"github.com/authd/authd/eventstore"
-	"github.com/authd/authd/pgpool"
-	"github.com/authd/authd/testenv"
+	"github.com/authd/authd/internal/pgpool"
+	"github.com/authd/authd/internal/testenv"
 )
 
 // benchMetadata is the "who caused it" part of a registration, about the size

@@ -17,8 +17,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/authd/authd/natsbus"
-	"github.com/authd/authd/testenv"
+	"github.com/authd/authd/internal/natsbus"
+	"github.com/authd/authd/internal/testenv"
 )
 
 func startRelay(t *testing.T, s *Store, bus Bus) *Relay {

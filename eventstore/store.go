@@ -16,7 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
 
-	"github.com/authd/authd/seal"
+	"github.com/authd/authd/internal/seal"
 )
 
 // Store appends to and reads from the event log.

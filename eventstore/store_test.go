@@ -16,7 +16,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/authd/authd/testenv"
+	"github.com/authd/authd/internal/testenv"
 )
 
 func newStore(t testing.TB) (*Store, *pgxpool.Pool) {

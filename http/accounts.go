@@ -17,10 +17,10 @@ import (
 
 	"github.com/authd/authd/commands"
 	"github.com/authd/authd/domain"
+	"github.com/authd/authd/internal/ratelimit"
+	"github.com/authd/authd/internal/revocation"
+	"github.com/authd/authd/internal/tokens"
 	"github.com/authd/authd/projections"
-	"github.com/authd/authd/ratelimit"
-	"github.com/authd/authd/revocation"
-	"github.com/authd/authd/tokens"
 )
 
 // Limiter is the shared per-key request counter (ratelimit.Limiter).

@@ -6,7 +6,7 @@ import (
 
 	"github.com/gofiber/fiber/v2"
 
-	"github.com/authd/authd/ratelimit"
+	"github.com/authd/authd/internal/ratelimit"
 )
 
 // clientIP is the address a request came from. Behind trusted proxies it is

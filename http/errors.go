@@ -13,8 +13,8 @@ import (
 
 	"github.com/authd/authd/commands"
 	"github.com/authd/authd/eventstore"
-	"github.com/authd/authd/password"
-	"github.com/authd/authd/pgpool"
+	"github.com/authd/authd/internal/password"
+	"github.com/authd/authd/internal/pgpool"
 )
 
 // Error is an API error: the status and the snake_case code of API.md, with a

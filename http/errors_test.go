@@ -12,7 +12,7 @@ import (
 	"github.com/gofiber/fiber/v2"
 	"github.com/jackc/pgx/v5/pgconn"
 
-	"github.com/authd/authd/password"
+	"github.com/authd/authd/internal/password"
 )
 
 // A busy refusal is held back before it is answered, so that a client

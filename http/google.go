@@ -6,7 +6,7 @@ import (
 	"github.com/gofiber/fiber/v2"
 
 	"github.com/authd/authd/commands"
-	"github.com/authd/authd/ratelimit"
+	"github.com/authd/authd/internal/ratelimit"
 )
 
 func (a *Accounts) googleRoutes(r fiber.Router) {

@@ -22,7 +22,7 @@ import (
 
 	"github.com/authd/authd/commands"
 	"github.com/authd/authd/eventstore"
-	"github.com/authd/authd/password"
+	"github.com/authd/authd/internal/password"
 )
 
 const errorSchemaRef = "#/components/schemas/Error"

@@ -16,8 +16,8 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/authd/authd/commands"
+	"github.com/authd/authd/internal/ratelimit"
 	"github.com/authd/authd/projections"
-	"github.com/authd/authd/ratelimit"
 )
 
 // PasskeyDemoPath serves a small page that registers a passkey for a signed-in

@@ -13,7 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promauto"
 
 	"github.com/authd/authd/commands"
-	"github.com/authd/authd/password"
+	"github.com/authd/authd/internal/password"
 )
 
 // refusalLogEvery is how often at most one kind of refusal (group and

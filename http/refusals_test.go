@@ -11,7 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/authd/authd/commands"
-	"github.com/authd/authd/password"
+	"github.com/authd/authd/internal/password"
 )
 
 // One line a second for a kind of refusal, each saying how many it stands

@@ -9,7 +9,7 @@ import (
 
 	"github.com/gofiber/fiber/v2"
 
-	"github.com/authd/authd/tokens"
+	"github.com/authd/authd/internal/tokens"
 )
 
 // requestLog writes one structured line per request, so an operator holding

@@ -16,7 +16,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/authd/authd/tokens"
+	"github.com/authd/authd/internal/tokens"
 )
 
 // BodyLimit caps request bodies: every API body is a few small fields.

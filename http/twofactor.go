@@ -8,8 +8,8 @@ import (
 	"github.com/gofiber/fiber/v2"
 	"github.com/google/uuid"
 
+	"github.com/authd/authd/internal/ratelimit"
 	"github.com/authd/authd/projections"
-	"github.com/authd/authd/ratelimit"
 )
 
 // twoFactorRoutes serves TOTP enrolment, backup codes and the login

@@ -41,9 +41,9 @@ import (
 	"github.com/authd/authd/commands"
 	"github.com/authd/authd/domain"
 	"github.com/authd/authd/eventstore"
-	"github.com/authd/authd/natsbus"
+	"github.com/authd/authd/internal/natsbus"
+	"github.com/authd/authd/internal/testenv"
 	"github.com/authd/authd/projections"
-	"github.com/authd/authd/testenv"
 )
 
 func envInt(name string, def int) int {

@@ -14,7 +14,7 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/authd/authd/domain"
-	"github.com/authd/authd/testenv"
+	"github.com/authd/authd/internal/testenv"
 )
 
 // gatedQuerier holds the first query until the test opens the gate, so that

@@ -11,8 +11,8 @@ import (
 	"github.com/authd/authd/commands"
 	"github.com/authd/authd/domain"
 	"github.com/authd/authd/eventstore"
+	"github.com/authd/authd/internal/testenv"
 	"github.com/authd/authd/projections"
-	"github.com/authd/authd/testenv"
 )
 
 // A signup that expired leaves no row in the users read model, whether its

@@ -12,7 +12,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/authd/authd/totp"
+	"github.com/authd/authd/internal/totp"
 )
 
 const apiPrefix = "/api/v1/auth"

@@ -23,8 +23,8 @@ import (
 	"github.com/authd/authd/commands"
 	"github.com/authd/authd/domain"
 	"github.com/authd/authd/eventstore"
-	"github.com/authd/authd/natsbus"
-	"github.com/authd/authd/testenv"
+	"github.com/authd/authd/internal/natsbus"
+	"github.com/authd/authd/internal/testenv"
 )
 
 // env is the environment run reads in a test.

@@ -17,8 +17,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/authd/authd/config"
 	"github.com/authd/authd/eventstore"
+	"github.com/authd/authd/internal/config"
 	"github.com/authd/authd/projections"
 )
 

@@ -15,9 +15,9 @@ import (
 
 	"github.com/authd/authd/domain"
 	"github.com/authd/authd/eventstore"
-	"github.com/authd/authd/natsbus"
+	"github.com/authd/authd/internal/natsbus"
+	"github.com/authd/authd/internal/testenv"
 	"github.com/authd/authd/projections"
-	"github.com/authd/authd/testenv"
 )
 
 // checked is a deployment after normal traffic: every event published and

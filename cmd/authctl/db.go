@@ -11,7 +11,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/authd/authd/pgpool"
+	"github.com/authd/authd/internal/pgpool"
 )
 
 // connectTimeout bounds the wait for Postgres to answer at all, so a wrong

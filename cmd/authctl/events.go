@@ -16,9 +16,9 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/authd/authd/config"
 	"github.com/authd/authd/eventstore"
-	"github.com/authd/authd/natsbus"
+	"github.com/authd/authd/internal/config"
+	"github.com/authd/authd/internal/natsbus"
 )
 
 func setupTail(fs *flag.FlagSet) func(context.Context, *cli, []string) error {

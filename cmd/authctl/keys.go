@@ -6,8 +6,8 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/authd/authd/seal"
-	"github.com/authd/authd/tokens"
+	"github.com/authd/authd/internal/seal"
+	"github.com/authd/authd/internal/tokens"
 )
 
 // setupRotate adds a signing key. It is published in the JWKS at once and

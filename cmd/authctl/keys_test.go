@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/authd/authd/testenv"
-	"github.com/authd/authd/tokens"
+	"github.com/authd/authd/internal/testenv"
+	"github.com/authd/authd/internal/tokens"
 )
 
 func TestKeysRotateAddsASigningKey(t *testing.T) {

@@ -11,7 +11,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
-	"github.com/authd/authd/config"
+	"github.com/authd/authd/internal/config"
 )
 
 // Exit statuses.

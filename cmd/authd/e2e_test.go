@@ -16,7 +16,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
-	"github.com/authd/authd/testenv"
+	"github.com/authd/authd/internal/testenv"
 )
 
 // instance is an authd serving real HTTP, started in-process with its own

@@ -19,7 +19,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/authd/authd/testenv"
+	"github.com/authd/authd/internal/testenv"
 )
 
 const (

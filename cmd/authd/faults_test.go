@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/authd/authd/testenv"
+	"github.com/authd/authd/internal/testenv"
 )
 
 // natsCluster is a cluster on a nats-server of the test's own, which the

@@ -22,7 +22,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
-	"github.com/authd/authd/totp"
+	"github.com/authd/authd/internal/totp"
 )
 
 const googleClientID = "1234567890-authd.apps.googleusercontent.com"

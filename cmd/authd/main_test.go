@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/authd/authd/testenv"
+	"github.com/authd/authd/internal/testenv"
 )
 
 func TestAuthdStartsReadyAndShutsDownCleanly(t *testing.T) {

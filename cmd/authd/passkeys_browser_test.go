@@ -22,7 +22,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/authd/authd/internal/cdp"
-	"github.com/authd/authd/testenv"
+	"github.com/authd/authd/internal/testenv"
 )
 
 // chromiumPath is Debian's chromium (apt-get install -y chromium; .ci/run

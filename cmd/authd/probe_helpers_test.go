@@ -21,7 +21,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/authd/authd/seal"
+	"github.com/authd/authd/internal/seal"
 )
 
 // apiErrorCodes are the error codes API.md lists, with the status each goes

@@ -12,7 +12,7 @@ import (
 	"github.com/authd/authd/commands"
 	"github.com/authd/authd/domain"
 	"github.com/authd/authd/eventstore"
-	"github.com/authd/authd/password"
+	"github.com/authd/authd/internal/password"
 )
 
 // A password stored under parameters other than the hasher's (weaker ones

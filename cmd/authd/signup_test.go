@@ -13,7 +13,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/authd/authd/testenv"
+	"github.com/authd/authd/internal/testenv"
 )
 
 // An address whose domain is no public host name (an IP literal, localhost,

@@ -18,7 +18,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/authd/authd/domain"
-	"github.com/authd/authd/totp"
+	"github.com/authd/authd/internal/totp"
 )
 
 // tfAuthenticator plays the user's authenticator app against a real clock: each

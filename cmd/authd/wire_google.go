@@ -2,8 +2,8 @@ package main
 
 import (
 	"github.com/authd/authd/commands"
-	"github.com/authd/authd/config"
-	"github.com/authd/authd/googleauth"
+	"github.com/authd/authd/internal/config"
+	"github.com/authd/authd/internal/googleauth"
 )
 
 // googleConfig sets up Google sign-in when GOOGLE_CLIENT_ID names at least

@@ -7,9 +7,9 @@ import (
 	"github.com/go-webauthn/webauthn/webauthn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/authd/authd/ceremony"
 	"github.com/authd/authd/commands"
-	"github.com/authd/authd/config"
+	"github.com/authd/authd/internal/ceremony"
+	"github.com/authd/authd/internal/config"
 )
 
 // passkeyConfig is the WebAuthn relying party of the configuration (RP id,

@@ -7,10 +7,10 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/authd/authd/commands"
-	"github.com/authd/authd/config"
 	"github.com/authd/authd/domain"
-	"github.com/authd/authd/seal"
-	"github.com/authd/authd/twofactor"
+	"github.com/authd/authd/internal/challenges"
+	"github.com/authd/authd/internal/config"
+	"github.com/authd/authd/internal/seal"
 )
 
 // twoFactorConfig wires TOTP two-factor authentication: the login challenges
@@ -29,7 +29,7 @@ func twoFactorConfig(cfg config.Config, pool *pgxpool.Pool) (commands.TwoFactorC
 		master = k
 	}
 	return commands.TwoFactorConfig{
-		Challenges:    twofactor.NewChallenges(pool, seal.Derive(master, "2fa-challenge-tokens"), time.Now, domain.ChallengeTTL, domain.ChallengeTries),
+		Challenges:    challenges.NewChallenges(pool, seal.Derive(master, "2fa-challenge-tokens"), time.Now, domain.ChallengeTTL, domain.ChallengeTries),
 		BackupCodeKey: seal.Derive(master, "backup-codes"),
 		Issuer:        "authd",
 	}, nil

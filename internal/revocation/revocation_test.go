@@ -1,0 +1,80 @@
+package revocation
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/authd/authd/domain"
+	"github.com/authd/authd/eventstore"
+	"github.com/authd/authd/internal/testenv"
+)
+
+func TestLoadCutsTheUsersOfRecentPasswordResets(t *testing.T) {
+	t.Parallel()
+	pool, _ := testenv.Database(t)
+	ctx := context.Background()
+	store := eventstore.NewStore(pool, testenv.Sealer(t), nil)
+	now := time.Now().UTC().Truncate(time.Second)
+	reset := func(user uuid.UUID, at time.Time) {
+		data, err := json.Marshal(domain.PasswordReset{UserID: user, At: at})
+		if err != nil {
+			t.Fatal(err)
+		}
+		e := eventstore.Event{Type: domain.TypePasswordReset, Data: data, UserID: user, OccurredAt: at}
+		if _, err := store.Append(ctx, domain.UserStream(user), eventstore.AnyVersion, e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	recent, old, other := uuid.New(), uuid.New(), uuid.New()
+	reset(recent, now.Add(-time.Hour))
+	reset(old, now.Add(-3*domain.AccessTokenTTL))
+	verified := eventstore.Event{Type: domain.TypeEmailVerified, Data: json.RawMessage(`{}`), UserID: other, OccurredAt: now}
+	if _, err := store.Append(ctx, domain.UserStream(other), eventstore.AnyVersion, verified); err != nil {
+		t.Fatal(err)
+	}
+
+	s := New(func() time.Time { return now })
+	if err := s.Load(ctx, pool); err != nil {
+		t.Fatal(err)
+	}
+	if s.Allows(uuid.New(), recent, now.Add(-2*time.Hour)) {
+		t.Error("a token issued before a recent password reset is allowed")
+	}
+	if !s.Allows(uuid.New(), recent, now.Add(-time.Minute)) {
+		t.Error("a token issued after the reset is refused")
+	}
+	if !s.Allows(uuid.New(), other, now.Add(-time.Hour)) {
+		t.Error("a user with no reset is cut")
+	}
+	if len(s.users) != 1 {
+		t.Errorf("loaded %d users' cuts, want only the reset within a token's life", len(s.users))
+	}
+
+	// On a log of millions of events, the resets are found through their
+	// partial index, not by reading every event.
+	conn, err := pool.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Release()
+	if _, err := conn.Exec(ctx, `SET enable_seqscan = off`); err != nil {
+		t.Fatal(err)
+	}
+	rows, err := conn.Query(ctx, `EXPLAIN `+passwordResetsSQL, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(strings.Join(plan, "\n"), "events_password_resets") {
+		t.Fatalf("the password resets are not read through their index:\n%s", strings.Join(plan, "\n"))
+	}
+}
