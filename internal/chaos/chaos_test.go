@@ -110,7 +110,6 @@ func TestChaos(t *testing.T) {
 	}{
 		{"nats-2.15", []fault{killInstance, killRelayHolder, killStreamLeader, natsClusterDown, postgresRestart, terminateBackends}},
 		{"nats-2.9", []fault{killStreamLeader, natsClusterDown}},
-		
 	}
 	var figures []figure
 	for _, r := range runs {
