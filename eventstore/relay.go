@@ -36,7 +36,7 @@ type RelayConfig struct {
 	BatchSize int           // events read from the log per query (default 1000)
 	Window    int           // published messages awaiting their ack at once (default 256)
 	Poll      time.Duration // how often to look for events other instances appended (default 25ms)
-	Backoff   time.Duration // first wait after a failure, doubling to 30 times it (default 200ms)
+	Backoff   time.Duration // first wait after a failure, doubling to 5 times it (default 200ms)
 	// AckTimeout bounds the wait for a publish's ack (default 5s). An ack can
 	// be lost for good with the connection still up (the node holding the
 	// stream killed mid-publish): the relay then starts again from what the
@@ -68,6 +68,36 @@ func (c RelayConfig) withDefaults() RelayConfig {
 	}
 	return c
 }
+
+// maxBackoffs is how many times its first wait the wait between two failed
+// runs of a worker grows to. Each wait is time the event flow may stay
+// stopped after NATS or Postgres is back: at 30 times 200 ms (6 s), an
+// outage long enough to reach it could not recover within the 5 s the chaos
+// suite aims at. A run costs a connection, a lock attempt and a few
+// JetStream requests, about what an instance on standby spends every
+// second anyway.
+const maxBackoffs = 5
+
+// NextBackoff is the wait after a failed run of a worker that retries (the
+// relay, a projection) that lasted ran, the wait before it being last (0
+// for none) and the first wait first. A run that lasted longer than the
+// longest wait worked for a while, so the failure that ended it is a new
+// one: it starts from first again instead of inheriting the wait of an
+// outage long past (the wait never came down, and a relay or projection
+// that had waited out one outage came back from the next up to 6 s late).
+func NextBackoff(first, last, ran time.Duration) time.Duration {
+	if last == 0 || ran > maxBackoffs*first {
+		return first
+	}
+	return min(2*last, maxBackoffs*first)
+}
+
+// startTimeout bounds a run's first JetStream requests (ensure the stream,
+// read what it holds). They go to the stream's leader, and while NATS elects
+// one (its node was killed, the cluster restarts) they go unanswered until
+// the client's own timeout, 5 s each: the next run, which may find the new
+// leader, came up to 10 s after the stream had one again.
+const startTimeout = 2 * time.Second
 
 // relayLockKey is the Postgres advisory lock that makes one instance the relay.
 const relayLockKey int64 = 0x61757468645f726c // "authd_rl"
@@ -148,8 +178,9 @@ func (r *Relay) Run(ctx context.Context) {
 	measured := make(chan struct{})
 	go func() { r.measureLag(measuring); close(measured) }()
 	defer func() { stopMeasuring(); <-measured }()
-	backoff := r.cfg.Backoff
+	var backoff time.Duration
 	for ctx.Err() == nil {
+		began := time.Now()
 		err := r.leadOnce(ctx, false)
 		if ctx.Err() != nil {
 			break
@@ -158,18 +189,14 @@ func (r *Relay) Run(ctx context.Context) {
 			r.standBy(ctx, time.Second)
 			continue
 		}
+		backoff = NextBackoff(r.cfg.Backoff, backoff, time.Since(began))
 		if err != nil {
 			r.failures.Inc()
 			r.log.Warn("relay interrupted; will retry", "err", err, "retry_in", backoff)
-		} else {
-			backoff = r.cfg.Backoff
 		}
 		select {
 		case <-ctx.Done():
 		case <-time.After(backoff):
-		}
-		if err != nil {
-			backoff = min(backoff*2, 30*r.cfg.Backoff)
 		}
 	}
 	flush, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -290,14 +317,17 @@ func (r *Relay) setLeading(v bool) {
 }
 
 func (r *Relay) lead(ctx context.Context, conn *pgxpool.Conn, flushing bool) error {
-	stream, err := r.bus.EnsureStream(ctx)
+	start, cancel := context.WithTimeout(ctx, startTimeout)
+	defer cancel()
+	stream, err := r.bus.EnsureStream(start)
 	if err != nil {
 		return fmt.Errorf("relay: %w", err)
 	}
-	cp, lastSeq, err := r.reconcile(ctx, conn, stream)
+	cp, lastSeq, err := r.reconcile(start, conn, stream)
 	if err != nil {
 		return err
 	}
+	cancel()
 	r.setPublished(cp)
 	nudged, stopListening, err := r.bus.Listen(committedSignal)
 	if err != nil {
