@@ -156,6 +156,31 @@ func (in *instance) leadsRelay() (bool, error) {
 	return false, errors.New("no authd_relay_leader in /metrics")
 }
 
+// logSize is how much the instance has logged so far, for since.
+func (in *instance) logSize() int64 {
+	st, err := os.Stat(in.logs)
+	if err != nil {
+		return 0
+	}
+	return st.Size()
+}
+
+// logSince is what the instance logged past offset, at most n lines (the
+// last ones), leaving out the lines of single requests.
+func (in *instance) logSince(offset int64, n int) string {
+	b, err := os.ReadFile(in.logs)
+	if err != nil {
+		return err.Error()
+	}
+	var lines []string
+	for _, l := range strings.Split(string(b[min(offset, int64(len(b))):]), "\n") {
+		if l != "" && !strings.Contains(l, `"msg":"request"`) {
+			lines = append(lines, l)
+		}
+	}
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+}
+
 // tail is the last n lines of a file.
 func tail(path string, n int) string {
 	b, err := os.ReadFile(path)
