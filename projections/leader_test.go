@@ -16,10 +16,12 @@ import (
 )
 
 // newLeaderOfUsers is the users projection's leader as lead starts it, with
-// no consumer: the test hands it the events JetStream would deliver.
-func newLeaderOfUsers(t *testing.T, h *harness) *leader {
+// no consumer: the test hands it the events JetStream would deliver. nudges
+// hears it as its followers do.
+func newLeaderOfUsers(t *testing.T) (h *harness, l *leader, nudges <-chan struct{}) {
 	t.Helper()
 	ctx := context.Background()
+	h = newHarness(t, testenv.NATS(t, testenv.EmbeddedNATS))
 	r := NewRunner(h.pool, h.bus, []Projection{Users{}}, Config{}, testenv.Logger(t), nil)
 	conn, err := h.pool.Acquire(ctx)
 	if err != nil {
@@ -30,7 +32,12 @@ func newLeaderOfUsers(t *testing.T, h *harness) *leader {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return r.newLeader(conn, Users{}, r.states["users"], cp)
+	nudges, stop, err := h.bus.Listen(checkpointSignal("users"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(stop)
+	return h, r.newLeader(conn, Users{}, r.states["users"], cp), nudges
 }
 
 // appendEvents appends each event to a stream of its own and returns them as
@@ -88,13 +95,7 @@ func hearNudge(t *testing.T, nudges <-chan struct{}) {
 // saving it writes it to Postgres and tells the followers.
 func TestALeaderSavesTheCheckpointOfSkippedEventsWhenAsked(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t, testenv.NATS(t, testenv.EmbeddedNATS))
-	l := newLeaderOfUsers(t, h)
-	nudges, stop, err := h.bus.Listen(checkpointSignal("users"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer stop()
+	h, l, nudges := newLeaderOfUsers(t)
 	events := skippedByUsers(t, h, 3)
 	last := events[len(events)-1].Commit
 
@@ -118,13 +119,7 @@ func TestALeaderSavesTheCheckpointOfSkippedEventsWhenAsked(t *testing.T) {
 // again (JetStream redelivers after a lost ack) it changes nothing.
 func TestALeaderAppliesABatchOnceWithItsCheckpoint(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t, testenv.NATS(t, testenv.EmbeddedNATS))
-	l := newLeaderOfUsers(t, h)
-	nudges, stop, err := h.bus.Listen(checkpointSignal("users"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer stop()
+	h, l, nudges := newLeaderOfUsers(t)
 	tenant := uuid.New()
 	var registered []domain.Event
 	for i := range 2 {
@@ -153,8 +148,7 @@ func TestALeaderAppliesABatchOnceWithItsCheckpoint(t *testing.T) {
 // checkpoint: after a gap it starts again rather than skip an event.
 func TestALeaderTakesTheStreamOnlyInOrder(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t, testenv.NATS(t, testenv.EmbeddedNATS))
-	l := newLeaderOfUsers(t, h)
+	_, l, _ := newLeaderOfUsers(t)
 	// From an empty checkpoint the stream may have been purged: any
 	// sequence comes first.
 	for _, seq := range []uint64{7, 8, 9} {
