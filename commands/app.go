@@ -144,6 +144,9 @@ var (
 	ErrInvalidRefreshToken = errors.New("invalid refresh token")
 	ErrNotFound            = errors.New("not found")
 	ErrConflict            = errors.New("conflict")
+	// ErrBusy refuses a request for now: every password-hashing slot is
+	// taken.
+	ErrBusy = errors.New("too busy to check a password now")
 )
 
 // ValidationError says which input was wrong and how.
@@ -208,7 +211,7 @@ func (c *change) empty() bool {
 func (a *App) commit(ctx context.Context, c *change) (eventstore.Committed, error) {
 	committed, err := a.d.Store.Write(ctx, c.write)
 	c.done = err == nil
-	return committed, err
+	return committed, translate(err)
 }
 
 // wait gives read-your-writes: it returns once the projections have applied
@@ -246,7 +249,7 @@ func retry[T any](ctx context.Context, step func() (T, error)) (T, error) {
 	for attempt := 1; ; attempt++ {
 		v, err := step()
 		if !errors.Is(err, eventstore.ErrConflict) || attempt == 5 || ctx.Err() != nil {
-			return v, err
+			return v, translate(err)
 		}
 	}
 }
