@@ -621,6 +621,22 @@ func checkSubjectPrefix(s string) error {
 	return nil
 }
 
+// SealingKeys are the master keys secrets are sealed with, the sealing one
+// first: AUTHD_MASTER_KEY's or, without it (development), the key kept in
+// DataDir, made there on first use (created: by this call). authd and authctl
+// both take their keys from here, and every key derived from the master key
+// from the first of them, so that all of them open what the others sealed.
+func (c Config) SealingKeys() (keys [][]byte, created bool, err error) {
+	if len(c.MasterKeys) > 0 {
+		return c.MasterKeys, false, nil
+	}
+	k, created, err := seal.DevKey(c.DataDir)
+	if err != nil {
+		return nil, false, err
+	}
+	return [][]byte{k}, created, nil
+}
+
 // LogValue shows the settings with secrets masked: passwords in URLs, and the
 // master keys only as whether they were given.
 func (c Config) LogValue() slog.Value {
