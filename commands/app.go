@@ -116,9 +116,11 @@ func New(d Deps) *App {
 	return &App{d: d, sessions: sessions, jobs: make(chan func(context.Context), backgroundQueue)}
 }
 
-// RefreshTTL is how long a refresh token lives: also how long a session
-// without a refresh stays listed as active.
-func (a *App) RefreshTTL() time.Duration { return a.d.RefreshTTL }
+// RefreshRules are the configured lifetimes of refresh tokens, by whose
+// Lives a session is also listed as active.
+func (a *App) RefreshRules() domain.RefreshRules {
+	return domain.RefreshRules{TTL: a.d.RefreshTTL, Grace: a.d.RefreshGrace}
+}
 
 // Request is who is asking: it becomes each event's metadata.
 type Request struct {
