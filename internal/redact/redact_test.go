@@ -2,46 +2,32 @@ package redact
 
 import "testing"
 
-func TestURL(t *testing.T) {
-	for in, want := range map[string]string{
-		"":                                  "",
-		"smtp://mailer:pw@mail.example:587": "smtp://mailer:xxxxx@mail.example:587",
-		"postgres://app:pw@db:5432/authd?sslpassword=pw&sslmode=require": "postgres://app:xxxxx@db:5432/authd?sslmode=require&sslpassword=xxxxx",
-		"postgres://app@db/authd?Password=pw":                            "postgres://app@db/authd?Password=xxxxx",
-		"smtp://mail.example":                                            "smtp://mail.example",
-		"host=db password=pw dbname=authd":                               "(set, not shown)",
-		"smtp://u:pw%zz@mail.example":                                    "(set, not shown)",
-	} {
-		if got := URL(in); got != want {
-			t.Errorf("URL(%q) = %q, want %q", in, got, want)
-		}
-	}
-}
+// What each way of showing a URL hides, and what it keeps.
+func TestRedaction(t *testing.T) {
+	ways := map[string]func(string) string{"URL": URL, "NATSURLs": NATSURLs, "Userinfo": Userinfo}
+	for _, c := range []struct{ way, in, want string }{
+		{"URL", "", ""},
+		{"URL", "smtp://mailer:pw@mail.example:587", "smtp://mailer:xxxxx@mail.example:587"},
+		{"URL", "postgres://app:pw@db:5432/authd?sslpassword=pw&sslmode=require", "postgres://app:xxxxx@db:5432/authd?sslmode=require&sslpassword=xxxxx"},
+		{"URL", "postgres://app@db/authd?Password=pw", "postgres://app@db/authd?Password=xxxxx"},
+		{"URL", "smtp://mail.example", "smtp://mail.example"},
+		{"URL", "host=db password=pw dbname=authd", "(set, not shown)"},
+		{"URL", "smtp://u:pw%zz@mail.example", "(set, not shown)"},
 
-func TestNATSURLs(t *testing.T) {
-	for in, want := range map[string]string{
-		"": "",
-		"nats://svc:pw@n1:4222,nats://n2:4222, nats://token@n3:4222": "nats://svc:xxxxx@n1:4222,nats://n2:4222,nats://xxxxx@n3:4222",
-		"nats://n1:4222,,nats://n2:4222":                             "nats://n1:4222,nats://n2:4222",
-		"nats://tok%zz@n1:4222":                                      "(set, not shown)",
-	} {
-		if got := NATSURLs(in); got != want {
-			t.Errorf("NATSURLs(%q) = %q, want %q", in, got, want)
-		}
-	}
-}
+		{"NATSURLs", "", ""},
+		{"NATSURLs", "nats://svc:pw@n1:4222,nats://n2:4222, nats://token@n3:4222", "nats://svc:xxxxx@n1:4222,nats://n2:4222,nats://xxxxx@n3:4222"},
+		{"NATSURLs", "nats://n1:4222,,nats://n2:4222", "nats://n1:4222,nats://n2:4222"},
+		{"NATSURLs", "nats://tok%zz@n1:4222", "(set, not shown)"},
 
-func TestUserinfo(t *testing.T) {
-	for in, want := range map[string]string{
-		"smtp://u:pw%zz@mail.example":     "smtp://u:xxxxx@mail.example",
-		"smtp://pw%zz@mail.example":       "smtp://xxxxx@mail.example",
-		"u:pw@mail.example:587":           "u:xxxxx@mail.example:587",
-		"nats://a:b@c:pw@n1:4222/x@y":     "nats://a:xxxxx@n1:4222/x@y",
-		"smtp://mail.example/inbox@local": "smtp://mail.example/inbox@local",
-		"mail.example:587":                "mail.example:587",
+		{"Userinfo", "smtp://u:pw%zz@mail.example", "smtp://u:xxxxx@mail.example"},
+		{"Userinfo", "smtp://pw%zz@mail.example", "smtp://xxxxx@mail.example"},
+		{"Userinfo", "u:pw@mail.example:587", "u:xxxxx@mail.example:587"},
+		{"Userinfo", "nats://a:b@c:pw@n1:4222/x@y", "nats://a:xxxxx@n1:4222/x@y"},
+		{"Userinfo", "smtp://mail.example/inbox@local", "smtp://mail.example/inbox@local"},
+		{"Userinfo", "mail.example:587", "mail.example:587"},
 	} {
-		if got := Userinfo(in); got != want {
-			t.Errorf("Userinfo(%q) = %q, want %q", in, got, want)
+		if got := ways[c.way](c.in); got != c.want {
+			t.Errorf("%s(%q) = %q, want %q", c.way, c.in, got, c.want)
 		}
 	}
 }
