@@ -146,9 +146,8 @@ var (
 	ErrInvalidRefreshToken = errors.New("invalid refresh token")
 	ErrNotFound            = errors.New("not found")
 	ErrConflict            = errors.New("conflict")
-	// ErrBusy refuses a request for now: every password-hashing slot is
-	// taken.
-	ErrBusy = errors.New("too busy to check a password now")
+	// ErrBusy refuses a request for now, to be retried shortly.
+	ErrBusy = errors.New("every password-hashing slot is taken")
 )
 
 // ValidationError says which input was wrong and how.
