@@ -116,9 +116,11 @@ func New(d Deps) *App {
 	return &App{d: d, sessions: sessions, jobs: make(chan func(context.Context), backgroundQueue)}
 }
 
-// RefreshTTL is how long a refresh token lives: also how long a session
-// without a refresh stays listed as active.
-func (a *App) RefreshTTL() time.Duration { return a.d.RefreshTTL }
+// RefreshRules are the configured lifetimes of refresh tokens, by whose
+// Lives a session is also listed as active.
+func (a *App) RefreshRules() domain.RefreshRules {
+	return domain.RefreshRules{TTL: a.d.RefreshTTL, Grace: a.d.RefreshGrace}
+}
 
 // Request is who is asking: it becomes each event's metadata.
 type Request struct {
@@ -144,6 +146,8 @@ var (
 	ErrInvalidRefreshToken = errors.New("invalid refresh token")
 	ErrNotFound            = errors.New("not found")
 	ErrConflict            = errors.New("conflict")
+	// ErrBusy refuses a request for now, to be retried shortly.
+	ErrBusy = errors.New("every password-hashing slot is taken")
 )
 
 // ValidationError says which input was wrong and how.
@@ -208,7 +212,7 @@ func (c *change) empty() bool {
 func (a *App) commit(ctx context.Context, c *change) (eventstore.Committed, error) {
 	committed, err := a.d.Store.Write(ctx, c.write)
 	c.done = err == nil
-	return committed, err
+	return committed, translate(err)
 }
 
 // wait gives read-your-writes: it returns once the projections have applied
@@ -246,7 +250,7 @@ func retry[T any](ctx context.Context, step func() (T, error)) (T, error) {
 	for attempt := 1; ; attempt++ {
 		v, err := step()
 		if !errors.Is(err, eventstore.ErrConflict) || attempt == 5 || ctx.Err() != nil {
-			return v, err
+			return v, translate(err)
 		}
 	}
 }

@@ -112,7 +112,7 @@ func (a *App) Refresh(ctx context.Context, refreshToken string, r Request) (Toke
 			if s.Version > 0 && s.StartedAt.Before(a.d.Revoked.UserCut(s.UserID)) {
 				return domain.RefreshDecision{}, ErrInvalidRefreshToken
 			}
-			return s.Refresh(generation, a.d.Now(), domain.RefreshRules{TTL: a.d.RefreshTTL, Grace: a.d.RefreshGrace}, r.client())
+			return s.Refresh(generation, a.d.Now(), a.RefreshRules(), r.client())
 		}
 		var s *domain.Session
 		var d domain.RefreshDecision
