@@ -38,7 +38,7 @@ func TestCodeEmailsArriveThroughMailpit(t *testing.T) {
 		t.Run(purpose.String(), func(t *testing.T) {
 			to := purpose.String() + "@example.test"
 			code := fmt.Sprintf("%06d", 40213+i*111111)
-			m, err := mail.CodeMessage(to, product, code, purpose, 10*time.Minute)
+			m, err := codeMessage(to, product, code, purpose, 10*time.Minute)
 			if err != nil {
 				t.Fatal(err)
 			}
