@@ -170,7 +170,7 @@ func (t *Templates) add(fsys fs.FS, shown func(string) string) error {
 	}
 	slices.SortFunc(keys, func(a, b [2]string) int { return strings.Compare(a[0]+"."+a[1], b[0]+"."+b[1]) })
 	for _, k := range keys {
-		p, err := parse(known[k[0]], k[0]+"."+k[1], found[k], t.product)
+		p, err := parse(known[k[0]], k[0]+"."+k[1], found[k], t.product, shown)
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -207,11 +207,11 @@ func splitName(file string) (name, locale string, part int, err error) {
 // parse parses one mail's three files and renders them with the mail's
 // sample data, which is how a field the mail does not have is found now and
 // not when the mail is sent.
-func parse(m mailSpec, what string, src *source, product string) (*parts, error) {
+func parse(m mailSpec, what string, src *source, product string, shown func(string) string) (*parts, error) {
 	var missing []string
 	for i, suffix := range []string{subjectSuffix, textSuffix, htmlSuffix} {
 		if src.files[i] == "" {
-			missing = append(missing, what+suffix)
+			missing = append(missing, shown(what+suffix))
 		}
 	}
 	if len(missing) > 0 {
