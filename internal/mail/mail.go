@@ -92,12 +92,16 @@ func (l *LogSender) Send(ctx context.Context, m Message) error {
 	if err := checkHeaders(m.Headers); err != nil {
 		return err
 	}
-	l.log.LogAttrs(ctx, slog.LevelWarn,
-		"email not sent: SMTP_URL is not set; development only: the email, codes included, is written to this log instead",
+	attrs := []slog.Attr{
 		slog.String("to", m.To),
 		slog.String("subject", m.Subject),
 		slog.String("text", m.Text),
-		slog.Any("headers", m.Headers),
-	)
+	}
+	if len(m.Headers) > 0 {
+		attrs = append(attrs, slog.Any("headers", m.Headers))
+	}
+	l.log.LogAttrs(ctx, slog.LevelWarn,
+		"email not sent: SMTP_URL is not set; development only: the email, codes included, is written to this log instead",
+		attrs...)
 	return nil
 }

@@ -2,11 +2,13 @@ package mail
 
 import (
 	"bytes"
+	"cmp"
 	"embed"
 	"errors"
 	"fmt"
 	htmltemplate "html/template"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -26,13 +28,10 @@ var builtinFS embed.FS
 // of every lookup.
 const builtinLocale = "en"
 
-// A mail is three files, <mail>.<locale> followed by one of these. The subject
-// suffix is tried first, since it ends like the text one.
-const (
-	subjectSuffix = ".subject.txt"
-	textSuffix    = ".txt"
-	htmlSuffix    = ".html"
-)
+// partSuffixes end a mail's three files, <mail>.<locale> followed by one of
+// them, in the order of the parts: subject, text, HTML. The subject's is
+// tried first, since it ends like the text's.
+func partSuffixes() [3]string { return [3]string{".subject.txt", ".txt", ".html"} }
 
 // parts is one mail in one locale, parsed.
 type parts struct {
@@ -108,6 +107,9 @@ func oneLine(s string) string {
 	}, s))
 }
 
+// mailLocale names one mail in one locale; the locale is canonical BCP 47.
+type mailLocale struct{ mail, locale string }
+
 // source is the text of one mail in one locale, as read.
 type source struct {
 	files [3]string // shown names of the subject, text and HTML files; "" when missing
@@ -119,15 +121,36 @@ type source struct {
 // and puts what it holds in place of what t had. It reports every bad file,
 // joined, so an operator fixes them all in one go.
 func (t *Templates) add(fsys fs.FS, shown func(string) string) error {
-	entries, err := fs.ReadDir(fsys, ".")
-	if err != nil {
-		return fmt.Errorf("mail: read templates: %w", err)
-	}
 	known := map[string]mailSpec{}
 	for _, m := range catalogue() {
 		known[m.name] = m
 	}
-	found := map[[2]string]*source{}
+	found, errs := read(fsys, shown, known)
+	keys := slices.SortedFunc(maps.Keys(found), func(a, b mailLocale) int {
+		return cmp.Or(strings.Compare(a.mail, b.mail), strings.Compare(a.locale, b.locale))
+	})
+	for _, k := range keys {
+		p, err := parse(known[k.mail], k.mail+"."+k.locale, found[k], t.product, shown)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if t.mails[k.mail] == nil {
+			t.mails[k.mail] = map[string]*parts{}
+		}
+		t.mails[k.mail][k.locale] = p
+	}
+	return errors.Join(errs...)
+}
+
+// read gathers the files of fsys by mail and locale, and the problems of
+// those it cannot place.
+func read(fsys fs.FS, shown func(string) string, known map[string]mailSpec) (map[mailLocale]*source, []error) {
+	entries, err := fs.ReadDir(fsys, ".")
+	if err != nil {
+		return nil, []error{fmt.Errorf("mail: read templates: %w", err)}
+	}
+	found := map[mailLocale]*source{}
 	var errs []error
 	for _, e := range entries {
 		// Hidden entries are an editor's or a mount's (a Kubernetes ConfigMap
@@ -140,13 +163,13 @@ func (t *Templates) add(fsys fs.FS, shown func(string) string) error {
 			errs = append(errs, fmt.Errorf("%s: a folder; templates are files side by side, such as verify.de.html", file))
 			continue
 		}
-		name, locale, part, err := splitName(e.Name())
+		k, part, err := splitName(e.Name())
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", file, err))
 			continue
 		}
-		if _, ok := known[name]; !ok {
-			errs = append(errs, fmt.Errorf("%s: %q is not a mail authd sends (those are %s)", file, name, strings.Join(mailNames(), ", ")))
+		if _, ok := known[k.mail]; !ok {
+			errs = append(errs, fmt.Errorf("%s: %q is not a mail authd sends (those are %s)", file, k.mail, strings.Join(mailNames(), ", ")))
 			continue
 		}
 		src, err := fs.ReadFile(fsys, e.Name())
@@ -154,40 +177,24 @@ func (t *Templates) add(fsys fs.FS, shown func(string) string) error {
 			errs = append(errs, fmt.Errorf("%s: %w", file, err))
 			continue
 		}
-		k := [2]string{name, locale}
 		if found[k] == nil {
 			found[k] = &source{}
 		}
 		if prev := found[k].files[part]; prev != "" {
-			errs = append(errs, fmt.Errorf("%s: the same template as %s (locales are compared in their canonical form, %s)", file, prev, locale))
+			errs = append(errs, fmt.Errorf("%s: the same template as %s (locales are compared in their canonical form, %s)", file, prev, k.locale))
 			continue
 		}
 		found[k].files[part], found[k].text[part] = file, string(src)
 	}
-	keys := make([][2]string, 0, len(found))
-	for k := range found {
-		keys = append(keys, k)
-	}
-	slices.SortFunc(keys, func(a, b [2]string) int { return strings.Compare(a[0]+"."+a[1], b[0]+"."+b[1]) })
-	for _, k := range keys {
-		p, err := parse(known[k[0]], k[0]+"."+k[1], found[k], t.product, shown)
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		if t.mails[k[0]] == nil {
-			t.mails[k[0]] = map[string]*parts{}
-		}
-		t.mails[k[0]][k[1]] = p
-	}
-	return errors.Join(errs...)
+	return found, errs
 }
 
-// splitName reads <mail>.<locale><suffix>; the locale comes back canonical
-// (de-ch is de-CH), so that lookups find it however it was spelled.
-func splitName(file string) (name, locale string, part int, err error) {
+// splitName reads <mail>.<locale><suffix>, and which part the suffix says
+// the file is; the locale comes back canonical (de-ch is de-CH), so that
+// lookups find it however it was spelled.
+func splitName(file string) (k mailLocale, part int, err error) {
 	rest := ""
-	for i, suffix := range []string{subjectSuffix, textSuffix, htmlSuffix} {
+	for i, suffix := range partSuffixes() {
 		if r, ok := strings.CutSuffix(file, suffix); ok {
 			rest, part = r, i
 			break
@@ -195,27 +202,28 @@ func splitName(file string) (name, locale string, part int, err error) {
 	}
 	name, locale, ok := strings.Cut(rest, ".")
 	if rest == "" || !ok || name == "" || strings.Contains(locale, ".") {
-		return "", "", 0, errors.New("not named <mail>.<locale>.subject.txt, <mail>.<locale>.txt or <mail>.<locale>.html")
+		return mailLocale{}, 0, errors.New("not named <mail>.<locale>.subject.txt, <mail>.<locale>.txt or <mail>.<locale>.html")
 	}
 	tag, err := language.Parse(locale)
 	if err != nil || tag == language.Und {
-		return "", "", 0, fmt.Errorf("%q is not a BCP 47 locale such as de or de-CH", locale)
+		return mailLocale{}, 0, fmt.Errorf("%q is not a BCP 47 locale such as de or de-CH", locale)
 	}
-	return name, tag.String(), part, nil
+	return mailLocale{mail: name, locale: tag.String()}, part, nil
 }
 
 // parse parses one mail's three files and renders them with the mail's
 // sample data, which is how a field the mail does not have is found now and
 // not when the mail is sent.
 func parse(m mailSpec, what string, src *source, product string, shown func(string) string) (*parts, error) {
-	var missing []string
-	for i, suffix := range []string{subjectSuffix, textSuffix, htmlSuffix} {
+	var have, missing []string
+	for i, suffix := range partSuffixes() {
 		if src.files[i] == "" {
 			missing = append(missing, shown(what+suffix))
+		} else {
+			have = append(have, src.files[i])
 		}
 	}
 	if len(missing) > 0 {
-		have := slices.DeleteFunc(src.files[:], func(s string) bool { return s == "" })
 		return nil, fmt.Errorf("%s: a mail needs all three of its files; %s missing", strings.Join(have, ", "), strings.Join(missing, " and "))
 	}
 	var p parts
