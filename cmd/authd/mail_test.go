@@ -3,30 +3,21 @@ package main
 import (
 	"context"
 	"io"
-	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
 	"time"
-)
 
-// writeMailTemplate writes one mail's three files for locale into dir.
-func writeMailTemplate(t *testing.T, dir, name, locale, subject, text, html string) {
-	t.Helper()
-	for suffix, body := range map[string]string{".subject.txt": subject, ".txt": text, ".html": html} {
-		if err := os.WriteFile(filepath.Join(dir, name+"."+locale+suffix), []byte(body), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-}
+	"github.com/authd/authd/internal/testenv"
+)
 
 // The product's name and the operator's templates reach the mails a signup
 // and a sign-in code send, over real SMTP.
 func TestMailTemplatesAndProductNameReachTheCodeMails(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	writeMailTemplate(t, dir, "verify", "en", "Welcome to {{.Product}}", "Your code for {{.Product}}: {{.Code}}", "<p>{{.Product}}: {{.Code}}</p>")
+	testenv.MailTemplate(t, dir, "verify", "en", "Welcome to {{.Product}}", "Your code for {{.Product}}: {{.Code}}", "<p>{{.Product}}: {{.Code}}</p>")
 	c := newCluster(t, map[string]string{"AUTHD_PRODUCT_NAME": "Acme Cloud", "AUTHD_MAIL_TEMPLATES": dir})
 	a := c.start(t)
 
@@ -50,7 +41,7 @@ func TestMailTemplatesAndProductNameReachTheCodeMails(t *testing.T) {
 func TestABrokenMailTemplateStopsTheStart(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	writeMailTemplate(t, dir, "reset", "de", "Passwort für {{.Product}}", "Code: {{.Cdoe}}", "<p>{{.Code}}</p>")
+	testenv.MailTemplate(t, dir, "reset", "de", "Passwort für {{.Product}}", "Code: {{.Cdoe}}", "<p>{{.Code}}</p>")
 	env := map[string]string{
 		"AUTHD_MAIL_TEMPLATES": dir,
 		"AUTHD_DATA_DIR":       t.TempDir(),

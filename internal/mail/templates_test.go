@@ -9,6 +9,7 @@ import (
 
 	"github.com/authd/authd/domain"
 	"github.com/authd/authd/internal/mail"
+	"github.com/authd/authd/internal/testenv"
 )
 
 // notice is the data of a notice as the consumer of the events fills it.
@@ -143,23 +144,13 @@ func TestNoticeRejectsBadInput(t *testing.T) {
 	}
 }
 
-// writeMail writes one mail's three files for locale into dir.
-func writeMail(t *testing.T, dir, name, locale, subject, text, html string) {
-	t.Helper()
-	for suffix, body := range map[string]string{".subject.txt": subject, ".txt": text, ".html": html} {
-		if err := os.WriteFile(filepath.Join(dir, name+"."+locale+suffix), []byte(body), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-}
-
 func TestOverridesByLocaleFallBackToEnglish(t *testing.T) {
 	dir := t.TempDir()
-	writeMail(t, dir, "verify", "de", "Bestätige deine E-Mail für {{.Product}}", "Dein Code: {{.Code}}, gültig {{.Minutes}} Minuten.", "<p>Dein Code: {{.Code}}</p>")
-	writeMail(t, dir, "login", "de", "Anmeldecode für {{.Product}}", "Code: {{.Code}}", "<p>{{.Code}}</p>")
+	testenv.MailTemplate(t, dir, "verify", "de", "Bestätige deine E-Mail für {{.Product}}", "Dein Code: {{.Code}}, gültig {{.Minutes}} Minuten.", "<p>Dein Code: {{.Code}}</p>")
+	testenv.MailTemplate(t, dir, "login", "de", "Anmeldecode für {{.Product}}", "Code: {{.Code}}", "<p>{{.Code}}</p>")
 	// Spelled in lower case, as a file system may keep it; de-CH all the same.
-	writeMail(t, dir, "login", "de-ch", "Grüezi, {{.Product}}", "Code: {{.Code}}", "<p>{{.Code}}</p>")
-	writeMail(t, dir, "PasskeyAdded", "de", "Neuer Passkey bei {{.Product}}", "Passkey „{{.PasskeyName}}“ am {{.WhenUTC}} von {{.IP}}.", "<p>{{.PasskeyName}} {{.Device}}</p>")
+	testenv.MailTemplate(t, dir, "login", "de-ch", "Grüezi, {{.Product}}", "Code: {{.Code}}", "<p>{{.Code}}</p>")
+	testenv.MailTemplate(t, dir, "PasskeyAdded", "de", "Neuer Passkey bei {{.Product}}", "Passkey „{{.PasskeyName}}“ am {{.WhenUTC}} von {{.IP}}.", "<p>{{.PasskeyName}} {{.Device}}</p>")
 	// .hidden files are an editor's or a mount's, never templates.
 	if err := os.WriteFile(filepath.Join(dir, ".verify.de.txt.swp"), []byte("{{"), 0o644); err != nil {
 		t.Fatal(err)
@@ -214,7 +205,7 @@ func TestOverridesByLocaleFallBackToEnglish(t *testing.T) {
 // of every other locale.
 func TestEnglishOverrideReplacesTheBuiltin(t *testing.T) {
 	dir := t.TempDir()
-	writeMail(t, dir, "reset", "en", "{{.Product}} password reset", "Code {{.Code}}", "<p>{{.Code}}</p>")
+	testenv.MailTemplate(t, dir, "reset", "en", "{{.Product}} password reset", "Code {{.Code}}", "<p>{{.Code}}</p>")
 	tpl, err := mail.Load("Acme", dir)
 	if err != nil {
 		t.Fatal(err)
@@ -243,32 +234,32 @@ func TestBrokenOverridesFailTheLoadNamingTheFile(t *testing.T) {
 		want  string
 	}{
 		{"does not parse", func(t *testing.T, dir string) {
-			writeMail(t, dir, "verify", "de", subject, "Code {{.Code", html)
+			testenv.MailTemplate(t, dir, "verify", "de", subject, "Code {{.Code", html)
 		}, "verify.de.txt", "unclosed action"},
 		{"unknown field", func(t *testing.T, dir string) {
-			writeMail(t, dir, "verify", "de", subject, text, "<p>{{.Code}} {{.Nmae}}</p>")
+			testenv.MailTemplate(t, dir, "verify", "de", subject, text, "<p>{{.Code}} {{.Nmae}}</p>")
 		}, "verify.de.html", "Nmae"},
 		{"a notice's field in a code mail", func(t *testing.T, dir string) {
-			writeMail(t, dir, "login", "fr", "{{.NewEmail}}", text, html)
+			testenv.MailTemplate(t, dir, "login", "fr", "{{.NewEmail}}", text, html)
 		}, "login.fr.subject.txt", "NewEmail"},
 		{"unknown mail", func(t *testing.T, dir string) {
-			writeMail(t, dir, "welcome", "de", subject, text, html)
+			testenv.MailTemplate(t, dir, "welcome", "de", subject, text, html)
 		}, "welcome.de.", `"welcome" is not a mail authd sends`},
 		{"unknown locale", func(t *testing.T, dir string) {
-			writeMail(t, dir, "verify", "english", subject, text, html)
+			testenv.MailTemplate(t, dir, "verify", "english", subject, text, html)
 		}, "verify.english.", "is not a BCP 47 locale"},
 		{"a part missing", func(t *testing.T, dir string) {
-			writeMail(t, dir, "verify", "de", subject, text, html)
+			testenv.MailTemplate(t, dir, "verify", "de", subject, text, html)
 			if err := os.Remove(filepath.Join(dir, "verify.de.subject.txt")); err != nil {
 				t.Fatal(err)
 			}
 		}, "verify.de.subject.txt missing", "needs all three of its files"},
 		{"the code not shown", func(t *testing.T, dir string) {
-			writeMail(t, dir, "reset", "de", subject, "Hier ist kein Code.", html)
+			testenv.MailTemplate(t, dir, "reset", "de", subject, "Hier ist kein Code.", html)
 		}, "reset.de.txt", "does not show the code"},
 		{"the same locale twice", func(t *testing.T, dir string) {
-			writeMail(t, dir, "verify", "de-CH", subject, text, html)
-			writeMail(t, dir, "verify", "de-ch", subject, text, html)
+			testenv.MailTemplate(t, dir, "verify", "de-CH", subject, text, html)
+			testenv.MailTemplate(t, dir, "verify", "de-ch", subject, text, html)
 		}, "verify.de-", "the same template as"},
 		{"a folder", func(t *testing.T, dir string) {
 			if err := os.Mkdir(filepath.Join(dir, "de"), 0o755); err != nil {
@@ -296,8 +287,8 @@ func TestBrokenOverridesFailTheLoadNamingTheFile(t *testing.T) {
 
 	// Every bad file is reported at once.
 	dir := t.TempDir()
-	writeMail(t, dir, "verify", "de", subject, "{{if}}", html)
-	writeMail(t, dir, "SessionStarted", "de", subject, "{{.Nope}}", html)
+	testenv.MailTemplate(t, dir, "verify", "de", subject, "{{if}}", html)
+	testenv.MailTemplate(t, dir, "SessionStarted", "de", subject, "{{.Nope}}", html)
 	_, err := mail.Load("Acme", dir)
 	for _, file := range []string{"verify.de.txt", "SessionStarted.de.txt"} {
 		if err == nil || !strings.Contains(err.Error(), filepath.Join(dir, file)) {
@@ -313,7 +304,7 @@ func TestBrokenOverridesFailTheLoadNamingTheFile(t *testing.T) {
 // product name reaches the subject as a line break.
 func TestUserFieldsCannotInjectMarkupOrHeaders(t *testing.T) {
 	dir := t.TempDir()
-	writeMail(t, dir, "PasskeyRemoved", "en", "{{.Product}}: {{.PasskeyName}} removed", "{{.PasskeyName}}", "<p title=\"{{.PasskeyName}}\">{{.Device}}</p>")
+	testenv.MailTemplate(t, dir, "PasskeyRemoved", "en", "{{.Product}}: {{.PasskeyName}} removed", "{{.PasskeyName}}", "<p title=\"{{.PasskeyName}}\">{{.Device}}</p>")
 	tpl, err := mail.Load("Acme\r\nBcc: x@example.com", dir)
 	if err != nil {
 		t.Fatal(err)
