@@ -11,9 +11,11 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	texttemplate "text/template"
+	"text/template/parse"
 	"unicode"
 
 	"golang.org/x/text/language"
@@ -130,7 +132,7 @@ func (t *Templates) add(fsys fs.FS, shown func(string) string) error {
 		return cmp.Or(strings.Compare(a.mail, b.mail), strings.Compare(a.locale, b.locale))
 	})
 	for _, k := range keys {
-		p, err := parse(known[k.mail], k.mail+"."+k.locale, found[k], t.product, shown)
+		p, err := parseMail(known[k.mail], k.mail+"."+k.locale, found[k], t.product, shown)
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -211,10 +213,10 @@ func splitName(file string) (k mailLocale, part int, err error) {
 	return mailLocale{mail: name, locale: tag.String()}, part, nil
 }
 
-// parse parses one mail's three files and renders them with the mail's
+// parseMail parses one mail's three files and renders them with the mail's
 // sample data, which is how a field the mail does not have is found now and
 // not when the mail is sent.
-func parse(m mailSpec, what string, src *source, product string, shown func(string) string) (*parts, error) {
+func parseMail(m mailSpec, what string, src *source, product string, shown func(string) string) (*parts, error) {
 	var have, missing []string
 	for i, suffix := range partSuffixes() {
 		if src.files[i] == "" {
@@ -237,7 +239,26 @@ func parse(m mailSpec, what string, src *source, product string, shown func(stri
 	if p.html, err = htmltemplate.New(what).Option("missingkey=error").Parse(src.text[2]); err != nil {
 		return nil, fmt.Errorf("%s: %w", src.files[2], err)
 	}
-	out, failed, err := p.render(m.sample(product))
+	sample := m.sample(product)
+	// The trees of each part and of what it {{define}}s.
+	var trees [3][]*parse.Tree
+	for _, d := range p.subject.Templates() {
+		trees[0] = append(trees[0], d.Tree)
+	}
+	for _, d := range p.text.Templates() {
+		trees[1] = append(trees[1], d.Tree)
+	}
+	for _, d := range p.html.Templates() {
+		trees[2] = append(trees[2], d.Tree)
+	}
+	for i := range trees {
+		for _, tree := range trees[i] {
+			if err := checkFields(tree, reflect.TypeOf(sample)); err != nil {
+				return nil, fmt.Errorf("%s: %w", src.files[i], err)
+			}
+		}
+	}
+	out, failed, err := p.render(sample)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", src.files[failed], err)
 	}

@@ -239,6 +239,18 @@ func TestBrokenOverridesFailTheLoadNamingTheFile(t *testing.T) {
 		{"unknown field", func(t *testing.T, dir string) {
 			testenv.MailTemplate(t, dir, "verify", "de", subject, text, "<p>{{.Code}} {{.Nmae}}</p>")
 		}, "verify.de.html", "Nmae"},
+		{"unknown field in a branch the sample data skips", func(t *testing.T, dir string) {
+			testenv.MailTemplate(t, dir, "verify", "de", subject, text, `<p>{{.Code}}{{if eq .Email "nobody"}}{{.Typo}}{{end}}</p>`)
+		}, "verify.de.html", "Typo"},
+		{"unknown field of the data inside with", func(t *testing.T, dir string) {
+			testenv.MailTemplate(t, dir, "verify", "de", subject, "{{.Code}}{{with .Email}}{{if not .}}{{$.Typo}}{{end}}{{end}}", html)
+		}, "verify.de.txt", "Typo"},
+		{"unknown method of a field", func(t *testing.T, dir string) {
+			testenv.MailTemplate(t, dir, "TotpEnabled", "de", "{{if false}}{{.When.Yaer}}{{end}}2FA", text, html)
+		}, "TotpEnabled.de.subject.txt", "Yaer"},
+		{"unknown field in a defined template", func(t *testing.T, dir string) {
+			testenv.MailTemplate(t, dir, "verify", "de", subject, `{{define "x"}}{{.Typo}}{{end}}{{.Code}}`, html)
+		}, "verify.de.txt", "Typo"},
 		{"a notice's field in a code mail", func(t *testing.T, dir string) {
 			testenv.MailTemplate(t, dir, "login", "fr", "{{.NewEmail}}", text, html)
 		}, "login.fr.subject.txt", "NewEmail"},
@@ -332,5 +344,26 @@ func TestUserFieldsCannotInjectMarkupOrHeaders(t *testing.T) {
 	}
 	if strings.Contains(m.HTML, "<script>") || !strings.Contains(m.HTML, "&lt;script&gt;alert(1)&lt;/script&gt;") {
 		t.Errorf("built-in HTML does not escape the device: %s", m.HTML)
+	}
+}
+
+// The field check follows what templates may do: methods, fields of fields,
+// {{with}}, {{define}}, functions and variables.
+func TestOverridesMayUseEveryFieldAndMethod(t *testing.T) {
+	dir := t.TempDir()
+	testenv.MailTemplate(t, dir, "SessionStarted", "de",
+		`{{.Product}} {{.When.Year}} {{(.When).Month}} {{with .When}}{{.Day}}{{end}}`,
+		`{{define "where"}}{{or .Device "?"}} {{.IP}}{{end}}{{template "where" .}} {{$n := .Failures}}{{$n}} {{$.Email}} {{len .Email}} {{printf "%s" .WhenUTC}} {{with .Device}}{{.}}{{else}}{{.IP}}{{end}}`,
+		`<p>{{if .NewEmail}}{{.NewEmail}}{{else}}{{.Email}}{{end}} {{.When.UTC.Format "02.01.2006"}}</p>`)
+	tpl, err := mail.Load("Acme", dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := tpl.Notice("a@x.test", "de", "SessionStarted", notice())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "Safari on macOS 198.51.100.23 10 owner@example.com 17 2026-03-01 22:30 UTC Safari on macOS"; m.Subject != "Acme 2026 March 1" || m.Text != want {
+		t.Errorf("got %q / %q, want %q", m.Subject, m.Text, want)
 	}
 }
