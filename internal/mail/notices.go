@@ -31,11 +31,13 @@ func noticeEvents() []string {
 	}
 }
 
-// Notice is what the templates of a security notice get. The fields after IP
-// are filled only for the notices named beside them.
+// Notice is what the templates of a security notice get. Product and Email
+// (the recipient: the account's address, the old one for an email change) are
+// set by Templates.Notice. The fields after IP are filled only for the
+// notices named beside them.
 type Notice struct {
-	Product string    // AUTHD_PRODUCT_NAME; set by Templates.Notice
-	Email   string    // the account's address (the old one for an email change)
+	Product string
+	Email   string
 	When    time.Time // when it happened; in UTC by the time a template sees it
 	Device  string    // the device, as its user agent names it; empty when unknown
 	IP      string    // the client's address; empty when unknown
@@ -75,7 +77,7 @@ func (t *Templates) Notice(to, locale, event string, n Notice) (Message, error) 
 	if n.When.IsZero() {
 		return Message{}, errors.New("mail: a notice needs the time of its event")
 	}
-	n.Product = t.product
+	n.Product, n.Email = t.product, to
 	n.When = n.When.UTC()
 	m, err := t.message(event, locale, to, n)
 	if err != nil {

@@ -329,7 +329,6 @@ func TestNoticeArrivesThroughMailpitWithItsHeader(t *testing.T) {
 		t.Fatal(err)
 	}
 	n := mail.Notice{
-		Email:       "owner@example.test",
 		When:        time.Date(2026, 12, 6, 8, 15, 0, 0, time.UTC),
 		Device:      "Chrome on Android <b>",
 		IP:          "2001:db8::7",

@@ -15,7 +15,6 @@ import (
 // notice is the data of a notice as the consumer of the events fills it.
 func notice() mail.Notice {
 	return mail.Notice{
-		Email:       "owner@example.com",
 		When:        time.Date(2026, 3, 1, 23, 30, 0, 0, time.FixedZone("CET", 3600)),
 		Device:      "Safari on macOS",
 		IP:          "198.51.100.23",
@@ -363,7 +362,7 @@ func TestOverridesMayUseEveryFieldAndMethod(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := "Safari on macOS 198.51.100.23 10 owner@example.com 17 2026-03-01 22:30 UTC Safari on macOS"; m.Subject != "Acme 2026 March 1" || m.Text != want {
+	if want := "Safari on macOS 198.51.100.23 10 a@x.test 8 2026-03-01 22:30 UTC Safari on macOS"; m.Subject != "Acme 2026 March 1" || m.Text != want {
 		t.Errorf("got %q / %q, want %q", m.Subject, m.Text, want)
 	}
 }
