@@ -29,13 +29,8 @@ type fieldWalk struct {
 func (w fieldWalk) walk(n parse.Node) error {
 	switch n := n.(type) {
 	case *parse.ListNode:
-		if n == nil {
-			return nil
-		}
-		for _, c := range n.Nodes {
-			if err := w.walk(c); err != nil {
-				return err
-			}
+		if n != nil {
+			return walkAll(w, n.Nodes)
 		}
 	case *parse.ActionNode:
 		return w.walk(n.Pipe)
@@ -48,20 +43,11 @@ func (w fieldWalk) walk(n parse.Node) error {
 	case *parse.RangeNode:
 		return w.branch(&n.BranchNode, false)
 	case *parse.PipeNode:
-		if n == nil {
-			return nil
-		}
-		for _, c := range n.Cmds {
-			if err := w.walk(c); err != nil {
-				return err
-			}
+		if n != nil {
+			return walkAll(w, n.Cmds)
 		}
 	case *parse.CommandNode:
-		for _, a := range n.Args {
-			if err := w.walk(a); err != nil {
-				return err
-			}
-		}
+		return walkAll(w, n.Args)
 	case *parse.ChainNode:
 		// (pipeline).Field: the pipeline's fields are checked, not what
 		// follows, whose type only running it tells.
@@ -74,6 +60,15 @@ func (w fieldWalk) walk(n parse.Node) error {
 		// $ is the data; other variables hold whatever was assigned.
 		if n.Ident[0] == "$" {
 			return w.chain(n, n.Ident[1:])
+		}
+	}
+	return nil
+}
+
+func walkAll[N parse.Node](w fieldWalk, nodes []N) error {
+	for _, n := range nodes {
+		if err := w.walk(n); err != nil {
+			return err
 		}
 	}
 	return nil
