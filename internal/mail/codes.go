@@ -55,7 +55,8 @@ type CodeData struct {
 	Email   string // the recipient
 	Code    string // 6 digits
 	// Validity is how long the code works, in English words ("10 minutes");
-	// Minutes is the same rounded up to whole minutes, for other languages.
+	// Minutes is the same in whole minutes, rounded down (but at least 1) so
+	// that a mail in another language never promises more time than it has.
 	Validity string
 	Minutes  int
 }
@@ -88,7 +89,7 @@ func (t *Templates) Code(to, locale, code string, purpose Purpose, ttl time.Dura
 		Email:    to,
 		Code:     code,
 		Validity: validity(ttl),
-		Minutes:  int((ttl + time.Minute - 1) / time.Minute),
+		Minutes:  max(1, int(ttl/time.Minute)),
 	})
 }
 

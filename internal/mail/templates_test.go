@@ -188,6 +188,14 @@ func TestOverridesByLocaleFallBackToEnglish(t *testing.T) {
 	if m.Text != "Dein Code: 424242, gültig 10 Minuten." || m.HTML != "<p>Dein Code: 424242</p>" {
 		t.Errorf("de verify: %q / %q", m.Text, m.HTML)
 	}
+	// Minutes rounds down, so a translated mail never promises more time.
+	m, err = tpl.Code("a@x.test", "de", "424242", mail.Verify, 90*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Text != "Dein Code: 424242, gültig 1 Minuten." {
+		t.Errorf("de verify for 90 s: %q", m.Text)
+	}
 	n := notice()
 	n.PasskeyName = "<b>Telefon</b>"
 	m, err = tpl.Notice("a@x.test", "de-CH", "PasskeyAdded", n)
