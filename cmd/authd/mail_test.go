@@ -27,7 +27,13 @@ func TestMailTemplatesAndProductNameReachTheCodeMails(t *testing.T) {
 		t.Errorf("signup mail from the operator's template: %q\n%s\n%s", m.Subject, m.Text, m.HTML)
 	}
 	code := strings.TrimPrefix(strings.TrimSpace(m.Text), "Your code for Acme Cloud: ")
-	a.must(t, 201, "POST", api+"/register/verify", "", map[string]any{"email": "ada@example.com", "code": code})
+	tok := a.must(t, 201, "POST", api+"/register/verify", "", map[string]any{"email": "ada@example.com", "code": code})
+
+	// The authenticator app lists the account under the product's name too.
+	setup := a.must(t, 200, "POST", api+"/2fa/setup", tok.str("access_token"), nil)
+	if uri := setup.str("provisioning_uri"); !strings.HasPrefix(uri, "otpauth://totp/Acme%20Cloud:ada@example.com?") || !strings.Contains(uri, "issuer=Acme%20Cloud") {
+		t.Errorf("provisioning_uri does not name the product: %s", uri)
+	}
 
 	a.must(t, 202, "POST", api+"/otp/send", "", map[string]any{"email": "ada@example.com", "purpose": "login"})
 	m = c.mail.WaitForMessage(t, "ada@example.com", 15*time.Second)

@@ -83,7 +83,6 @@ const (
 	DefaultMailFrom              = "no-reply@localhost"
 	DefaultGoogleJWKSURL         = "https://www.googleapis.com/oauth2/v3/certs"
 	DefaultWebAuthnRPID          = "localhost"
-	DefaultWebAuthnRPName        = "authd"
 	DefaultWebAuthnOrigins       = "http://localhost:8080"
 	DefaultRefreshReuseGrace     = 10 * time.Second
 	DefaultNATSStream            = "AUTH_EVENTS"
@@ -136,7 +135,7 @@ func Load(getenv func(string) string) (Config, error) {
 		GoogleClientIDs:       splitList(l.str("GOOGLE_CLIENT_ID", "")),
 		GoogleJWKSURL:         l.str("GOOGLE_JWKS_URL", DefaultGoogleJWKSURL),
 		WebAuthnRPID:          l.str("AUTHD_WEBAUTHN_RP_ID", DefaultWebAuthnRPID),
-		WebAuthnRPName:        l.str("AUTHD_WEBAUTHN_RP_NAME", DefaultWebAuthnRPName),
+		WebAuthnRPName:        l.str("AUTHD_WEBAUTHN_RP_NAME", ""),
 		WebAuthnOrigins:       splitList(l.str("AUTHD_WEBAUTHN_ORIGINS", DefaultWebAuthnOrigins)),
 		NATSStream:            l.str("AUTHD_NATS_STREAM", DefaultNATSStream),
 		NATSSubjectPrefix:     l.str("AUTHD_NATS_SUBJECT_PREFIX", DefaultNATSSubjectPrefix),
@@ -156,6 +155,11 @@ func Load(getenv func(string) string) (Config, error) {
 		MailTemplates:         l.str("AUTHD_MAIL_TEMPLATES", ""),
 	}
 
+	// The passkey dialog names the product as the mails do, unless told
+	// otherwise.
+	if c.WebAuthnRPName == "" {
+		c.WebAuthnRPName = c.ProductName
+	}
 	l.check("AUTHD_ADDR", checkHostPort(c.Addr))
 	l.check("DATABASE_URL", checkDatabaseURL(c.DatabaseURL))
 	l.check("NATS_URL", checkNATSURLs(c.NATSURL))

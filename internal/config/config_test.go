@@ -386,3 +386,15 @@ func TestSealingKeys(t *testing.T) {
 		t.Errorf("second development start: created %v, %v, same key %v; want the key made first", created, err, reflect.DeepEqual(again, first))
 	}
 }
+
+// TestPasskeyDialogNamesTheProduct: without AUTHD_WEBAUTHN_RP_NAME the
+// passkey dialog shows the product's name, as the mails do.
+func TestPasskeyDialogNamesTheProduct(t *testing.T) {
+	got, err := Load(env(map[string]string{"AUTHD_PRODUCT_NAME": "Acme"}))
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	if got.WebAuthnRPName != "Acme" {
+		t.Errorf("WebAuthnRPName = %q, want the product name %q", got.WebAuthnRPName, "Acme")
+	}
+}
