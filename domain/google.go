@@ -10,6 +10,13 @@ import (
 // TypeGoogleLinked is the user-stream event of a Google account linked.
 const TypeGoogleLinked = "GoogleLinked"
 
+// googleEvents lists the events of Google sign-in, on the user stream (Kinds).
+func googleEvents() []Kind {
+	return []Kind{
+		kind[GoogleLinked](),
+	}
+}
+
 // GoogleLinked links a user to a Google account, found from then on by its
 // subject (the sub claim of its ID tokens). The subject is an identifier,
 // not a secret, so it is all public.

@@ -10,6 +10,13 @@ import (
 // TypeCodeGuessingDetected is the type of CodeGuessingDetected.
 const TypeCodeGuessingDetected = "CodeGuessingDetected"
 
+// guessingEvents lists the events of the code-guessing stream (Kinds).
+func guessingEvents() []Kind {
+	return []Kind{
+		kind[CodeGuessingDetected](),
+	}
+}
+
 // CodeGuessingThreshold is how many wrong second-factor or emailed codes in
 // a day make CodeGuessingDetected (API.md: "Security notices").
 const CodeGuessingThreshold = 10

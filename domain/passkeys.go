@@ -18,6 +18,16 @@ const (
 	TypePasskeyRemoved = "PasskeyRemoved"
 )
 
+// passkeyEvents lists the events of a user's passkeys, on the user stream (Kinds).
+func passkeyEvents() []Kind {
+	return []Kind{
+		kind[PasskeyAdded](),
+		kind[PasskeyRenamed](),
+		kind[PasskeyUsed](),
+		kind[PasskeyRemoved](),
+	}
+}
+
 // MaxPasskeys bounds how many passkeys one account may hold: every one is
 // loaded with the account and listed in each registration's exclude list.
 const MaxPasskeys = 50

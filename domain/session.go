@@ -17,6 +17,18 @@ const (
 	TypeLoginFailed        = "LoginFailed"
 )
 
+// sessionEvents lists the events of the session stream and the logins stream (Kinds).
+func sessionEvents() []Kind {
+	return []Kind{
+		kind[SessionStarted](),
+		kind[LoginSucceeded](),
+		kind[SessionRefreshed](),
+		kind[RefreshTokenReused](),
+		kind[SessionRevoked](),
+		kind[LoginFailed](),
+	}
+}
+
 // AccessTokenTTL is the longest an access token lives (tokens.MaxAccessTTL,
 // the bound of AUTHD_ACCESS_TOKEN_TTL): revocations are kept this long.
 const AccessTokenTTL = 24 * time.Hour

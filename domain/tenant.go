@@ -5,6 +5,13 @@ import "github.com/google/uuid"
 // TypeTenantCreated is the event type that starts a tenant's stream.
 const TypeTenantCreated = "TenantCreated"
 
+// tenantEvents lists the events of the tenant stream (Kinds).
+func tenantEvents() []Kind {
+	return []Kind{
+		kind[TenantCreated](),
+	}
+}
+
 // TenantStream names a tenant's stream.
 func TenantStream(id uuid.UUID) string { return "tenant-" + id.String() }
 

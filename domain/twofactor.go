@@ -21,6 +21,19 @@ const (
 	TypeTwoFactorSnapshotTaken = "TwoFactorSnapshotTaken"
 )
 
+// twoFactorEvents lists the events of the two-factor stream (Kinds).
+func twoFactorEvents() []Kind {
+	return []Kind{
+		kind[TotpSetupStarted](),
+		kind[TotpEnabled](),
+		kind[TotpDisabled](),
+		kind[TotpCodeAccepted](),
+		kind[BackupCodesRegenerated](),
+		kind[BackupCodeUsed](),
+		kind[TwoFactorSnapshotTaken](),
+	}
+}
+
 // Two-factor parameters.
 const (
 	// BackupCodeCount is how many backup codes enabling or regenerating gives.

@@ -17,6 +17,19 @@ const (
 	TypeSignupAttempted     = "SignupAttempted"
 )
 
+// userEvents lists the events of the user stream (Kinds).
+func userEvents() []Kind {
+	return []Kind{
+		kind[UserRegistered](),
+		kind[RegistrationRenewed](),
+		kind[EmailVerified](),
+		kind[PasswordReset](),
+		kind[PasswordRehashed](),
+		kind[SignupExpired](),
+		kind[SignupAttempted](),
+	}
+}
+
 // UserStream names a user's stream.
 func UserStream(id uuid.UUID) string { return "user-" + id.String() }
 
