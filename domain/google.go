@@ -12,9 +12,7 @@ const TypeGoogleLinked = "GoogleLinked"
 
 // googleEvents lists the events of Google sign-in, on the user stream (Kinds).
 func googleEvents() []Kind {
-	return []Kind{
-		kind[GoogleLinked](),
-	}
+	return []Kind{kind[GoogleLinked]()}
 }
 
 // GoogleLinked links a user to a Google account, found from then on by its

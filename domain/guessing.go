@@ -12,9 +12,7 @@ const TypeCodeGuessingDetected = "CodeGuessingDetected"
 
 // guessingEvents lists the events of the code-guessing stream (Kinds).
 func guessingEvents() []Kind {
-	return []Kind{
-		kind[CodeGuessingDetected](),
-	}
+	return []Kind{kind[CodeGuessingDetected]()}
 }
 
 // CodeGuessingThreshold is how many wrong second-factor or emailed codes in

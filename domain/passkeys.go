@@ -20,12 +20,8 @@ const (
 
 // passkeyEvents lists the events of a user's passkeys, on the user stream (Kinds).
 func passkeyEvents() []Kind {
-	return []Kind{
-		kind[PasskeyAdded](),
-		kind[PasskeyRenamed](),
-		kind[PasskeyUsed](),
-		kind[PasskeyRemoved](),
-	}
+	return []Kind{kind[PasskeyAdded](), kind[PasskeyRenamed](), kind[PasskeyUsed](),
+		kind[PasskeyRemoved]()}
 }
 
 // MaxPasskeys bounds how many passkeys one account may hold: every one is

@@ -19,14 +19,8 @@ const (
 
 // sessionEvents lists the events of the session stream and the logins stream (Kinds).
 func sessionEvents() []Kind {
-	return []Kind{
-		kind[SessionStarted](),
-		kind[LoginSucceeded](),
-		kind[SessionRefreshed](),
-		kind[RefreshTokenReused](),
-		kind[SessionRevoked](),
-		kind[LoginFailed](),
-	}
+	return []Kind{kind[SessionStarted](), kind[LoginSucceeded](), kind[SessionRefreshed](),
+		kind[RefreshTokenReused](), kind[SessionRevoked](), kind[LoginFailed]()}
 }
 
 // AccessTokenTTL is the longest an access token lives (tokens.MaxAccessTTL,

@@ -7,9 +7,7 @@ const TypeTenantCreated = "TenantCreated"
 
 // tenantEvents lists the events of the tenant stream (Kinds).
 func tenantEvents() []Kind {
-	return []Kind{
-		kind[TenantCreated](),
-	}
+	return []Kind{kind[TenantCreated]()}
 }
 
 // TenantStream names a tenant's stream.

@@ -23,15 +23,9 @@ const (
 
 // twoFactorEvents lists the events of the two-factor stream (Kinds).
 func twoFactorEvents() []Kind {
-	return []Kind{
-		kind[TotpSetupStarted](),
-		kind[TotpEnabled](),
-		kind[TotpDisabled](),
-		kind[TotpCodeAccepted](),
-		kind[BackupCodesRegenerated](),
-		kind[BackupCodeUsed](),
-		kind[TwoFactorSnapshotTaken](),
-	}
+	return []Kind{kind[TotpSetupStarted](), kind[TotpEnabled](), kind[TotpDisabled](),
+		kind[TotpCodeAccepted](), kind[BackupCodesRegenerated](), kind[BackupCodeUsed](),
+		kind[TwoFactorSnapshotTaken]()}
 }
 
 // Two-factor parameters.

@@ -19,15 +19,8 @@ const (
 
 // userEvents lists the events of the user stream (Kinds).
 func userEvents() []Kind {
-	return []Kind{
-		kind[UserRegistered](),
-		kind[RegistrationRenewed](),
-		kind[EmailVerified](),
-		kind[PasswordReset](),
-		kind[PasswordRehashed](),
-		kind[SignupExpired](),
-		kind[SignupAttempted](),
-	}
+	return []Kind{kind[UserRegistered](), kind[RegistrationRenewed](), kind[EmailVerified](),
+		kind[PasswordReset](), kind[PasswordRehashed](), kind[SignupExpired](), kind[SignupAttempted]()}
 }
 
 // UserStream names a user's stream.
