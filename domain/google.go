@@ -7,13 +7,9 @@ import (
 	"github.com/google/uuid"
 )
 
-// TypeGoogleLinked is the user-stream event of a Google account linked.
+// TypeGoogleLinked is the user-stream event of a Google account linked (see
+// Kinds).
 const TypeGoogleLinked = "GoogleLinked"
-
-// googleEvents lists the events of Google sign-in, on the user stream (Kinds).
-func googleEvents() []Kind {
-	return []Kind{kind[GoogleLinked]()}
-}
 
 // GoogleLinked links a user to a Google account, found from then on by its
 // subject (the sub claim of its ID tokens). The subject is an identifier,
@@ -22,8 +18,6 @@ type GoogleLinked struct {
 	UserID  uuid.UUID `json:"user_id"`
 	Subject string    `json:"subject"`
 }
-
-func (GoogleLinked) EventType() string { return TypeGoogleLinked }
 
 // ErrLinkedToOtherGoogle refuses to link an account to a Google account when
 // it is linked to another already: an address can pass from one Google

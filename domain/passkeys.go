@@ -10,19 +10,14 @@ import (
 
 // Event types of a user's passkeys. They live on the user's stream: adding,
 // renaming and removing a passkey are decisions about the account, and a
-// passkey sign-in updates the sign count that the next one is checked against.
+// passkey sign-in updates the sign count that the next one is checked against
+// (see Kinds).
 const (
 	TypePasskeyAdded   = "PasskeyAdded"
 	TypePasskeyRenamed = "PasskeyRenamed"
 	TypePasskeyUsed    = "PasskeyUsed"
 	TypePasskeyRemoved = "PasskeyRemoved"
 )
-
-// passkeyEvents lists the events of a user's passkeys, on the user stream (Kinds).
-func passkeyEvents() []Kind {
-	return []Kind{kind[PasskeyAdded](), kind[PasskeyRenamed](), kind[PasskeyUsed](),
-		kind[PasskeyRemoved]()}
-}
 
 // MaxPasskeys bounds how many passkeys one account may hold: every one is
 // loaded with the account and listed in each registration's exclude list.
@@ -69,8 +64,7 @@ type PasskeyAdded struct {
 	Credential PasskeyCredential `json:"-"`
 }
 
-func (PasskeyAdded) EventType() string { return TypePasskeyAdded }
-func (e *PasskeyAdded) Secrets() any   { return &e.Credential }
+func (e *PasskeyAdded) Secrets() any { return &e.Credential }
 
 // PasskeyRenamed gives a passkey a new name.
 type PasskeyRenamed struct {
@@ -78,8 +72,6 @@ type PasskeyRenamed struct {
 	UserID    uuid.UUID `json:"user_id"`
 	Name      string    `json:"name"`
 }
-
-func (PasskeyRenamed) EventType() string { return TypePasskeyRenamed }
 
 // PasskeyUsed records a verified passkey sign-in and the authenticator's
 // state it reported: the sign count the next sign-in must exceed.
@@ -91,15 +83,11 @@ type PasskeyUsed struct {
 	BackupState  bool      `json:"backup_state"`
 }
 
-func (PasskeyUsed) EventType() string { return TypePasskeyUsed }
-
 // PasskeyRemoved takes a passkey off the account: it can no longer sign in.
 type PasskeyRemoved struct {
 	PasskeyID uuid.UUID `json:"passkey_id"`
 	UserID    uuid.UUID `json:"user_id"`
 }
-
-func (PasskeyRemoved) EventType() string { return TypePasskeyRemoved }
 
 // Passkey is one of a user's passkeys on the write side.
 type Passkey struct {

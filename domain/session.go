@@ -7,7 +7,7 @@ import (
 	"github.com/google/uuid"
 )
 
-// Event types of the session stream.
+// Event types of the session stream (see Kinds).
 const (
 	TypeSessionStarted     = "SessionStarted"
 	TypeLoginSucceeded     = "LoginSucceeded"
@@ -16,12 +16,6 @@ const (
 	TypeSessionRevoked     = "SessionRevoked"
 	TypeLoginFailed        = "LoginFailed"
 )
-
-// sessionEvents lists the events of the session stream and the logins stream (Kinds).
-func sessionEvents() []Kind {
-	return []Kind{kind[SessionStarted](), kind[LoginSucceeded](), kind[SessionRefreshed](),
-		kind[RefreshTokenReused](), kind[SessionRevoked](), kind[LoginFailed]()}
-}
 
 // AccessTokenTTL is the longest an access token lives (tokens.MaxAccessTTL,
 // the bound of AUTHD_ACCESS_TOKEN_TTL): revocations are kept this long.
@@ -60,8 +54,6 @@ type SessionStarted struct {
 	Client
 }
 
-func (SessionStarted) EventType() string { return TypeSessionStarted }
-
 // LoginSucceeded is the audit record of a login; it starts no state of its own.
 type LoginSucceeded struct {
 	UserID    uuid.UUID `json:"user_id"`
@@ -69,15 +61,11 @@ type LoginSucceeded struct {
 	AMR       []string  `json:"amr"`
 }
 
-func (LoginSucceeded) EventType() string { return TypeLoginSucceeded }
-
 // LoginFailed records a wrong password for a known user.
 type LoginFailed struct {
 	UserID uuid.UUID `json:"user_id"`
 	Reason string    `json:"reason"`
 }
-
-func (LoginFailed) EventType() string { return TypeLoginFailed }
 
 // SessionRefreshed rotates the session's refresh token to a new generation.
 type SessionRefreshed struct {
@@ -86,8 +74,6 @@ type SessionRefreshed struct {
 	Client
 }
 
-func (SessionRefreshed) EventType() string { return TypeSessionRefreshed }
-
 // RefreshTokenReused records that a rotated-away refresh token came back
 // after the grace: someone else may hold it, so the session is revoked.
 type RefreshTokenReused struct {
@@ -95,8 +81,6 @@ type RefreshTokenReused struct {
 	Generation uint64    `json:"generation"`
 	Current    uint64    `json:"current_generation"`
 }
-
-func (RefreshTokenReused) EventType() string { return TypeRefreshTokenReused }
 
 // Reasons a session is revoked.
 const (
@@ -112,8 +96,6 @@ type SessionRevoked struct {
 	UserID    uuid.UUID `json:"user_id"`
 	Reason    string    `json:"reason"`
 }
-
-func (SessionRevoked) EventType() string { return TypeSessionRevoked }
 
 // SessionStateTail is how many of a session stream's last events, with its
 // first, determine the session: the first (SessionStarted) gives who and how;
