@@ -188,7 +188,7 @@ func (c *change) add(stream string, expected int64, tenant, user uuid.UUID, even
 	}
 	out := make([]eventstore.Event, len(events))
 	for i, e := range events {
-		enc, err := Encode(e)
+		enc, err := eventstore.Encode(e)
 		if err != nil {
 			return err
 		}
@@ -256,6 +256,11 @@ func retry[T any](ctx context.Context, step func() (T, error)) (T, error) {
 	}
 }
 
+// applier is an aggregate rebuilt from its events.
+type applier interface {
+	Apply(e domain.Event, at time.Time)
+}
+
 // load rebuilds an aggregate from its stream.
 func (a *App) load(ctx context.Context, stream string, agg applier) error {
 	events, err := a.d.Store.Load(ctx, stream)
@@ -268,7 +273,7 @@ func (a *App) load(ctx context.Context, stream string, agg applier) error {
 // fold applies events to agg in order.
 func fold(events []eventstore.Event, agg applier) error {
 	for _, e := range events {
-		d, err := Decode(e)
+		d, err := eventstore.Decode(e)
 		if err != nil {
 			return err
 		}

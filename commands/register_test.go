@@ -69,7 +69,7 @@ func TestRegisterDoesTheSameWorkWhetherOrNotTheAddressIsTaken(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	verified, err := commands.Encode(&domain.EmailVerified{UserID: uuid.MustParse(owner)})
+	verified, err := eventstore.Encode(&domain.EmailVerified{UserID: uuid.MustParse(owner)})
 	if err != nil {
 		t.Fatal(err)
 	}

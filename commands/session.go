@@ -190,7 +190,7 @@ func (a *App) SessionFromLog(ctx context.Context, id uuid.UUID) (SessionRecord, 
 	}
 	var s SessionRecord
 	for _, e := range events {
-		d, err := Decode(e)
+		d, err := eventstore.Decode(e)
 		if err != nil {
 			return SessionRecord{}, err
 		}
