@@ -312,7 +312,7 @@ func messageEvent(p Projection, m jetstream.Msg) (eventstore.Event, error) {
 			return eventstore.Event{Type: eventType, Position: c.Position, Commit: c}, nil
 		}
 	}
-	return eventstore.ParseEnvelope(m.Data(), m.Headers().Get(eventstore.HeaderTx))
+	return eventstore.FromMessage(m.Headers(), m.Data())
 }
 
 // settle moves the checkpoint past events, the last delivered: in the

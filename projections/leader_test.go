@@ -9,7 +9,6 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/authd/authd/commands"
 	"github.com/authd/authd/domain"
 	"github.com/authd/authd/eventstore"
 	"github.com/authd/authd/internal/testenv"
@@ -46,7 +45,7 @@ func appendEvents(t *testing.T, h *harness, events ...domain.Event) []eventstore
 	t.Helper()
 	out := make([]eventstore.Event, 0, len(events))
 	for _, e := range events {
-		encoded, err := commands.Encode(e)
+		encoded, err := eventstore.Encode(e)
 		if err != nil {
 			t.Fatal(err)
 		}
