@@ -55,7 +55,7 @@ func (a *App) Register(ctx context.Context, in RegisterInput, r Request) error {
 	}
 	hash, err := a.d.Hasher.Hash(ctx, in.Password)
 	if err != nil {
-		return err
+		return translate(err)
 	}
 	taken, err := retry(ctx, func() (bool, error) {
 		owner, found, err := a.emailOwner(ctx, email)
@@ -204,7 +204,7 @@ func (a *App) Login(ctx context.Context, email, pw string, r Request) (SignIn, e
 	// statement; whether this client is known is read with the account.
 	network := ratelimit.NetworkOf(r.IP)
 	if a.d.Hasher.Full(password.Admission{Network: network, Known: true}) {
-		return SignIn{}, password.ErrBusy
+		return SignIn{}, ErrBusy
 	}
 	acct, err := a.loadLoginAccount(ctx, email, r)
 	if err != nil {
@@ -212,7 +212,7 @@ func (a *App) Login(ctx context.Context, email, pw string, r Request) (SignIn, e
 	}
 	adm := password.Admission{Network: network, Known: acct.class == ratelimit.Known}
 	if a.d.Hasher.Full(adm) {
-		return SignIn{}, password.ErrBusy
+		return SignIn{}, ErrBusy
 	}
 	account := loginKey(email, acct.class)
 	if wait, err := a.d.Throttle.Attempt(ctx, account); err != nil {
@@ -228,7 +228,7 @@ func (a *App) Login(ctx context.Context, email, pw string, r Request) (SignIn, e
 		ok, rehash, err = a.d.Hasher.Verify(ctx, adm, u.PasswordHash, pw)
 	}
 	if err != nil {
-		return SignIn{}, a.forgive(ctx, account, err)
+		return SignIn{}, a.forgive(ctx, account, translate(err))
 	}
 	if !ok {
 		a.failed(ctx, account)
@@ -465,7 +465,7 @@ func (a *App) ResetPassword(ctx context.Context, email, code, newPassword string
 	}
 	hash, err := a.d.Hasher.Hash(ctx, newPassword)
 	if err != nil {
-		return err
+		return translate(err)
 	}
 	var u *domain.User
 	at, err := retry(ctx, func() (eventstore.Cursor, error) {

@@ -70,6 +70,7 @@ type Deps struct {
 	Hasher      *password.Hasher
 	Codes       Codes
 	Mail        mail.Sender
+	Mails       *mail.Templates // the wording of every mail
 	Keys        *tokens.Keyring
 	Throttle    Throttle
 	Limits      Limits
@@ -83,7 +84,7 @@ type Deps struct {
 	RefreshTTL time.Duration
 	// WaitTimeout bounds how long a write waits for read-your-writes.
 	WaitTimeout time.Duration
-	// Product names the service in emails.
+	// Product names the service in authenticator apps (AUTHD_PRODUCT_NAME).
 	Product string
 
 	TwoFactor TwoFactorConfig
@@ -116,9 +117,11 @@ func New(d Deps) *App {
 	return &App{d: d, sessions: sessions, jobs: make(chan func(context.Context), backgroundQueue)}
 }
 
-// RefreshTTL is how long a refresh token lives: also how long a session
-// without a refresh stays listed as active.
-func (a *App) RefreshTTL() time.Duration { return a.d.RefreshTTL }
+// RefreshRules are the configured lifetimes of refresh tokens, by whose
+// Lives a session is also listed as active.
+func (a *App) RefreshRules() domain.RefreshRules {
+	return domain.RefreshRules{TTL: a.d.RefreshTTL, Grace: a.d.RefreshGrace}
+}
 
 // Request is who is asking: it becomes each event's metadata.
 type Request struct {
@@ -144,6 +147,8 @@ var (
 	ErrInvalidRefreshToken = errors.New("invalid refresh token")
 	ErrNotFound            = errors.New("not found")
 	ErrConflict            = errors.New("conflict")
+	// ErrBusy refuses a request for now, to be retried shortly.
+	ErrBusy = errors.New("every password-hashing slot is taken")
 )
 
 // ValidationError says which input was wrong and how.
@@ -183,7 +188,7 @@ func (c *change) add(stream string, expected int64, tenant, user uuid.UUID, even
 	}
 	out := make([]eventstore.Event, len(events))
 	for i, e := range events {
-		enc, err := Encode(e)
+		enc, err := eventstore.Encode(e)
 		if err != nil {
 			return err
 		}
@@ -208,7 +213,7 @@ func (c *change) empty() bool {
 func (a *App) commit(ctx context.Context, c *change) (eventstore.Committed, error) {
 	committed, err := a.d.Store.Write(ctx, c.write)
 	c.done = err == nil
-	return committed, err
+	return committed, translate(err)
 }
 
 // wait gives read-your-writes: it returns once the projections have applied
@@ -246,9 +251,14 @@ func retry[T any](ctx context.Context, step func() (T, error)) (T, error) {
 	for attempt := 1; ; attempt++ {
 		v, err := step()
 		if !errors.Is(err, eventstore.ErrConflict) || attempt == 5 || ctx.Err() != nil {
-			return v, err
+			return v, translate(err)
 		}
 	}
+}
+
+// applier is an aggregate rebuilt from its events.
+type applier interface {
+	Apply(e domain.Event, at time.Time)
 }
 
 // load rebuilds an aggregate from its stream.
@@ -263,7 +273,7 @@ func (a *App) load(ctx context.Context, stream string, agg applier) error {
 // fold applies events to agg in order.
 func fold(events []eventstore.Event, agg applier) error {
 	for _, e := range events {
-		d, err := Decode(e)
+		d, err := eventstore.Decode(e)
 		if err != nil {
 			return err
 		}
@@ -369,7 +379,9 @@ func (a *App) issueCodeIn(ctx context.Context, class ratelimit.Class, email, pur
 func (a *App) sendCode(ctx context.Context, email, code string, purpose mail.Purpose, ttl time.Duration) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	msg, err := mail.CodeMessage(email, a.d.Product, code, purpose, ttl)
+	// An account has no locale until PATCH /me gives it one (issue 17), so
+	// the code mails are English or the operator's "en" templates.
+	msg, err := a.d.Mails.Code(email, "", code, purpose, ttl)
 	if err == nil {
 		err = a.d.Mail.Send(ctx, msg)
 	}

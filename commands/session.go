@@ -112,7 +112,7 @@ func (a *App) Refresh(ctx context.Context, refreshToken string, r Request) (Toke
 			if s.Version > 0 && s.StartedAt.Before(a.d.Revoked.UserCut(s.UserID)) {
 				return domain.RefreshDecision{}, ErrInvalidRefreshToken
 			}
-			return s.Refresh(generation, a.d.Now(), domain.RefreshRules{TTL: a.d.RefreshTTL, Grace: a.d.RefreshGrace}, r.client())
+			return s.Refresh(generation, a.d.Now(), a.RefreshRules(), r.client())
 		}
 		var s *domain.Session
 		var d domain.RefreshDecision
@@ -190,7 +190,7 @@ func (a *App) SessionFromLog(ctx context.Context, id uuid.UUID) (SessionRecord, 
 	}
 	var s SessionRecord
 	for _, e := range events {
-		d, err := Decode(e)
+		d, err := eventstore.Decode(e)
 		if err != nil {
 			return SessionRecord{}, err
 		}

@@ -29,12 +29,17 @@ func TestVerifyRegistrationTellsADatabaseFailureFromAWrongCode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	mails, err := mail.Builtin("authd")
+	if err != nil {
+		t.Fatal(err)
+	}
 	codeKey := make([]byte, 32)
 	deps := commands.Deps{
 		Store:   eventstore.NewStore(pool, testenv.Sealer(t), nil),
 		Hasher:  password.NewHasher(password.OWASP(), 2, 8),
 		Codes:   codes.New(pool, codeKey, time.Now),
 		Mail:    sender,
+		Mails:   mails,
 		Limits:  ratelimit.New(pool, time.Now),
 		Log:     slog.New(slog.DiscardHandler),
 		Now:     time.Now,

@@ -7,7 +7,7 @@ import (
 	"github.com/google/uuid"
 )
 
-// Event types of the session stream.
+// Event types of the session stream (see Kinds).
 const (
 	TypeSessionStarted     = "SessionStarted"
 	TypeLoginSucceeded     = "LoginSucceeded"
@@ -30,6 +30,17 @@ type RefreshRules struct {
 	// current pair (AUTHD_REFRESH_REUSE_GRACE); 0 turns it off.
 	Grace time.Duration
 }
+
+// Lives says whether a refresh token issued at issued may still be used at
+// now: for TTL from its issue, the end included. It is the one rule of a
+// refresh token's life: Refresh decides by it, and a session is listed as
+// active while its current refresh token lives.
+func (r RefreshRules) Lives(issued, now time.Time) bool { return !now.After(issued.Add(r.TTL)) }
+
+// LiveSince is the earliest issue of a refresh token that still lives at now
+// (Lives), itself included: the bound of a query for the sessions whose
+// token does.
+func (r RefreshRules) LiveSince(now time.Time) time.Time { return now.Add(-r.TTL) }
 
 // SessionStream names a session's stream.
 func SessionStream(id uuid.UUID) string { return "session-" + id.String() }
@@ -54,8 +65,6 @@ type SessionStarted struct {
 	Client
 }
 
-func (SessionStarted) EventType() string { return TypeSessionStarted }
-
 // LoginSucceeded is the audit record of a login; it starts no state of its own.
 type LoginSucceeded struct {
 	UserID    uuid.UUID `json:"user_id"`
@@ -63,15 +72,11 @@ type LoginSucceeded struct {
 	AMR       []string  `json:"amr"`
 }
 
-func (LoginSucceeded) EventType() string { return TypeLoginSucceeded }
-
 // LoginFailed records a wrong password for a known user.
 type LoginFailed struct {
 	UserID uuid.UUID `json:"user_id"`
 	Reason string    `json:"reason"`
 }
-
-func (LoginFailed) EventType() string { return TypeLoginFailed }
 
 // SessionRefreshed rotates the session's refresh token to a new generation.
 type SessionRefreshed struct {
@@ -80,8 +85,6 @@ type SessionRefreshed struct {
 	Client
 }
 
-func (SessionRefreshed) EventType() string { return TypeSessionRefreshed }
-
 // RefreshTokenReused records that a rotated-away refresh token came back
 // after the grace: someone else may hold it, so the session is revoked.
 type RefreshTokenReused struct {
@@ -89,8 +92,6 @@ type RefreshTokenReused struct {
 	Generation uint64    `json:"generation"`
 	Current    uint64    `json:"current_generation"`
 }
-
-func (RefreshTokenReused) EventType() string { return TypeRefreshTokenReused }
 
 // Reasons a session is revoked.
 const (
@@ -106,8 +107,6 @@ type SessionRevoked struct {
 	UserID    uuid.UUID `json:"user_id"`
 	Reason    string    `json:"reason"`
 }
-
-func (SessionRevoked) EventType() string { return TypeSessionRevoked }
 
 // SessionStateTail is how many of a session stream's last events, with its
 // first, determine the session: the first (SessionStarted) gives who and how;
@@ -166,7 +165,7 @@ func (s *Session) Refresh(generation uint64, now time.Time, rules RefreshRules, 
 		return RefreshDecision{}, ErrRefreshInvalid
 	case generation > s.Generation:
 		return RefreshDecision{}, ErrRefreshInvalid // never issued: forged or from a lost write
-	case now.After(s.RotatedAt.Add(rules.TTL)) && generation == s.Generation:
+	case !rules.Lives(s.RotatedAt, now) && generation == s.Generation:
 		return RefreshDecision{}, ErrRefreshInvalid
 	case generation == s.Generation:
 		return RefreshDecision{Answer: true, Events: []Event{&SessionRefreshed{SessionID: s.ID, Generation: generation + 1, Client: client}}}, nil

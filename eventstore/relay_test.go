@@ -73,7 +73,7 @@ func streamEvents(t *testing.T, bus *natsbus.Bus) []Event {
 		if err != nil {
 			t.Fatalf("get message %d: %v", seq, err)
 		}
-		e, err := ParseEnvelope(msg.Data, msg.Header.Get(HeaderTx))
+		e, err := FromMessage(msg.Header, msg.Data)
 		if err != nil {
 			t.Fatalf("message %d: %v", seq, err)
 		}
@@ -504,10 +504,38 @@ func TestRelayLagGrowsWhileNothingIsPublished(t *testing.T) {
 	eventually(t, "lag back to 0 once published", func() bool { return lag() == 0 })
 }
 
+// An instance standing by while another relays passes each of its appends
+// on as a nudge to the relaying one.
+func TestAnInstanceStandingByNudgesTheRelayAfterItsAppends(t *testing.T) {
+	t.Parallel()
+	s, _ := newStore(t)
+	bus := testenv.NATS(t, testenv.EmbeddedNATS)
+	nudges, stopListening, err := bus.Listen(committedSignal)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stopListening()
+	r := NewRelay(s, bus, RelayConfig{}, slog.New(slog.DiscardHandler), nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { r.standBy(ctx, time.Hour); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	for i := range 2 {
+		if _, err := s.Append(context.Background(), fmt.Sprintf("standing-by-%d", i), 0, ev("Tick", `{}`)); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-nudges:
+		case <-time.After(20 * time.Second):
+			t.Fatalf("append %d sent the relay no nudge", i)
+		}
+	}
+}
+
 // A worker waits its first wait after a failed run, doubling while runs
-// keep failing, up to five times the first; a run that worked for a while
-// before it failed starts from the first wait again.
-func TestNextBackoffDoublesToItsCapAndStartsOverAfterARunThatWentWell(t *testing.T) {
+// keep failing, up to five times the first; a run that lasted longer than
+// that before it failed starts from the first wait again.
+func TestNextBackoffDoublesToItsCapAndStartsOverAfterALongRun(t *testing.T) {
 	const first = 200 * time.Millisecond
 	var waits []time.Duration
 	var wait time.Duration

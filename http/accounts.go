@@ -373,8 +373,8 @@ func (a *Accounts) sessions(c *fiber.Ctx) error {
 // model, with those the read model has not caught up with taken from the
 // log instead: a session just started is listed, one just revoked is not.
 func (a *Accounts) activeSessions(ctx context.Context, user uuid.UUID) ([]projections.SessionView, error) {
-	since := a.Now().Add(-a.App.RefreshTTL())
-	list, err := projections.ActiveSessions(ctx, a.Reads, user, since)
+	now, rules := a.Now(), a.App.RefreshRules()
+	list, err := projections.ActiveSessions(ctx, a.Reads, user, rules.LiveSince(now))
 	if err != nil {
 		return nil, err
 	}
@@ -391,7 +391,7 @@ func (a *Accounts) activeSessions(ctx context.Context, user uuid.UUID) ([]projec
 		if err != nil {
 			return nil, err
 		}
-		if s.UserID != user || s.Revoked || !s.LastSeenAt.After(since) {
+		if s.UserID != user || s.Revoked || !rules.Lives(s.LastSeenAt, now) {
 			continue
 		}
 		list = append(list, projections.SessionView{

@@ -19,7 +19,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
-	"github.com/authd/authd/commands"
 	"github.com/authd/authd/domain"
 	"github.com/authd/authd/eventstore"
 	"github.com/authd/authd/internal/natsbus"
@@ -66,7 +65,7 @@ func (h *harness) append(t testing.TB, stream string, expected int64, events ...
 	out := make([]eventstore.Event, len(events))
 	for i, e := range events {
 		var err error
-		if out[i], err = commands.Encode(e); err != nil {
+		if out[i], err = eventstore.Encode(e); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -95,6 +95,12 @@ func serve(ctx context.Context, getenv func(string) string, logOut io.Writer, cp
 	}
 	log := slog.New(slog.NewJSONHandler(logOut, &slog.HandlerOptions{Level: cfg.LogLevel}))
 	log.Info("authd starting", "config", cfg)
+	// Before any connection: a template an operator got wrong should stop the
+	// start at once, naming its file.
+	mails, err := mail.Load(cfg.ProductName, cfg.MailTemplates)
+	if err != nil {
+		return err
+	}
 
 	keys, err := masterKeys(cfg, log)
 	if err != nil {
@@ -157,10 +163,6 @@ func serve(ctx context.Context, getenv func(string) string, logOut io.Writer, cp
 			return err
 		}
 	}
-	twoFactor, err := twoFactorConfig(cfg, pool)
-	if err != nil {
-		return err
-	}
 	passkeys, err := passkeyConfig(cfg, pool)
 	if err != nil {
 		return err
@@ -176,6 +178,7 @@ func serve(ctx context.Context, getenv func(string) string, logOut io.Writer, cp
 		Hasher:       password.NewHasher(password.OWASP(), cpus, 4*cpus),
 		Codes:        codeStore,
 		Mail:         sender,
+		Mails:        mails,
 		Keys:         keyring,
 		Throttle:     limiter,
 		Limits:       limiter,
@@ -186,8 +189,8 @@ func serve(ctx context.Context, getenv func(string) string, logOut io.Writer, cp
 		RefreshGrace: cfg.RefreshReuseGrace,
 		RefreshTTL:   cfg.RefreshTokenTTL,
 		WaitTimeout:  cfg.ReadYourWritesTimeout,
-		Product:      "authd",
-		TwoFactor:    twoFactor,
+		Product:      cfg.ProductName,
+		TwoFactor:    twoFactorConfig(keys[0], pool),
 		Passkeys:     passkeys,
 		Google:       google,
 	})
@@ -248,19 +251,18 @@ func serve(ctx context.Context, getenv func(string) string, logOut io.Writer, cp
 	return nil
 }
 
-// masterKeys are AUTHD_MASTER_KEY's, or in development a key generated and
-// kept in the data dir.
+// masterKeys are the configuration's sealing keys, with a warning when they
+// are the development key.
 func masterKeys(cfg config.Config, log *slog.Logger) ([][]byte, error) {
-	if len(cfg.MasterKeys) > 0 {
-		return cfg.MasterKeys, nil
-	}
-	k, created, err := seal.DevKey(cfg.DataDir)
+	keys, created, err := cfg.SealingKeys()
 	if err != nil {
 		return nil, err
 	}
-	log.Warn("AUTHD_MASTER_KEY is not set: using a development key kept in the data dir; set it in production",
-		"data_dir", cfg.DataDir, "generated_now", created)
-	return [][]byte{k}, nil
+	if len(cfg.MasterKeys) == 0 {
+		log.Warn("AUTHD_MASTER_KEY is not set: using a development key kept in the data dir; set it in production",
+			"data_dir", cfg.DataDir, "generated_now", created)
+	}
+	return keys, nil
 }
 
 func readiness(pool *pgxpool.Pool, bus *natsbus.Bus, runner *projections.Runner) []authhttp.Check {

@@ -13,9 +13,12 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/authd/authd/internal/redact"
 	"github.com/authd/authd/internal/seal"
 	"github.com/authd/authd/internal/tokens"
 )
@@ -63,6 +66,11 @@ type Config struct {
 	// PendingSignupTTL is how long a signup may stay unverified before it
 	// expires and its email is free again.
 	PendingSignupTTL time.Duration
+	// ProductName is the product's name in every mail (AUTHD_PRODUCT_NAME).
+	ProductName string
+	// MailTemplates is a folder of templates that replace the built-in mails
+	// (AUTHD_MAIL_TEMPLATES); empty keeps the built-in ones.
+	MailTemplates string
 }
 
 // The defaults are the ones documented in API.md.
@@ -75,7 +83,6 @@ const (
 	DefaultMailFrom              = "no-reply@localhost"
 	DefaultGoogleJWKSURL         = "https://www.googleapis.com/oauth2/v3/certs"
 	DefaultWebAuthnRPID          = "localhost"
-	DefaultWebAuthnRPName        = "authd"
 	DefaultWebAuthnOrigins       = "http://localhost:8080"
 	DefaultRefreshReuseGrace     = 10 * time.Second
 	DefaultNATSStream            = "AUTH_EVENTS"
@@ -84,6 +91,7 @@ const (
 	DefaultAccessTokenTTL        = tokens.DefaultAccessTTL
 	DefaultRefreshTokenTTL       = 7 * 24 * time.Hour
 	DefaultPendingSignupTTL      = 168 * time.Hour
+	DefaultProductName           = "authd"
 )
 
 // Token lifetime bounds. An access token cannot be revoked by anything but
@@ -95,6 +103,10 @@ const (
 	minRefreshTokenTTL = time.Hour
 	maxRefreshTokenTTL = 365 * 24 * time.Hour
 )
+
+// maxProductName bounds the product name in runes: it goes into subjects,
+// which mail readers cut short anyway.
+const maxProductName = 64
 
 const (
 	// MinPendingSignupTTL is an emailed code's life: a signup that expired
@@ -123,7 +135,7 @@ func Load(getenv func(string) string) (Config, error) {
 		GoogleClientIDs:       splitList(l.str("GOOGLE_CLIENT_ID", "")),
 		GoogleJWKSURL:         l.str("GOOGLE_JWKS_URL", DefaultGoogleJWKSURL),
 		WebAuthnRPID:          l.str("AUTHD_WEBAUTHN_RP_ID", DefaultWebAuthnRPID),
-		WebAuthnRPName:        l.str("AUTHD_WEBAUTHN_RP_NAME", DefaultWebAuthnRPName),
+		WebAuthnRPName:        l.str("AUTHD_WEBAUTHN_RP_NAME", ""),
 		WebAuthnOrigins:       splitList(l.str("AUTHD_WEBAUTHN_ORIGINS", DefaultWebAuthnOrigins)),
 		NATSStream:            l.str("AUTHD_NATS_STREAM", DefaultNATSStream),
 		NATSSubjectPrefix:     l.str("AUTHD_NATS_SUBJECT_PREFIX", DefaultNATSSubjectPrefix),
@@ -139,8 +151,15 @@ func Load(getenv func(string) string) (Config, error) {
 		RequestLogRate:        l.requestLog("AUTHD_REQUEST_LOG"),
 		NATSReplicas:          l.replicas("AUTHD_NATS_REPLICAS"),
 		PendingSignupTTL:      l.duration("AUTHD_PENDING_SIGNUP_TTL", DefaultPendingSignupTTL, false),
+		ProductName:           l.str("AUTHD_PRODUCT_NAME", DefaultProductName),
+		MailTemplates:         l.str("AUTHD_MAIL_TEMPLATES", ""),
 	}
 
+	// The passkey dialog names the product as the mails do, unless told
+	// otherwise.
+	if c.WebAuthnRPName == "" {
+		c.WebAuthnRPName = c.ProductName
+	}
 	l.check("AUTHD_ADDR", checkHostPort(c.Addr))
 	l.check("DATABASE_URL", checkDatabaseURL(c.DatabaseURL))
 	l.check("NATS_URL", checkNATSURLs(c.NATSURL))
@@ -148,6 +167,7 @@ func Load(getenv func(string) string) (Config, error) {
 	l.check("AUTHD_ISSUER", checkIssuer(c.Issuer))
 	l.check("SMTP_URL", checkSMTPURL(c.SMTPURL))
 	l.check("AUTHD_MAIL_FROM", checkMailFrom(c.MailFrom))
+	l.check("AUTHD_PRODUCT_NAME", checkProductName(c.ProductName))
 	l.check("GOOGLE_JWKS_URL", checkHTTPURL(c.GoogleJWKSURL))
 	l.check("AUTHD_WEBAUTHN_RP_ID", checkRPID(c.WebAuthnRPID))
 	l.check("AUTHD_WEBAUTHN_ORIGINS", checkOrigins(c.WebAuthnOrigins, c.WebAuthnRPID))
@@ -450,13 +470,13 @@ func checkSMTPURL(s string) error {
 func parseSecretURL(raw string, schemes ...string) (*url.URL, error) {
 	want := strings.Join(schemes, "://, ") + "://"
 	if !strings.Contains(raw, "://") {
-		return nil, fmt.Errorf("%q has no scheme (one of %s)", maskUserinfo(raw), want)
+		return nil, fmt.Errorf("%q has no scheme (one of %s)", redact.Userinfo(raw), want)
 	}
 	u, err := url.Parse(raw)
 	if err != nil {
 		// Both the quote and the cause come from the masked form, since a
 		// cause from the raw one can quote part of the password (a bad %-escape).
-		masked := maskUserinfo(raw)
+		masked := redact.Userinfo(raw)
 		_, merr := url.Parse(masked)
 		if merr == nil {
 			return nil, fmt.Errorf("%q: the password is not valid in a URL; percent-encode its special characters", masked)
@@ -468,36 +488,12 @@ func parseSecretURL(raw string, schemes ...string) (*url.URL, error) {
 		return nil, fmt.Errorf("%q is not a URL: %w", masked, merr)
 	}
 	if !slices.Contains(schemes, u.Scheme) {
-		return nil, fmt.Errorf("%q: scheme is not one of %s", maskUserinfo(raw), want)
+		return nil, fmt.Errorf("%q: scheme is not one of %s", redact.Userinfo(raw), want)
 	}
 	if u.Hostname() == "" {
-		return nil, fmt.Errorf("%q names no host", maskUserinfo(raw))
+		return nil, fmt.Errorf("%q names no host", redact.Userinfo(raw))
 	}
 	return u, nil
-}
-
-// maskUserinfo masks the secret in [scheme://]userinfo@host with plain
-// string scanning, since it is used on strings url.Parse rejects: the password
-// of user:password, or all of a lone user part, which NATS reads as a token.
-func maskUserinfo(raw string) string {
-	rest := raw
-	if _, after, ok := strings.Cut(raw, "://"); ok {
-		rest = after
-	}
-	start := len(raw) - len(rest)
-	authority := rest
-	if i := strings.IndexAny(rest, "/?#"); i >= 0 {
-		authority = rest[:i]
-	}
-	at := strings.LastIndex(authority, "@")
-	if at < 0 {
-		return raw
-	}
-	keep := 0
-	if colon := strings.Index(authority[:at], ":"); colon >= 0 {
-		keep = colon + 1
-	}
-	return raw[:start+keep] + "xxxxx" + raw[start+at:]
 }
 
 func checkIssuer(s string) error {
@@ -533,6 +529,18 @@ func checkAbsoluteURL(s string, schemes ...string) (*url.URL, error) {
 func checkMailFrom(s string) error {
 	if _, err := mail.ParseAddress(s); err != nil {
 		return fmt.Errorf("%q is not an email address", s)
+	}
+	return nil
+}
+
+// checkProductName keeps the name to one printable line: it goes into the
+// Subject header, where a line break would start a header of its own.
+func checkProductName(s string) error {
+	if n := utf8.RuneCountInString(s); n > maxProductName {
+		return fmt.Errorf("is %d characters long; at most %d", n, maxProductName)
+	}
+	if strings.ContainsFunc(s, func(r rune) bool { return !unicode.IsPrint(r) }) {
+		return fmt.Errorf("%q has a line break or other unprintable character", s)
 	}
 	return nil
 }
@@ -621,6 +629,22 @@ func checkSubjectPrefix(s string) error {
 	return nil
 }
 
+// SealingKeys are the master keys secrets are sealed with, the sealing one
+// first: AUTHD_MASTER_KEY's or, without it (development), the key kept in
+// DataDir, made there on first use (created: by this call). authd and authctl
+// both take their keys from here, and every key derived from the master key
+// from the first of them, so that all of them open what the others sealed.
+func (c Config) SealingKeys() (keys [][]byte, created bool, err error) {
+	if len(c.MasterKeys) > 0 {
+		return c.MasterKeys, false, nil
+	}
+	k, created, err := seal.DevKey(c.DataDir)
+	if err != nil {
+		return nil, false, err
+	}
+	return [][]byte{k}, created, nil
+}
+
 // LogValue shows the settings with secrets masked: passwords in URLs, and the
 // master keys only as whether they were given.
 func (c Config) LogValue() slog.Value {
@@ -634,14 +658,14 @@ func (c Config) LogValue() slog.Value {
 	}
 	return slog.GroupValue(
 		slog.String("addr", c.Addr),
-		slog.String("database_url", redactURL(c.DatabaseURL)),
-		slog.String("nats_url", redactNATSURLs(c.NATSURL)),
+		slog.String("database_url", redact.URL(c.DatabaseURL)),
+		slog.String("nats_url", redact.NATSURLs(c.NATSURL)),
 		slog.String("data_dir", c.DataDir),
 		slog.String("embedded_nats_addr", c.EmbeddedNATSAddr),
 		slog.String("issuer", c.Issuer),
 		slog.String("master_key", masterKey),
 		slog.Int("master_keys", len(c.MasterKeys)),
-		slog.String("smtp_url", redactURL(c.SMTPURL)),
+		slog.String("smtp_url", redact.URL(c.SMTPURL)),
 		slog.String("mail_from", c.MailFrom),
 		slog.Any("google_client_ids", c.GoogleClientIDs),
 		slog.String("google_jwks_url", c.GoogleJWKSURL),
@@ -660,6 +684,8 @@ func (c Config) LogValue() slog.Value {
 		slog.Float64("request_log_rate", c.RequestLogRate),
 		slog.Int("nats_replicas", c.NATSReplicas),
 		slog.Duration("pending_signup_ttl", c.PendingSignupTTL),
+		slog.String("product_name", c.ProductName),
+		slog.String("mail_templates", c.MailTemplates),
 	)
 }
 
@@ -669,44 +695,3 @@ func (c Config) String() string { return c.LogValue().String() }
 
 // GoString: see String.
 func (c Config) GoString() string { return c.String() }
-
-// redactURL masks a URL's password and any password or sslpassword query
-// parameter, which libpq-style Postgres URLs accept. A keyword/value
-// connection string is not a URL, so it is shown only as set.
-func redactURL(s string) string {
-	if s == "" {
-		return ""
-	}
-	u, err := url.Parse(s)
-	if err != nil || !u.IsAbs() {
-		return "(set, not shown)"
-	}
-	q := u.Query()
-	masked := false
-	for k := range q {
-		if strings.Contains(strings.ToLower(k), "password") {
-			q.Set(k, "xxxxx")
-			masked = true
-		}
-	}
-	if masked {
-		u.RawQuery = q.Encode()
-	}
-	return u.Redacted()
-}
-
-// redactNATSURLs masks each URL's whole userinfo when it has no password,
-// since NATS reads a lone user part as a token.
-func redactNATSURLs(s string) string {
-	parts := splitList(s)
-	for i, p := range parts {
-		if u, err := url.Parse(p); err == nil && u.User != nil {
-			if _, hasPw := u.User.Password(); !hasPw {
-				u.User = url.User("xxxxx")
-				p = u.String()
-			}
-		}
-		parts[i] = redactURL(p)
-	}
-	return strings.Join(parts, ",")
-}
