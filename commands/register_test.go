@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/authd/authd/commands"
 	"github.com/authd/authd/domain"
@@ -31,27 +32,9 @@ func TestRegisterDoesTheSameWorkWhetherOrNotTheAddressIsTaken(t *testing.T) {
 	rec := testenv.NewStatements()
 	pool := rec.Pool(t, url, 8)
 	mp := testenv.Mailpit(t)
-	sender, err := mail.NewSMTP(mp.SMTPURL(), "no-reply@example.com")
-	if err != nil {
-		t.Fatal(err)
-	}
-	mails, err := mail.Builtin("authd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	store := eventstore.NewStore(pool, testenv.Sealer(t), nil)
-	limiter := ratelimit.New(pool, time.Now)
-	app := commands.New(commands.Deps{
-		Store:   store,
-		Hasher:  password.NewHasher(password.OWASP(), 2, 8),
-		Codes:   codes.New(pool, make([]byte, 32), time.Now),
-		Mail:    sender,
-		Mails:   mails,
-		Limits:  limiter,
-		Log:     slog.New(slog.DiscardHandler),
-		Now:     time.Now,
-		Product: "authd",
-	})
+	deps := signupDeps(t, pool, mp)
+	store := deps.Store
+	app := commands.New(deps)
 	go app.Run(t.Context()) // sends the mails the commands hand off
 	ctx := context.Background()
 	const pw = "correct horse battery staple"
@@ -102,6 +85,31 @@ func TestRegisterDoesTheSameWorkWhetherOrNotTheAddressIsTaken(t *testing.T) {
 	}
 	if s := msgs["pending@example.com"][0].Subject; !strings.Contains(s, "Verify") {
 		t.Errorf("the pending signup's new mail has subject %q", s)
+	}
+}
+
+// signupDeps are what signups need of the commands, on pool, mailing
+// through mp with the built-in mails; the codes' key is all zeros.
+func signupDeps(t *testing.T, pool *pgxpool.Pool, mp *testenv.MailpitServer) commands.Deps {
+	t.Helper()
+	sender, err := mail.NewSMTP(mp.SMTPURL(), "no-reply@example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mails, err := mail.Builtin("authd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return commands.Deps{
+		Store:   eventstore.NewStore(pool, testenv.Sealer(t), nil),
+		Hasher:  password.NewHasher(password.OWASP(), 2, 8),
+		Codes:   codes.New(pool, make([]byte, codes.KeySize), time.Now),
+		Mail:    sender,
+		Mails:   mails,
+		Limits:  ratelimit.New(pool, time.Now),
+		Log:     slog.New(slog.DiscardHandler),
+		Now:     time.Now,
+		Product: "authd",
 	}
 }
 

@@ -3,17 +3,12 @@ package commands_test
 import (
 	"context"
 	"errors"
-	"log/slog"
 	"testing"
 	"time"
 
 	"github.com/authd/authd/commands"
-	"github.com/authd/authd/eventstore"
 	"github.com/authd/authd/internal/codes"
-	"github.com/authd/authd/internal/mail"
-	"github.com/authd/authd/internal/password"
 	"github.com/authd/authd/internal/pgpool"
-	"github.com/authd/authd/internal/ratelimit"
 	"github.com/authd/authd/internal/testenv"
 )
 
@@ -25,26 +20,7 @@ func TestVerifyRegistrationTellsADatabaseFailureFromAWrongCode(t *testing.T) {
 	t.Parallel()
 	pool, url := testenv.Database(t)
 	mp := testenv.Mailpit(t)
-	sender, err := mail.NewSMTP(mp.SMTPURL(), "no-reply@example.com")
-	if err != nil {
-		t.Fatal(err)
-	}
-	mails, err := mail.Builtin("authd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	codeKey := make([]byte, 32)
-	deps := commands.Deps{
-		Store:   eventstore.NewStore(pool, testenv.Sealer(t), nil),
-		Hasher:  password.NewHasher(password.OWASP(), 2, 8),
-		Codes:   codes.New(pool, codeKey, time.Now),
-		Mail:    sender,
-		Mails:   mails,
-		Limits:  ratelimit.New(pool, time.Now),
-		Log:     slog.New(slog.DiscardHandler),
-		Now:     time.Now,
-		Product: "authd",
-	}
+	deps := signupDeps(t, pool, mp)
 	app := commands.New(deps)
 	go app.Run(t.Context()) // sends the mails the commands hand off
 	ctx := context.Background()
@@ -60,7 +36,7 @@ func TestVerifyRegistrationTellsADatabaseFailureFromAWrongCode(t *testing.T) {
 	}
 	closed.Close()
 	outage := deps
-	outage.Codes = codes.New(closed, codeKey, time.Now)
+	outage.Codes = codes.New(closed, make([]byte, codes.KeySize), time.Now) // signupDeps's key
 	_, err = commands.New(outage).VerifyRegistration(ctx, email, code, commands.Request{IP: "192.0.2.1"})
 	if err == nil || errors.Is(err, commands.ErrInvalidCode) {
 		t.Fatalf("verify with the codes' database down = %v; want the database's error, not invalid_code", err)
