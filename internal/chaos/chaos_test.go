@@ -45,48 +45,53 @@ type fault struct {
 	inject func(t *testing.T, d *deployment) (restore func())
 }
 
-var (
-	killInstance = fault{"kill -9 of an instance (not the relay holder)", func(t *testing.T, d *deployment) func() {
-		holder := d.relayHolder(t)
-		victim := d.instances[0]
-		if victim == holder {
-			victim = d.instances[1]
-		}
-		victim.kill()
-		return func() { victim.start(t) }
-	}}
-	killRelayHolder = fault{"kill -9 of the relay holder", func(t *testing.T, d *deployment) func() {
-		holder := d.relayHolder(t)
-		holder.kill()
-		return func() { holder.start(t) }
-	}}
-	killStreamLeader = fault{"kill -9 of the stream leader's NATS node", func(t *testing.T, d *deployment) func() {
-		// Traffic is running, so the relay is publishing to it.
-		leader := d.streamLeader(t)
-		leader.Kill()
-		return leader.Start
-	}}
-	natsClusterDown = fault{fmt.Sprintf("whole NATS cluster down %s", natsOutage), func(t *testing.T, d *deployment) func() {
-		for _, n := range d.nats {
-			n.Kill()
-		}
-		time.Sleep(natsOutage)
-		for _, n := range d.nats {
-			n.Start()
-		}
-		return nil
-	}}
-	postgresRestart = fault{"Postgres restart", func(t *testing.T, d *deployment) func() {
-		d.pg.restart(t)
-		return nil
-	}}
-	terminateBackends = fault{"pg_terminate_backend of every connection", func(t *testing.T, d *deployment) func() {
-		if n := d.pg.terminateBackends(t, d.database); n == 0 {
-			t.Fatal("pg_terminate_backend ended no connection: authd holds none?")
-		}
-		return nil
-	}}
-)
+// killInstance kills an instance that does not hold the relay.
+func killInstance(t *testing.T, d *deployment) func() {
+	holder := d.relayHolder(t)
+	victim := d.instances[0]
+	if victim == holder {
+		victim = d.instances[1]
+	}
+	victim.kill()
+	return func() { victim.start(t) }
+}
+
+func killRelayHolder(t *testing.T, d *deployment) func() {
+	holder := d.relayHolder(t)
+	holder.kill()
+	return func() { holder.start(t) }
+}
+
+// killStreamLeader kills the node leading the events stream; traffic is
+// running, so the relay is publishing to it.
+func killStreamLeader(t *testing.T, d *deployment) func() {
+	leader := d.streamLeader(t)
+	leader.Kill()
+	return leader.Start
+}
+
+func natsClusterDown(t *testing.T, d *deployment) func() {
+	for _, n := range d.nats {
+		n.Kill()
+	}
+	time.Sleep(natsOutage)
+	for _, n := range d.nats {
+		n.Start()
+	}
+	return nil
+}
+
+func postgresRestart(t *testing.T, d *deployment) func() {
+	d.pg.restart(t)
+	return nil
+}
+
+func terminateBackends(t *testing.T, d *deployment) func() {
+	if n := d.pg.terminateBackends(t, d.database); n == 0 {
+		t.Fatal("pg_terminate_backend ended no connection: authd holds none?")
+	}
+	return nil
+}
 
 // figure is one phase's outcome, for BENCHMARKS.md.
 type figure struct {
@@ -107,12 +112,22 @@ func TestChaos(t *testing.T) {
 	bins := build(t)
 	pg := startPostgres(t)
 	mail := testenv.Mailpit(t)
+	natsFaults := []fault{
+		{"kill -9 of the stream leader's NATS node", killStreamLeader},
+		{fmt.Sprintf("whole NATS cluster down %s", natsOutage), natsClusterDown},
+	}
 	runs := []struct {
 		nats   string
 		faults []fault
 	}{
-		{"nats-2.15", []fault{killInstance, killRelayHolder, killStreamLeader, natsClusterDown, postgresRestart, terminateBackends}},
-		{"nats-2.9", []fault{killStreamLeader, natsClusterDown}},
+		{"nats-2.15", slices.Concat([]fault{
+			{"kill -9 of an instance (not the relay holder)", killInstance},
+			{"kill -9 of the relay holder", killRelayHolder},
+		}, natsFaults, []fault{
+			{"Postgres restart", postgresRestart},
+			{"pg_terminate_backend of every connection", terminateBackends},
+		})},
+		{"nats-2.9", natsFaults},
 	}
 	var figures []figure
 	for _, r := range runs {

@@ -6,7 +6,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -48,8 +47,9 @@ func build(t *testing.T) binaries {
 	return b
 }
 
-// masterKey is every instance's AUTHD_MASTER_KEY: they share one log.
-var masterKey = base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{7}, 32))
+// masterKey is every instance's AUTHD_MASTER_KEY (32 bytes of 7): they
+// share one log.
+const masterKey = "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc="
 
 // instance is one authd process. While up, the workload may send it
 // requests; it is marked down before it is killed.
@@ -60,7 +60,9 @@ type instance struct {
 	env  []string
 	logs string
 	cmd  *exec.Cmd
-	up   atomic.Bool
+	// probe asks /readyz and /metrics, with a timeout of its own.
+	probe *http.Client
+	up    atomic.Bool
 	// kills counts the times it was killed, so a check can tell an effect
 	// lost with the process (a mail still queued) from one lost by a live one.
 	kills atomic.Int64
@@ -69,7 +71,8 @@ type instance struct {
 func newInstance(t *testing.T, name, bin string, env map[string]string) *instance {
 	t.Helper()
 	port := testenv.FreePort(t)
-	in := &instance{name: name, base: fmt.Sprintf("http://127.0.0.1:%d", port), bin: bin, logs: filepath.Join(t.TempDir(), name+".log")}
+	in := &instance{name: name, base: fmt.Sprintf("http://127.0.0.1:%d", port), bin: bin, logs: filepath.Join(t.TempDir(), name+".log"),
+		probe: &http.Client{Timeout: 5 * time.Second}}
 	env["AUTHD_ADDR"] = fmt.Sprintf("127.0.0.1:%d", port)
 	env["AUTHD_DATA_DIR"] = t.TempDir()
 	in.env = os.Environ()
@@ -125,12 +128,10 @@ func (in *instance) kill() {
 	in.cmd = nil
 }
 
-var probeClient = &http.Client{Timeout: 5 * time.Second}
-
 // readyz is the instance's readiness answer: status and body (0 when it
 // does not answer).
 func (in *instance) readyz() (int, string) {
-	resp, err := probeClient.Get(in.base + "/readyz")
+	resp, err := in.probe.Get(in.base + "/readyz")
 	if err != nil {
 		return 0, err.Error()
 	}
@@ -141,7 +142,7 @@ func (in *instance) readyz() (int, string) {
 
 // leadsRelay says whether the instance's /metrics says it holds the relay.
 func (in *instance) leadsRelay() (bool, error) {
-	resp, err := probeClient.Get(in.base + "/metrics")
+	resp, err := in.probe.Get(in.base + "/metrics")
 	if err != nil {
 		return false, err
 	}
