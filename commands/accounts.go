@@ -13,6 +13,7 @@ import (
 	"github.com/authd/authd/internal/mail"
 	"github.com/authd/authd/internal/password"
 	"github.com/authd/authd/internal/ratelimit"
+	"github.com/authd/authd/projections"
 )
 
 // CodeTTL is how long an emailed code works.
@@ -495,7 +496,7 @@ func (a *App) ResetPassword(ctx context.Context, email, code, newPassword string
 	// The reset already refuses every older token (CutUser, and on other
 	// instances the PasswordReset event); revoking each session also ends
 	// its refresh token and takes it off the sessions list.
-	a.wait(ctx, at, "sessions")
+	a.wait(ctx, at, projections.Sessions{})
 	ids, err := active(ctx, u.ID)
 	if err != nil {
 		return err
@@ -510,7 +511,7 @@ func (a *App) ResetPassword(ctx context.Context, email, code, newPassword string
 			last = at
 		}
 	}
-	a.wait(ctx, last, "sessions")
+	a.wait(ctx, last, projections.Sessions{})
 	return nil
 }
 

@@ -19,6 +19,7 @@ import (
 	"github.com/authd/authd/internal/ratelimit"
 	"github.com/authd/authd/internal/revocation"
 	"github.com/authd/authd/internal/tokens"
+	"github.com/authd/authd/projections"
 )
 
 // Codes issues and consumes emailed one-time codes (codes.Store).
@@ -58,10 +59,13 @@ type Limits interface {
 }
 
 // Waiter waits for a projection to pass a place in the log, and says which
-// events a projection uses (projections.Runner).
+// events a projection uses (projections.Runner). A projection is named by
+// its value (projections.Sessions{}): a misspelt name does not compile, where
+// a string compiled, the wait answered "unknown projection", and
+// read-your-writes silently stopped.
 type Waiter interface {
-	Wait(ctx context.Context, projection string, c eventstore.Cursor) error
-	Uses(projection, eventType string) bool
+	Wait(ctx context.Context, p projections.Projection, c eventstore.Cursor) error
+	Uses(p projections.Projection, eventType string) bool
 }
 
 // Deps is what the commands need; every field is required.
@@ -214,12 +218,12 @@ func (a *App) commit(ctx context.Context, c *change) (eventstore.Committed, erro
 // wait gives read-your-writes: it returns once the projections have applied
 // the write, or after WaitTimeout, logging that the next read may be stale.
 // The write has succeeded either way, so a slow projection never fails it.
-func (a *App) wait(ctx context.Context, at eventstore.Cursor, projections ...string) {
+func (a *App) wait(ctx context.Context, at eventstore.Cursor, models ...projections.Projection) {
 	ctx, cancel := context.WithTimeout(ctx, a.d.WaitTimeout)
 	defer cancel()
-	for _, p := range projections {
+	for _, p := range models {
 		if err := a.d.Projections.Wait(ctx, p, at); err != nil {
-			a.d.Log.Warn("read-your-writes wait gave up; the next read may not show this write", "projection", p, "err", err)
+			a.d.Log.Warn("read-your-writes wait gave up; the next read may not show this write", "projection", p.Name(), "err", err)
 			return
 		}
 	}
@@ -230,9 +234,9 @@ func (a *App) wait(ctx context.Context, at eventstore.Cursor, projections ...str
 // change already. Waiting on it anyway waited for its checkpoint to pass
 // events it skips, which an instance that does not apply it learns only when
 // the skips are saved.
-func (a *App) waitFor(ctx context.Context, c eventstore.Committed, projections ...string) {
-	concerned := projections[:0:0]
-	for _, p := range projections {
+func (a *App) waitFor(ctx context.Context, c eventstore.Committed, models ...projections.Projection) {
+	concerned := models[:0:0]
+	for _, p := range models {
 		if slices.ContainsFunc(c.Events, func(e eventstore.Event) bool { return a.d.Projections.Uses(p, e.Type) }) {
 			concerned = append(concerned, p)
 		}

@@ -15,6 +15,7 @@ import (
 	"github.com/authd/authd/domain"
 	"github.com/authd/authd/eventstore"
 	"github.com/authd/authd/internal/tokens"
+	"github.com/authd/authd/projections"
 )
 
 // PasskeyConfig is what the passkey commands need beyond Deps.
@@ -349,7 +350,7 @@ func (a *App) RegisterPasskey(ctx context.Context, caller tokens.Claims, in Regi
 		if err != nil {
 			return Passkey{}, err
 		}
-		a.wait(ctx, committed.Last, "passkeys")
+		a.wait(ctx, committed.Last, projections.Passkeys{})
 		for _, e := range events {
 			acc.passkeys.Apply(e, c.at)
 		}
@@ -509,7 +510,7 @@ func (a *App) RenamePasskey(ctx context.Context, caller tokens.Claims, id uuid.U
 			if err != nil {
 				return Passkey{}, err
 			}
-			a.wait(ctx, committed.Last, "passkeys")
+			a.wait(ctx, committed.Last, projections.Passkeys{})
 			for _, e := range events {
 				acc.passkeys.Apply(e, c.at)
 			}
@@ -544,7 +545,7 @@ func (a *App) RemovePasskey(ctx context.Context, caller tokens.Claims, id uuid.U
 		if err != nil {
 			return struct{}{}, err
 		}
-		a.wait(ctx, committed.Last, "passkeys")
+		a.wait(ctx, committed.Last, projections.Passkeys{})
 		return struct{}{}, nil
 	})
 	return err

@@ -11,6 +11,7 @@ import (
 	"github.com/authd/authd/eventstore"
 	"github.com/authd/authd/internal/ratelimit"
 	"github.com/authd/authd/internal/tokens"
+	"github.com/authd/authd/projections"
 )
 
 // Tokens is a signed-in session's credentials.
@@ -84,7 +85,7 @@ func (a *App) signIn(ctx context.Context, c *change, u *domain.User, tf *domain.
 // that follow a sign-in will see it (and the projections named in waitAlso,
 // for what else c changed), and returns the session's tokens. Paths that need
 // no second factor (a passkey, an answered challenge) call it directly.
-func (a *App) openSession(ctx context.Context, c *change, u *domain.User, amr []string, r Request, waitAlso ...string) (Tokens, error) {
+func (a *App) openSession(ctx context.Context, c *change, u *domain.User, amr []string, r Request, waitAlso ...projections.Projection) (Tokens, error) {
 	id, err := a.startSession(c, u, amr, r)
 	if err != nil {
 		return Tokens{}, err
@@ -97,7 +98,7 @@ func (a *App) openSession(ctx context.Context, c *change, u *domain.User, amr []
 	if err != nil {
 		return Tokens{}, err
 	}
-	a.waitFor(ctx, committed, append([]string{"users", "sessions"}, waitAlso...)...)
+	a.waitFor(ctx, committed, append([]projections.Projection{projections.Users{}, projections.Sessions{}}, waitAlso...)...)
 	return a.issue(id, u.ID, u.TenantID, amr, 0)
 }
 
@@ -225,7 +226,7 @@ func (a *App) RevokeSession(ctx context.Context, caller tokens.Claims, session u
 	if err != nil {
 		return err
 	}
-	a.wait(ctx, at, "sessions")
+	a.wait(ctx, at, projections.Sessions{})
 	return nil
 }
 
@@ -248,7 +249,7 @@ func (a *App) RevokeOtherSessions(ctx context.Context, caller tokens.Claims, act
 		n, last = n+1, at
 	}
 	if n > 0 {
-		a.wait(ctx, last, "sessions")
+		a.wait(ctx, last, projections.Sessions{})
 	}
 	return n, nil
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/authd/authd/internal/ratelimit"
 	"github.com/authd/authd/internal/tokens"
 	"github.com/authd/authd/internal/totp"
+	"github.com/authd/authd/projections"
 )
 
 // TwoFactorConfig is what the two-factor commands need beyond Deps.
@@ -211,7 +212,7 @@ func (a *App) EnableTwoFactor(ctx context.Context, caller tokens.Claims, code st
 	if err != nil {
 		return nil, err
 	}
-	a.wait(ctx, at, "twofactor")
+	a.wait(ctx, at, projections.TwoFactor{})
 	return shown, nil
 }
 
@@ -243,7 +244,7 @@ func (a *App) DisableTwoFactor(ctx context.Context, caller tokens.Claims, code s
 	if err != nil {
 		return err
 	}
-	a.wait(ctx, at, "twofactor")
+	a.wait(ctx, at, projections.TwoFactor{})
 	return nil
 }
 
@@ -268,7 +269,7 @@ func (a *App) RegenerateBackupCodes(ctx context.Context, caller tokens.Claims, r
 	if err != nil {
 		return nil, err
 	}
-	a.wait(ctx, at, "twofactor")
+	a.wait(ctx, at, projections.TwoFactor{})
 	return shown, nil
 }
 
@@ -347,7 +348,7 @@ func (a *App) VerifyChallenge(ctx context.Context, token, code string, r Request
 		state, answered, opening = tf, events, c
 		if _, backup := events[0].(*domain.BackupCodeUsed); backup {
 			// The status read model counts backup codes: let the next read see it.
-			return a.openSession(ctx, c, u, withMFA(ch.AMR), r, "twofactor")
+			return a.openSession(ctx, c, u, withMFA(ch.AMR), r, projections.TwoFactor{})
 		}
 		return a.openSession(ctx, c, u, withMFA(ch.AMR), r)
 	})

@@ -147,13 +147,15 @@ func (r *Runner) Statuses() []Status {
 	return out
 }
 
-// Uses reports whether the named projection's read model can change with an
-// event of the given type. A projection that does not say which it uses
-// (Selective) may use any.
-func (r *Runner) Uses(name, eventType string) bool {
-	for _, p := range r.order {
-		if p.Name() == name {
-			return uses(p, eventType)
+// Uses reports whether the read model of the runner's projection named as p
+// can change with an event of the given type. A projection that does not
+// say which it uses (Selective) may use any. Callers name a projection by its
+// value (Users{}), not by a string: a misspelt one does not compile.
+func (r *Runner) Uses(p Projection, eventType string) bool {
+	name := p.Name()
+	for _, q := range r.order {
+		if q.Name() == name {
+			return uses(q, eventType)
 		}
 	}
 	return false
@@ -162,10 +164,13 @@ func (r *Runner) Uses(name, eventType string) bool {
 // ErrUnknownProjection is returned by Wait for a name the runner does not run.
 var ErrUnknownProjection = errors.New("projections: unknown projection")
 
-// Wait returns once the named projection has applied the log up to and
-// including cursor, or with ctx's error. Commands call it after an append so
-// that the client's next read sees its write.
-func (r *Runner) Wait(ctx context.Context, name string, cursor eventstore.Cursor) error {
+// Wait returns once the runner's projection named as p has applied the log up
+// to and including cursor, or with ctx's error. Commands call it after an
+// append so that the client's next read sees its write; they name the
+// projection by its value, so that a misspelt name does not compile, where a
+// string compiled and the wait answered ErrUnknownProjection.
+func (r *Runner) Wait(ctx context.Context, p Projection, cursor eventstore.Cursor) error {
+	name := p.Name()
 	st, ok := r.states[name]
 	if !ok {
 		return fmt.Errorf("%w %q", ErrUnknownProjection, name)
