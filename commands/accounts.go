@@ -78,26 +78,23 @@ func (a *App) Register(ctx context.Context, in RegisterInput, r Request) error {
 		}
 		c := a.newChange(r)
 		c.write.Claims = []eventstore.Claim{{Scope: emailScope, Key: email, Owner: owner.String(), Held: found}}
-		var stream string
-		var expected int64
-		var e domain.Event
 		switch {
 		case !found:
 			reg := &domain.UserRegistered{UserID: owner, TenantID: uuid.New(), TenantName: tenantName, Email: email, Name: name}
 			reg.Secret.PasswordHash = hash
-			stream, expected, e, u.TenantID = domain.UserStream(owner), 0, reg, reg.TenantID
+			err = c.record(u, domain.UserStream(owner), reg.TenantID, owner, reg)
 		case u.EmailVerified:
 			// Taken: say nothing, change nothing of the account.
-			stream, expected, e = domain.SignupAttemptStream(owner), eventstore.AnyVersion, &domain.SignupAttempted{UserID: owner}
+			err = c.note(domain.SignupAttemptStream(owner), u.TenantID, owner, &domain.SignupAttempted{UserID: owner})
 		default:
 			// Nobody has proven they own this address yet, so whoever
 			// signs up again takes over the pending account; the code
 			// decides.
 			renew := &domain.RegistrationRenewed{UserID: owner, Name: name, TenantName: tenantName}
 			renew.Secret.PasswordHash = hash
-			stream, expected, e = domain.UserStream(owner), u.Version, renew
+			err = c.record(u, domain.UserStream(owner), u.TenantID, owner, renew)
 		}
-		if err := c.add(stream, expected, u.TenantID, owner, e); err != nil {
+		if err != nil {
 			return false, err
 		}
 		_, err = a.commit(ctx, c)
@@ -146,19 +143,17 @@ func (a *App) VerifyRegistration(ctx context.Context, email, code string, r Requ
 	})
 }
 
-// verifyEmail adds the events that verify u's email and create its tenant.
+// verifyEmail records what verifying u's email decides (domain.User.Verify):
+// u's email verified, and its tenant created.
 func (a *App) verifyEmail(c *change, u *domain.User) error {
-	if u.EmailVerified {
+	verified, tenant := u.Verify()
+	if tenant == nil {
 		return nil
 	}
-	name := u.TenantName
-	if name == "" {
-		name = domain.DefaultTenantName(u.Name, u.Email)
-	}
-	if err := c.add(domain.UserStream(u.ID), u.Version, u.TenantID, u.ID, &domain.EmailVerified{UserID: u.ID}); err != nil {
+	if err := c.record(u, domain.UserStream(u.ID), u.TenantID, u.ID, verified...); err != nil {
 		return err
 	}
-	return c.add(domain.TenantStream(u.TenantID), 0, u.TenantID, u.ID, &domain.TenantCreated{TenantID: u.TenantID, Name: name, OwnerID: u.ID})
+	return c.create(domain.TenantStream(u.TenantID), u.TenantID, u.ID, tenant)
 }
 
 // accountByEmail loads the user an email belongs to and their two-factor
@@ -249,7 +244,7 @@ func (a *App) Login(ctx context.Context, email, pw string, r Request) (SignIn, e
 		if hash, err := a.d.Hasher.Hash(ctx, pw); err == nil {
 			e := &domain.PasswordRehashed{UserID: u.ID}
 			e.Secret.PasswordHash = hash
-			if err := c.add(domain.UserStream(u.ID), u.Version, u.TenantID, u.ID, e); err != nil {
+			if err := c.record(u, domain.UserStream(u.ID), u.TenantID, u.ID, e); err != nil {
 				return SignIn{}, err
 			}
 		}
@@ -310,7 +305,7 @@ func (a *App) recordLoginFailure(ctx context.Context, u *domain.User, r Request)
 		return
 	}
 	c := a.newChange(r)
-	if err := c.add(domain.LoginStream(u.ID), eventstore.AnyVersion, u.TenantID, u.ID, &domain.LoginFailed{UserID: u.ID, Reason: "wrong_password"}); err != nil {
+	if err := c.note(domain.LoginStream(u.ID), u.TenantID, u.ID, &domain.LoginFailed{UserID: u.ID, Reason: "wrong_password"}); err != nil {
 		a.d.Log.Error("recording a failed login", "err", err)
 		return
 	}
@@ -477,10 +472,9 @@ func (a *App) ResetPassword(ctx context.Context, email, code, newPassword string
 		c := a.newChange(r)
 		reset := &domain.PasswordReset{UserID: u.ID, At: c.at}
 		reset.Secret.PasswordHash = hash
-		if err := c.add(domain.UserStream(u.ID), u.Version, u.TenantID, u.ID, reset); err != nil {
+		if err := c.record(u, domain.UserStream(u.ID), u.TenantID, u.ID, reset); err != nil {
 			return eventstore.Cursor{}, err
 		}
-		u.Version++ // verifyEmail appends after the reset
 		if err := a.verifyEmail(c, u); err != nil {
 			return eventstore.Cursor{}, err
 		}

@@ -180,7 +180,38 @@ func (a *App) newChange(r Request) *change {
 	return &change{meta: r.metadata(), at: a.d.Now()}
 }
 
-// add queues events for a stream the command saw at version expected.
+// record queues events for the stream agg was rebuilt from, expecting the
+// version agg was rebuilt to, and applies them to agg (hallgren's
+// TrackChange): what the change records for agg next expects the version
+// after them, and agg shows what the change commits. It is the one way a
+// command appends to a stream it decided on, so no version is counted by
+// hand. tenant and user go to the events' envelopes.
+func (c *change) record(agg domain.Aggregate, stream string, tenant, user uuid.UUID, events ...domain.Event) error {
+	if err := c.add(stream, agg.StreamVersion(), tenant, user, events...); err != nil {
+		return err
+	}
+	for _, e := range events {
+		agg.Apply(e, c.at)
+	}
+	return nil
+}
+
+// create queues the first events of a stream that must not exist yet, and
+// that nothing is rebuilt from in the command (a tenant, a day's guessing
+// notice): a second creation conflicts.
+func (c *change) create(stream string, tenant, user uuid.UUID, events ...domain.Event) error {
+	return c.add(stream, 0, tenant, user, events...)
+}
+
+// note queues events for a stream of records that no decision is made on
+// (failed logins, signup attempts): appended at any version, never in
+// conflict.
+func (c *change) note(stream string, tenant, user uuid.UUID, events ...domain.Event) error {
+	return c.add(stream, eventstore.AnyVersion, tenant, user, events...)
+}
+
+// add queues events for a stream expected at version expected: record,
+// create or note say which version that is.
 func (c *change) add(stream string, expected int64, tenant, user uuid.UUID, events ...domain.Event) error {
 	if len(events) == 0 {
 		return nil

@@ -118,12 +118,12 @@ func (a *App) googleSignIn(ctx context.Context, subject, email, name string, r R
 		if u, err = a.loadGoogleUser(ctx, owner); err != nil {
 			return SignIn{}, err
 		}
-		if err := a.addApplied(c, u, u.TakeOver(name)...); err != nil {
+		if err := c.record(u, domain.UserStream(u.ID), u.TenantID, u.ID, u.TakeOver(name)...); err != nil {
 			return SignIn{}, err
 		}
 	} else {
 		id, tenant := uuid.New(), uuid.New()
-		if err := a.addApplied(c, u, domain.NewGoogleUser(id, tenant, email, name)); err != nil {
+		if err := c.record(u, domain.UserStream(id), tenant, id, domain.NewGoogleUser(id, tenant, email, name)); err != nil {
 			return SignIn{}, err
 		}
 		c.write.Claims = append(c.write.Claims, eventstore.Claim{Scope: emailScope, Key: email, Owner: id.String()})
@@ -133,38 +133,15 @@ func (a *App) googleSignIn(ctx context.Context, subject, email, name string, r R
 		return SignIn{}, err
 	}
 	if link != nil {
-		verified := u.EmailVerified
 		if err := a.verifyEmail(c, &u.User); err != nil {
 			return SignIn{}, err
 		}
-		if !verified {
-			u.Apply(&domain.EmailVerified{UserID: u.ID}, c.at) // what verifyEmail appended
-		}
-		if err := a.addApplied(c, u, link); err != nil {
+		if err := c.record(u, domain.UserStream(u.ID), u.TenantID, u.ID, link); err != nil {
 			return SignIn{}, err
 		}
 		c.write.Claims = append(c.write.Claims, eventstore.Claim{Scope: googleScope, Key: subject, Owner: u.ID.String()})
 	}
 	return a.signIn(ctx, c, &u.User, nil, amrGoogle, r)
-}
-
-// addApplied queues events for u's stream and folds them into u, so that
-// what the change adds next expects the right version.
-func (a *App) addApplied(c *change, u *domain.GoogleUser, events ...domain.Event) error {
-	if len(events) == 0 {
-		return nil
-	}
-	tenant, id := u.TenantID, u.ID
-	if reg, ok := events[0].(*domain.UserRegistered); ok {
-		tenant, id = reg.TenantID, reg.UserID
-	}
-	if err := c.add(domain.UserStream(id), u.Version, tenant, id, events...); err != nil {
-		return err
-	}
-	for _, e := range events {
-		u.Apply(e, c.at)
-	}
-	return nil
 }
 
 // lookupUser finds the user who holds a write-side unique key.

@@ -120,7 +120,7 @@ func (a *App) missed(ctx context.Context, user uuid.UUID, kind string, r Request
 	// The event says the threshold was reached: under concurrent guesses the
 	// caller whose count was past it may be the one that commits it.
 	e := &domain.CodeGuessingDetected{UserID: user, Kind: kind, Failures: domain.CodeGuessingThreshold, WindowStart: m.WindowStart}
-	if err := c.add(domain.CodeGuessingStream(user, m.WindowStart), 0, u.TenantID, user, e); err != nil {
+	if err := c.create(domain.CodeGuessingStream(user, m.WindowStart), u.TenantID, user, e); err != nil {
 		a.d.Log.Error("recording code guessing", "err", err)
 		return
 	}

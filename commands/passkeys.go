@@ -104,6 +104,10 @@ func (a passkeyAccount) Apply(e domain.Event, at time.Time) {
 	a.passkeys.Apply(e, at)
 }
 
+// StreamVersion is the version of the user's stream: the user and the
+// passkeys both count every event of it.
+func (a passkeyAccount) StreamVersion() int64 { return a.passkeys.Version }
+
 func (a *App) loadPasskeyAccount(ctx context.Context, id uuid.UUID) (passkeyAccount, error) {
 	acc := passkeyAccount{user: &domain.User{}, passkeys: &domain.UserPasskeys{UserID: id}}
 	if err := a.load(ctx, domain.UserStream(id), acc); err != nil {
@@ -339,7 +343,7 @@ func (a *App) RegisterPasskey(ctx context.Context, caller tokens.Claims, in Regi
 			return Passkey{}, err
 		}
 		c := a.newChange(r)
-		if err := c.add(domain.UserStream(u.ID), acc.passkeys.Version, u.TenantID, u.ID, events...); err != nil {
+		if err := c.record(acc, domain.UserStream(u.ID), u.TenantID, u.ID, events...); err != nil {
 			return Passkey{}, err
 		}
 		c.write.Claims = append(c.write.Claims, eventstore.Claim{Scope: passkeyScope, Key: passkeyCredentialKey(record.ID), Owner: u.ID.String()})
@@ -351,9 +355,6 @@ func (a *App) RegisterPasskey(ctx context.Context, caller tokens.Claims, in Regi
 			return Passkey{}, err
 		}
 		a.wait(ctx, committed.Last, projections.Passkeys{})
-		for _, e := range events {
-			acc.passkeys.Apply(e, c.at)
-		}
 		return passkeyView(acc.passkeys.Find(id)), nil
 	})
 }
@@ -471,7 +472,7 @@ func (a *App) PasskeyLogin(ctx context.Context, credential []byte, r Request) (T
 			return Tokens{}, err
 		}
 		c := a.newChange(r)
-		if err := c.add(domain.UserStream(u.ID), acc.passkeys.Version, u.TenantID, u.ID, events...); err != nil {
+		if err := c.record(acc, domain.UserStream(u.ID), u.TenantID, u.ID, events...); err != nil {
 			return Tokens{}, err
 		}
 		return a.openSession(ctx, c, u, amr, r)
@@ -503,7 +504,7 @@ func (a *App) RenamePasskey(ctx context.Context, caller tokens.Claims, id uuid.U
 		}
 		if len(events) > 0 {
 			c := a.newChange(r)
-			if err := c.add(domain.UserStream(u.ID), acc.passkeys.Version, u.TenantID, u.ID, events...); err != nil {
+			if err := c.record(acc, domain.UserStream(u.ID), u.TenantID, u.ID, events...); err != nil {
 				return Passkey{}, err
 			}
 			committed, err := a.commit(ctx, c)
@@ -511,9 +512,6 @@ func (a *App) RenamePasskey(ctx context.Context, caller tokens.Claims, id uuid.U
 				return Passkey{}, err
 			}
 			a.wait(ctx, committed.Last, projections.Passkeys{})
-			for _, e := range events {
-				acc.passkeys.Apply(e, c.at)
-			}
 		}
 		return passkeyView(acc.passkeys.Find(id)), nil
 	})
@@ -537,7 +535,7 @@ func (a *App) RemovePasskey(ctx context.Context, caller tokens.Claims, id uuid.U
 			return struct{}{}, err
 		}
 		c := a.newChange(r)
-		if err := c.add(domain.UserStream(u.ID), acc.passkeys.Version, u.TenantID, u.ID, events...); err != nil {
+		if err := c.record(acc, domain.UserStream(u.ID), u.TenantID, u.ID, events...); err != nil {
 			return struct{}{}, err
 		}
 		c.write.Releases = append(c.write.Releases, eventstore.Claim{Scope: passkeyScope, Key: passkeyCredentialKey(k.Credential.ID), Owner: u.ID.String()})

@@ -57,7 +57,7 @@ func addUser(t *testing.T, a *App, email, pw string) uuid.UUID {
 	reg := &domain.UserRegistered{UserID: id, TenantID: tenant, Email: email, Name: "Owner"}
 	reg.Secret.PasswordHash = hash
 	c := a.newChange(Request{IP: "192.0.2.1"})
-	if err := c.add(domain.UserStream(id), 0, tenant, id, reg, &domain.EmailVerified{UserID: id}); err != nil {
+	if err := c.record(&domain.User{}, domain.UserStream(id), tenant, id, reg, &domain.EmailVerified{UserID: id}); err != nil {
 		t.Fatal(err)
 	}
 	c.write.Claims = []eventstore.Claim{{Scope: emailScope, Key: email, Owner: id.String()}}

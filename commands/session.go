@@ -27,7 +27,7 @@ type Tokens struct {
 // startSession adds a new session for user to the change.
 func (a *App) startSession(c *change, u *domain.User, amr []string, r Request) (uuid.UUID, error) {
 	id := uuid.New()
-	err := c.add(domain.SessionStream(id), 0, u.TenantID, u.ID,
+	err := c.record(&domain.Session{}, domain.SessionStream(id), u.TenantID, u.ID,
 		&domain.SessionStarted{SessionID: id, UserID: u.ID, TenantID: u.TenantID, AMR: amr, Client: r.client()},
 		&domain.LoginSucceeded{UserID: u.ID, SessionID: id, AMR: amr},
 	)
@@ -141,15 +141,12 @@ func (a *App) Refresh(ctx context.Context, refreshToken string, r Request) (Toke
 		}
 		if len(d.Events) > 0 {
 			c := a.newChange(r)
-			if err := c.add(domain.SessionStream(id), s.Version, s.TenantID, s.UserID, d.Events...); err != nil {
+			if err := c.record(s, domain.SessionStream(id), s.TenantID, s.UserID, d.Events...); err != nil {
 				return Tokens{}, err
 			}
 			if _, err := a.commit(ctx, c); err != nil {
 				a.sessions.Remove(id)
 				return Tokens{}, err
-			}
-			for _, e := range d.Events {
-				s.Apply(e, c.at)
 			}
 			a.sessions.Add(id, *s)
 		}
@@ -264,7 +261,7 @@ func (a *App) revoke(ctx context.Context, user, session uuid.UUID, reason string
 			return eventstore.Cursor{}, ErrNotFound
 		}
 		c := a.newChange(r)
-		if err := c.add(domain.SessionStream(session), s.Version, s.TenantID, s.UserID, s.Revoke(reason)...); err != nil {
+		if err := c.record(s, domain.SessionStream(session), s.TenantID, s.UserID, s.Revoke(reason)...); err != nil {
 			return eventstore.Cursor{}, err
 		}
 		committed, err := a.commit(ctx, c)

@@ -31,7 +31,7 @@ func (a *App) ExpireSignup(ctx context.Context, id uuid.UUID, ttl time.Duration)
 			return false, nil
 		}
 		c := a.newChange(Request{})
-		if err := c.add(domain.UserStream(u.ID), u.Version, u.TenantID, u.ID, events...); err != nil {
+		if err := c.record(u, domain.UserStream(u.ID), u.TenantID, u.ID, events...); err != nil {
 			return false, err
 		}
 		c.write.Releases = []eventstore.Claim{{Scope: emailScope, Key: u.Email, Owner: u.ID.String()}}

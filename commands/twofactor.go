@@ -99,7 +99,7 @@ func (a *App) snapshotTwoFactor(ctx context.Context, u *domain.User, tf *domain.
 		return
 	}
 	c := a.newChange(r)
-	if err := c.add(domain.TwoFactorStream(u.ID), tf.Version, u.TenantID, u.ID, tf.Snapshot(a.d.Now())...); err != nil {
+	if err := c.record(tf, domain.TwoFactorStream(u.ID), u.TenantID, u.ID, tf.Snapshot(a.d.Now())...); err != nil {
 		a.d.Log.Warn("snapshot of a two-factor stream", "err", err)
 		return
 	}
@@ -162,7 +162,7 @@ func (a *App) SetupTwoFactor(ctx context.Context, caller tokens.Claims, r Reques
 			return nil, twoFactorError(err)
 		}
 		c := a.newChange(r)
-		if err := c.add(domain.TwoFactorStream(u.ID), tf.Version, u.TenantID, u.ID, events...); err != nil {
+		if err := c.record(tf, domain.TwoFactorStream(u.ID), u.TenantID, u.ID, events...); err != nil {
 			return nil, err
 		}
 		_, err = a.commit(ctx, c)
@@ -307,7 +307,6 @@ func (a *App) VerifyChallenge(ctx context.Context, token, code string, r Request
 	}
 	var user *domain.User
 	var state *domain.TwoFactor
-	var answered []domain.Event
 	var opening *change
 	t, err := retry(ctx, func() (Tokens, error) {
 		// The first decision uses the account loaded with the answer; one
@@ -339,13 +338,13 @@ func (a *App) VerifyChallenge(ctx context.Context, token, code string, r Request
 			return Tokens{}, twoFactorError(err)
 		}
 		c := a.newChange(r)
-		if err := c.add(domain.TwoFactorStream(u.ID), tf.Version, u.TenantID, u.ID, events...); err != nil {
+		if err := c.record(tf, domain.TwoFactorStream(u.ID), u.TenantID, u.ID, events...); err != nil {
 			return Tokens{}, err
 		}
 		// The right code settles the try and uses the challenge up in the
 		// session's own transaction: two statements, no commits of their own.
 		c.also(a.d.Throttle.ResetStatement(key), ratelimit.RefundStatement(key), a.d.TwoFactor.Challenges.FinishStatement(token))
-		state, answered, opening = tf, events, c
+		state, opening = tf, c
 		if _, backup := events[0].(*domain.BackupCodeUsed); backup {
 			// The status read model counts backup codes: let the next read see it.
 			return a.openSession(ctx, c, u, withMFA(ch.AMR), r, projections.TwoFactor{})
@@ -363,10 +362,8 @@ func (a *App) VerifyChallenge(ctx context.Context, token, code string, r Request
 		return Tokens{}, err
 	}
 	// Each answer adds an event to the stream; now and then a snapshot keeps
-	// what the next load reads short.
-	for _, e := range answered {
-		state.Apply(e, a.d.Now())
-	}
+	// what the next load reads short. state has the answer applied: the
+	// change recorded it.
 	a.snapshotTwoFactor(ctx, user, state, r)
 	return t, nil
 }
@@ -432,7 +429,7 @@ func foldAccount(streams [][]eventstore.Event) (*domain.User, *domain.TwoFactor,
 
 func (a *App) commitTwoFactor(ctx context.Context, u *domain.User, tf *domain.TwoFactor, r Request, events []domain.Event) (eventstore.Cursor, error) {
 	c := a.newChange(r)
-	if err := c.add(domain.TwoFactorStream(u.ID), tf.Version, u.TenantID, u.ID, events...); err != nil {
+	if err := c.record(tf, domain.TwoFactorStream(u.ID), u.TenantID, u.ID, events...); err != nil {
 		return eventstore.Cursor{}, err
 	}
 	committed, err := a.commit(ctx, c)
@@ -514,7 +511,7 @@ func (a *App) settleCode(ctx context.Context, account string, err error) {
 // recordFailure is the audit record of a wrong second factor.
 func (a *App) recordFailure(ctx context.Context, u *domain.User, r Request) {
 	c := a.newChange(r)
-	if err := c.add(domain.LoginStream(u.ID), eventstore.AnyVersion, u.TenantID, u.ID, &domain.LoginFailed{UserID: u.ID, Reason: "wrong_second_factor"}); err != nil {
+	if err := c.note(domain.LoginStream(u.ID), u.TenantID, u.ID, &domain.LoginFailed{UserID: u.ID, Reason: "wrong_second_factor"}); err != nil {
 		return
 	}
 	if _, err := a.commit(ctx, c); err != nil {
