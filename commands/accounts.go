@@ -444,7 +444,7 @@ func (a *App) CodeLogin(ctx context.Context, email, code string, r Request) (Sig
 
 // ResetPassword sets a new password with an emailed reset code and ends
 // every session of the user.
-func (a *App) ResetPassword(ctx context.Context, email, code, newPassword string, active func(ctx context.Context, user uuid.UUID) ([]uuid.UUID, error), r Request) error {
+func (a *App) ResetPassword(ctx context.Context, email, code, newPassword string, r Request) error {
 	email, err := NormalizeEmail(email)
 	if err != nil {
 		return err
@@ -491,7 +491,7 @@ func (a *App) ResetPassword(ctx context.Context, email, code, newPassword string
 	// instances the PasswordReset event); revoking each session also ends
 	// its refresh token and takes it off the sessions list.
 	a.wait(ctx, at, projections.Sessions{})
-	ids, err := active(ctx, u.ID)
+	ids, err := a.activeSessionIDs(ctx, u.ID)
 	if err != nil {
 		return err
 	}

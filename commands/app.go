@@ -68,6 +68,19 @@ type Waiter interface {
 	Uses(p projections.Projection, eventType string) bool
 }
 
+// SessionReads is the sessions read model as the write side queries it
+// (projections.SessionReads): the write side, not the edge, owns the query
+// that feeds a write (the sessions a reset or "sign out everywhere else"
+// revokes).
+type SessionReads interface {
+	// Active lists the user's sessions neither revoked nor idle since
+	// since, newest first.
+	Active(ctx context.Context, user uuid.UUID, since time.Time) ([]projections.SessionView, error)
+	// Behind lists the user's sessions whose streams hold events the read
+	// model has not applied yet.
+	Behind(ctx context.Context, user uuid.UUID) ([]uuid.UUID, error)
+}
+
 // Deps is what the commands need; every field is required.
 type Deps struct {
 	Store       *eventstore.Store
@@ -78,12 +91,15 @@ type Deps struct {
 	Throttle    Throttle
 	Limits      Limits
 	Projections Waiter
-	Revoked     *revocation.Set
-	Log         *slog.Logger
-	Now         func() time.Time
+	// SessionReads lists a user's sessions from the read model.
+	SessionReads SessionReads
+	Revoked      *revocation.Set
+	Log          *slog.Logger
+	Now          func() time.Time
 	// RefreshGrace is how long a rotated-away refresh token still answers.
 	RefreshGrace time.Duration
-	// RefreshTTL is how long a refresh token lives (AUTHD_REFRESH_TOKEN_TTL).
+	// RefreshTTL is how long a refresh token lives (AUTHD_REFRESH_TOKEN_TTL):
+	// also how long a session without a refresh stays listed as active.
 	RefreshTTL time.Duration
 	// WaitTimeout bounds how long a write waits for read-your-writes.
 	WaitTimeout time.Duration
@@ -119,10 +135,6 @@ func New(d Deps) *App {
 	}
 	return &App{d: d, sessions: sessions, jobs: make(chan func(context.Context), backgroundQueue)}
 }
-
-// RefreshTTL is how long a refresh token lives: also how long a session
-// without a refresh stays listed as active.
-func (a *App) RefreshTTL() time.Duration { return a.d.RefreshTTL }
 
 // Request is who is asking: it becomes each event's metadata.
 type Request struct {
