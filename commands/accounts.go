@@ -177,7 +177,9 @@ func (a *App) userByEmail(ctx context.Context, email string) (*domain.User, erro
 
 // Login signs in with email and password. Unknown emails and wrong passwords
 // get the same answer after the same work: the same statements, a hash
-// check, and the failure's record handed off (handOff).
+// check, and the failure's record handed off (handOff). It runs in three
+// steps: admit the attempt (admitLogin), check the password (checkLogin),
+// sign in (passwordSignIn); the attempt is settled once, with how it ended.
 func (a *App) Login(ctx context.Context, email, pw string, r Request) (SignIn, error) {
 	email, err := NormalizeEmail(email)
 	if err != nil {
@@ -189,6 +191,66 @@ func (a *App) Login(ctx context.Context, email, pw string, r Request) (SignIn, e
 	if err := checkPasswordText("password", pw); err != nil {
 		return SignIn{}, err
 	}
+	at, settle, err := a.admitLogin(ctx, email, r)
+	if err != nil {
+		return SignIn{}, err
+	}
+	ok, rehash, err := a.checkLogin(ctx, at, pw)
+	switch {
+	case err != nil:
+		settle(endUnchecked)
+		return SignIn{}, err
+	case !ok:
+		settle(endWrong)
+		u, r := at.user, r.detached()
+		a.handOff("failed login record", func(ctx context.Context) { a.recordLoginFailure(ctx, u, r) })
+		return SignIn{}, ErrInvalidCredentials
+	case !at.user.EmailVerified:
+		settle(endRight)
+		return SignIn{}, ErrEmailNotVerified
+	}
+	t, committed, err := a.passwordSignIn(ctx, at, pw, rehash, r)
+	if committed {
+		settle(endSignedIn)
+	} else {
+		settle(endRight) // the password was right, whatever failed after it
+	}
+	return t, err
+}
+
+// loginAttempt is a password login admitted to its check: the account it
+// names, the hashers' admission it was let in under, and its throttle key.
+type loginAttempt struct {
+	loginAccount
+	admission password.Admission
+	key       string
+}
+
+// attemptEnd is how an admitted login attempt ended, as its throttle counts
+// it.
+type attemptEnd int
+
+const (
+	// endUnchecked: it ended before its password was checked (the hashers
+	// were busy, the request gave up): forgiven, counted neither way.
+	endUnchecked attemptEnd = iota
+	// endWrong: the password was wrong: counted against the account.
+	endWrong
+	// endRight: the password was right: the account's failures are
+	// forgotten.
+	endRight
+	// endSignedIn: the password was right, and the sign-in's commit forgot
+	// the failures with its events (Throttle.ResetStatement).
+	endSignedIn
+)
+
+// admitLogin admits one password check for email from r's client: not
+// while the hashers are full, not while the throttle makes the account
+// wait. It loads the account, with whether the client's network is known
+// to it. Once admitted, the attempt is counted until settle says how it
+// ended; settle acts on its first call only, so the attempt is settled
+// exactly once.
+func (a *App) admitLogin(ctx context.Context, email string, r Request) (loginAttempt, func(attemptEnd), error) {
 	// Under a flood of logins, half the requests are turned away as busy:
 	// they must cost no more than that answer (counting them against the
 	// account and then forgiving them took two statements each).
@@ -196,47 +258,68 @@ func (a *App) Login(ctx context.Context, email, pw string, r Request) (SignIn, e
 	// statement; whether this client is known is read with the account.
 	network := ratelimit.NetworkOf(r.IP)
 	if a.d.Hasher.Full(password.Admission{Network: network, Known: true}) {
-		return SignIn{}, password.ErrBusy
+		return loginAttempt{}, nil, password.ErrBusy
 	}
 	acct, err := a.loadLoginAccount(ctx, email, r)
 	if err != nil {
-		return SignIn{}, err
+		return loginAttempt{}, nil, err
 	}
-	adm := password.Admission{Network: network, Known: acct.class == ratelimit.Known}
-	if a.d.Hasher.Full(adm) {
-		return SignIn{}, password.ErrBusy
+	at := loginAttempt{
+		loginAccount: acct,
+		admission:    password.Admission{Network: network, Known: acct.class == ratelimit.Known},
+		key:          loginKey(email, acct.class),
 	}
-	account := loginKey(email, acct.class)
-	if wait, err := a.d.Throttle.Attempt(ctx, account); err != nil {
-		return SignIn{}, err
+	if a.d.Hasher.Full(at.admission) {
+		return loginAttempt{}, nil, password.ErrBusy
+	}
+	if wait, err := a.d.Throttle.Attempt(ctx, at.key); err != nil {
+		return loginAttempt{}, nil, err
 	} else if wait > 0 {
-		return SignIn{}, &RetryLaterError{After: wait}
+		return loginAttempt{}, nil, &RetryLaterError{After: wait}
 	}
-	u, tf := acct.user, acct.twoFactor
-	var ok, rehash bool
-	if u == nil || u.PasswordHash == "" { // no account, or signed up with Google: no password matches; the same work as one
-		err = a.d.Hasher.VerifyUnknown(ctx, adm, pw)
-	} else {
-		ok, rehash, err = a.d.Hasher.Verify(ctx, adm, u.PasswordHash, pw)
+	return at, a.settler(ctx, at.key), nil
+}
+
+// settler returns the function that tells the throttle how the attempt
+// counted under key ended, on its first call; later calls do nothing.
+func (a *App) settler(ctx context.Context, key string) func(attemptEnd) {
+	settled := false
+	return func(end attemptEnd) {
+		if settled {
+			return
+		}
+		settled = true
+		switch end {
+		case endUnchecked:
+			a.forgive(ctx, key, nil)
+		case endWrong:
+			a.failed(ctx, key)
+		case endRight:
+			a.reset(ctx, key)
+		case endSignedIn: // settled in the sign-in's commit
+		}
 	}
-	if err != nil {
-		return SignIn{}, a.forgive(ctx, account, err)
+}
+
+// checkLogin checks pw against the attempt's account. An address without an
+// account, or an account that signed up with Google, has no password that
+// matches: it is checked against none, at the same cost as a hash.
+func (a *App) checkLogin(ctx context.Context, at loginAttempt, pw string) (ok, rehash bool, err error) {
+	if at.user == nil || at.user.PasswordHash == "" {
+		return false, false, a.d.Hasher.VerifyUnknown(ctx, at.admission, pw)
 	}
-	if !ok {
-		a.failed(ctx, account)
-		r := r.detached()
-		a.handOff("failed login record", func(ctx context.Context) { a.recordLoginFailure(ctx, u, r) })
-		return SignIn{}, ErrInvalidCredentials
-	}
-	if !u.EmailVerified {
-		a.reset(ctx, account)
-		return SignIn{}, ErrEmailNotVerified
-	}
-	// The failures are forgotten with the sign-in's events: no statement
-	// and commit of their own.
+	return a.d.Hasher.Verify(ctx, at.admission, at.user.PasswordHash, pw)
+}
+
+// passwordSignIn signs in the verified account a right password was given
+// for, rehashing the password when its hash is due for new parameters. The
+// attempt's failures are forgotten with the sign-in's events, with no
+// statement and commit of their own; committed says whether that commit ran.
+func (a *App) passwordSignIn(ctx context.Context, at loginAttempt, pw string, rehash bool, r Request) (s SignIn, committed bool, err error) {
+	u, tf := at.user, at.twoFactor
 	signInChange := func() *change {
 		c := a.newChange(r)
-		c.also(a.d.Throttle.ResetStatement(account))
+		c.also(a.d.Throttle.ResetStatement(at.key))
 		return c
 	}
 	c := signInChange()
@@ -245,21 +328,18 @@ func (a *App) Login(ctx context.Context, email, pw string, r Request) (SignIn, e
 			e := &domain.PasswordRehashed{UserID: u.ID}
 			e.Secret.PasswordHash = hash
 			if err := c.record(u, domain.UserStream(u.ID), u.TenantID, u.ID, e); err != nil {
-				return SignIn{}, err
+				return SignIn{}, false, err
 			}
 		}
 	}
-	t, err := a.signIn(ctx, c, u, tf, []string{"pwd"}, r)
+	s, err = a.signIn(ctx, c, u, tf, []string{"pwd"}, r)
 	if errors.Is(err, eventstore.ErrConflict) && rehash {
 		// The rehash lost a race with another change to the user: sign in
 		// without it; the next login rehashes.
 		c = signInChange()
-		t, err = a.signIn(ctx, c, u, tf, []string{"pwd"}, r)
+		s, err = a.signIn(ctx, c, u, tf, []string{"pwd"}, r)
 	}
-	if !c.done {
-		a.reset(ctx, account) // the password was right, whatever failed after it
-	}
-	return t, err
+	return s, c.done, err
 }
 
 // loginAccount is what a login loads before it checks a password: the
