@@ -13,6 +13,7 @@ import (
 	"github.com/authd/authd/internal/mail"
 	"github.com/authd/authd/internal/password"
 	"github.com/authd/authd/internal/ratelimit"
+	"github.com/authd/authd/internal/revocation"
 	"github.com/authd/authd/projections"
 )
 
@@ -26,6 +27,22 @@ const (
 	PurposeReset  = "reset"
 )
 
+// Accounts signs accounts up and in with a password or an emailed code, and
+// resets passwords.
+type Accounts struct {
+	*guard
+	hasher  *password.Hasher
+	codes   Codes
+	mail    mail.Sender
+	limits  Limits
+	revoked *revocation.Set
+	product string
+	// twoFactor finishes a first factor: a challenge, or a session.
+	twoFactor *TwoFactor
+	// sessions lists and revokes the sessions a reset ends.
+	sessions *Sessions
+}
+
 // RegisterInput is POST /register's body.
 type RegisterInput struct {
 	Email, Password, Name, TenantName string
@@ -38,7 +55,7 @@ type RegisterInput struct {
 // code under the address's code quota. A taken address's owner gets a
 // sign-in code and word of the attempt; a new or pending one, its
 // verification code.
-func (a *App) Register(ctx context.Context, in RegisterInput, r Request) error {
+func (a *Accounts) Register(ctx context.Context, in RegisterInput, r Request) error {
 	email, err := NormalizeEmail(in.Email)
 	if err != nil {
 		return err
@@ -54,7 +71,7 @@ func (a *App) Register(ctx context.Context, in RegisterInput, r Request) error {
 	if err != nil {
 		return err
 	}
-	hash, err := a.d.Hasher.Hash(ctx, in.Password)
+	hash, err := a.hasher.Hash(ctx, in.Password)
 	if err != nil {
 		return err
 	}
@@ -114,12 +131,12 @@ func (a *App) Register(ctx context.Context, in RegisterInput, r Request) error {
 
 // VerifyRegistration completes a signup with its emailed code: the email is
 // verified, the tenant created, and the user signed in.
-func (a *App) VerifyRegistration(ctx context.Context, email, code string, r Request) (SignIn, error) {
+func (a *Accounts) VerifyRegistration(ctx context.Context, email, code string, r Request) (SignIn, error) {
 	email, err := NormalizeEmail(email)
 	if err != nil {
 		return SignIn{}, err
 	}
-	if _, err := a.d.Codes.Consume(ctx, email, PurposeVerify, code); err != nil {
+	if _, err := a.codes.Consume(ctx, email, PurposeVerify, code); err != nil {
 		return SignIn{}, ErrInvalidCode
 	}
 	// The code was sent for the signup found first: should that signup
@@ -136,16 +153,16 @@ func (a *App) VerifyRegistration(ctx context.Context, email, code string, r Requ
 		}
 		signup = u.ID
 		c := a.newChange(r)
-		if err := a.verifyEmail(c, u); err != nil {
+		if err := verifyEmail(c, u); err != nil {
 			return SignIn{}, err
 		}
-		return a.signIn(ctx, c, u, tf, []string{"otp"}, r)
+		return a.twoFactor.signIn(ctx, c, u, tf, []string{"otp"}, r)
 	})
 }
 
 // verifyEmail records what verifying u's email decides (domain.User.Verify):
 // u's email verified, and its tenant created.
-func (a *App) verifyEmail(c *change, u *domain.User) error {
+func verifyEmail(c *change, u *domain.User) error {
 	verified, tenant := u.Verify()
 	if tenant == nil {
 		return nil
@@ -158,7 +175,7 @@ func (a *App) verifyEmail(c *change, u *domain.User) error {
 
 // accountByEmail loads the user an email belongs to and their two-factor
 // state, both streams in one query (a sign-in needs both), or ErrNotFound.
-func (a *App) accountByEmail(ctx context.Context, email string) (*domain.User, *domain.TwoFactor, error) {
+func (a *Accounts) accountByEmail(ctx context.Context, email string) (*domain.User, *domain.TwoFactor, error) {
 	id, found, err := a.emailOwner(ctx, email)
 	if err != nil {
 		return nil, nil, err
@@ -170,7 +187,7 @@ func (a *App) accountByEmail(ctx context.Context, email string) (*domain.User, *
 }
 
 // userByEmail is accountByEmail for a caller that needs only the user.
-func (a *App) userByEmail(ctx context.Context, email string) (*domain.User, error) {
+func (a *Accounts) userByEmail(ctx context.Context, email string) (*domain.User, error) {
 	u, _, err := a.accountByEmail(ctx, email)
 	return u, err
 }
@@ -180,7 +197,7 @@ func (a *App) userByEmail(ctx context.Context, email string) (*domain.User, erro
 // check, and the failure's record handed off (handOff). It runs in three
 // steps: admit the attempt (admitLogin), check the password (checkLogin),
 // sign in (passwordSignIn); the attempt is settled once, with how it ended.
-func (a *App) Login(ctx context.Context, email, pw string, r Request) (SignIn, error) {
+func (a *Accounts) Login(ctx context.Context, email, pw string, r Request) (SignIn, error) {
 	email, err := NormalizeEmail(email)
 	if err != nil {
 		return SignIn{}, err
@@ -250,14 +267,14 @@ const (
 // to it. Once admitted, the attempt is counted until settle says how it
 // ended; settle acts on its first call only, so the attempt is settled
 // exactly once.
-func (a *App) admitLogin(ctx context.Context, email string, r Request) (loginAttempt, func(attemptEnd), error) {
+func (a *Accounts) admitLogin(ctx context.Context, email string, r Request) (loginAttempt, func(attemptEnd), error) {
 	// Under a flood of logins, half the requests are turned away as busy:
 	// they must cost no more than that answer (counting them against the
 	// account and then forgiving them took two statements each).
 	// A check that even a known client could not get is refused before any
 	// statement; whether this client is known is read with the account.
 	network := ratelimit.NetworkOf(r.IP)
-	if a.d.Hasher.Full(password.Admission{Network: network, Known: true}) {
+	if a.hasher.Full(password.Admission{Network: network, Known: true}) {
 		return loginAttempt{}, nil, password.ErrBusy
 	}
 	acct, err := a.loadLoginAccount(ctx, email, r)
@@ -269,10 +286,10 @@ func (a *App) admitLogin(ctx context.Context, email string, r Request) (loginAtt
 		admission:    password.Admission{Network: network, Known: acct.class == ratelimit.Known},
 		key:          loginKey(email, acct.class),
 	}
-	if a.d.Hasher.Full(at.admission) {
+	if a.hasher.Full(at.admission) {
 		return loginAttempt{}, nil, password.ErrBusy
 	}
-	if wait, err := a.d.Throttle.Attempt(ctx, at.key); err != nil {
+	if wait, err := a.throttle.Attempt(ctx, at.key); err != nil {
 		return loginAttempt{}, nil, err
 	} else if wait > 0 {
 		return loginAttempt{}, nil, &RetryLaterError{After: wait}
@@ -282,7 +299,7 @@ func (a *App) admitLogin(ctx context.Context, email string, r Request) (loginAtt
 
 // settler returns the function that tells the throttle how the attempt
 // counted under key ended, on its first call; later calls do nothing.
-func (a *App) settler(ctx context.Context, key string) func(attemptEnd) {
+func (a *guard) settler(ctx context.Context, key string) func(attemptEnd) {
 	settled := false
 	return func(end attemptEnd) {
 		if settled {
@@ -304,27 +321,27 @@ func (a *App) settler(ctx context.Context, key string) func(attemptEnd) {
 // checkLogin checks pw against the attempt's account. An address without an
 // account, or an account that signed up with Google, has no password that
 // matches: it is checked against none, at the same cost as a hash.
-func (a *App) checkLogin(ctx context.Context, at loginAttempt, pw string) (ok, rehash bool, err error) {
+func (a *Accounts) checkLogin(ctx context.Context, at loginAttempt, pw string) (ok, rehash bool, err error) {
 	if at.user == nil || at.user.PasswordHash == "" {
-		return false, false, a.d.Hasher.VerifyUnknown(ctx, at.admission, pw)
+		return false, false, a.hasher.VerifyUnknown(ctx, at.admission, pw)
 	}
-	return a.d.Hasher.Verify(ctx, at.admission, at.user.PasswordHash, pw)
+	return a.hasher.Verify(ctx, at.admission, at.user.PasswordHash, pw)
 }
 
 // passwordSignIn signs in the verified account a right password was given
 // for, rehashing the password when its hash is due for new parameters. The
 // attempt's failures are forgotten with the sign-in's events, with no
 // statement and commit of their own; committed says whether that commit ran.
-func (a *App) passwordSignIn(ctx context.Context, at loginAttempt, pw string, rehash bool, r Request) (s SignIn, committed bool, err error) {
+func (a *Accounts) passwordSignIn(ctx context.Context, at loginAttempt, pw string, rehash bool, r Request) (s SignIn, committed bool, err error) {
 	u, tf := at.user, at.twoFactor
 	signInChange := func() *change {
 		c := a.newChange(r)
-		c.also(a.d.Throttle.ResetStatement(at.key))
+		c.also(a.throttle.ResetStatement(at.key))
 		return c
 	}
 	c := signInChange()
 	if rehash {
-		if hash, err := a.d.Hasher.Hash(ctx, pw); err == nil {
+		if hash, err := a.hasher.Hash(ctx, pw); err == nil {
 			e := &domain.PasswordRehashed{UserID: u.ID}
 			e.Secret.PasswordHash = hash
 			if err := c.record(u, domain.UserStream(u.ID), u.TenantID, u.ID, e); err != nil {
@@ -332,12 +349,12 @@ func (a *App) passwordSignIn(ctx context.Context, at loginAttempt, pw string, re
 			}
 		}
 	}
-	s, err = a.signIn(ctx, c, u, tf, []string{"pwd"}, r)
+	s, err = a.twoFactor.signIn(ctx, c, u, tf, []string{"pwd"}, r)
 	if errors.Is(err, eventstore.ErrConflict) && rehash {
 		// The rehash lost a race with another change to the user: sign in
 		// without it; the next login rehashes.
 		c = signInChange()
-		s, err = a.signIn(ctx, c, u, tf, []string{"pwd"}, r)
+		s, err = a.twoFactor.signIn(ctx, c, u, tf, []string{"pwd"}, r)
 	}
 	return s, c.done, err
 }
@@ -356,13 +373,13 @@ type loginAccount struct {
 // network is known to it, in the round trip of the load. For an address
 // without an account it reads the streams and networks of an id no account
 // has: the same statements, finding nothing.
-func (a *App) loadLoginAccount(ctx context.Context, email string, r Request) (loginAccount, error) {
+func (a *Accounts) loadLoginAccount(ctx context.Context, email string, r Request) (loginAccount, error) {
 	id, found, err := a.ownerOrNobody(ctx, email)
 	if err != nil {
 		return loginAccount{}, err
 	}
-	knownSt, known := ratelimit.KnownStatement(id, r.IP, a.d.Now())
-	streams, err := a.d.Store.LoadStreamsAfter(ctx, []eventstore.Statement{knownSt}, domain.UserStream(id), domain.TwoFactorStream(id))
+	knownSt, known := ratelimit.KnownStatement(id, r.IP, a.now())
+	streams, err := a.store.LoadStreamsAfter(ctx, []eventstore.Statement{knownSt}, domain.UserStream(id), domain.TwoFactorStream(id))
 	if err != nil {
 		return loginAccount{}, err
 	}
@@ -380,40 +397,40 @@ func (a *App) loadLoginAccount(ctx context.Context, email string, r Request) (lo
 // recordLoginFailure is the audit record of a wrong password: LoginFailed
 // for an account, nothing for an address without one. It runs after the
 // answer (handOff), for both alike.
-func (a *App) recordLoginFailure(ctx context.Context, u *domain.User, r Request) {
+func (a *Accounts) recordLoginFailure(ctx context.Context, u *domain.User, r Request) {
 	if u == nil {
 		return
 	}
 	c := a.newChange(r)
 	if err := c.note(domain.LoginStream(u.ID), u.TenantID, u.ID, &domain.LoginFailed{UserID: u.ID, Reason: "wrong_password"}); err != nil {
-		a.d.Log.Error("recording a failed login", "err", err)
+		a.log.Error("recording a failed login", "err", err)
 		return
 	}
 	if _, err := a.commit(ctx, c); err != nil {
-		a.d.Log.Error("recording a failed login", "err", err)
+		a.log.Error("recording a failed login", "err", err)
 	}
 }
 
 // reset forgets the account's failed logins after a right password.
-func (a *App) reset(ctx context.Context, account string) {
-	if err := a.d.Throttle.Reset(context.WithoutCancel(ctx), account); err != nil {
-		a.d.Log.Error("clearing failed logins", "err", err)
+func (a *guard) reset(ctx context.Context, account string) {
+	if err := a.throttle.Reset(context.WithoutCancel(ctx), account); err != nil {
+		a.log.Error("clearing failed logins", "err", err)
 	}
 }
 
 // failed counts a wrong password against the account.
-func (a *App) failed(ctx context.Context, account string) {
-	if err := a.d.Throttle.Fail(context.WithoutCancel(ctx), account); err != nil {
-		a.d.Log.Error("counting a failed login", "err", err)
+func (a *guard) failed(ctx context.Context, account string) {
+	if err := a.throttle.Fail(context.WithoutCancel(ctx), account); err != nil {
+		a.log.Error("counting a failed login", "err", err)
 	}
 }
 
 // forgive ends, without counting it, an attempt that failed before its
 // password was checked (err: the server was busy, or the request gave up),
 // and returns err.
-func (a *App) forgive(ctx context.Context, account string, err error) error {
-	if ferr := a.d.Throttle.Forgive(context.WithoutCancel(ctx), account); ferr != nil {
-		a.d.Log.Error("forgiving a login attempt", "err", ferr)
+func (a *guard) forgive(ctx context.Context, account string, err error) error {
+	if ferr := a.throttle.Forgive(context.WithoutCancel(ctx), account); ferr != nil {
+		a.log.Error("forgiving a login attempt", "err", ferr)
 	}
 	return err
 }
@@ -423,7 +440,7 @@ func (a *App) forgive(ctx context.Context, account string, err error) error {
 // not. A code asked for from a network that signed in to the account lately
 // is of the known class: codes asked for elsewhere neither count against its
 // quota nor replace it.
-func (a *App) SendCode(ctx context.Context, email, purpose string, r Request) error {
+func (a *Accounts) SendCode(ctx context.Context, email, purpose string, r Request) error {
 	email, err := NormalizeEmail(email)
 	if err != nil {
 		return err
@@ -453,7 +470,7 @@ func (a *App) SendCode(ctx context.Context, email, purpose string, r Request) er
 // guessing budget. A wrong one counts towards the owner's guessing notice.
 // It returns the id of the address's account (uuid.Nil when none) once the
 // code was right; every wrong or unusable code is ErrInvalidCode.
-func (a *App) useCode(ctx context.Context, email, purpose, code string, r Request) (uuid.UUID, error) {
+func (a *Accounts) useCode(ctx context.Context, email, purpose, code string, r Request) (uuid.UUID, error) {
 	if !codes.WellFormed(code) {
 		return uuid.Nil, ErrInvalidCode // cannot be the code: no guess spent
 	}
@@ -469,7 +486,7 @@ func (a *App) useCode(ctx context.Context, email, purpose, code string, r Reques
 	if err := a.spendGuess(ctx, budget, emailCodeGuessesPerDay); err != nil {
 		return uuid.Nil, err
 	}
-	if _, err := a.d.Codes.ConsumeIn(ctx, class, email, purpose, code); err != nil {
+	if _, err := a.codes.ConsumeIn(ctx, class, email, purpose, code); err != nil {
 		if !errors.Is(err, codes.ErrInvalidCode) {
 			a.refundGuess(ctx, budget)
 			return uuid.Nil, err
@@ -494,7 +511,7 @@ func (a *App) useCode(ctx context.Context, email, purpose, code string, r Reques
 
 // CodeLogin signs in with an emailed login code; the code also proves the
 // address, so an unverified account becomes verified.
-func (a *App) CodeLogin(ctx context.Context, email, code string, r Request) (SignIn, error) {
+func (a *Accounts) CodeLogin(ctx context.Context, email, code string, r Request) (SignIn, error) {
 	email, err := NormalizeEmail(email)
 	if err != nil {
 		return SignIn{}, err
@@ -515,16 +532,16 @@ func (a *App) CodeLogin(ctx context.Context, email, code string, r Request) (Sig
 			return SignIn{}, ErrInvalidCode // the address moved on since the code was sent
 		}
 		c := a.newChange(r)
-		if err := a.verifyEmail(c, u); err != nil {
+		if err := verifyEmail(c, u); err != nil {
 			return SignIn{}, err
 		}
-		return a.signIn(ctx, c, u, tf, []string{"otp"}, r)
+		return a.twoFactor.signIn(ctx, c, u, tf, []string{"otp"}, r)
 	})
 }
 
 // ResetPassword sets a new password with an emailed reset code and ends
 // every session of the user.
-func (a *App) ResetPassword(ctx context.Context, email, code, newPassword string, r Request) error {
+func (a *Accounts) ResetPassword(ctx context.Context, email, code, newPassword string, r Request) error {
 	email, err := NormalizeEmail(email)
 	if err != nil {
 		return err
@@ -535,7 +552,7 @@ func (a *App) ResetPassword(ctx context.Context, email, code, newPassword string
 	if _, err := a.useCode(ctx, email, PurposeReset, code, r); err != nil {
 		return err
 	}
-	hash, err := a.d.Hasher.Hash(ctx, newPassword)
+	hash, err := a.hasher.Hash(ctx, newPassword)
 	if err != nil {
 		return err
 	}
@@ -555,12 +572,12 @@ func (a *App) ResetPassword(ctx context.Context, email, code, newPassword string
 		if err := c.record(u, domain.UserStream(u.ID), u.TenantID, u.ID, reset); err != nil {
 			return eventstore.Cursor{}, err
 		}
-		if err := a.verifyEmail(c, u); err != nil {
+		if err := verifyEmail(c, u); err != nil {
 			return eventstore.Cursor{}, err
 		}
 		committed, err := a.commit(ctx, c)
 		if err == nil {
-			a.d.Revoked.CutUser(u.ID, c.at)
+			a.revoked.CutUser(u.ID, c.at)
 		}
 		return committed.Last, err
 	})
@@ -571,13 +588,13 @@ func (a *App) ResetPassword(ctx context.Context, email, code, newPassword string
 	// instances the PasswordReset event); revoking each session also ends
 	// its refresh token and takes it off the sessions list.
 	a.wait(ctx, at, projections.Sessions{})
-	ids, err := a.activeSessionIDs(ctx, u.ID)
+	ids, err := a.sessions.activeSessionIDs(ctx, u.ID)
 	if err != nil {
 		return err
 	}
 	var last eventstore.Cursor
 	for _, id := range ids {
-		at, err := a.revoke(ctx, u.ID, id, domain.RevokedByPassword, r)
+		at, err := a.sessions.revoke(ctx, u.ID, id, domain.RevokedByPassword, r)
 		if err != nil && !errors.Is(err, ErrNotFound) {
 			return err
 		}

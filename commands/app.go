@@ -81,7 +81,9 @@ type SessionReads interface {
 	Behind(ctx context.Context, user uuid.UUID) ([]uuid.UUID, error)
 }
 
-// Deps is what the commands need; every field is required.
+// Deps is what the commands need, as the server wires them; every field is
+// required. New hands each part of App (Accounts, Sessions, TwoFactor,
+// Passkeys, Google, Signups) only the fields its commands use.
 type Deps struct {
 	Store       *eventstore.Store
 	Hasher      *password.Hasher
@@ -111,14 +113,31 @@ type Deps struct {
 	Google    GoogleConfig
 }
 
-// App runs the commands of authd's account API.
+// App runs the commands of authd's account API. It is made of one part per
+// capability, each holding exactly what its commands use, so that a reader
+// of a command sees what it can reach: Accounts (signing up and in with a
+// password or an emailed code, resets), Sessions, TwoFactor, Passkeys,
+// Google, Signups. Embedding them keeps app.Login(...) working; core is what
+// every part shares.
 type App struct {
-	d Deps
-	// sessions holds the state of recently refreshed sessions, so that a
-	// rotation, the commonest write there is, need not read its stream
-	// first. Its append names the version the state was at, so a state that
-	// another instance has moved on only costs a conflict and a reload.
-	sessions *lru.Cache[uuid.UUID, domain.Session]
+	*core
+	*Accounts
+	*Sessions
+	*TwoFactor
+	*Passkeys
+	*Google
+	*Signups
+}
+
+// core is what every command uses: the log, the clock, the logger, the
+// read-your-writes wait, and the queue of work handed off to run after the
+// answer.
+type core struct {
+	store       *eventstore.Store
+	log         *slog.Logger
+	now         func() time.Time
+	waiter      Waiter
+	waitTimeout time.Duration
 	// jobs is the work handed off to run after the answer (handOff, Run).
 	jobs chan func(context.Context)
 }
@@ -127,13 +146,34 @@ type App struct {
 // each.
 const sessionCacheSize = 100_000
 
-// New returns the commands over d.
+// New returns the commands over d, each part given its share of d.
 func New(d Deps) *App {
-	sessions, err := lru.New[uuid.UUID, domain.Session](sessionCacheSize)
+	cache, err := lru.New[uuid.UUID, domain.Session](sessionCacheSize)
 	if err != nil {
 		panic(err) // only for a size below 1
 	}
-	return &App{d: d, sessions: sessions, jobs: make(chan func(context.Context), backgroundQueue)}
+	c := &core{store: d.Store, log: d.Log, now: d.Now, waiter: d.Projections, waitTimeout: d.WaitTimeout,
+		jobs: make(chan func(context.Context), backgroundQueue)}
+	g := &guard{core: c, throttle: d.Throttle}
+	sessions := &Sessions{core: c, keys: d.Keys, revoked: d.Revoked, reads: d.SessionReads,
+		refreshTTL: d.RefreshTTL, refreshGrace: d.RefreshGrace, cache: cache}
+	issuer := d.TwoFactor.Issuer
+	if issuer == "" {
+		issuer = d.Product
+	}
+	twoFactor := &TwoFactor{guard: g, challenges: d.TwoFactor.Challenges, backupCodeKey: d.TwoFactor.BackupCodeKey,
+		issuer: issuer, sessions: sessions}
+	return &App{
+		core: c,
+		Accounts: &Accounts{guard: g, hasher: d.Hasher, codes: d.Codes, mail: d.Mail, limits: d.Limits,
+			revoked: d.Revoked, product: d.Product, twoFactor: twoFactor, sessions: sessions},
+		Sessions:  sessions,
+		TwoFactor: twoFactor,
+		Passkeys: &Passkeys{core: c, webAuthn: d.Passkeys.WebAuthn, ceremonies: d.Passkeys.Ceremonies,
+			ceremonyTTL: d.Passkeys.CeremonyTTL, sessions: sessions},
+		Google:  &Google{core: c, cfg: d.Google, twoFactor: twoFactor},
+		Signups: &Signups{core: c},
+	}
 }
 
 // Request is who is asking: it becomes each event's metadata.
@@ -188,8 +228,8 @@ type change struct {
 	done    bool // committed: its statements ran
 }
 
-func (a *App) newChange(r Request) *change {
-	return &change{meta: r.metadata(), at: a.d.Now()}
+func (a *core) newChange(r Request) *change {
+	return &change{meta: r.metadata(), at: a.now()}
 }
 
 // record queues events for the stream agg was rebuilt from, expecting the
@@ -252,8 +292,8 @@ func (c *change) empty() bool {
 	return len(c.write.Appends) == 0 && len(c.write.Also) == 0
 }
 
-func (a *App) commit(ctx context.Context, c *change) (eventstore.Committed, error) {
-	committed, err := a.d.Store.Write(ctx, c.write)
+func (a *core) commit(ctx context.Context, c *change) (eventstore.Committed, error) {
+	committed, err := a.store.Write(ctx, c.write)
 	c.done = err == nil
 	return committed, err
 }
@@ -261,12 +301,12 @@ func (a *App) commit(ctx context.Context, c *change) (eventstore.Committed, erro
 // wait gives read-your-writes: it returns once the projections have applied
 // the write, or after WaitTimeout, logging that the next read may be stale.
 // The write has succeeded either way, so a slow projection never fails it.
-func (a *App) wait(ctx context.Context, at eventstore.Cursor, models ...projections.Projection) {
-	ctx, cancel := context.WithTimeout(ctx, a.d.WaitTimeout)
+func (a *core) wait(ctx context.Context, at eventstore.Cursor, models ...projections.Projection) {
+	ctx, cancel := context.WithTimeout(ctx, a.waitTimeout)
 	defer cancel()
 	for _, p := range models {
-		if err := a.d.Projections.Wait(ctx, p, at); err != nil {
-			a.d.Log.Warn("read-your-writes wait gave up; the next read may not show this write", "projection", p.Name(), "err", err)
+		if err := a.waiter.Wait(ctx, p, at); err != nil {
+			a.log.Warn("read-your-writes wait gave up; the next read may not show this write", "projection", p.Name(), "err", err)
 			return
 		}
 	}
@@ -277,10 +317,10 @@ func (a *App) wait(ctx context.Context, at eventstore.Cursor, models ...projecti
 // change already. Waiting on it anyway waited for its checkpoint to pass
 // events it skips, which an instance that does not apply it learns only when
 // the skips are saved.
-func (a *App) waitFor(ctx context.Context, c eventstore.Committed, models ...projections.Projection) {
+func (a *core) waitFor(ctx context.Context, c eventstore.Committed, models ...projections.Projection) {
 	concerned := models[:0:0]
 	for _, p := range models {
-		if slices.ContainsFunc(c.Events, func(e eventstore.Event) bool { return a.d.Projections.Uses(p, e.Type) }) {
+		if slices.ContainsFunc(c.Events, func(e eventstore.Event) bool { return a.waiter.Uses(p, e.Type) }) {
 			concerned = append(concerned, p)
 		}
 	}
@@ -299,8 +339,8 @@ func retry[T any](ctx context.Context, step func() (T, error)) (T, error) {
 }
 
 // load rebuilds an aggregate from its stream.
-func (a *App) load(ctx context.Context, stream string, agg applier) error {
-	events, err := a.d.Store.Load(ctx, stream)
+func (a *core) load(ctx context.Context, stream string, agg applier) error {
+	events, err := a.store.Load(ctx, stream)
 	if err != nil {
 		return err
 	}
@@ -319,7 +359,7 @@ func fold(events []eventstore.Event, agg applier) error {
 	return nil
 }
 
-func (a *App) loadUser(ctx context.Context, id uuid.UUID) (*domain.User, error) {
+func (a *core) loadUser(ctx context.Context, id uuid.UUID) (*domain.User, error) {
 	u := &domain.User{}
 	if err := a.load(ctx, domain.UserStream(id), u); err != nil {
 		return nil, err
@@ -331,8 +371,8 @@ func (a *App) loadUser(ctx context.Context, id uuid.UUID) (*domain.User, error) 
 // refresh adds an event, and a refresh must not get slower the more often
 // the session has been refreshed (domain.SessionStateTail says why the ends
 // are enough).
-func (a *App) loadSession(ctx context.Context, id uuid.UUID) (*domain.Session, error) {
-	events, err := a.d.Store.LoadEnds(ctx, domain.SessionStream(id), domain.SessionStateTail)
+func (a *Sessions) loadSession(ctx context.Context, id uuid.UUID) (*domain.Session, error) {
+	events, err := a.store.LoadEnds(ctx, domain.SessionStream(id), domain.SessionStateTail)
 	if err != nil {
 		return nil, err
 	}
@@ -355,8 +395,8 @@ func lastVersion(events []eventstore.Event) int64 {
 }
 
 // emailOwner finds the user who holds an email address.
-func (a *App) emailOwner(ctx context.Context, email string) (uuid.UUID, bool, error) {
-	owner, err := a.d.Store.Lookup(ctx, emailScope, email)
+func (a *core) emailOwner(ctx context.Context, email string) (uuid.UUID, bool, error) {
+	owner, err := a.store.Lookup(ctx, emailScope, email)
 	if errors.Is(err, eventstore.ErrNotFound) {
 		return uuid.Nil, false, nil
 	}
@@ -380,7 +420,7 @@ func codesPerEmail() ratelimit.Limit { return ratelimit.Limit{Requests: 5, Windo
 // issueCode issues and emails a code, unless the address has had its share
 // lately: then it quietly sends nothing, so the answer still says nothing
 // about whether the address has an account.
-func (a *App) issueCode(ctx context.Context, email, purpose string, kind mail.Purpose) error {
+func (a *Accounts) issueCode(ctx context.Context, email, purpose string, kind mail.Purpose) error {
 	return a.issueCodeIn(ctx, ratelimit.Unknown, email, purpose, kind, true)
 }
 
@@ -388,16 +428,16 @@ func (a *App) issueCode(ctx context.Context, email, purpose string, kind mail.Pu
 // quota. It does the same work whether or not send is set (the address has
 // an account): the code is issued and a mail handed off either way, the
 // one for an address without an account a job that sends nothing.
-func (a *App) issueCodeIn(ctx context.Context, class ratelimit.Class, email, purpose string, kind mail.Purpose, send bool) error {
-	ok, _, err := a.d.Limits.Allow(ctx, codesKey(email, class), codesPerEmail())
+func (a *Accounts) issueCodeIn(ctx context.Context, class ratelimit.Class, email, purpose string, kind mail.Purpose, send bool) error {
+	ok, _, err := a.limits.Allow(ctx, codesKey(email, class), codesPerEmail())
 	if err != nil {
 		return err
 	}
 	if !ok {
-		a.d.Log.Info("code not sent: too many codes for this address lately", "purpose", purpose, "class", string(class))
+		a.log.Info("code not sent: too many codes for this address lately", "purpose", purpose, "class", string(class))
 		return nil
 	}
-	code, err := a.d.Codes.IssueIn(ctx, class, email, purpose, CodeTTL, nil)
+	code, err := a.codes.IssueIn(ctx, class, email, purpose, CodeTTL, nil)
 	if err != nil {
 		return err
 	}
@@ -413,14 +453,14 @@ func (a *App) issueCodeIn(ctx context.Context, class ratelimit.Class, email, pur
 // sendCode emails a code. It runs after the answer (handOff): the answer
 // must not take longer for an address that exists (no enumeration by
 // timing), and a slow mail server must not stall signups.
-func (a *App) sendCode(ctx context.Context, email, code string, purpose mail.Purpose, ttl time.Duration) {
+func (a *Accounts) sendCode(ctx context.Context, email, code string, purpose mail.Purpose, ttl time.Duration) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	msg, err := mail.CodeMessage(email, a.d.Product, code, purpose, ttl)
+	msg, err := mail.CodeMessage(email, a.product, code, purpose, ttl)
 	if err == nil {
-		err = a.d.Mail.Send(ctx, msg)
+		err = a.mail.Send(ctx, msg)
 	}
 	if err != nil {
-		a.d.Log.Error("sending a code email failed", "purpose", purpose.String(), "err", err)
+		a.log.Error("sending a code email failed", "purpose", purpose.String(), "err", err)
 	}
 }

@@ -37,7 +37,7 @@ func TestARecordedEventIsAppliedToItsAggregate(t *testing.T) {
 	if err := c.record(u, domain.UserStream(id), tenant, id, &domain.PasswordReset{UserID: id, At: time.Now()}); err != nil {
 		t.Fatal(err)
 	}
-	if err := a.verifyEmail(c, u); err != nil {
+	if err := verifyEmail(c, u); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := a.commit(ctx, c); err != nil {

@@ -23,7 +23,7 @@ func TestALoginAttemptIsSettledOnce(t *testing.T) {
 		settle(endWrong)
 		key = at.key
 	}
-	wait, err := a.d.Throttle.Attempt(t.Context(), key)
+	wait, err := a.Accounts.throttle.Attempt(t.Context(), key)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -49,7 +49,7 @@ func tracedApp(t *testing.T) (*App, *testenv.Statements) {
 // addUser appends a verified account for email with password pw.
 func addUser(t *testing.T, a *App, email, pw string) uuid.UUID {
 	t.Helper()
-	hash, err := a.d.Hasher.Hash(t.Context(), pw)
+	hash, err := a.hasher.Hash(t.Context(), pw)
 	if err != nil {
 		t.Fatal(err)
 	}
