@@ -73,7 +73,7 @@ func (a *Accounts) Register(ctx context.Context, in RegisterInput, r Request) er
 	}
 	hash, err := a.hasher.Hash(ctx, in.Password)
 	if err != nil {
-		return err
+		return translate(err)
 	}
 	taken, err := retry(ctx, func() (bool, error) {
 		owner, found, err := a.emailOwner(ctx, email)
@@ -216,7 +216,7 @@ func (a *Accounts) Login(ctx context.Context, email, pw string, r Request) (Sign
 	switch {
 	case err != nil:
 		settle(endUnchecked)
-		return SignIn{}, err
+		return SignIn{}, translate(err)
 	case !ok:
 		settle(endWrong)
 		u, r := at.user, r.detached()
@@ -275,7 +275,7 @@ func (a *Accounts) admitLogin(ctx context.Context, email string, r Request) (log
 	// statement; whether this client is known is read with the account.
 	network := ratelimit.NetworkOf(r.IP)
 	if a.hasher.Full(password.Admission{Network: network, Known: true}) {
-		return loginAttempt{}, nil, password.ErrBusy
+		return loginAttempt{}, nil, ErrBusy
 	}
 	acct, err := a.loadLoginAccount(ctx, email, r)
 	if err != nil {
@@ -287,7 +287,7 @@ func (a *Accounts) admitLogin(ctx context.Context, email string, r Request) (log
 		key:          loginKey(email, acct.class),
 	}
 	if a.hasher.Full(at.admission) {
-		return loginAttempt{}, nil, password.ErrBusy
+		return loginAttempt{}, nil, ErrBusy
 	}
 	if wait, err := a.throttle.Attempt(ctx, at.key); err != nil {
 		return loginAttempt{}, nil, err
@@ -554,7 +554,7 @@ func (a *Accounts) ResetPassword(ctx context.Context, email, code, newPassword s
 	}
 	hash, err := a.hasher.Hash(ctx, newPassword)
 	if err != nil {
-		return err
+		return translate(err)
 	}
 	var u *domain.User
 	at, err := retry(ctx, func() (eventstore.Cursor, error) {

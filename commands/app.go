@@ -156,7 +156,7 @@ func New(d Deps) *App {
 		jobs: make(chan func(context.Context), backgroundQueue)}
 	g := &guard{core: c, throttle: d.Throttle}
 	sessions := &Sessions{core: c, keys: d.Keys, revoked: d.Revoked, reads: d.SessionReads,
-		refreshTTL: d.RefreshTTL, refreshGrace: d.RefreshGrace, cache: cache}
+		rules: domain.RefreshRules{TTL: d.RefreshTTL, Grace: d.RefreshGrace}, cache: cache}
 	issuer := d.TwoFactor.Issuer
 	if issuer == "" {
 		issuer = d.Product
@@ -200,6 +200,8 @@ var (
 	ErrInvalidRefreshToken = errors.New("invalid refresh token")
 	ErrNotFound            = errors.New("not found")
 	ErrConflict            = errors.New("conflict")
+	// ErrBusy refuses a request for now, to be retried shortly.
+	ErrBusy = errors.New("every password-hashing slot is taken")
 )
 
 // ValidationError says which input was wrong and how.
@@ -295,7 +297,7 @@ func (c *change) empty() bool {
 func (a *core) commit(ctx context.Context, c *change) (eventstore.Committed, error) {
 	committed, err := a.store.Write(ctx, c.write)
 	c.done = err == nil
-	return committed, err
+	return committed, translate(err)
 }
 
 // wait gives read-your-writes: it returns once the projections have applied
@@ -333,7 +335,7 @@ func retry[T any](ctx context.Context, step func() (T, error)) (T, error) {
 	for attempt := 1; ; attempt++ {
 		v, err := step()
 		if !errors.Is(err, eventstore.ErrConflict) || attempt == 5 || ctx.Err() != nil {
-			return v, err
+			return v, translate(err)
 		}
 	}
 }

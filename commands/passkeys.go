@@ -14,6 +14,7 @@ import (
 
 	"github.com/authd/authd/domain"
 	"github.com/authd/authd/eventstore"
+	"github.com/authd/authd/internal/ceremony"
 	"github.com/authd/authd/internal/tokens"
 	"github.com/authd/authd/projections"
 )
@@ -48,16 +49,10 @@ const DefaultCeremonyTTL = 5 * time.Minute
 // single use (ceremony.Store).
 type Ceremonies interface {
 	// Put stores state under a challenge for user (uuid.Nil: a login).
-	Put(ctx context.Context, kind, challenge string, user uuid.UUID, state []byte, ttl time.Duration) error
+	Put(ctx context.Context, kind ceremony.Kind, challenge string, user uuid.UUID, state []byte, ttl time.Duration) error
 	// Take removes and returns a live ceremony; ok is false when none is.
-	Take(ctx context.Context, kind, challenge string, user uuid.UUID) (state []byte, ok bool, err error)
+	Take(ctx context.Context, kind ceremony.Kind, challenge string, user uuid.UUID) (state []byte, ok bool, err error)
 }
-
-// Ceremony kinds, as the webauthn_ceremonies table names them.
-const (
-	ceremonyRegister = "register"
-	ceremonyLogin    = "login"
-)
 
 // Errors of the passkey sign-in, which the HTTP edge maps to API codes.
 var (
@@ -249,13 +244,13 @@ func (a *Passkeys) PasskeyRegisterOptions(ctx context.Context, caller tokens.Cla
 		return nil, fmt.Errorf("begin passkey registration: %w", err)
 	}
 	creation.Response.Timeout = int(ttl / time.Millisecond)
-	if err := a.putPasskeyCeremony(ctx, ceremonyRegister, caller.UserID, session, ttl); err != nil {
+	if err := a.putPasskeyCeremony(ctx, ceremony.Register, caller.UserID, session, ttl); err != nil {
 		return nil, err
 	}
 	return creation, nil
 }
 
-func (a *Passkeys) putPasskeyCeremony(ctx context.Context, kind string, user uuid.UUID, session *webauthn.SessionData, ttl time.Duration) error {
+func (a *Passkeys) putPasskeyCeremony(ctx context.Context, kind ceremony.Kind, user uuid.UUID, session *webauthn.SessionData, ttl time.Duration) error {
 	state, err := json.Marshal(session)
 	if err != nil {
 		return fmt.Errorf("encode %s ceremony: %w", kind, err)
@@ -265,7 +260,7 @@ func (a *Passkeys) putPasskeyCeremony(ctx context.Context, kind string, user uui
 
 // takePasskeyCeremony consumes the ceremony a credential answers, found from the
 // challenge in its clientDataJSON.
-func (a *Passkeys) takePasskeyCeremony(ctx context.Context, kind, challenge string, user uuid.UUID) (*webauthn.SessionData, bool, error) {
+func (a *Passkeys) takePasskeyCeremony(ctx context.Context, kind ceremony.Kind, challenge string, user uuid.UUID) (*webauthn.SessionData, bool, error) {
 	state, ok, err := a.ceremonies.Take(ctx, kind, challenge, user)
 	if err != nil || !ok {
 		return nil, false, err
@@ -316,7 +311,7 @@ func (a *Passkeys) RegisterPasskey(ctx context.Context, caller tokens.Claims, in
 	if err != nil {
 		return Passkey{}, passkeyCredentialError("is not a valid registration credential: " + describeWebAuthnError(err))
 	}
-	session, ok, err := a.takePasskeyCeremony(ctx, ceremonyRegister, parsed.Response.CollectedClientData.Challenge, caller.UserID)
+	session, ok, err := a.takePasskeyCeremony(ctx, ceremony.Register, parsed.Response.CollectedClientData.Challenge, caller.UserID)
 	if err != nil {
 		return Passkey{}, err
 	}
@@ -387,7 +382,7 @@ func (a *Passkeys) PasskeyLoginOptions(ctx context.Context) (*protocol.Credentia
 		return nil, fmt.Errorf("begin passkey login: %w", err)
 	}
 	assertion.Response.Timeout = int(ttl / time.Millisecond)
-	if err := a.putPasskeyCeremony(ctx, ceremonyLogin, uuid.Nil, session, ttl); err != nil {
+	if err := a.putPasskeyCeremony(ctx, ceremony.Login, uuid.Nil, session, ttl); err != nil {
 		return nil, err
 	}
 	return assertion, nil
@@ -410,7 +405,7 @@ func (a *Passkeys) PasskeyLogin(ctx context.Context, credential []byte, r Reques
 	if err != nil {
 		return Tokens{}, passkeyCredentialError("is not a valid authentication credential: " + describeWebAuthnError(err))
 	}
-	session, ok, err := a.takePasskeyCeremony(ctx, ceremonyLogin, parsed.Response.CollectedClientData.Challenge, uuid.Nil)
+	session, ok, err := a.takePasskeyCeremony(ctx, ceremony.Login, parsed.Response.CollectedClientData.Challenge, uuid.Nil)
 	if err != nil {
 		return Tokens{}, err
 	}

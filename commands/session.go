@@ -24,9 +24,8 @@ type Sessions struct {
 	keys    *tokens.Keyring
 	revoked *revocation.Set
 	reads   SessionReads
-	// refreshTTL is how long a refresh token lives; refreshGrace how long
-	// one rotated away still answers.
-	refreshTTL, refreshGrace time.Duration
+	// rules are the refresh tokens' lifetimes.
+	rules domain.RefreshRules
 	// cache holds the state of recently refreshed sessions, so that a
 	// rotation, the commonest write there is, need not read its stream
 	// first. Its append names the version the state was at, so a state that
@@ -65,7 +64,7 @@ func (a *Sessions) issue(session, user, tenant uuid.UUID, amr []string, generati
 		AccessToken:  access,
 		RefreshToken: a.keys.RefreshToken(session, generation),
 		ExpiresIn:    a.keys.AccessTTL(),
-		RefreshTTL:   a.refreshTTL,
+		RefreshTTL:   a.rules.TTL,
 		SessionID:    session,
 		UserID:       user,
 	}, nil
@@ -133,7 +132,7 @@ func (a *Sessions) Refresh(ctx context.Context, refreshToken string, r Request) 
 			if s.Version > 0 && s.StartedAt.Before(a.revoked.UserCut(s.UserID)) {
 				return domain.RefreshDecision{}, ErrInvalidRefreshToken
 			}
-			return s.Refresh(generation, a.now(), domain.RefreshRules{TTL: a.refreshTTL, Grace: a.refreshGrace}, r.client())
+			return s.Refresh(generation, a.now(), a.rules, r.client())
 		}
 		var s *domain.Session
 		var d domain.RefreshDecision
@@ -252,8 +251,8 @@ func (a *Sessions) RevokeSession(ctx context.Context, caller tokens.Claims, sess
 // log instead: a session just started is listed, one just revoked is not.
 // Newest first.
 func (a *Sessions) ActiveSessions(ctx context.Context, user uuid.UUID) ([]projections.SessionView, error) {
-	since := a.now().Add(-a.refreshTTL)
-	list, err := a.reads.Active(ctx, user, since)
+	now := a.now()
+	list, err := a.reads.Active(ctx, user, a.rules.LiveSince(now))
 	if err != nil {
 		return nil, err
 	}
@@ -270,7 +269,7 @@ func (a *Sessions) ActiveSessions(ctx context.Context, user uuid.UUID) ([]projec
 		if err != nil {
 			return nil, err
 		}
-		if s.UserID != user || s.Revoked || !s.LastSeenAt.After(since) {
+		if s.UserID != user || s.Revoked || !a.rules.Lives(s.LastSeenAt, now) {
 			continue
 		}
 		list = append(list, projections.SessionView{

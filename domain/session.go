@@ -31,6 +31,17 @@ type RefreshRules struct {
 	Grace time.Duration
 }
 
+// Lives says whether a refresh token issued at issued may still be used at
+// now: for TTL from its issue, the end included. It is the one rule of a
+// refresh token's life: Refresh decides by it, and a session is listed as
+// active while its current refresh token lives.
+func (r RefreshRules) Lives(issued, now time.Time) bool { return !now.After(issued.Add(r.TTL)) }
+
+// LiveSince is the earliest issue of a refresh token that still lives at now
+// (Lives), itself included: the bound of a query for the sessions whose
+// token does.
+func (r RefreshRules) LiveSince(now time.Time) time.Time { return now.Add(-r.TTL) }
+
 // SessionStream names a session's stream.
 func SessionStream(id uuid.UUID) string { return "session-" + id.String() }
 
@@ -166,7 +177,7 @@ func (s *Session) Refresh(generation uint64, now time.Time, rules RefreshRules, 
 		return RefreshDecision{}, ErrRefreshInvalid
 	case generation > s.Generation:
 		return RefreshDecision{}, ErrRefreshInvalid // never issued: forged or from a lost write
-	case now.After(s.RotatedAt.Add(rules.TTL)) && generation == s.Generation:
+	case !rules.Lives(s.RotatedAt, now) && generation == s.Generation:
 		return RefreshDecision{}, ErrRefreshInvalid
 	case generation == s.Generation:
 		return RefreshDecision{Answer: true, Events: []Event{&SessionRefreshed{SessionID: s.ID, Generation: generation + 1, Client: client}}}, nil

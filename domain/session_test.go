@@ -113,3 +113,21 @@ func TestSessionFromTheEndsOfItsStream(t *testing.T) {
 		}
 	}
 }
+
+// A refresh token's life has one rule: the session lists as active (Lives,
+// and LiveSince for a query) exactly while Refresh still rotates its token,
+// the last instant included.
+func TestRefreshTokenLifeIsOneRule(t *testing.T) {
+	t0 := time.Unix(1_700_000_000, 0)
+	rules := RefreshRules{TTL: time.Hour}
+	for _, now := range []time.Time{t0, t0.Add(time.Hour - time.Microsecond), t0.Add(time.Hour), t0.Add(time.Hour + time.Microsecond)} {
+		s := startedSession(t0)
+		d, err := s.Refresh(0, now, rules, Client{})
+		rotates := err == nil && d.Answer
+		since := rules.LiveSince(now)
+		listed := !t0.Before(since)
+		if lives := rules.Lives(t0, now); lives != rotates || listed != rotates {
+			t.Errorf("at issue+%v: Refresh rotates %v, Lives %v, listed from LiveSince %v; want them to agree", now.Sub(t0), rotates, lives, listed)
+		}
+	}
+}

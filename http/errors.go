@@ -12,8 +12,6 @@ import (
 	"github.com/gofiber/fiber/v2/utils"
 
 	"github.com/authd/authd/commands"
-	"github.com/authd/authd/eventstore"
-	"github.com/authd/authd/internal/password"
 	"github.com/authd/authd/internal/pgpool"
 )
 
@@ -64,8 +62,7 @@ func errorHandler(log *slog.Logger) fiber.ErrorHandler {
 			apiErr = &Error{Status: fiber.StatusBadRequest, Code: "validation_failed", Message: ve.Error()}
 		case errors.As(err, &rl):
 			apiErr = &Error{Status: fiber.StatusTooManyRequests, Code: "rate_limited", Message: "too many attempts; retry later", RetryAfter: seconds(rl.After)}
-		case fromCommand(err) != nil:
-			apiErr = fromCommand(err)
+		case asCommand(err, &apiErr):
 		case pgpool.Unavailable(err):
 			log.Warn("the database could not serve a request for now", "err", err, "method", c.Method(), "path", c.Path(), "request_id", requestID(c))
 			apiErr = &Error{Status: fiber.StatusServiceUnavailable, Code: "unavailable", Message: "the service is busy; retry shortly", RetryAfter: 1}
@@ -85,37 +82,40 @@ func errorHandler(log *slog.Logger) fiber.ErrorHandler {
 	}
 }
 
-// fromCommand maps the commands' sentinel errors; nil means none matched.
-func fromCommand(err error) *Error {
-	switch {
-	case errors.Is(err, commands.ErrInvalidCredentials):
-		return &Error{Status: fiber.StatusUnauthorized, Code: "invalid_credentials", Message: "invalid email or password"}
-	case errors.Is(err, commands.ErrEmailNotVerified):
-		return &Error{Status: fiber.StatusForbidden, Code: "email_not_verified", Message: "verify your email address first"}
-	case errors.Is(err, commands.ErrInvalidCode):
-		return &Error{Status: fiber.StatusBadRequest, Code: "invalid_code", Message: "the code is wrong, expired or already used"}
-	case errors.Is(err, commands.ErrInvalidChallenge):
-		return &Error{Status: fiber.StatusUnauthorized, Code: "invalid_challenge", Message: "the challenge is invalid, expired, used up or already answered; sign in again"}
-	case errors.Is(err, commands.ErrInvalidRefreshToken):
-		return &Error{Status: fiber.StatusUnauthorized, Code: "invalid_refresh_token", Message: "refresh token is invalid, expired or revoked"}
-	case errors.Is(err, commands.ErrPasskeyChallenge):
-		return &Error{Status: fiber.StatusUnauthorized, Code: "invalid_challenge", Message: "the passkey challenge is unknown, expired or already used; start again"}
-	case errors.Is(err, commands.ErrPasskeyRejected):
-		return &Error{Status: fiber.StatusUnauthorized, Code: "invalid_credentials", Message: "the passkey could not be verified"}
-	case errors.Is(err, commands.ErrInvalidToken):
-		return &Error{Status: fiber.StatusUnauthorized, Code: "invalid_token", Message: "the Google ID token is invalid, expired or not for this service"}
-	case errors.Is(err, commands.ErrGoogleUnavailable):
-		return &Error{Status: fiber.StatusServiceUnavailable, Code: "unavailable", Message: "Google's signing keys cannot be fetched; retry shortly", RetryAfter: 5}
-	case errors.Is(err, commands.ErrNotFound):
-		return &Error{Status: fiber.StatusNotFound, Code: "not_found", Message: "no such resource"}
-	case errors.Is(err, commands.ErrConflict), errors.Is(err, eventstore.ErrConflict):
-		return &Error{Status: fiber.StatusConflict, Code: "conflict", Message: "the resource changed meanwhile; try again"}
-	case errors.Is(err, password.ErrBusy):
-		return &Error{Status: fiber.StatusServiceUnavailable, Code: "unavailable", Message: "too busy; retry shortly", RetryAfter: 1, Hold: busyHold}
-	case errors.Is(err, context.DeadlineExceeded):
-		return &Error{Status: fiber.StatusServiceUnavailable, Code: "unavailable", Message: "timed out; retry shortly", RetryAfter: 1}
+// answers is the API's answer to each of the commands' errors (API.md), and
+// to a request that ran out of time, which a query can do as well as a
+// command. The first entry whose error err is (errors.Is) answers it. It is
+// only read: asCommand hands out copies.
+var answers = []struct {
+	err    error
+	answer Error
+}{
+	{commands.ErrInvalidCredentials, Error{Status: fiber.StatusUnauthorized, Code: "invalid_credentials", Message: "invalid email or password"}},
+	{commands.ErrEmailNotVerified, Error{Status: fiber.StatusForbidden, Code: "email_not_verified", Message: "verify your email address first"}},
+	{commands.ErrInvalidCode, Error{Status: fiber.StatusBadRequest, Code: "invalid_code", Message: "the code is wrong, expired or already used"}},
+	{commands.ErrInvalidChallenge, Error{Status: fiber.StatusUnauthorized, Code: "invalid_challenge", Message: "the challenge is invalid, expired, used up or already answered; sign in again"}},
+	{commands.ErrInvalidRefreshToken, Error{Status: fiber.StatusUnauthorized, Code: "invalid_refresh_token", Message: "refresh token is invalid, expired or revoked"}},
+	{commands.ErrPasskeyChallenge, Error{Status: fiber.StatusUnauthorized, Code: "invalid_challenge", Message: "the passkey challenge is unknown, expired or already used; start again"}},
+	{commands.ErrPasskeyRejected, Error{Status: fiber.StatusUnauthorized, Code: "invalid_credentials", Message: "the passkey could not be verified"}},
+	{commands.ErrInvalidToken, Error{Status: fiber.StatusUnauthorized, Code: "invalid_token", Message: "the Google ID token is invalid, expired or not for this service"}},
+	{commands.ErrGoogleUnavailable, Error{Status: fiber.StatusServiceUnavailable, Code: "unavailable", Message: "Google's signing keys cannot be fetched; retry shortly", RetryAfter: 5}},
+	{commands.ErrNotFound, Error{Status: fiber.StatusNotFound, Code: "not_found", Message: "no such resource"}},
+	{commands.ErrConflict, Error{Status: fiber.StatusConflict, Code: "conflict", Message: "the resource changed meanwhile; try again"}},
+	{commands.ErrBusy, Error{Status: fiber.StatusServiceUnavailable, Code: "unavailable", Message: "too busy; retry shortly", RetryAfter: 1, Hold: busyHold}},
+	{context.DeadlineExceeded, Error{Status: fiber.StatusServiceUnavailable, Code: "unavailable", Message: "timed out; retry shortly", RetryAfter: 1}},
+}
+
+// asCommand sets *out to the answer to err from answers, as errors.As would,
+// and says whether there was one.
+func asCommand(err error, out **Error) bool {
+	for _, a := range answers {
+		if errors.Is(err, a.err) {
+			answer := a.answer
+			*out = &answer
+			return true
+		}
 	}
-	return nil
+	return false
 }
 
 func fromFiber(fe *fiber.Error) *Error {

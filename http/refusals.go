@@ -13,7 +13,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promauto"
 
 	"github.com/authd/authd/commands"
-	"github.com/authd/authd/internal/password"
 )
 
 // refusalLogEvery is how often at most one kind of refusal (group and
@@ -74,7 +73,7 @@ func refusalOf(c *fiber.Ctx, err error) (group, reason string, ok bool) {
 		return route(), "rate_limited", true
 	case errors.As(err, &rl):
 		return route(), "throttled", true
-	case errors.Is(err, password.ErrBusy):
+	case errors.Is(err, commands.ErrBusy):
 		return route(), "busy", true
 	case errors.As(err, &fe):
 		// fasthttp's own refusals, of requests it could not even parse.

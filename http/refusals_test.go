@@ -11,7 +11,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/authd/authd/commands"
-	"github.com/authd/authd/internal/password"
 )
 
 // One line a second for a kind of refusal, each saying how many it stands
@@ -43,7 +42,7 @@ func TestRefusalsByRoute(t *testing.T) {
 	e := newEdge(nil, newRefusals(slog.New(slog.DiscardHandler), reg, time.Now))
 	app := fiber.New(fiber.Config{ErrorHandler: e.errors(errorHandler(slog.New(slog.DiscardHandler)), nil)})
 	app.Post(apiPrefix+"/login", func(*fiber.Ctx) error { return &commands.RetryLaterError{After: time.Second} })
-	app.Post(apiPrefix+"/otp/login", func(*fiber.Ctx) error { return password.ErrBusy })
+	app.Post(apiPrefix+"/otp/login", func(*fiber.Ctx) error { return commands.ErrBusy })
 	app.Post(apiPrefix+"/refresh", func(*fiber.Ctx) error { return commands.ErrInvalidRefreshToken })
 	for _, path := range []string{"/login", "/otp/login", "/refresh", "/nope"} {
 		resp, err := app.Test(httptest.NewRequest(fiber.MethodPost, apiPrefix+path, nil), -1)

@@ -55,10 +55,11 @@ type SessionView struct {
 }
 
 // ActiveSessions lists a user's sessions that are neither revoked nor past
-// their refresh token's life, newest first.
+// their refresh token's life, newest first: those last seen (their token
+// last issued) at since or later, since being domain.RefreshRules.LiveSince.
 func ActiveSessions(ctx context.Context, q Querier, userID uuid.UUID, since time.Time) ([]SessionView, error) {
 	rows, err := q.Query(ctx, `SELECT id, device, user_agent, ip, created_at, last_seen_at FROM sessions
-		WHERE user_id = $1 AND revoked_at IS NULL AND last_seen_at > $2
+		WHERE user_id = $1 AND revoked_at IS NULL AND last_seen_at >= $2
 		ORDER BY created_at DESC, id`, userID, since)
 	if err != nil {
 		return nil, fmt.Errorf("list sessions of %s: %w", userID, err)

@@ -231,3 +231,38 @@ func TestSessionsBehindListsTheUsersSessionsPastTheCheckpoint(t *testing.T) {
 		t.Fatalf("SessionsBehind = %v; want only %s", got, fresh)
 	}
 }
+
+// ActiveSessions lists a session exactly while its refresh token lives
+// (domain.RefreshRules.Lives): one last seen at the bound is still listed,
+// as its token still rotates then.
+func TestActiveSessionsListsWhileTheRefreshTokenLives(t *testing.T) {
+	t.Parallel()
+	pool, _ := testenv.Database(t)
+	ctx := context.Background()
+	rules := domain.RefreshRules{TTL: time.Hour}
+	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	since := rules.LiveSince(now)
+	user := uuid.New()
+	want := map[uuid.UUID]bool{}
+	for _, seen := range []time.Time{since.Add(-time.Microsecond), since, since.Add(time.Microsecond)} {
+		id := uuid.New()
+		if _, err := pool.Exec(ctx, `INSERT INTO sessions (id, user_id, tenant_id, amr, created_at, last_seen_at)
+			VALUES ($1, $2, $3, '{pwd}', $4, $4)`, id, user, uuid.New(), seen); err != nil {
+			t.Fatal(err)
+		}
+		want[id] = rules.Lives(seen, now)
+	}
+	list, err := ActiveSessions(ctx, pool, user, since)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[uuid.UUID]bool{}
+	for _, s := range list {
+		got[s.ID] = true
+	}
+	for id, lives := range want {
+		if got[id] != lives {
+			t.Errorf("session %s: listed %v, but its refresh token lives %v", id, got[id], lives)
+		}
+	}
+}

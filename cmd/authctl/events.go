@@ -18,7 +18,7 @@ import (
 
 	"github.com/authd/authd/eventstore"
 	"github.com/authd/authd/internal/config"
-	"github.com/authd/authd/internal/natsbus"
+	"github.com/authd/authd/internal/redact"
 )
 
 func setupTail(fs *flag.FlagSet) func(context.Context, *cli, []string) error {
@@ -76,7 +76,7 @@ func tail(ctx context.Context, c *cli, cfg config.Config, opt tailOptions) error
 	}
 	stream, err := js.Stream(ctx, cfg.NATSStream)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
-		return fmt.Errorf("JetStream stream %q not found at %s: is authd running with the same NATS_URL and AUTHD_NATS_STREAM?", cfg.NATSStream, natsbus.RedactURLs(natsURL(cfg)))
+		return fmt.Errorf("JetStream stream %q not found at %s: is authd running with the same NATS_URL and AUTHD_NATS_STREAM?", cfg.NATSStream, redact.NATSURLs(natsURL(cfg)))
 	}
 	if err != nil {
 		return fmt.Errorf("look up JetStream stream %q: %w", cfg.NATSStream, err)
@@ -144,7 +144,7 @@ func tail(ctx context.Context, c *cli, cfg config.Config, opt tailOptions) error
 // natsbus.Open, which retries in the background (right for a server, wrong for
 // a command) and creates the stream (a tail must not).
 func connectNATS(ctx context.Context, cfg config.Config, log *slog.Logger) (*nats.Conn, error) {
-	target := natsbus.RedactURLs(natsURL(cfg))
+	target := redact.NATSURLs(natsURL(cfg))
 	timeout := 5 * time.Second
 	if dl, ok := ctx.Deadline(); ok {
 		timeout = min(timeout, time.Until(dl))

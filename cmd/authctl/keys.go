@@ -26,17 +26,13 @@ func setupRotate(fs *flag.FlagSet) func(context.Context, *cli, []string) error {
 		if err != nil {
 			return err
 		}
-		keys := cfg.MasterKeys
-		if len(keys) == 0 {
-			// Development: the key authd generated in the same data dir.
-			k, created, err := seal.DevKey(cfg.DataDir)
-			if err != nil {
-				return err
-			}
-			if created {
-				return fmt.Errorf("no AUTHD_MASTER_KEY and no dev key in %s: run authctl with authd's environment", cfg.DataDir)
-			}
-			keys = [][]byte{k}
+		keys, created, err := cfg.SealingKeys()
+		if err != nil {
+			return err
+		}
+		if created {
+			// Development: there was no key authd generated in the same data dir.
+			return fmt.Errorf("no AUTHD_MASTER_KEY and no dev key in %s: run authctl with authd's environment", cfg.DataDir)
 		}
 		sealer, err := seal.New(keys...)
 		if err != nil {

@@ -157,10 +157,6 @@ func serve(ctx context.Context, getenv func(string) string, logOut io.Writer, cp
 			return err
 		}
 	}
-	twoFactor, err := twoFactorConfig(cfg, pool)
-	if err != nil {
-		return err
-	}
 	passkeys, err := passkeyConfig(cfg, pool)
 	if err != nil {
 		return err
@@ -188,7 +184,7 @@ func serve(ctx context.Context, getenv func(string) string, logOut io.Writer, cp
 		RefreshTTL:   cfg.RefreshTokenTTL,
 		WaitTimeout:  cfg.ReadYourWritesTimeout,
 		Product:      "authd",
-		TwoFactor:    twoFactor,
+		TwoFactor:    twoFactorConfig(keys[0], pool),
 		Passkeys:     passkeys,
 		Google:       google,
 	})
@@ -249,19 +245,18 @@ func serve(ctx context.Context, getenv func(string) string, logOut io.Writer, cp
 	return nil
 }
 
-// masterKeys are AUTHD_MASTER_KEY's, or in development a key generated and
-// kept in the data dir.
+// masterKeys are the configuration's sealing keys, with a warning when they
+// are the development key.
 func masterKeys(cfg config.Config, log *slog.Logger) ([][]byte, error) {
-	if len(cfg.MasterKeys) > 0 {
-		return cfg.MasterKeys, nil
-	}
-	k, created, err := seal.DevKey(cfg.DataDir)
+	keys, created, err := cfg.SealingKeys()
 	if err != nil {
 		return nil, err
 	}
-	log.Warn("AUTHD_MASTER_KEY is not set: using a development key kept in the data dir; set it in production",
-		"data_dir", cfg.DataDir, "generated_now", created)
-	return [][]byte{k}, nil
+	if len(cfg.MasterKeys) == 0 {
+		log.Warn("AUTHD_MASTER_KEY is not set: using a development key kept in the data dir; set it in production",
+			"data_dir", cfg.DataDir, "generated_now", created)
+	}
+	return keys, nil
 }
 
 func readiness(pool *pgxpool.Pool, bus *natsbus.Bus, runner *projections.Runner) []authhttp.Check {

@@ -14,10 +14,15 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
+// Kind is what a ceremony is for, as the webauthn_ceremonies table names it:
+// a ceremony is taken only as the kind it was put as. The kinds are named
+// here, beside the table, and nowhere else.
+type Kind string
+
 // Kinds of ceremony.
 const (
-	Register = "register"
-	Login    = "login"
+	Register Kind = "register"
+	Login    Kind = "login"
 )
 
 // Store keeps ceremonies in Postgres.
@@ -45,7 +50,7 @@ VALUES ($1, $2, $3, $4, $6)`
 
 // Put stores a ceremony's state under its challenge (base64url), for user
 // (uuid.Nil for a login, whose user is not known yet), valid for ttl.
-func (s *Store) Put(ctx context.Context, kind, challenge string, user uuid.UUID, state []byte, ttl time.Duration) error {
+func (s *Store) Put(ctx context.Context, kind Kind, challenge string, user uuid.UUID, state []byte, ttl time.Duration) error {
 	if challenge == "" || ttl <= 0 {
 		return errors.New("ceremony: put needs a challenge and a positive lifetime")
 	}
@@ -67,7 +72,7 @@ RETURNING session`
 // user (uuid.Nil for a login). ok is false when there is none: never issued,
 // expired, already taken, of another kind, or another user's (which is left
 // alone).
-func (s *Store) Take(ctx context.Context, kind, challenge string, user uuid.UUID) (state []byte, ok bool, err error) {
+func (s *Store) Take(ctx context.Context, kind Kind, challenge string, user uuid.UUID) (state []byte, ok bool, err error) {
 	if challenge == "" {
 		return nil, false, nil
 	}

@@ -25,7 +25,7 @@ func TestCeremoniesAreSingleUseShortLivedAndBound(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, wrong := range []struct {
-		kind string
+		kind Kind
 		user uuid.UUID
 	}{{Register, bob}, {Register, uuid.Nil}, {Login, ada}} {
 		if _, ok, err := s.Take(ctx, wrong.kind, "c1", wrong.user); ok || err != nil {

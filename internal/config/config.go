@@ -16,6 +16,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/authd/authd/internal/redact"
 	"github.com/authd/authd/internal/seal"
 	"github.com/authd/authd/internal/tokens"
 )
@@ -450,13 +451,13 @@ func checkSMTPURL(s string) error {
 func parseSecretURL(raw string, schemes ...string) (*url.URL, error) {
 	want := strings.Join(schemes, "://, ") + "://"
 	if !strings.Contains(raw, "://") {
-		return nil, fmt.Errorf("%q has no scheme (one of %s)", maskUserinfo(raw), want)
+		return nil, fmt.Errorf("%q has no scheme (one of %s)", redact.Userinfo(raw), want)
 	}
 	u, err := url.Parse(raw)
 	if err != nil {
 		// Both the quote and the cause come from the masked form, since a
 		// cause from the raw one can quote part of the password (a bad %-escape).
-		masked := maskUserinfo(raw)
+		masked := redact.Userinfo(raw)
 		_, merr := url.Parse(masked)
 		if merr == nil {
 			return nil, fmt.Errorf("%q: the password is not valid in a URL; percent-encode its special characters", masked)
@@ -468,36 +469,12 @@ func parseSecretURL(raw string, schemes ...string) (*url.URL, error) {
 		return nil, fmt.Errorf("%q is not a URL: %w", masked, merr)
 	}
 	if !slices.Contains(schemes, u.Scheme) {
-		return nil, fmt.Errorf("%q: scheme is not one of %s", maskUserinfo(raw), want)
+		return nil, fmt.Errorf("%q: scheme is not one of %s", redact.Userinfo(raw), want)
 	}
 	if u.Hostname() == "" {
-		return nil, fmt.Errorf("%q names no host", maskUserinfo(raw))
+		return nil, fmt.Errorf("%q names no host", redact.Userinfo(raw))
 	}
 	return u, nil
-}
-
-// maskUserinfo masks the secret in [scheme://]userinfo@host with plain
-// string scanning, since it is used on strings url.Parse rejects: the password
-// of user:password, or all of a lone user part, which NATS reads as a token.
-func maskUserinfo(raw string) string {
-	rest := raw
-	if _, after, ok := strings.Cut(raw, "://"); ok {
-		rest = after
-	}
-	start := len(raw) - len(rest)
-	authority := rest
-	if i := strings.IndexAny(rest, "/?#"); i >= 0 {
-		authority = rest[:i]
-	}
-	at := strings.LastIndex(authority, "@")
-	if at < 0 {
-		return raw
-	}
-	keep := 0
-	if colon := strings.Index(authority[:at], ":"); colon >= 0 {
-		keep = colon + 1
-	}
-	return raw[:start+keep] + "xxxxx" + raw[start+at:]
 }
 
 func checkIssuer(s string) error {
@@ -621,6 +598,22 @@ func checkSubjectPrefix(s string) error {
 	return nil
 }
 
+// SealingKeys are the master keys secrets are sealed with, the sealing one
+// first: AUTHD_MASTER_KEY's or, without it (development), the key kept in
+// DataDir, made there on first use (created: by this call). authd and authctl
+// both take their keys from here, and every key derived from the master key
+// from the first of them, so that all of them open what the others sealed.
+func (c Config) SealingKeys() (keys [][]byte, created bool, err error) {
+	if len(c.MasterKeys) > 0 {
+		return c.MasterKeys, false, nil
+	}
+	k, created, err := seal.DevKey(c.DataDir)
+	if err != nil {
+		return nil, false, err
+	}
+	return [][]byte{k}, created, nil
+}
+
 // LogValue shows the settings with secrets masked: passwords in URLs, and the
 // master keys only as whether they were given.
 func (c Config) LogValue() slog.Value {
@@ -634,14 +627,14 @@ func (c Config) LogValue() slog.Value {
 	}
 	return slog.GroupValue(
 		slog.String("addr", c.Addr),
-		slog.String("database_url", redactURL(c.DatabaseURL)),
-		slog.String("nats_url", redactNATSURLs(c.NATSURL)),
+		slog.String("database_url", redact.URL(c.DatabaseURL)),
+		slog.String("nats_url", redact.NATSURLs(c.NATSURL)),
 		slog.String("data_dir", c.DataDir),
 		slog.String("embedded_nats_addr", c.EmbeddedNATSAddr),
 		slog.String("issuer", c.Issuer),
 		slog.String("master_key", masterKey),
 		slog.Int("master_keys", len(c.MasterKeys)),
-		slog.String("smtp_url", redactURL(c.SMTPURL)),
+		slog.String("smtp_url", redact.URL(c.SMTPURL)),
 		slog.String("mail_from", c.MailFrom),
 		slog.Any("google_client_ids", c.GoogleClientIDs),
 		slog.String("google_jwks_url", c.GoogleJWKSURL),
@@ -669,44 +662,3 @@ func (c Config) String() string { return c.LogValue().String() }
 
 // GoString: see String.
 func (c Config) GoString() string { return c.String() }
-
-// redactURL masks a URL's password and any password or sslpassword query
-// parameter, which libpq-style Postgres URLs accept. A keyword/value
-// connection string is not a URL, so it is shown only as set.
-func redactURL(s string) string {
-	if s == "" {
-		return ""
-	}
-	u, err := url.Parse(s)
-	if err != nil || !u.IsAbs() {
-		return "(set, not shown)"
-	}
-	q := u.Query()
-	masked := false
-	for k := range q {
-		if strings.Contains(strings.ToLower(k), "password") {
-			q.Set(k, "xxxxx")
-			masked = true
-		}
-	}
-	if masked {
-		u.RawQuery = q.Encode()
-	}
-	return u.Redacted()
-}
-
-// redactNATSURLs masks each URL's whole userinfo when it has no password,
-// since NATS reads a lone user part as a token.
-func redactNATSURLs(s string) string {
-	parts := splitList(s)
-	for i, p := range parts {
-		if u, err := url.Parse(p); err == nil && u.User != nil {
-			if _, hasPw := u.User.Password(); !hasPw {
-				u.User = url.User("xxxxx")
-				p = u.String()
-			}
-		}
-		parts[i] = redactURL(p)
-	}
-	return strings.Join(parts, ",")
-}

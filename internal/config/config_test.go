@@ -357,3 +357,23 @@ func TestLogValueHidesSecrets(t *testing.T) {
 		t.Errorf("dev config logged as %s", buf.String())
 	}
 }
+
+// The sealing keys are AUTHD_MASTER_KEY's when it is set; without it, the
+// development key in the data dir, made once and the same key after.
+func TestSealingKeys(t *testing.T) {
+	set := Config{MasterKeys: [][]byte{key(1), key(2)}, DataDir: t.TempDir()}
+	keys, created, err := set.SealingKeys()
+	if err != nil || created || !reflect.DeepEqual(keys, set.MasterKeys) {
+		t.Errorf("with AUTHD_MASTER_KEY: %x, created %v, %v; want its keys", keys, created, err)
+	}
+
+	dev := Config{DataDir: t.TempDir()}
+	first, created, err := dev.SealingKeys()
+	if err != nil || !created || len(first) != 1 {
+		t.Fatalf("first development start: %d keys, created %v, %v; want one key, created", len(first), created, err)
+	}
+	again, created, err := dev.SealingKeys()
+	if err != nil || created || !reflect.DeepEqual(again, first) {
+		t.Errorf("second development start: created %v, %v, same key %v; want the key made first", created, err, reflect.DeepEqual(again, first))
+	}
+}

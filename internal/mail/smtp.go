@@ -16,6 +16,8 @@ import (
 	"time"
 
 	gomail "github.com/wneessen/go-mail"
+
+	"github.com/authd/authd/internal/redact"
 )
 
 // ioTimeout bounds each SMTP command when ctx has no earlier deadline, so a
@@ -60,7 +62,7 @@ func NewSMTP(rawURL, from string) (*SMTP, error) {
 	if err != nil {
 		return nil, err
 	}
-	shown := u.Redacted()
+	shown := redact.URL(rawURL)
 	s := &SMTP{host: u.Hostname()}
 
 	switch u.Scheme {
@@ -136,14 +138,14 @@ func NewSMTP(rawURL, from string) (*SMTP, error) {
 // bad %-escape from inside the password.
 func parseURL(rawURL string) (*url.URL, error) {
 	if !strings.Contains(rawURL, "://") {
-		return nil, fmt.Errorf("mail: SMTP URL %q has no scheme: want smtp:// or smtps://", maskUserinfo(rawURL))
+		return nil, fmt.Errorf("mail: SMTP URL %q has no scheme: want smtp:// or smtps://", redact.Userinfo(rawURL))
 	}
 	u, err := url.Parse(rawURL)
 	if err == nil {
 		return u, nil
 	}
 	// Both the quote and the cause come from the masked form.
-	masked := maskUserinfo(rawURL)
+	masked := redact.Userinfo(rawURL)
 	_, merr := url.Parse(masked)
 	if merr == nil {
 		return nil, fmt.Errorf("mail: SMTP URL %q: the password is not valid in a URL; percent-encode its special characters", masked)
@@ -153,29 +155,6 @@ func parseURL(rawURL string) (*url.URL, error) {
 		merr = uerr.Err
 	}
 	return nil, fmt.Errorf("mail: SMTP URL %q is not a URL: %w", masked, merr)
-}
-
-// maskUserinfo masks the password in scheme://user:password@host by plain
-// string scanning, since it is used on strings url.Parse rejects.
-func maskUserinfo(raw string) string {
-	rest := raw
-	if _, after, ok := strings.Cut(raw, "://"); ok {
-		rest = after
-	}
-	start := len(raw) - len(rest)
-	authority := rest
-	if i := strings.IndexAny(rest, "/?#"); i >= 0 {
-		authority = rest[:i]
-	}
-	at := strings.LastIndex(authority, "@")
-	if at < 0 {
-		return raw
-	}
-	colon := strings.Index(authority[:at], ":")
-	if colon < 0 {
-		return raw
-	}
-	return raw[:start+colon+1] + "xxxxx" + raw[start+at:]
 }
 
 func isLoopback(host string) bool {

@@ -160,6 +160,10 @@ func TestNewSMTPRejectsBadURLs(t *testing.T) {
 		{"smtp://u:" + password + "@mail.example:70000", "port"},
 		{"smtp://u:" + password + "@mail.example:smtp", "port"},
 		{"smtp://u:" + password + "%zz@mail.example", "percent-encode"},
+		// A password given without its user, or as a parameter: as hidden
+		// as anywhere else a URL is shown (internal/redact).
+		{"smtp://" + password + "%zz@mail.example", "percent-encode"},
+		{"smtp://u:p@mail.example?password=" + password, "unknown parameter"},
 		{"smtp://:" + password + "@mail.example", "no user name"},
 		{"smtp://mail.example/inbox", "only scheme"},
 		{"smtp://mail.example?tls=maybe", "tls="},

@@ -20,6 +20,8 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/authd/authd/internal/redact"
 )
 
 // Config says where NATS is and which stream carries the events.
@@ -133,10 +135,10 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Bus, error) {
 		// connection comes up in the background and ReconnectHandler says so.
 		nc, err = nats.Connect(cfg.URL, append(opts, nats.RetryOnFailedConnect(true))...)
 		if err != nil {
-			return nil, fmt.Errorf("connect to NATS at %s: %w", RedactURLs(cfg.URL), err)
+			return nil, fmt.Errorf("connect to NATS at %s: %w", redact.NATSURLs(cfg.URL), err)
 		}
 		if !nc.IsConnected() {
-			log.Warn("NATS is not reachable yet; retrying in the background", "url", RedactURLs(cfg.URL))
+			log.Warn("NATS is not reachable yet; retrying in the background", "url", redact.NATSURLs(cfg.URL))
 		}
 	}
 	b.nc = nc
@@ -221,28 +223,6 @@ func checkURLs(urls string) error {
 		}
 	}
 	return nil
-}
-
-// RedactURLs masks the user part of each of a comma-separated list of NATS
-// URLs: a password, or a token when there is no password.
-func RedactURLs(urls string) string {
-	parts := strings.Split(urls, ",")
-	for i, p := range parts {
-		u, err := url.Parse(strings.TrimSpace(p))
-		if err != nil {
-			parts[i] = "(not a URL)"
-			continue
-		}
-		if u.User != nil {
-			if _, hasPw := u.User.Password(); hasPw {
-				u.User = url.UserPassword(u.User.Username(), "xxxxx")
-			} else {
-				u.User = url.User("xxxxx")
-			}
-		}
-		parts[i] = u.String()
-	}
-	return strings.Join(parts, ",")
 }
 
 func isLoopbackHost(host string) bool {

@@ -52,7 +52,7 @@ git archive "$before" | tar -x -C "$work/before"
 (cd "$work/before" && go build -o "$work/authd-before" ./cmd/authd)
 go build -o "$work/authd-after" ./cmd/authd
 go build -o "$work/authbench" ./cmd/authbench
-go test -c -o "$work/password.test" ./password
+go test -c -o "$work/password.test" ./internal/password
 
 smtp=$(free_port) web=$(free_port)
 mailpit --smtp "127.0.0.1:$smtp" --listen "127.0.0.1:$web" --max 100000 >"$work/mailpit.log" 2>&1 &

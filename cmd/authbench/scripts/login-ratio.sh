@@ -45,7 +45,7 @@ trap cleanup EXIT
 echo "==> building authd, authbench and the hasher benchmark"
 go build -o "$work/authd" ./cmd/authd
 go build -o "$work/authbench" ./cmd/authbench
-go test -c -o "$work/password.test" ./password
+go test -c -o "$work/password.test" ./internal/password
 
 psql -X -q -h "$host" -p "$port" -U "$user" -d postgres -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db"
 

@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# GET /me, POST /refresh and POST /login of authd built at BEFORE and at the
+# working tree, in pairs: each round runs every scenario on both builds, the
+# order of the two alternating between rounds, so that the machine's drift
+# (±30% within minutes here) falls on both sides alike. Used for changes that
+# must not move the figures (issue 18's restructuring).
+#
+#   bash cmd/authbench/scripts/pair.sh [ROUNDS]       # ROUNDS defaults to 3
+#
+# Environment: BEFORE (a commit, default b4c3a2e), SCENARIOS (default
+# "me refresh login"), PAIR_ARGS (more authbench flags, default
+# "-c 16 -d 10s -warmup 3s"), PGHOST (127.0.0.1), PGPORT (5432), PGUSER
+# (postgres). Each authd runs on a scratch database, authd_bench_pair, dropped
+# after each run. Prints one line per run: build, scenario, 2xx/s, p50 and p99
+# (ms), authd's CPU ms per request. Needs mailpit on PATH or in
+# $(go env GOPATH)/bin. Run it on an otherwise idle machine.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/../../.."
+
+rounds=${1:-3}
+before=${BEFORE:-b4c3a2e}
+scenarios=${SCENARIOS:-me refresh login}
+pair_args=${PAIR_ARGS:--c 16 -d 10s -warmup 3s}
+host=${PGHOST:-127.0.0.1}
+port=${PGPORT:-5432}
+user=${PGUSER:-postgres}
+db=authd_bench_pair
+[[ $rounds =~ ^[1-9][0-9]*$ ]] || { echo "ROUNDS must be a positive number, not $rounds" >&2; exit 2; }
+
+export PATH="$PATH:$(go env GOPATH)/bin"
+command -v mailpit >/dev/null || { echo "mailpit not found: go install github.com/axllent/mailpit@v1.33.1" >&2; exit 2; }
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+psql_() { psql -X -q -h "$host" -p "$port" -U "$user" -d postgres "$@"; }
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  psql_ -c "DROP DATABASE IF EXISTS $db" || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+echo "==> building authd at $before and at the working tree, and authbench"
+mkdir "$work/before"
+git archive "$before" | tar -x -C "$work/before"
+(cd "$work/before" && go build -o "$work/authd-before" ./cmd/authd)
+go build -o "$work/authd-after" ./cmd/authd
+go build -o "$work/authbench" ./cmd/authbench
+
+smtp=$(free_port) web=$(free_port)
+mailpit --smtp "127.0.0.1:$smtp" --listen "127.0.0.1:$web" --max 100000 >"$work/mailpit.log" 2>&1 &
+pids+=($!)
+
+# run NAME SCENARIO starts authd-NAME on a fresh database and loads it.
+run() {
+  local name=$1 scenario=$2 http nats authd out
+  http=$(free_port) nats=$(free_port)
+  psql_ -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db"
+  rm -rf "$work/data"
+  DATABASE_URL="postgres://$user@$host:$port/$db?sslmode=disable" AUTHD_ADDR="127.0.0.1:$http" \
+    AUTHD_EMBEDDED_NATS_ADDR="127.0.0.1:$nats" AUTHD_DATA_DIR="$work/data" AUTHD_RATE_LIMIT=off \
+    SMTP_URL="smtp://127.0.0.1:$smtp" AUTHD_LOG_LEVEL=warn AUTHD_REQUEST_LOG=off \
+    "$work/authd-$name" >"$work/authd.log" 2>&1 &
+  authd=$!
+  for _ in $(seq 1 150); do
+    curl -sf "http://127.0.0.1:$http/readyz" >/dev/null && break
+    sleep 0.2
+  done
+  curl -sf "http://127.0.0.1:$http/readyz" >/dev/null || { echo "authd did not get ready:" >&2; cat "$work/authd.log" >&2; exit 1; }
+  # shellcheck disable=SC2086 # PAIR_ARGS is a list of flags
+  out=$("$work/authbench" -url "http://127.0.0.1:$http" -mailpit "http://127.0.0.1:$web" -authd-pid "$authd" \
+    -pg-db "$db" -scenario "$scenario" -engine raw -json $pair_args) || true
+  kill "$authd"
+  wait "$authd" 2>/dev/null || true
+  python3 -c '
+import json, sys
+r = json.loads(sys.argv[3])
+cpu = (r.get("cpu") or {}).get("server_ms_per_req", 0)
+print(f"{sys.argv[1]:7} {sys.argv[2]:8} {r[\"ok_rps\"]:9.1f}/s  p50 {r[\"latency\"][\"p50_ms\"]:7.2f} ms  p99 {r[\"latency\"][\"p99_ms\"]:7.2f} ms  cpu {cpu:.3f} ms/req")
+' "$name" "$scenario" "$out"
+}
+
+for r in $(seq 1 "$rounds"); do
+  echo "==> round $r"
+  for s in $scenarios; do
+    if ((r % 2)); then run before "$s"; run after "$s"; else run after "$s"; run before "$s"; fi
+  done
+done
