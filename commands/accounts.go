@@ -35,8 +35,8 @@ type Accounts struct {
 	codes   Codes
 	mail    mail.Sender
 	limits  Limits
+	mails   *mail.Templates
 	revoked *revocation.Set
-	product string
 	// twoFactor finishes a first factor: a challenge, or a session.
 	twoFactor *TwoFactor
 	// sessions lists and revokes the sessions a reset ends.

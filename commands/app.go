@@ -89,6 +89,7 @@ type Deps struct {
 	Hasher      *password.Hasher
 	Codes       Codes
 	Mail        mail.Sender
+	Mails       *mail.Templates // the wording of every mail
 	Keys        *tokens.Keyring
 	Throttle    Throttle
 	Limits      Limits
@@ -105,7 +106,7 @@ type Deps struct {
 	RefreshTTL time.Duration
 	// WaitTimeout bounds how long a write waits for read-your-writes.
 	WaitTimeout time.Duration
-	// Product names the service in emails.
+	// Product names the service in authenticator apps (AUTHD_PRODUCT_NAME).
 	Product string
 
 	TwoFactor TwoFactorConfig
@@ -166,7 +167,7 @@ func New(d Deps) *App {
 	return &App{
 		core: c,
 		Accounts: &Accounts{guard: g, hasher: d.Hasher, codes: d.Codes, mail: d.Mail, limits: d.Limits,
-			revoked: d.Revoked, product: d.Product, twoFactor: twoFactor, sessions: sessions},
+			mails: d.Mails, revoked: d.Revoked, twoFactor: twoFactor, sessions: sessions},
 		Sessions:  sessions,
 		TwoFactor: twoFactor,
 		Passkeys: &Passkeys{core: c, webAuthn: d.Passkeys.WebAuthn, ceremonies: d.Passkeys.Ceremonies,
@@ -272,7 +273,7 @@ func (c *change) add(stream string, expected int64, tenant, user uuid.UUID, even
 	}
 	out := make([]eventstore.Event, len(events))
 	for i, e := range events {
-		enc, err := Encode(e)
+		enc, err := eventstore.Encode(e)
 		if err != nil {
 			return err
 		}
@@ -340,6 +341,11 @@ func retry[T any](ctx context.Context, step func() (T, error)) (T, error) {
 	}
 }
 
+// applier is an aggregate rebuilt from its events.
+type applier interface {
+	Apply(e domain.Event, at time.Time)
+}
+
 // load rebuilds an aggregate from its stream.
 func (a *core) load(ctx context.Context, stream string, agg applier) error {
 	events, err := a.store.Load(ctx, stream)
@@ -352,7 +358,7 @@ func (a *core) load(ctx context.Context, stream string, agg applier) error {
 // fold applies events to agg in order.
 func fold(events []eventstore.Event, agg applier) error {
 	for _, e := range events {
-		d, err := Decode(e)
+		d, err := eventstore.Decode(e)
 		if err != nil {
 			return err
 		}
@@ -458,7 +464,9 @@ func (a *Accounts) issueCodeIn(ctx context.Context, class ratelimit.Class, email
 func (a *Accounts) sendCode(ctx context.Context, email, code string, purpose mail.Purpose, ttl time.Duration) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	msg, err := mail.CodeMessage(email, a.product, code, purpose, ttl)
+	// An account has no locale until PATCH /me gives it one (issue 17), so
+	// the code mails are English or the operator's "en" templates.
+	msg, err := a.mails.Code(email, "", code, purpose, ttl)
 	if err == nil {
 		err = a.mail.Send(ctx, msg)
 	}

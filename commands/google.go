@@ -47,13 +47,6 @@ const googleScope = "google"
 
 var amrGoogle = []string{"fed"}
 
-func googleEvents(eventType string) (domain.Event, bool) {
-	if eventType == domain.TypeGoogleLinked {
-		return &domain.GoogleLinked{}, true
-	}
-	return nil, false
-}
-
 // GoogleEnabled reports whether Google sign-in is configured.
 func (a *App) GoogleEnabled() bool { return a != nil && a.Google.cfg.enabled() }
 

@@ -68,20 +68,6 @@ var (
 // account of a credential, and what keeps one credential on one account.
 const passkeyScope = "passkey"
 
-func passkeyEvents(eventType string) (domain.Event, bool) {
-	switch eventType {
-	case domain.TypePasskeyAdded:
-		return &domain.PasskeyAdded{}, true
-	case domain.TypePasskeyRenamed:
-		return &domain.PasskeyRenamed{}, true
-	case domain.TypePasskeyUsed:
-		return &domain.PasskeyUsed{}, true
-	case domain.TypePasskeyRemoved:
-		return &domain.PasskeyRemoved{}, true
-	}
-	return nil, false
-}
-
 // Passkey is a passkey as the API shows it.
 type Passkey struct {
 	ID         uuid.UUID

@@ -207,7 +207,7 @@ func (a *Sessions) SessionFromLog(ctx context.Context, id uuid.UUID) (SessionRec
 	}
 	var s SessionRecord
 	for _, e := range events {
-		d, err := Decode(e)
+		d, err := eventstore.Decode(e)
 		if err != nil {
 			return SessionRecord{}, err
 		}

@@ -65,26 +65,6 @@ var ErrInvalidChallenge = errors.New("invalid or expired challenge")
 // challengeMethods are the second factors a challenge can be answered with.
 var challengeMethods = []string{domain.MethodTOTP, domain.MethodBackupCode}
 
-func twoFactorEvents(eventType string) (domain.Event, bool) {
-	switch eventType {
-	case domain.TypeTotpSetupStarted:
-		return &domain.TotpSetupStarted{}, true
-	case domain.TypeTotpEnabled:
-		return &domain.TotpEnabled{}, true
-	case domain.TypeTotpDisabled:
-		return &domain.TotpDisabled{}, true
-	case domain.TypeTotpCodeAccepted:
-		return &domain.TotpCodeAccepted{}, true
-	case domain.TypeBackupCodesRegenerated:
-		return &domain.BackupCodesRegenerated{}, true
-	case domain.TypeBackupCodeUsed:
-		return &domain.BackupCodeUsed{}, true
-	case domain.TypeTwoFactorSnapshotTaken:
-		return &domain.TwoFactorSnapshotTaken{}, true
-	}
-	return nil, false
-}
-
 func (a *TwoFactor) loadTwoFactor(ctx context.Context, user uuid.UUID) (*domain.TwoFactor, error) {
 	streams, err := a.store.LoadStreams(ctx, domain.TwoFactorStream(user))
 	if err != nil {

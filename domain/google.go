@@ -7,7 +7,8 @@ import (
 	"github.com/google/uuid"
 )
 
-// TypeGoogleLinked is the user-stream event of a Google account linked.
+// TypeGoogleLinked is the user-stream event of a Google account linked (see
+// Kinds).
 const TypeGoogleLinked = "GoogleLinked"
 
 // GoogleLinked links a user to a Google account, found from then on by its
@@ -17,8 +18,6 @@ type GoogleLinked struct {
 	UserID  uuid.UUID `json:"user_id"`
 	Subject string    `json:"subject"`
 }
-
-func (GoogleLinked) EventType() string { return TypeGoogleLinked }
 
 // ErrLinkedToOtherGoogle refuses to link an account to a Google account when
 // it is linked to another already: an address can pass from one Google

@@ -7,7 +7,7 @@ import (
 	"github.com/google/uuid"
 )
 
-// TypeCodeGuessingDetected is the type of CodeGuessingDetected.
+// TypeCodeGuessingDetected is the type of CodeGuessingDetected (see Kinds).
 const TypeCodeGuessingDetected = "CodeGuessingDetected"
 
 // CodeGuessingThreshold is how many wrong second-factor or emailed codes in
@@ -31,8 +31,6 @@ type CodeGuessingDetected struct {
 	Failures    int       `json:"failures"`
 	WindowStart time.Time `json:"window_start"`
 }
-
-func (CodeGuessingDetected) EventType() string { return TypeCodeGuessingDetected }
 
 // CodeGuessingStream names the stream of one user's day of guessing: it
 // holds that day's single CodeGuessingDetected, so that appending it at

@@ -10,7 +10,8 @@ import (
 
 // Event types of a user's passkeys. They live on the user's stream: adding,
 // renaming and removing a passkey are decisions about the account, and a
-// passkey sign-in updates the sign count that the next one is checked against.
+// passkey sign-in updates the sign count that the next one is checked against
+// (see Kinds).
 const (
 	TypePasskeyAdded   = "PasskeyAdded"
 	TypePasskeyRenamed = "PasskeyRenamed"
@@ -63,8 +64,7 @@ type PasskeyAdded struct {
 	Credential PasskeyCredential `json:"-"`
 }
 
-func (PasskeyAdded) EventType() string { return TypePasskeyAdded }
-func (e *PasskeyAdded) Secrets() any   { return &e.Credential }
+func (e *PasskeyAdded) Secrets() any { return &e.Credential }
 
 // PasskeyRenamed gives a passkey a new name.
 type PasskeyRenamed struct {
@@ -72,8 +72,6 @@ type PasskeyRenamed struct {
 	UserID    uuid.UUID `json:"user_id"`
 	Name      string    `json:"name"`
 }
-
-func (PasskeyRenamed) EventType() string { return TypePasskeyRenamed }
 
 // PasskeyUsed records a verified passkey sign-in and the authenticator's
 // state it reported: the sign count the next sign-in must exceed.
@@ -85,15 +83,11 @@ type PasskeyUsed struct {
 	BackupState  bool      `json:"backup_state"`
 }
 
-func (PasskeyUsed) EventType() string { return TypePasskeyUsed }
-
 // PasskeyRemoved takes a passkey off the account: it can no longer sign in.
 type PasskeyRemoved struct {
 	PasskeyID uuid.UUID `json:"passkey_id"`
 	UserID    uuid.UUID `json:"user_id"`
 }
-
-func (PasskeyRemoved) EventType() string { return TypePasskeyRemoved }
 
 // Passkey is one of a user's passkeys on the write side.
 type Passkey struct {

@@ -7,7 +7,7 @@ import (
 	"github.com/google/uuid"
 )
 
-// Event types of the session stream.
+// Event types of the session stream (see Kinds).
 const (
 	TypeSessionStarted     = "SessionStarted"
 	TypeLoginSucceeded     = "LoginSucceeded"
@@ -65,8 +65,6 @@ type SessionStarted struct {
 	Client
 }
 
-func (SessionStarted) EventType() string { return TypeSessionStarted }
-
 // LoginSucceeded is the audit record of a login; it starts no state of its own.
 type LoginSucceeded struct {
 	UserID    uuid.UUID `json:"user_id"`
@@ -74,15 +72,11 @@ type LoginSucceeded struct {
 	AMR       []string  `json:"amr"`
 }
 
-func (LoginSucceeded) EventType() string { return TypeLoginSucceeded }
-
 // LoginFailed records a wrong password for a known user.
 type LoginFailed struct {
 	UserID uuid.UUID `json:"user_id"`
 	Reason string    `json:"reason"`
 }
-
-func (LoginFailed) EventType() string { return TypeLoginFailed }
 
 // SessionRefreshed rotates the session's refresh token to a new generation.
 type SessionRefreshed struct {
@@ -91,8 +85,6 @@ type SessionRefreshed struct {
 	Client
 }
 
-func (SessionRefreshed) EventType() string { return TypeSessionRefreshed }
-
 // RefreshTokenReused records that a rotated-away refresh token came back
 // after the grace: someone else may hold it, so the session is revoked.
 type RefreshTokenReused struct {
@@ -100,8 +92,6 @@ type RefreshTokenReused struct {
 	Generation uint64    `json:"generation"`
 	Current    uint64    `json:"current_generation"`
 }
-
-func (RefreshTokenReused) EventType() string { return TypeRefreshTokenReused }
 
 // Reasons a session is revoked.
 const (
@@ -117,8 +107,6 @@ type SessionRevoked struct {
 	UserID    uuid.UUID `json:"user_id"`
 	Reason    string    `json:"reason"`
 }
-
-func (SessionRevoked) EventType() string { return TypeSessionRevoked }
 
 // SessionStateTail is how many of a session stream's last events, with its
 // first, determine the session: the first (SessionStarted) gives who and how;

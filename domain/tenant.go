@@ -2,7 +2,7 @@ package domain
 
 import "github.com/google/uuid"
 
-// TypeTenantCreated is the event type that starts a tenant's stream.
+// TypeTenantCreated is the event type that starts a tenant's stream (see Kinds).
 const TypeTenantCreated = "TenantCreated"
 
 // TenantStream names a tenant's stream.
@@ -14,8 +14,6 @@ type TenantCreated struct {
 	Name     string    `json:"name"`
 	OwnerID  uuid.UUID `json:"owner_id"`
 }
-
-func (TenantCreated) EventType() string { return TypeTenantCreated }
 
 // DefaultTenantName names the organization of a user who gave none.
 func DefaultTenantName(name, email string) string {

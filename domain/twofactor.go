@@ -10,7 +10,7 @@ import (
 	"github.com/authd/authd/internal/totp"
 )
 
-// Event types of the two-factor stream.
+// Event types of the two-factor stream (see Kinds).
 const (
 	TypeTotpSetupStarted       = "TotpSetupStarted"
 	TypeTotpEnabled            = "TotpEnabled"
@@ -78,8 +78,7 @@ type TotpSetupStarted struct {
 	Secret TotpSecret `json:"-"`
 }
 
-func (TotpSetupStarted) EventType() string { return TypeTotpSetupStarted }
-func (e *TotpSetupStarted) Secrets() any   { return &e.Secret }
+func (e *TotpSetupStarted) Secrets() any { return &e.Secret }
 
 // TotpEnabledSecrets is TotpEnabled's sealed part.
 type TotpEnabledSecrets struct {
@@ -97,8 +96,7 @@ type TotpEnabled struct {
 	Secret TotpEnabledSecrets `json:"-"`
 }
 
-func (TotpEnabled) EventType() string { return TypeTotpEnabled }
-func (e *TotpEnabled) Secrets() any   { return &e.Secret }
+func (e *TotpEnabled) Secrets() any { return &e.Secret }
 
 // TotpDisabled turns two-factor authentication off: the secret and the backup
 // codes are gone. Method says which kind of code proved it.
@@ -106,8 +104,6 @@ type TotpDisabled struct {
 	UserID uuid.UUID `json:"user_id"`
 	Method string    `json:"method"`
 }
-
-func (TotpDisabled) EventType() string { return TypeTotpDisabled }
 
 // TotpCodeAccepted records that the TOTP code of Step answered a challenge:
 // no code of that step or an earlier one is accepted again.
@@ -117,8 +113,6 @@ type TotpCodeAccepted struct {
 	ChallengeID uuid.UUID `json:"challenge_id"`
 }
 
-func (TotpCodeAccepted) EventType() string { return TypeTotpCodeAccepted }
-
 // BackupCodesRegenerated replaces every backup code with new ones.
 type BackupCodesRegenerated struct {
 	UserID      uuid.UUID `json:"user_id"`
@@ -127,8 +121,7 @@ type BackupCodesRegenerated struct {
 	Secret BackupCodeHashes `json:"-"`
 }
 
-func (BackupCodesRegenerated) EventType() string { return TypeBackupCodesRegenerated }
-func (e *BackupCodesRegenerated) Secrets() any   { return &e.Secret }
+func (e *BackupCodesRegenerated) Secrets() any { return &e.Secret }
 
 // UsedBackupCode is BackupCodeUsed's sealed part: which code was used up.
 type UsedBackupCode struct {
@@ -145,8 +138,7 @@ type BackupCodeUsed struct {
 	Secret UsedBackupCode `json:"-"`
 }
 
-func (BackupCodeUsed) EventType() string { return TypeBackupCodeUsed }
-func (e *BackupCodeUsed) Secrets() any   { return &e.Secret }
+func (e *BackupCodeUsed) Secrets() any { return &e.Secret }
 
 // TwoFactorSnapshotSecrets is TwoFactorSnapshotTaken's sealed part.
 type TwoFactorSnapshotSecrets struct {
@@ -170,8 +162,7 @@ type TwoFactorSnapshotTaken struct {
 	Secret TwoFactorSnapshotSecrets `json:"-"`
 }
 
-func (TwoFactorSnapshotTaken) EventType() string { return TypeTwoFactorSnapshotTaken }
-func (e *TwoFactorSnapshotTaken) Secrets() any   { return &e.Secret }
+func (e *TwoFactorSnapshotTaken) Secrets() any { return &e.Secret }
 
 // CodeKind says what a second-factor code looks like it is.
 type CodeKind int

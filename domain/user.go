@@ -6,7 +6,7 @@ import (
 	"github.com/google/uuid"
 )
 
-// Event types of the user stream.
+// Event types of the user stream (see Kinds).
 const (
 	TypeUserRegistered      = "UserRegistered"
 	TypeRegistrationRenewed = "RegistrationRenewed"
@@ -37,8 +37,7 @@ type PasswordSecret struct {
 	PasswordHash string `json:"password_hash,omitempty"`
 }
 
-func (UserRegistered) EventType() string { return TypeUserRegistered }
-func (e *UserRegistered) Secrets() any   { return &e.Secret }
+func (e *UserRegistered) Secrets() any { return &e.Secret }
 
 // RegistrationRenewed replaces the password and names of an account nobody
 // has verified yet: signing up again with the same email before verifying.
@@ -50,15 +49,12 @@ type RegistrationRenewed struct {
 	Secret PasswordSecret `json:"-"`
 }
 
-func (RegistrationRenewed) EventType() string { return TypeRegistrationRenewed }
-func (e *RegistrationRenewed) Secrets() any   { return &e.Secret }
+func (e *RegistrationRenewed) Secrets() any { return &e.Secret }
 
 // EmailVerified records that the user proved they own their email address.
 type EmailVerified struct {
 	UserID uuid.UUID `json:"user_id"`
 }
-
-func (EmailVerified) EventType() string { return TypeEmailVerified }
 
 // PasswordReset sets a new password through an emailed code. Every session
 // that started before it is revoked.
@@ -69,8 +65,7 @@ type PasswordReset struct {
 	Secret PasswordSecret `json:"-"`
 }
 
-func (PasswordReset) EventType() string { return TypePasswordReset }
-func (e *PasswordReset) Secrets() any   { return &e.Secret }
+func (e *PasswordReset) Secrets() any { return &e.Secret }
 
 // PasswordRehashed stores the same password hashed with current parameters.
 type PasswordRehashed struct {
@@ -79,8 +74,7 @@ type PasswordRehashed struct {
 	Secret PasswordSecret `json:"-"`
 }
 
-func (PasswordRehashed) EventType() string { return TypePasswordRehashed }
-func (e *PasswordRehashed) Secrets() any   { return &e.Secret }
+func (e *PasswordRehashed) Secrets() any { return &e.Secret }
 
 // SignupExpired ends a signup that nobody verified in time: the account is
 // gone and its email free for a new signup. It holds ids only (the envelope
@@ -88,8 +82,6 @@ func (e *PasswordRehashed) Secrets() any   { return &e.Secret }
 type SignupExpired struct {
 	UserID uuid.UUID `json:"user_id"`
 }
-
-func (SignupExpired) EventType() string { return TypeSignupExpired }
 
 // SignupAttemptStream names the stream of the signups tried with a verified
 // account's address, kept apart from the user's own stream so that they
@@ -101,8 +93,6 @@ func SignupAttemptStream(userID uuid.UUID) string { return "signup-attempts-" + 
 type SignupAttempted struct {
 	UserID uuid.UUID `json:"user_id"`
 }
-
-func (SignupAttempted) EventType() string { return TypeSignupAttempted }
 
 // User is the write-side account, rebuilt from its stream.
 type User struct {

@@ -15,7 +15,6 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/authd/authd/commands"
 	"github.com/authd/authd/domain"
 	"github.com/authd/authd/eventstore"
 	"github.com/authd/authd/internal/pgpool"
@@ -38,7 +37,7 @@ var benchSecret = json.RawMessage(`{"password_hash":"$argon2id$v=19$m=19456,t=2,
 // ~200 bytes of public data and a small sealed secret (a password hash).
 func benchRegistration(tenant uuid.UUID) (string, eventstore.Event) {
 	id := uuid.New()
-	e, err := commands.Encode(&domain.UserRegistered{
+	e, err := eventstore.Encode(&domain.UserRegistered{
 		UserID:   id,
 		TenantID: tenant,
 		Email:    "bench.user." + id.String()[:8] + "@example.com",

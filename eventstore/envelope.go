@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
 )
 
 // HeaderTx carries an event's transaction id on NATS, so a consumer can place
@@ -69,9 +70,12 @@ func (e Event) MarshalEnvelope() ([]byte, error) {
 	return b, nil
 }
 
-// ParseEnvelope reads an event from its published envelope and the
-// transaction id that travelled in its HeaderTx header.
-func ParseEnvelope(body []byte, txHeader string) (Event, error) {
+// FromMessage reads an event from a message the relay published (the inverse
+// of its publish, and the one place the wire form is read): the envelope in
+// the body, and its place in the log from the HeaderTx header. The secret
+// part never travels, so Decode of what it returns has no secrets.
+func FromMessage(h nats.Header, body []byte) (Event, error) {
+	txHeader := h.Get(HeaderTx)
 	var env envelope
 	if err := json.Unmarshal(body, &env); err != nil {
 		return Event{}, fmt.Errorf("parse event envelope: %w", err)

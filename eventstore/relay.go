@@ -503,7 +503,7 @@ func lastRelayed(ctx context.Context, stream jetstream.Stream, lastSeq uint64) (
 		if err != nil {
 			return Cursor{}, false, fmt.Errorf("relay: read stream message %d: %w", seq, err)
 		}
-		e, err := ParseEnvelope(msg.Data, msg.Header.Get(HeaderTx))
+		e, err := FromMessage(msg.Header, msg.Data)
 		if err != nil {
 			continue
 		}

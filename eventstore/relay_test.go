@@ -72,7 +72,7 @@ func streamEvents(t *testing.T, bus *natsbus.Bus) []Event {
 		if err != nil {
 			t.Fatalf("get message %d: %v", seq, err)
 		}
-		e, err := ParseEnvelope(msg.Data, msg.Header.Get(HeaderTx))
+		e, err := FromMessage(msg.Header, msg.Data)
 		if err != nil {
 			t.Fatalf("message %d: %v", seq, err)
 		}

@@ -38,7 +38,6 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/authd/authd/commands"
 	"github.com/authd/authd/domain"
 	"github.com/authd/authd/eventstore"
 	"github.com/authd/authd/internal/natsbus"
@@ -72,7 +71,7 @@ var benchSecret = json.RawMessage(`{"password_hash":"$argon2id$v=19$m=19456,t=2,
 
 // registration is a new user's UserRegistered event as a command appends it.
 func registration(id, tenant uuid.UUID) eventstore.Event {
-	e, err := commands.Encode(&domain.UserRegistered{
+	e, err := eventstore.Encode(&domain.UserRegistered{
 		UserID:   id,
 		TenantID: tenant,
 		Email:    "bench.user." + id.String() + "@example.com",
@@ -87,7 +86,7 @@ func registration(id, tenant uuid.UUID) eventstore.Event {
 }
 
 func verification(id, tenant uuid.UUID) eventstore.Event {
-	e, err := commands.Encode(domain.EmailVerified{UserID: id})
+	e, err := eventstore.Encode(domain.EmailVerified{UserID: id})
 	if err != nil {
 		panic(err)
 	}

@@ -31,41 +31,25 @@ func (Passkeys) types() []string {
 
 // Apply queues one statement per passkey event, each of which must touch
 // exactly one row.
-func (Passkeys) Apply(b *Batch, events []eventstore.Event) error {
-	for _, e := range events {
-		switch e.Type {
-		case domain.TypePasskeyAdded:
-			v, err := decode[domain.PasskeyAdded](e)
-			if err != nil {
-				return err
-			}
+func (pk Passkeys) Apply(b *Batch, events []eventstore.Event) error {
+	return eachUsed(pk, events, func(e eventstore.Event, d domain.Event) error {
+		switch v := d.(type) {
+		case *domain.PasskeyAdded:
 			created := v.CreatedAt
 			if created.IsZero() {
 				created = e.OccurredAt
 			}
 			b.Row(e, `INSERT INTO passkeys (id, user_id, name, aaguid, created_at) VALUES ($1, $2, $3, $4, $5)`,
 				v.PasskeyID, v.UserID, v.Name, v.AAGUID, created)
-		case domain.TypePasskeyRenamed:
-			v, err := decode[domain.PasskeyRenamed](e)
-			if err != nil {
-				return err
-			}
+		case *domain.PasskeyRenamed:
 			b.Row(e, `UPDATE passkeys SET name = $2 WHERE id = $1`, v.PasskeyID, v.Name)
-		case domain.TypePasskeyUsed:
-			v, err := decode[domain.PasskeyUsed](e)
-			if err != nil {
-				return err
-			}
+		case *domain.PasskeyUsed:
 			b.Row(e, `UPDATE passkeys SET last_used_at = $2 WHERE id = $1`, v.PasskeyID, e.OccurredAt)
-		case domain.TypePasskeyRemoved:
-			v, err := decode[domain.PasskeyRemoved](e)
-			if err != nil {
-				return err
-			}
+		case *domain.PasskeyRemoved:
 			b.Row(e, `DELETE FROM passkeys WHERE id = $1`, v.PasskeyID)
 		}
-	}
-	return nil
+		return nil
+	})
 }
 
 // PasskeyView is a passkey as GET /passkey/list shows it.

@@ -5,12 +5,12 @@ package projections
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/authd/authd/domain"
 	"github.com/authd/authd/eventstore"
 )
 
@@ -61,13 +61,24 @@ func Find(name string) (Projection, bool) {
 	return nil, false
 }
 
-// decode reads an event's public data into T.
-func decode[T any](e eventstore.Event) (T, error) {
-	var v T
-	if err := json.Unmarshal(e.Data, &v); err != nil {
-		return v, fmt.Errorf("event %s (%s at %s): %w", e.ID, e.Type, e.Commit, err)
+// eachUsed decodes, with the codec every reader of the log shares, each
+// event of a batch that s uses and hands it to apply, in log order. It skips
+// the others, which may carry no data: the runner places them by their
+// headers alone.
+func eachUsed(s Selective, events []eventstore.Event, apply func(e eventstore.Event, d domain.Event) error) error {
+	for _, e := range events {
+		if !s.Uses(e.Type) {
+			continue
+		}
+		d, err := eventstore.Decode(e)
+		if err != nil {
+			return err
+		}
+		if err := apply(e, d); err != nil {
+			return err
+		}
 	}
-	return v, nil
+	return nil
 }
 
 // Checkpoint is how far a projection has applied the log.

@@ -474,7 +474,7 @@ func (r *Runner) lead(ctx context.Context, conn *pgxpool.Conn, p Projection, st 
 					continue
 				}
 			}
-			e, err := eventstore.ParseEnvelope(m.Data(), m.Headers().Get(eventstore.HeaderTx))
+			e, err := eventstore.FromMessage(m.Headers(), m.Data())
 			if err != nil {
 				return fmt.Errorf("projection %s: stream sequence %d: %w", name, meta.Sequence.Stream, err)
 			}

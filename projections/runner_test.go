@@ -2,7 +2,6 @@ package projections
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -59,28 +58,12 @@ func background(t *testing.T, run func(context.Context)) (stop func()) {
 	return stop
 }
 
-// encode is the public part of an event as the log holds it, with its
-// secrets sealed apart. (commands.Encode does it for the service; this
-// package's own tests cannot import commands, which names the projections to
-// wait for.)
-func encode(e domain.Event) (eventstore.Event, error) {
-	out := eventstore.Event{Type: e.EventType()}
-	var err error
-	if out.Data, err = json.Marshal(e); err != nil {
-		return out, err
-	}
-	if sc, ok := e.(domain.SecretCarrier); ok {
-		out.Secret, err = json.Marshal(sc.Secrets())
-	}
-	return out, err
-}
-
 func (h *harness) append(t testing.TB, stream string, expected int64, events ...domain.Event) eventstore.Cursor {
 	t.Helper()
 	out := make([]eventstore.Event, len(events))
 	for i, e := range events {
 		var err error
-		if out[i], err = encode(e); err != nil {
+		if out[i], err = eventstore.Encode(e); err != nil {
 			t.Fatal(err)
 		}
 	}

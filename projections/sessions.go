@@ -22,31 +22,19 @@ func (Sessions) Uses(eventType string) bool {
 
 // Apply queues one statement per session event, each of which must touch
 // exactly one row.
-func (Sessions) Apply(b *Batch, events []eventstore.Event) error {
-	for _, e := range events {
-		switch e.Type {
-		case domain.TypeSessionStarted:
-			v, err := decode[domain.SessionStarted](e)
-			if err != nil {
-				return err
-			}
+func (s Sessions) Apply(b *Batch, events []eventstore.Event) error {
+	return eachUsed(s, events, func(e eventstore.Event, d domain.Event) error {
+		switch v := d.(type) {
+		case *domain.SessionStarted:
 			b.Row(e, `INSERT INTO sessions (id, user_id, tenant_id, amr, device, user_agent, ip, created_at, last_seen_at)
 				VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)`,
 				v.SessionID, v.UserID, v.TenantID, v.AMR, v.Device, v.UserAgent, v.IP, e.OccurredAt)
-		case domain.TypeSessionRefreshed:
-			v, err := decode[domain.SessionRefreshed](e)
-			if err != nil {
-				return err
-			}
+		case *domain.SessionRefreshed:
 			b.Row(e, `UPDATE sessions SET last_seen_at = $2, ip = CASE WHEN $3 = '' THEN ip ELSE $3 END WHERE id = $1`,
 				v.SessionID, e.OccurredAt, v.IP)
-		case domain.TypeSessionRevoked:
-			v, err := decode[domain.SessionRevoked](e)
-			if err != nil {
-				return err
-			}
+		case *domain.SessionRevoked:
 			b.Row(e, `UPDATE sessions SET revoked_at = $2 WHERE id = $1`, v.SessionID, e.OccurredAt)
 		}
-	}
-	return nil
+		return nil
+	})
 }

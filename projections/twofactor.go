@@ -43,36 +43,20 @@ const (
 
 // Apply queues one statement per event that changes the status, each of
 // which must touch exactly one row.
-func (TwoFactor) Apply(b *Batch, events []eventstore.Event) error {
-	for _, e := range events {
-		switch e.Type {
-		case domain.TypeTotpEnabled:
-			v, err := decode[domain.TotpEnabled](e)
-			if err != nil {
-				return err
-			}
+func (tf TwoFactor) Apply(b *Batch, events []eventstore.Event) error {
+	return eachUsed(tf, events, func(e eventstore.Event, d domain.Event) error {
+		switch v := d.(type) {
+		case *domain.TotpEnabled:
 			b.Row(e, twoFactorEnabledSQL, v.UserID, e.OccurredAt, v.BackupCodes)
-		case domain.TypeTotpDisabled:
-			v, err := decode[domain.TotpDisabled](e)
-			if err != nil {
-				return err
-			}
+		case *domain.TotpDisabled:
 			b.Row(e, twoFactorDisabledSQL, v.UserID, e.OccurredAt)
-		case domain.TypeBackupCodesRegenerated:
-			v, err := decode[domain.BackupCodesRegenerated](e)
-			if err != nil {
-				return err
-			}
+		case *domain.BackupCodesRegenerated:
 			b.Row(e, twoFactorCodesSQL, v.UserID, e.OccurredAt, v.BackupCodes)
-		case domain.TypeBackupCodeUsed:
-			v, err := decode[domain.BackupCodeUsed](e)
-			if err != nil {
-				return err
-			}
+		case *domain.BackupCodeUsed:
 			b.Row(e, twoFactorCodesSQL, v.UserID, e.OccurredAt, v.Remaining)
 		}
-	}
-	return nil
+		return nil
+	})
 }
 
 // TwoFactorStatus is GET /2fa/status.

@@ -44,7 +44,7 @@ type userChange struct {
 // Apply folds the batch in memory and writes it with a few set-based
 // statements, so a rebuild costs a few statements per batch rather than one
 // per event.
-func (Users) Apply(b *Batch, events []eventstore.Event) error {
+func (u Users) Apply(b *Batch, events []eventstore.Event) error {
 	created := map[uuid.UUID]*userRow{}
 	var order []uuid.UUID
 	changed := map[uuid.UUID]*userChange{}
@@ -60,50 +60,30 @@ func (Users) Apply(b *Batch, events []eventstore.Event) error {
 		c.at = at
 		return c
 	}
-	for _, e := range events {
-		switch e.Type {
-		case domain.TypeUserRegistered:
-			v, err := decode[domain.UserRegistered](e)
-			if err != nil {
-				return err
-			}
+	err := eachUsed(u, events, func(e eventstore.Event, d domain.Event) error {
+		switch v := d.(type) {
+		case *domain.UserRegistered:
 			if _, dup := created[v.UserID]; dup {
 				return fmt.Errorf("users: user %s registered twice (event %s)", v.UserID, e.ID)
 			}
 			created[v.UserID] = &userRow{id: v.UserID, tenant: v.TenantID, email: v.Email, name: v.Name, created: e.OccurredAt, moved: e.OccurredAt}
 			order = append(order, v.UserID)
-		case domain.TypeRegistrationRenewed:
-			v, err := decode[domain.RegistrationRenewed](e)
-			if err != nil {
-				return err
-			}
+		case *domain.RegistrationRenewed:
 			if r, ok := created[v.UserID]; ok {
 				r.name, r.moved = v.Name, e.OccurredAt
 			} else {
 				change(v.UserID, e.OccurredAt).name = &v.Name
 			}
-		case domain.TypeEmailVerified:
-			v, err := decode[domain.EmailVerified](e)
-			if err != nil {
-				return err
-			}
+		case *domain.EmailVerified:
 			if r, ok := created[v.UserID]; ok {
 				r.verified, r.moved = true, e.OccurredAt
 			} else {
 				change(v.UserID, e.OccurredAt).verified = true
 			}
-		case domain.TypeTenantCreated:
-			v, err := decode[domain.TenantCreated](e)
-			if err != nil {
-				return err
-			}
-			tenants, tenantsAt = append(tenants, v), append(tenantsAt, e.OccurredAt)
-		case domain.TypeSignupExpired:
+		case *domain.TenantCreated:
+			tenants, tenantsAt = append(tenants, *v), append(tenantsAt, e.OccurredAt)
+		case *domain.SignupExpired:
 			// The account is gone: its row goes, with the email and name in it.
-			v, err := decode[domain.SignupExpired](e)
-			if err != nil {
-				return err
-			}
 			if _, ok := created[v.UserID]; ok {
 				delete(created, v.UserID)
 				order = slices.DeleteFunc(order, func(id uuid.UUID) bool { return id == v.UserID })
@@ -112,6 +92,10 @@ func (Users) Apply(b *Batch, events []eventstore.Event) error {
 				gone = append(gone, v.UserID)
 			}
 		}
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 	insertUsers(b, created, order)
 	updateUsers(b, changed)

@@ -8,7 +8,6 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/authd/authd/commands"
 	"github.com/authd/authd/domain"
 	"github.com/authd/authd/eventstore"
 	"github.com/authd/authd/internal/testenv"
@@ -28,7 +27,7 @@ func TestUsersProjectionDropsExpiredSignups(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	renewed, err := commands.Encode(&domain.RegistrationRenewed{UserID: renewedThenExpired, Name: "Again"})
+	renewed, err := eventstore.Encode(&domain.RegistrationRenewed{UserID: renewedThenExpired, Name: "Again"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -36,7 +35,7 @@ func TestUsersProjectionDropsExpiredSignups(t *testing.T) {
 		t.Fatal(err)
 	}
 	for id, version := range map[uuid.UUID]int64{expired: 1, renewedThenExpired: 2} {
-		e, err := commands.Encode(&domain.SignupExpired{UserID: id})
+		e, err := eventstore.Encode(&domain.SignupExpired{UserID: id})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -20,7 +20,6 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
 
-	"github.com/authd/authd/commands"
 	"github.com/authd/authd/domain"
 	"github.com/authd/authd/eventstore"
 	"github.com/authd/authd/internal/natsbus"
@@ -129,7 +128,7 @@ func newStore(t *testing.T, pool *pgxpool.Pool) *eventstore.Store {
 // userEvent encodes e as the user's event, with its envelope ids set.
 func userEvent(t *testing.T, e domain.Event, user, tenant uuid.UUID) eventstore.Event {
 	t.Helper()
-	ev, err := commands.Encode(e)
+	ev, err := eventstore.Encode(e)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -192,7 +191,7 @@ func checkEnvelope(t *testing.T, line string) eventstore.Event {
 	if !slices.Equal(keys, want) {
 		t.Fatalf("envelope fields %v, want %v", keys, want)
 	}
-	e, err := eventstore.ParseEnvelope([]byte(line), "0")
+	e, err := eventstore.FromMessage(nats.Header{eventstore.HeaderTx: {"0"}}, []byte(line))
 	if err != nil {
 		t.Fatal(err)
 	}

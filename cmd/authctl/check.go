@@ -406,7 +406,7 @@ func relayMessage(h nats.Header, data []byte) (streamMsg, bool) {
 		m.id, m.commit = id, c
 		return m, true
 	}
-	e, err := eventstore.ParseEnvelope(data, h.Get(eventstore.HeaderTx))
+	e, err := eventstore.FromMessage(h, data)
 	if err != nil || e.ID == uuid.Nil {
 		return m, false
 	}

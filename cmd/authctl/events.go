@@ -126,10 +126,7 @@ func tail(ctx context.Context, c *cli, cfg config.Config, opt tailOptions) error
 			continue
 		}
 		if opt.user != uuid.Nil {
-			var env struct {
-				UserID *uuid.UUID `json:"user_id"`
-			}
-			if err := json.Unmarshal(line.Bytes(), &env); err != nil || env.UserID == nil || *env.UserID != opt.user {
+			if e, err := eventstore.FromMessage(msg.Headers(), msg.Data()); err != nil || e.UserID != opt.user {
 				continue
 			}
 		}

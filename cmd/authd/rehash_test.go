@@ -9,7 +9,6 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/authd/authd/commands"
 	"github.com/authd/authd/domain"
 	"github.com/authd/authd/eventstore"
 	"github.com/authd/authd/internal/password"
@@ -58,7 +57,7 @@ func TestLoginRehashesAPasswordStoredUnderOtherParameters(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e, err := commands.Encode(&domain.PasswordRehashed{UserID: user, Secret: domain.PasswordSecret{PasswordHash: weak}})
+	e, err := eventstore.Encode(&domain.PasswordRehashed{UserID: user, Secret: domain.PasswordSecret{PasswordHash: weak}})
 	if err != nil {
 		t.Fatal(err)
 	}

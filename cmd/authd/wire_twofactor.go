@@ -18,6 +18,5 @@ func twoFactorConfig(master []byte, pool *pgxpool.Pool) commands.TwoFactorConfig
 	return commands.TwoFactorConfig{
 		Challenges:    challenges.NewChallenges(pool, seal.Derive(master, "2fa-challenge-tokens"), time.Now, domain.ChallengeTTL, domain.ChallengeTries),
 		BackupCodeKey: seal.Derive(master, "backup-codes"),
-		Issuer:        "authd",
 	}
 }

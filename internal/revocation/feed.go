@@ -2,19 +2,16 @@ package revocation
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"log/slog"
-	"strconv"
 	"sync"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
 
-	"github.com/authd/authd/domain"
 	"github.com/authd/authd/eventstore"
+	"github.com/authd/authd/projections"
 )
 
 // PollEvery is how often at most the backstop reads the log, and only while
@@ -31,15 +28,6 @@ const LagLimit = 500 * time.Millisecond
 // flushWait bounds the round trip that confirms the NATS server holds this
 // instance's subscriptions again after a reconnect.
 const flushWait = 250 * time.Millisecond
-
-// revocationsSQL names the event types in its text, not as parameters: only
-// then can the planner use the partial index events_revocations (migration
-// 00017). The snapshot's xmin comes from the statement's own snapshot: every
-// transaction older than it has ended, so all of its revocations were read.
-const revocationsSQL = `SELECT s.xmin::text, e.type, e.data
-	FROM (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin) s
-	LEFT JOIN events e ON e.type IN ('` + domain.TypeSessionRevoked + `', '` + domain.TypePasswordReset + `')
-		AND e.tx_id >= $1::text::xid8`
 
 // Feed brings revocations into a Set: from NATS as the relay publishes them
 // and, while that path is in doubt, from the log (Backstop).
@@ -68,38 +56,38 @@ type Feed struct {
 // no consumer and adds no lag beyond the relay's. Call Load next.
 func (s *Set) Follow(nc *nats.Conn, subject func(eventType string) string, log *slog.Logger) (*Feed, error) {
 	f := &Feed{set: s, nc: nc, log: log.With("component", "revocation"), trusted: -1}
-	sessions, err := nc.Subscribe(subject(domain.TypeSessionRevoked), func(m *nats.Msg) {
-		var env struct {
-			Data domain.SessionRevoked `json:"data"`
+	for _, typ := range types() {
+		sub, err := nc.Subscribe(subject(typ), f.receive)
+		if err != nil {
+			f.Stop()
+			return nil, fmt.Errorf("subscribe to %s: %w", typ, err)
 		}
-		if err := json.Unmarshal(m.Data, &env); err != nil || env.Data.SessionID == uuid.Nil {
-			f.log.Error("unreadable SessionRevoked message", "err", err)
-			return
-		}
-		s.RevokeSession(env.Data.SessionID)
-		f.published(m)
-	})
-	if err != nil {
-		return nil, fmt.Errorf("subscribe to session revocations: %w", err)
+		f.subs = append(f.subs, sub)
 	}
-	f.subs = append(f.subs, sessions)
-	resets, err := nc.Subscribe(subject(domain.TypePasswordReset), func(m *nats.Msg) {
-		var env struct {
-			Data domain.PasswordReset `json:"data"`
-		}
-		if err := json.Unmarshal(m.Data, &env); err != nil || env.Data.UserID == uuid.Nil {
-			f.log.Error("unreadable PasswordReset message", "err", err)
-			return
-		}
-		s.CutUser(env.Data.UserID, env.Data.At)
-		f.published(m)
-	})
-	if err != nil {
-		f.Stop()
-		return nil, fmt.Errorf("subscribe to password resets: %w", err)
-	}
-	f.subs = append(f.subs, resets)
 	return f, nil
+}
+
+// receive applies a revocation the relay published. One it cannot read is
+// logged and skipped: the backstop reads it from the log when in doubt.
+func (f *Feed) receive(m *nats.Msg) {
+	e, err := eventstore.FromMessage(m.Header, m.Data)
+	if err == nil {
+		err = f.apply(e)
+	}
+	if err != nil {
+		f.log.Error("unreadable revocation message", "subject", m.Subject, "err", err)
+		return
+	}
+	f.published(e.Commit.Tx)
+}
+
+// apply decodes a revocation, from NATS or the log, into the set.
+func (f *Feed) apply(e eventstore.Event) error {
+	d, err := eventstore.Decode(e)
+	if err != nil {
+		return err
+	}
+	return f.set.Apply(d)
 }
 
 // Stop ends the subscriptions.
@@ -126,11 +114,7 @@ func (f *Feed) gen() int64 {
 
 // published moves the horizon to a message's transaction when the feed has
 // missed nothing since it was last trusted.
-func (f *Feed) published(m *nats.Msg) {
-	tx, err := eventstore.ParseTx(m.Header.Get(eventstore.HeaderTx))
-	if err != nil {
-		return // the backstop reads it from the log when in doubt
-	}
+func (f *Feed) published(tx uint64) {
 	g := f.gen()
 	f.mu.Lock()
 	if g == f.trusted && tx > f.horizon {
@@ -143,20 +127,15 @@ func (f *Feed) published(m *nats.Msg) {
 // reads the log from the sessions read model's checkpoint: revocations
 // published before the subscription and not yet projected are in neither.
 func (f *Feed) Load(ctx context.Context, pool *pgxpool.Pool) error {
-	var tx string
-	err := pool.QueryRow(ctx, `SELECT coalesce((SELECT tx_id::text FROM projection_checkpoints WHERE name = 'sessions'), '0')`).Scan(&tx)
+	from, err := projections.SessionsCheckpoint(ctx, pool)
 	if err != nil {
 		return fmt.Errorf("read the sessions checkpoint: %w", err)
-	}
-	from, err := eventstore.ParseTx(tx)
-	if err != nil {
-		return err
 	}
 	if err := f.set.Load(ctx, pool); err != nil {
 		return err
 	}
 	f.mu.Lock()
-	f.horizon = from
+	f.horizon = from.Tx
 	f.mu.Unlock()
 	return f.readLog(ctx, pool)
 }
@@ -227,28 +206,16 @@ func (f *Feed) readLog(ctx context.Context, pool *pgxpool.Pool) error {
 	// A flush is a round trip: once it returns, the server has our
 	// subscriptions, and what it gets from now on reaches us.
 	live := g == trusted || (f.nc.IsConnected() && f.nc.FlushTimeout(flushWait) == nil)
-	rows, err := pool.Query(ctx, revocationsSQL, strconv.FormatUint(from, 10))
-	if err != nil {
-		return fmt.Errorf("read revocations from the log: %w", err)
-	}
-	defer rows.Close()
-	var xmin string
-	for rows.Next() {
-		var typ *string
-		var data []byte
-		if err := rows.Scan(&xmin, &typ, &data); err != nil {
-			return fmt.Errorf("read revocations from the log: %w", err)
-		}
-		if typ != nil {
-			f.apply(*typ, data)
-		}
-	}
-	if err := rows.Err(); err != nil {
-		return fmt.Errorf("read revocations from the log: %w", err)
-	}
-	to, err := eventstore.ParseTx(xmin)
+	events, to, err := projections.Revocations(ctx, pool, from)
 	if err != nil {
 		return err
+	}
+	for _, e := range events {
+		// One it cannot read is logged and skipped, as the subscription
+		// does: stopping there would hold every later one back.
+		if err := f.apply(e); err != nil {
+			f.log.Error("unreadable revocation in the log", "event", e.ID, "type", e.Type, "err", err)
+		}
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -257,26 +224,4 @@ func (f *Feed) readLog(ctx context.Context, pool *pgxpool.Pool) error {
 		f.trusted = g
 	}
 	return nil
-}
-
-// apply adds a revocation read from the log. One it cannot read is logged
-// and skipped, as the subscription does: stopping there would hold every
-// later one back.
-func (f *Feed) apply(typ string, data []byte) {
-	switch typ {
-	case domain.TypeSessionRevoked:
-		var e domain.SessionRevoked
-		if err := json.Unmarshal(data, &e); err != nil || e.SessionID == uuid.Nil {
-			f.log.Error("unreadable SessionRevoked in the log", "err", err)
-			return
-		}
-		f.set.RevokeSession(e.SessionID)
-	case domain.TypePasswordReset:
-		var e domain.PasswordReset
-		if err := json.Unmarshal(data, &e); err != nil || e.UserID == uuid.Nil {
-			f.log.Error("unreadable PasswordReset in the log", "err", err)
-			return
-		}
-		f.set.CutUser(e.UserID, e.At)
-	}
 }

@@ -3,6 +3,12 @@
 // password reset. Every instance learns of revocations from the event stream
 // and, while that cannot be trusted to bring them in time, from the log a few
 // times a second (Feed): no request needs a database round trip to be checked.
+//
+// It is a projection kept in memory: Set.Apply folds the SessionRevoked and
+// PasswordReset events, decoded by the codec every reader of the log shares
+// (eventstore.Decode, eventstore.FromMessage), and what happened before the
+// instance started comes through the queries the projections package
+// exports. It reads no table and no wire format of its own.
 package revocation
 
 import (
@@ -12,10 +18,11 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/authd/authd/domain"
+	"github.com/authd/authd/eventstore"
+	"github.com/authd/authd/projections"
 )
 
 // Set is the revocations an instance knows of. An entry is kept as long as an
@@ -91,38 +98,53 @@ func (s *Set) Sweep() {
 	}
 }
 
-// passwordResetsSQL names the event type in its text, not as a parameter:
-// only then can the planner use the partial index events_password_resets
-// (migration 00011) instead of reading the whole log.
-const passwordResetsSQL = `SELECT data FROM events WHERE type = '` + domain.TypePasswordReset + `' AND occurred_at > $1`
+// Apply folds a revocation into the set: a revoked session, or a password
+// reset that cuts its user's older tokens off. Other events leave it as it
+// is. An event that names no session or user is unreadable, not a change.
+func (s *Set) Apply(e domain.Event) error {
+	switch e := e.(type) {
+	case *domain.SessionRevoked:
+		if e.SessionID == uuid.Nil {
+			return fmt.Errorf("%s names no session", e.EventType())
+		}
+		s.RevokeSession(e.SessionID)
+	case *domain.PasswordReset:
+		if e.UserID == uuid.Nil {
+			return fmt.Errorf("%s names no user", e.EventType())
+		}
+		s.CutUser(e.UserID, e.At)
+	}
+	return nil
+}
+
+// types are the event types Apply acts on: the feed subscribes to them.
+func types() []string { return []string{domain.TypeSessionRevoked, domain.TypePasswordReset} }
 
 // Load fills the set with what happened before this instance started
-// (Feed.Load calls it, after subscribing, so nothing falls between the two). Revoked sessions come
-// from the sessions read model, resets from the log itself, which no read
-// model keeps.
+// (Feed.Load calls it, after subscribing, so nothing falls between the two).
+// Revoked sessions come from the sessions read model, resets from the log
+// itself, which no read model keeps.
 func (s *Set) Load(ctx context.Context, pool *pgxpool.Pool) error {
 	since := s.now().Add(-domain.AccessTokenTTL - time.Minute)
-	rows, err := pool.Query(ctx, `SELECT id FROM sessions WHERE revoked_at > $1`, since)
+	ids, err := projections.RevokedSessions(ctx, pool, since)
 	if err != nil {
-		return fmt.Errorf("load revoked sessions: %w", err)
-	}
-	ids, err := pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
-	if err != nil {
-		return fmt.Errorf("load revoked sessions: %w", err)
+		return err
 	}
 	for _, id := range ids {
 		s.RevokeSession(id)
 	}
-	rows, err = pool.Query(ctx, passwordResetsSQL, since)
+	resets, err := projections.PasswordResets(ctx, pool, since)
 	if err != nil {
-		return fmt.Errorf("load password resets: %w", err)
-	}
-	resets, err := pgx.CollectRows(rows, pgx.RowTo[domain.PasswordReset])
-	if err != nil {
-		return fmt.Errorf("load password resets: %w", err)
+		return err
 	}
 	for _, r := range resets {
-		s.CutUser(r.UserID, r.At)
+		d, err := eventstore.Decode(r)
+		if err == nil {
+			err = s.Apply(d)
+		}
+		if err != nil {
+			return fmt.Errorf("load password resets: %w", err)
+		}
 	}
 	return nil
 }

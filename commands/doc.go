@@ -1,0 +1,3 @@
+// Package commands holds one handler per intent: each loads the aggregates it
+// needs from their events, lets the domain decide, and appends the outcome.
+package commands
