@@ -6,8 +6,8 @@ import "time"
 // every event it folds, so StreamVersion is the version of the stream the
 // aggregate has seen: the version a decision made on it expects to append
 // at. A command that records events for an aggregate applies them to it as
-// it records them (commands' change.record), so that what it records next,
-// and what it reads back, follow from the same state the log will hold.
+// it records them, so that what it records next, and what it reads back,
+// follow from the same state the log will hold.
 type Aggregate interface {
 	Apply(e Event, at time.Time)
 	StreamVersion() int64
