@@ -9,7 +9,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -150,27 +149,7 @@ func (r *Relay) Run(ctx context.Context) {
 	defer func() { stopMeasuring(); <-measured }()
 	backoff := r.cfg.Backoff
 	for ctx.Err() == nil {
-		err := r.leadOnce(ctx, false)
-		if ctx.Err() != nil {
-			break
-		}
-		if errors.Is(err, errNotLeader) {
-			r.standBy(ctx, time.Second)
-			continue
-		}
-		if err != nil {
-			r.failures.Inc()
-			r.log.Warn("relay interrupted; will retry", "err", err, "retry_in", backoff)
-		} else {
-			backoff = r.cfg.Backoff
-		}
-		select {
-		case <-ctx.Done():
-		case <-time.After(backoff):
-		}
-		if err != nil {
-			backoff = min(backoff*2, 30*r.cfg.Backoff)
-		}
+		backoff = r.relayOnce(ctx, backoff)
 	}
 	flush, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -179,58 +158,32 @@ func (r *Relay) Run(ctx context.Context) {
 	}
 }
 
-var errNotLeader = errors.New("another instance is relaying")
-
-// measureLag finds, every LagEvery until ctx ends, the oldest committed event
-// past both what this instance saw acknowledged and the saved checkpoint
-// (whichever is further: another instance may be relaying), apart from
-// whatever the relay is doing.
-func (r *Relay) measureLag(ctx context.Context) {
-	t := time.NewTicker(r.cfg.LagEvery)
-	defer t.Stop()
-	for {
-		q, cancel := context.WithTimeout(ctx, r.cfg.LagEvery)
-		published := r.Published()
-		var oldest time.Time
-		// The further cursor is chosen before the events are read so that
-		// finding the next event is one index probe: with both bounds in the
-		// event's condition, Postgres walked the log from the nearer one.
-		err := r.store.pool.QueryRow(q, `SELECT e.occurred_at FROM relay_checkpoint c,
-			LATERAL (SELECT
-				CASE WHEN (c.tx_id, c.position) > ($1::text::xid8, $2) THEN c.tx_id ELSE $1::text::xid8 END AS tx_id,
-				CASE WHEN (c.tx_id, c.position) > ($1::text::xid8, $2) THEN c.position ELSE $2 END AS position) f,
-			LATERAL (SELECT e.occurred_at FROM events e WHERE (e.tx_id, e.position) > (f.tx_id, f.position)
-				ORDER BY e.tx_id, e.position LIMIT 1) e`, published.txText(), published.Position).Scan(&oldest)
-		cancel()
-		switch {
-		case errors.Is(err, pgx.ErrNoRows):
-			oldest = time.Time{}
-			err = nil
-		case err != nil && ctx.Err() == nil:
-			// The last measure stands, and the gauge keeps ageing from it.
-			r.log.Debug("measuring the relay's lag failed", "err", err)
-		}
-		if err == nil {
-			r.mu.Lock()
-			r.oldest = oldest
-			r.mu.Unlock()
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+// relayOnce relays while this instance holds the relay lock, or stands by
+// while another does. After a failure it waits backoff and returns the next
+// one, doubling to 30 times the first.
+func (r *Relay) relayOnce(ctx context.Context, backoff time.Duration) time.Duration {
+	err := r.leadOnce(ctx, false)
+	if ctx.Err() != nil {
+		return backoff
 	}
+	if errors.Is(err, errNotLeader) {
+		r.standBy(ctx, time.Second)
+		return backoff
+	}
+	wait, next := r.cfg.Backoff, r.cfg.Backoff
+	if err != nil {
+		r.failures.Inc()
+		r.log.Warn("relay interrupted; will retry", "err", err, "retry_in", backoff)
+		wait, next = backoff, min(backoff*2, 30*r.cfg.Backoff)
+	}
+	select {
+	case <-ctx.Done():
+	case <-time.After(wait):
+	}
+	return next
 }
 
-// maxRecheck bounds the wait between two looks at events that an open
-// transaction holds back from the relay.
-const maxRecheck = 50 * time.Millisecond
-
-// checkpointEvery is how often at most the relay saves its checkpoint: a few
-// commits a second, however busy, and `authctl projections status`, which
-// counts the relay's lag from it, is never more than that behind.
-const checkpointEvery = 250 * time.Millisecond
+var errNotLeader = errors.New("another instance is relaying")
 
 // standBy is what an instance does while another relays, for d: it passes
 // the news of its own appends on to the relaying instance.
@@ -250,146 +203,6 @@ func (r *Relay) standBy(ctx context.Context, d time.Duration) {
 	}
 }
 
-// leadOnce takes the relay lock if it is free and relays until ctx ends or
-// something fails; when flushing, only until it has caught up.
-func (r *Relay) leadOnce(ctx context.Context, flushing bool) error {
-	conn, err := r.store.pool.Acquire(ctx)
-	if err != nil {
-		return fmt.Errorf("relay: acquire connection: %w", err)
-	}
-	defer conn.Release()
-	var got bool
-	if err := conn.QueryRow(ctx, "SELECT pg_try_advisory_lock($1)", relayLockKey).Scan(&got); err != nil {
-		conn.Conn().Close(context.Background()) // the lock state is unknown: drop the session
-		return fmt.Errorf("relay: take lock: %w", err)
-	}
-	if !got {
-		return errNotLeader
-	}
-	r.setLeading(true)
-	defer func() {
-		r.setLeading(false)
-		unlock, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		if _, err := conn.Exec(unlock, "SELECT pg_advisory_unlock($1)", relayLockKey); err != nil {
-			conn.Conn().Close(unlock)
-		}
-	}()
-	return r.lead(ctx, conn, flushing)
-}
-
-func (r *Relay) setLeading(v bool) {
-	r.mu.Lock()
-	r.leading = v
-	r.mu.Unlock()
-	if v {
-		r.leader.Set(1)
-	} else {
-		r.leader.Set(0)
-	}
-}
-
-func (r *Relay) lead(ctx context.Context, conn *pgxpool.Conn, flushing bool) error {
-	stream, err := r.bus.EnsureStream(ctx)
-	if err != nil {
-		return fmt.Errorf("relay: %w", err)
-	}
-	cp, lastSeq, err := r.reconcile(ctx, conn, stream)
-	if err != nil {
-		return err
-	}
-	r.setPublished(cp)
-	nudged, stopListening, err := r.bus.Listen(committedSignal)
-	if err != nil {
-		return fmt.Errorf("relay: listen for other instances' appends: %w", err)
-	}
-	defer stopListening()
-	poll := time.NewTicker(r.cfg.Poll)
-	defer poll.Stop()
-	// The saved checkpoint is only where reconcile starts when the stream's
-	// newest messages are not the relay's; otherwise the stream itself says
-	// what was published. So it is saved at most every checkpointEvery and on
-	// the way out, not with every batch: that was a commit per batch.
-	saved, savedAt := cp, time.Now()
-	// A statement canceled midway has pgx close the connection, and with it
-	// the relay lock, which the shutdown flush then raced to take again: so
-	// the relay's statements run to their end (statement_timeout bounds them)
-	// and shutdown is noticed between them.
-	db := context.WithoutCancel(ctx)
-	save := func(ctx context.Context) error {
-		if cp == saved {
-			return nil
-		}
-		if _, err := conn.Exec(ctx, `UPDATE relay_checkpoint SET tx_id = $1::text::xid8, position = $2, updated_at = now()`,
-			cp.txText(), cp.Position); err != nil {
-			return fmt.Errorf("relay: save checkpoint %s: %w", cp, err)
-		}
-		saved, savedAt = cp, time.Now()
-		return nil
-	}
-	defer func() {
-		final, cancel := context.WithTimeout(db, time.Second)
-		defer cancel()
-		if err := save(final); err != nil {
-			r.log.Warn("relay checkpoint not saved at exit; the stream still says what was published", "err", err)
-		}
-	}()
-	// Events held back by an older transaction still open (another
-	// writer's, a projection's checkpoint) may have no signal still to come
-	// when it ends: while the read says some are held back, the relay looks
-	// again soon, backing off to maxRecheck. Looking again blindly after every
-	// signal and batch cost a busy commit several empty reads.
-	var recheck time.Duration
-	for {
-		events, held, err := readLog(db, conn, cp, r.cfg.BatchSize)
-		if err != nil {
-			return fmt.Errorf("relay: %w", err)
-		}
-		if len(events) > 0 {
-			if err := r.publish(ctx, events, lastSeq); err != nil {
-				return err
-			}
-			lastSeq += uint64(len(events))
-			cp = events[len(events)-1].Commit
-			r.setPublished(cp)
-			r.publishedTotal.Add(float64(len(events)))
-		}
-		if time.Since(savedAt) >= checkpointEvery {
-			if err := save(db); err != nil {
-				return err
-			}
-		}
-		if len(events) == r.cfg.BatchSize {
-			continue
-		}
-		if flushing {
-			return save(db)
-		}
-		switch {
-		case !held:
-			recheck = 0
-		case len(events) > 0 || recheck == 0:
-			recheck = time.Millisecond
-		default:
-			recheck = min(2*recheck, maxRecheck)
-		}
-		var again <-chan time.Time
-		if recheck > 0 {
-			again = time.After(recheck)
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-r.store.Committed():
-			recheck = 0
-		case <-nudged:
-			recheck = 0
-		case <-again:
-		case <-poll.C:
-		}
-	}
-}
-
 func (r *Relay) setPublished(c Cursor) {
 	r.mu.Lock()
 	r.published = c
@@ -401,42 +214,19 @@ func (r *Relay) setPublished(c Cursor) {
 func (r *Relay) publish(ctx context.Context, events []Event, lastSeq uint64) error {
 	js := r.bus.JetStream()
 	pending := make([]jetstream.PubAckFuture, 0, r.cfg.Window)
-	// One timer for the window: each ack has AckTimeout from when the relay
-	// starts waiting for it, which is at or after its publish.
-	timeout := time.NewTimer(r.cfg.AckTimeout)
-	defer timeout.Stop()
-	wait := func(f jetstream.PubAckFuture) error {
-		timeout.Reset(r.cfg.AckTimeout)
-		select {
-		case ack := <-f.Ok():
-			if ack.Duplicate {
-				return fmt.Errorf("relay: JetStream already held event %s: another relay is running", f.Msg().Header.Get(nats.MsgIdHdr))
-			}
-			return nil
-		case err := <-f.Err():
-			return fmt.Errorf("relay: publish event %s: %w", f.Msg().Header.Get(nats.MsgIdHdr), err)
-		case <-timeout.C:
-			return fmt.Errorf("relay: publish event %s: %w after %s", f.Msg().Header.Get(nats.MsgIdHdr), errNoAck, r.cfg.AckTimeout)
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
+	acks := r.newAcks()
+	defer acks.timeout.Stop()
 	for i, e := range events {
 		if len(pending) == r.cfg.Window {
-			if err := wait(pending[0]); err != nil {
+			if err := acks.wait(ctx, pending[0]); err != nil {
 				return err
 			}
 			pending = pending[1:]
 		}
-		body, err := e.MarshalEnvelope()
+		msg, err := r.message(e)
 		if err != nil {
-			return fmt.Errorf("relay: %w", err)
+			return err
 		}
-		msg := nats.NewMsg(r.bus.Subject(e.Type))
-		msg.Data = body
-		msg.Header.Set(nats.MsgIdHdr, e.ID.String())
-		msg.Header.Set(HeaderTx, e.Commit.txText())
-		msg.Header.Set(HeaderPosition, strconv.FormatInt(e.Commit.Position, 10))
 		f, err := js.PublishMsgAsync(msg, jetstream.WithExpectLastSequence(lastSeq+uint64(i)))
 		if err != nil {
 			return fmt.Errorf("relay: publish event %s: %w", e.ID, err)
@@ -444,11 +234,55 @@ func (r *Relay) publish(ctx context.Context, events []Event, lastSeq uint64) err
 		pending = append(pending, f)
 	}
 	for _, f := range pending {
-		if err := wait(f); err != nil {
+		if err := acks.wait(ctx, f); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// message is e as the relay publishes it: the public envelope, with the
+// event id for JetStream's deduplication and the commit for placing it.
+func (r *Relay) message(e Event) (*nats.Msg, error) {
+	body, err := e.MarshalEnvelope()
+	if err != nil {
+		return nil, fmt.Errorf("relay: %w", err)
+	}
+	msg := nats.NewMsg(r.bus.Subject(e.Type))
+	msg.Data = body
+	msg.Header.Set(nats.MsgIdHdr, e.ID.String())
+	msg.Header.Set(HeaderTx, e.Commit.txText())
+	msg.Header.Set(HeaderPosition, strconv.FormatInt(e.Commit.Position, 10))
+	return msg, nil
+}
+
+// acks waits for a window's publish acks, each for at most AckTimeout.
+type acks struct {
+	timeout *time.Timer
+	after   time.Duration
+}
+
+// newAcks has one timer for the window: each ack has AckTimeout from when
+// the relay starts waiting for it, which is at or after its publish.
+func (r *Relay) newAcks() acks {
+	return acks{timeout: time.NewTimer(r.cfg.AckTimeout), after: r.cfg.AckTimeout}
+}
+
+func (a acks) wait(ctx context.Context, f jetstream.PubAckFuture) error {
+	a.timeout.Reset(a.after)
+	select {
+	case ack := <-f.Ok():
+		if ack.Duplicate {
+			return fmt.Errorf("relay: JetStream already held event %s: another relay is running", f.Msg().Header.Get(nats.MsgIdHdr))
+		}
+		return nil
+	case err := <-f.Err():
+		return fmt.Errorf("relay: publish event %s: %w", f.Msg().Header.Get(nats.MsgIdHdr), err)
+	case <-a.timeout.C:
+		return fmt.Errorf("relay: publish event %s: %w after %s", f.Msg().Header.Get(nats.MsgIdHdr), errNoAck, a.after)
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // errNoAck is a publish whose ack did not come within AckTimeout: it may have

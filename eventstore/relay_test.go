@@ -502,3 +502,31 @@ func TestRelayLagGrowsWhileNothingIsPublished(t *testing.T) {
 	waitForMessages(t, bus, 2, 60*time.Second)
 	eventually(t, "lag back to 0 once published", func() bool { return lag() == 0 })
 }
+
+// An instance standing by while another relays passes each of its appends
+// on as a nudge to the relaying one.
+func TestAnInstanceStandingByNudgesTheRelayAfterItsAppends(t *testing.T) {
+	t.Parallel()
+	s, _ := newStore(t)
+	bus := testenv.NATS(t, testenv.EmbeddedNATS)
+	nudges, stopListening, err := bus.Listen(committedSignal)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stopListening()
+	r := NewRelay(s, bus, RelayConfig{}, slog.New(slog.DiscardHandler), nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { r.standBy(ctx, time.Hour); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	for i := range 2 {
+		if _, err := s.Append(context.Background(), fmt.Sprintf("standing-by-%d", i), 0, ev("Tick", `{}`)); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-nudges:
+		case <-time.After(20 * time.Second):
+			t.Fatalf("append %d sent the relay no nudge", i)
+		}
+	}
+}

@@ -1,0 +1,203 @@
+package eventstore
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// maxRecheck bounds the wait between two looks at events that an open
+// transaction holds back from the relay.
+const maxRecheck = 50 * time.Millisecond
+
+// checkpointEvery is how often at most the relay saves its checkpoint: a few
+// commits a second, however busy, and `authctl projections status`, which
+// counts the relay's lag from it, is never more than that behind.
+const checkpointEvery = 250 * time.Millisecond
+
+// leadOnce takes the relay lock if it is free and relays until ctx ends or
+// something fails; when flushing, only until it has caught up.
+func (r *Relay) leadOnce(ctx context.Context, flushing bool) error {
+	conn, err := r.store.pool.Acquire(ctx)
+	if err != nil {
+		return fmt.Errorf("relay: acquire connection: %w", err)
+	}
+	defer conn.Release()
+	var got bool
+	if err := conn.QueryRow(ctx, "SELECT pg_try_advisory_lock($1)", relayLockKey).Scan(&got); err != nil {
+		conn.Conn().Close(context.Background()) // the lock state is unknown: drop the session
+		return fmt.Errorf("relay: take lock: %w", err)
+	}
+	if !got {
+		return errNotLeader
+	}
+	r.setLeading(true)
+	defer func() {
+		r.setLeading(false)
+		unlock, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		if _, err := conn.Exec(unlock, "SELECT pg_advisory_unlock($1)", relayLockKey); err != nil {
+			conn.Conn().Close(unlock)
+		}
+	}()
+	return r.lead(ctx, conn, flushing)
+}
+
+func (r *Relay) setLeading(v bool) {
+	r.mu.Lock()
+	r.leading = v
+	r.mu.Unlock()
+	if v {
+		r.leader.Set(1)
+	} else {
+		r.leader.Set(0)
+	}
+}
+
+// lead continues from what the stream holds and relays the log, reading
+// again whenever something may have committed.
+func (r *Relay) lead(ctx context.Context, conn *pgxpool.Conn, flushing bool) error {
+	stream, err := r.bus.EnsureStream(ctx)
+	if err != nil {
+		return fmt.Errorf("relay: %w", err)
+	}
+	cp, lastSeq, err := r.reconcile(ctx, conn, stream)
+	if err != nil {
+		return err
+	}
+	r.setPublished(cp)
+	nudged, stopListening, err := r.bus.Listen(committedSignal)
+	if err != nil {
+		return fmt.Errorf("relay: listen for other instances' appends: %w", err)
+	}
+	defer stopListening()
+	poll := time.NewTicker(r.cfg.Poll)
+	defer poll.Stop()
+	t := &relayTerm{r: r, conn: conn, cp: cp, lastSeq: lastSeq, saved: cp, savedAt: time.Now(), nudged: nudged, poll: poll.C}
+	// A statement canceled midway has pgx close the connection, and with it
+	// the relay lock, which the shutdown flush then raced to take again: so
+	// the relay's statements run to their end (statement_timeout bounds them)
+	// and shutdown is noticed between them.
+	db := context.WithoutCancel(ctx)
+	defer t.saveOnExit(db)
+	for {
+		n, held, err := t.relayBatch(ctx, db)
+		switch {
+		case err != nil:
+			return err
+		case n == r.cfg.BatchSize:
+			continue
+		case flushing:
+			return t.save(db)
+		}
+		t.recheck = nextRecheck(t.recheck, held, n)
+		if !t.idle(ctx) {
+			return nil
+		}
+	}
+}
+
+// relayTerm is one term of this instance as the relay, from taking the lock
+// to losing it, failing or shutting down.
+type relayTerm struct {
+	r       *Relay
+	conn    *pgxpool.Conn
+	cp      Cursor // the last event published
+	lastSeq uint64 // the stream's sequence of that event
+	// The saved checkpoint is only where reconcile starts when the stream's
+	// newest messages are not the relay's; otherwise the stream itself says
+	// what was published. So it is saved at most every checkpointEvery and on
+	// the way out, not with every batch: that was a commit per batch.
+	saved   Cursor
+	savedAt time.Time
+	// Events held back by an older transaction still open (another
+	// writer's, a projection's checkpoint) may have no signal still to come
+	// when it ends: while the read says some are held back, the relay looks
+	// again soon, backing off to maxRecheck. Looking again blindly after every
+	// signal and batch cost a busy commit several empty reads.
+	recheck time.Duration
+	nudged  <-chan struct{} // other instances' appends
+	poll    <-chan time.Time
+}
+
+// relayBatch reads the next events the log lets the relay read, publishes
+// them and saves the checkpoint when due. It returns how many it read and
+// whether an open transaction holds more back.
+func (t *relayTerm) relayBatch(ctx, db context.Context) (n int, held bool, err error) {
+	events, held, err := readLog(db, t.conn, t.cp, t.r.cfg.BatchSize)
+	if err != nil {
+		return 0, false, fmt.Errorf("relay: %w", err)
+	}
+	if len(events) > 0 {
+		if err := t.r.publish(ctx, events, t.lastSeq); err != nil {
+			return 0, false, err
+		}
+		t.lastSeq += uint64(len(events))
+		t.cp = events[len(events)-1].Commit
+		t.r.setPublished(t.cp)
+		t.r.publishedTotal.Add(float64(len(events)))
+	}
+	if time.Since(t.savedAt) >= checkpointEvery {
+		if err := t.save(db); err != nil {
+			return 0, false, err
+		}
+	}
+	return len(events), held, nil
+}
+
+// nextRecheck is how soon to read the log again without a signal: not at all
+// when nothing is held back, at once after events came, and backing off
+// while the reads find nothing.
+func nextRecheck(prev time.Duration, held bool, read int) time.Duration {
+	switch {
+	case !held:
+		return 0
+	case read > 0 || prev == 0:
+		return time.Millisecond
+	default:
+		return min(2*prev, maxRecheck)
+	}
+}
+
+// idle waits until something may have committed: an append here or on
+// another instance, the recheck of held back events, or the poll. It is false
+// when ctx ended.
+func (t *relayTerm) idle(ctx context.Context) bool {
+	var again <-chan time.Time
+	if t.recheck > 0 {
+		again = time.After(t.recheck)
+	}
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.r.store.Committed():
+		t.recheck = 0
+	case <-t.nudged:
+		t.recheck = 0
+	case <-again:
+	case <-t.poll:
+	}
+	return true
+}
+
+func (t *relayTerm) save(ctx context.Context) error {
+	if t.cp == t.saved {
+		return nil
+	}
+	if _, err := t.conn.Exec(ctx, `UPDATE relay_checkpoint SET tx_id = $1::text::xid8, position = $2, updated_at = now()`,
+		t.cp.txText(), t.cp.Position); err != nil {
+		return fmt.Errorf("relay: save checkpoint %s: %w", t.cp, err)
+	}
+	t.saved, t.savedAt = t.cp, time.Now()
+	return nil
+}
+
+func (t *relayTerm) saveOnExit(db context.Context) {
+	final, cancel := context.WithTimeout(db, time.Second)
+	defer cancel()
+	if err := t.save(final); err != nil {
+		t.r.log.Warn("relay checkpoint not saved at exit; the stream still says what was published", "err", err)
+	}
+}

@@ -1,0 +1,170 @@
+package projections
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/authd/authd/domain"
+	"github.com/authd/authd/eventstore"
+	"github.com/authd/authd/internal/testenv"
+)
+
+// newLeaderOfUsers is the users projection's leader as lead starts it, with
+// no consumer: the test hands it the events JetStream would deliver. nudges
+// hears it as its followers do.
+func newLeaderOfUsers(t *testing.T) (h *harness, l *leader, nudges <-chan struct{}) {
+	t.Helper()
+	ctx := context.Background()
+	h = newHarness(t, testenv.NATS(t, testenv.EmbeddedNATS))
+	r := NewRunner(h.pool, h.bus, []Projection{Users{}}, Config{}, testenv.Logger(t), nil)
+	conn, err := h.pool.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(conn.Release)
+	cp, err := startCheckpoint(ctx, conn, "users")
+	if err != nil {
+		t.Fatal(err)
+	}
+	nudges, stop, err := h.bus.Listen(checkpointSignal("users"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(stop)
+	return h, r.newLeader(conn, Users{}, r.states["users"], cp), nudges
+}
+
+// appendEvents appends each event to a stream of its own and returns them as
+// the log holds them.
+func appendEvents(t *testing.T, h *harness, events ...domain.Event) []eventstore.Event {
+	t.Helper()
+	out := make([]eventstore.Event, 0, len(events))
+	for _, e := range events {
+		encoded, err := eventstore.Encode(e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := h.store.Append(context.Background(), "leader-test-"+uuid.NewString(), 0, encoded)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, c.Events...)
+	}
+	return out
+}
+
+func skippedByUsers(t *testing.T, h *harness, n int) []eventstore.Event {
+	t.Helper()
+	out := make([]eventstore.Event, 0, n)
+	for i := range n {
+		c, err := h.store.Append(context.Background(), fmt.Sprintf("audit-%d", i), 0, eventstore.Event{Type: "SomethingUsersSkip", Data: []byte(`{}`)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, c.Events...)
+	}
+	return out
+}
+
+func savedCheckpoint(t *testing.T, h *harness) eventstore.Cursor {
+	t.Helper()
+	cp, err := loadCheckpoint(context.Background(), h.pool, "users")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cp.Cursor
+}
+
+// hearNudge waits for a nudge from the leader, as a follower would.
+func hearNudge(t *testing.T, nudges <-chan struct{}) {
+	t.Helper()
+	select {
+	case <-nudges:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the leader did not nudge its followers")
+	}
+}
+
+// A batch the projection skips moves the leader's checkpoint in memory only;
+// saving it writes it to Postgres and tells the followers.
+func TestALeaderSavesTheCheckpointOfSkippedEventsWhenAsked(t *testing.T) {
+	t.Parallel()
+	h, l, nudges := newLeaderOfUsers(t)
+	events := skippedByUsers(t, h, 3)
+	last := events[len(events)-1].Commit
+
+	next, n, err := l.settle(context.Background(), events)
+	if err != nil || n != 0 || next.Cursor != last {
+		t.Fatalf("settle of a skipped batch = %s, %d applied, %v; want %s, none applied", next.Cursor, n, err, last)
+	}
+	if got := savedCheckpoint(t, h); got != (eventstore.Cursor{}) {
+		t.Fatalf("a skipped batch was saved at once, at %s", got)
+	}
+	if err := l.save(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := savedCheckpoint(t, h); got != last {
+		t.Fatalf("checkpoint saved at %s, want %s", got, last)
+	}
+	hearNudge(t, nudges)
+}
+
+// A batch the projection uses is applied with its checkpoint, and applied
+// again (JetStream redelivers after a lost ack) it changes nothing.
+func TestALeaderAppliesABatchOnceWithItsCheckpoint(t *testing.T) {
+	t.Parallel()
+	h, l, nudges := newLeaderOfUsers(t)
+	tenant := uuid.New()
+	var registered []domain.Event
+	for i := range 2 {
+		id := uuid.New()
+		registered = append(registered, &domain.UserRegistered{UserID: id, TenantID: tenant, Email: fmt.Sprintf("leader%d-%s@example.com", i, id), Name: "Leader"})
+	}
+	events := appendEvents(t, h, registered...)
+	last := events[len(events)-1].Commit
+
+	for round, want := range []int{2, 0} {
+		next, n, err := l.settle(context.Background(), events)
+		if err != nil || n != want || next.Cursor != last {
+			t.Fatalf("round %d: settle = %s, %d applied, %v; want %s, %d applied", round, next.Cursor, n, err, last, want)
+		}
+		if got := savedCheckpoint(t, h); got != last {
+			t.Fatalf("round %d: checkpoint saved at %s, want %s with the batch", round, got, last)
+		}
+		hearNudge(t, nudges)
+	}
+	if rows := dumpUsers(t, h.pool); len(rows) != 2 {
+		t.Fatalf("the users read model has %d users, want 2", len(rows))
+	}
+}
+
+// The leader takes JetStream's messages only in stream order from its
+// checkpoint: after a gap it starts again rather than skip an event.
+func TestALeaderTakesTheStreamOnlyInOrder(t *testing.T) {
+	t.Parallel()
+	_, l, _ := newLeaderOfUsers(t)
+	// From an empty checkpoint the stream may have been purged: any
+	// sequence comes first.
+	for _, seq := range []uint64{7, 8, 9} {
+		if err := l.inOrder(seq); err != nil {
+			t.Fatalf("sequence %d: %v", seq, err)
+		}
+	}
+	err := l.inOrder(11)
+	if err == nil || !strings.Contains(err.Error(), "expected 10") {
+		t.Fatalf("sequence 11 after 9 = %v, want an error expecting 10", err)
+	}
+
+	resumed := l.r.newLeader(l.conn, l.p, l.st, Checkpoint{StreamSeq: 20})
+	if err := resumed.inOrder(22); err == nil {
+		t.Fatal("a leader resuming after sequence 20 took 22")
+	}
+	if err := resumed.inOrder(21); err != nil {
+		t.Fatalf("a leader resuming after sequence 20 refused 21: %v", err)
+	}
+}
