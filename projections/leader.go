@@ -302,15 +302,10 @@ func (r *Runner) observe(name string, events []eventstore.Event, applied int, cp
 	r.position.WithLabelValues(name).Set(float64(cp.Cursor.Position))
 	now := time.Now()
 	h := r.delay.WithLabelValues(name)
-	var last time.Time
 	for _, e := range events {
 		if e.OccurredAt.IsZero() {
 			continue // skipped unread: its time is not known
 		}
 		h.Observe(now.Sub(e.OccurredAt).Seconds())
-		last = e.OccurredAt
-	}
-	if !last.IsZero() {
-		r.lag.WithLabelValues(name).Set(now.Sub(last).Seconds())
 	}
 }

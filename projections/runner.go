@@ -85,7 +85,7 @@ func NewRunner(pool *pgxpool.Pool, bus Bus, projections []Projection, cfg Config
 			Name: "authd_projection_apply_delay_seconds", Help: "Time from an event's append to its projection's commit.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
 		}, []string{"projection"}),
-		lag:      f.NewGaugeVec(prometheus.GaugeOpts{Name: "authd_projection_lag_seconds", Help: "Append-to-apply delay of the last event a projection applied."}, []string{"projection"}),
+		lag:      f.NewGaugeVec(prometheus.GaugeOpts{Name: "authd_projection_lag_seconds", Help: "Age of the oldest committed event past a projection's saved checkpoint; 0 when it has applied the whole log."}, []string{"projection"}),
 		failing:  f.NewGaugeVec(prometheus.GaugeOpts{Name: "authd_projection_failing", Help: "1 while a projection is stopped by an error."}, []string{"projection"}),
 		position: f.NewGaugeVec(prometheus.GaugeOpts{Name: "authd_projection_checkpoint_position", Help: "Log position of a projection's checkpoint."}, []string{"projection"}),
 	}
@@ -98,6 +98,7 @@ func NewRunner(pool *pgxpool.Pool, bus Bus, projections []Projection, cfg Config
 // Run applies every projection until ctx ends.
 func (r *Runner) Run(ctx context.Context) {
 	var wg sync.WaitGroup
+	wg.Go(func() { r.measureLag(ctx) })
 	for _, p := range r.order {
 		wg.Add(1)
 		go func() {
