@@ -380,95 +380,146 @@ func (a *Passkeys) PasskeyLoginOptions(ctx context.Context) (*protocol.Credentia
 // must agree with the user handle. A passkey is a complete sign-in: there is
 // no second-factor challenge.
 func (a *Passkeys) PasskeyLogin(ctx context.Context, credential []byte, r Request) (Tokens, error) {
-	rp, err := a.passkeyRP()
+	as, err := a.takeAssertion(ctx, credential)
 	if err != nil {
 		return Tokens{}, err
 	}
+	userID, err := a.assertionOwner(ctx, as, r)
+	if err != nil {
+		return Tokens{}, err
+	}
+	v, err := a.verifyAssertion(ctx, as, userID, r)
+	if err != nil {
+		return Tokens{}, err
+	}
+	return retry(ctx, func() (Tokens, error) { return a.signInWithPasskey(ctx, v, r) })
+}
+
+// assertion is a passkey assertion parsed, with the ceremony it answers.
+type assertion struct {
+	rp      *webauthn.WebAuthn
+	parsed  *protocol.ParsedCredentialAssertionData
+	session *webauthn.SessionData
+}
+
+// takeAssertion parses a sign-in's credential and uses up the ceremony its
+// challenge names.
+func (a *Passkeys) takeAssertion(ctx context.Context, credential []byte) (assertion, error) {
+	rp, err := a.passkeyRP()
+	if err != nil {
+		return assertion{}, err
+	}
 	if len(credential) == 0 || string(credential) == "null" {
-		return Tokens{}, passkeyCredentialError("is required")
+		return assertion{}, passkeyCredentialError("is required")
 	}
 	parsed, err := protocol.ParseCredentialRequestResponseBytes(credential)
 	if err != nil {
-		return Tokens{}, passkeyCredentialError("is not a valid authentication credential: " + describeWebAuthnError(err))
+		return assertion{}, passkeyCredentialError("is not a valid authentication credential: " + describeWebAuthnError(err))
 	}
 	session, ok, err := a.takePasskeyCeremony(ctx, ceremony.Login, parsed.Response.CollectedClientData.Challenge, uuid.Nil)
 	if err != nil {
-		return Tokens{}, err
+		return assertion{}, err
 	}
 	if !ok {
-		return Tokens{}, ErrPasskeyChallenge
+		return assertion{}, ErrPasskeyChallenge
 	}
-	refuse := func(reason string, args ...any) (Tokens, error) {
-		a.log.Info("passkey sign-in refused", append([]any{"reason", reason, "request_id", r.RequestID}, args...)...)
-		return Tokens{}, ErrPasskeyRejected
-	}
-	owner, err := a.store.Lookup(ctx, passkeyScope, passkeyCredentialKey(parsed.RawID))
+	return assertion{rp: rp, parsed: parsed, session: session}, nil
+}
+
+// refuse logs why a passkey sign-in was refused and answers as for any bad
+// credential.
+func (a *Passkeys) refuse(r Request, reason string, args ...any) error {
+	a.log.Info("passkey sign-in refused", append([]any{"reason", reason, "request_id", r.RequestID}, args...)...)
+	return ErrPasskeyRejected
+}
+
+// assertionOwner finds the account that claimed the credential, which must
+// be the one the user handle names.
+func (a *Passkeys) assertionOwner(ctx context.Context, as assertion, r Request) (uuid.UUID, error) {
+	owner, err := a.store.Lookup(ctx, passkeyScope, passkeyCredentialKey(as.parsed.RawID))
 	if errors.Is(err, eventstore.ErrNotFound) {
-		return refuse("unknown credential")
+		return uuid.Nil, a.refuse(r, "unknown credential")
 	}
 	if err != nil {
-		return Tokens{}, err
+		return uuid.Nil, err
 	}
 	userID, err := uuid.Parse(owner)
 	if err != nil {
-		return Tokens{}, fmt.Errorf("passkey index holds a bad owner %q: %w", owner, err)
+		return uuid.Nil, fmt.Errorf("passkey index holds a bad owner %q: %w", owner, err)
 	}
-	if handle, err := uuid.FromBytes(parsed.Response.UserHandle); err != nil || handle != userID {
-		return refuse("user handle does not match the credential's account", "user_id", userID)
+	if handle, err := uuid.FromBytes(as.parsed.Response.UserHandle); err != nil || handle != userID {
+		return uuid.Nil, a.refuse(r, "user handle does not match the credential's account", "user_id", userID)
 	}
+	return userID, nil
+}
 
+// verifiedAssertion is an assertion the account's passkey signed, with user
+// verification.
+type verifiedAssertion struct {
+	assertion
+	user      uuid.UUID
+	passkey   uuid.UUID
+	amr       []string
+	clonedKey bool // the library saw the sign count go back
+}
+
+// verifyAssertion checks the assertion's signature with the account's
+// passkey, and that the authenticator verified the user.
+func (a *Passkeys) verifyAssertion(ctx context.Context, as assertion, userID uuid.UUID, r Request) (verifiedAssertion, error) {
 	acc, err := a.loadPasskeyAccount(ctx, userID)
+	if err != nil {
+		return verifiedAssertion{}, err
+	}
+	k := acc.passkeys.ByCredential(as.parsed.RawID)
+	if k == nil || !acc.user.Exists() || !acc.user.EmailVerified {
+		return verifiedAssertion{}, a.refuse(r, "credential not on the account", "user_id", userID)
+	}
+	user := passkeyUser{user: acc.user, creds: []webauthn.Credential{toWebAuthnCredential(k)}}
+	handler := func(rawID, userHandle []byte) (webauthn.User, error) { return user, nil }
+	_, verified, err := as.rp.ValidatePasskeyLogin(handler, *as.session, as.parsed)
+	if err != nil {
+		return verifiedAssertion{}, a.refuse(r, describeWebAuthnError(err), "user_id", userID, "passkey_id", k.ID)
+	}
+	// The ceremony asked for it, but one begun before UV was required did
+	// not; the flag itself is what must hold.
+	if !as.parsed.Response.AuthenticatorData.Flags.HasUserVerified() {
+		return verifiedAssertion{}, a.refuse(r, "no user verification", "user_id", userID, "passkey_id", k.ID)
+	}
+	return verifiedAssertion{assertion: as, user: userID, passkey: k.ID, amr: domain.PasskeyAMR(k.Credential),
+		clonedKey: verified.Authenticator.CloneWarning}, nil
+}
+
+// signInWithPasskey records the passkey's use, on the account as it is now,
+// and opens a session.
+func (a *Passkeys) signInWithPasskey(ctx context.Context, v verifiedAssertion, r Request) (Tokens, error) {
+	acc, err := a.loadPasskeyAccount(ctx, v.user)
 	if err != nil {
 		return Tokens{}, err
 	}
-	k := acc.passkeys.ByCredential(parsed.RawID)
-	if k == nil || !acc.user.Exists() || !acc.user.EmailVerified {
-		return refuse("credential not on the account", "user_id", userID)
+	u := acc.user
+	data := v.parsed.Response.AuthenticatorData
+	events, err := acc.passkeys.Use(u.ID, v.passkey, data.Counter, data.Flags.HasUserVerified(), data.Flags.HasBackupState())
+	if errors.Is(err, domain.ErrSignCountWentBack) || err == nil && v.clonedKey {
+		stored := uint32(0)
+		if k := acc.passkeys.Find(v.passkey); k != nil {
+			stored = k.Credential.SignCount
+		}
+		a.log.Warn("passkey sign-in refused: the sign count did not increase; possible cloned authenticator",
+			"user_id", u.ID, "passkey_id", v.passkey, "stored_sign_count", stored,
+			"reported_sign_count", data.Counter, "ip", r.IP, "request_id", r.RequestID)
+		return Tokens{}, ErrPasskeyRejected
 	}
-	passkeyID := k.ID
-	user := passkeyUser{user: acc.user, creds: []webauthn.Credential{toWebAuthnCredential(k)}}
-	handler := func(rawID, userHandle []byte) (webauthn.User, error) { return user, nil }
-	_, verified, err := rp.ValidatePasskeyLogin(handler, *session, parsed)
+	if errors.Is(err, domain.ErrPasskeyNotFound) {
+		return Tokens{}, a.refuse(r, "passkey removed meanwhile", "user_id", v.user, "passkey_id", v.passkey)
+	}
 	if err != nil {
-		return refuse(describeWebAuthnError(err), "user_id", userID, "passkey_id", passkeyID)
+		return Tokens{}, err
 	}
-	flags := parsed.Response.AuthenticatorData.Flags
-	// The ceremony asked for it, but one begun before UV was required did
-	// not; the flag itself is what must hold.
-	if !flags.HasUserVerified() {
-		return refuse("no user verification", "user_id", userID, "passkey_id", passkeyID)
+	c := a.newChange(r)
+	if err := c.record(acc, domain.UserStream(u.ID), u.TenantID, u.ID, events...); err != nil {
+		return Tokens{}, err
 	}
-	amr := domain.PasskeyAMR(k.Credential)
-
-	return retry(ctx, func() (Tokens, error) {
-		acc, err := a.loadPasskeyAccount(ctx, userID)
-		if err != nil {
-			return Tokens{}, err
-		}
-		u := acc.user
-		events, err := acc.passkeys.Use(u.ID, passkeyID, parsed.Response.AuthenticatorData.Counter, flags.HasUserVerified(), flags.HasBackupState())
-		if errors.Is(err, domain.ErrSignCountWentBack) || err == nil && verified.Authenticator.CloneWarning {
-			stored := uint32(0)
-			if k := acc.passkeys.Find(passkeyID); k != nil {
-				stored = k.Credential.SignCount
-			}
-			a.log.Warn("passkey sign-in refused: the sign count did not increase; possible cloned authenticator",
-				"user_id", u.ID, "passkey_id", passkeyID, "stored_sign_count", stored,
-				"reported_sign_count", parsed.Response.AuthenticatorData.Counter, "ip", r.IP, "request_id", r.RequestID)
-			return Tokens{}, ErrPasskeyRejected
-		}
-		if errors.Is(err, domain.ErrPasskeyNotFound) {
-			return refuse("passkey removed meanwhile", "user_id", userID, "passkey_id", passkeyID)
-		}
-		if err != nil {
-			return Tokens{}, err
-		}
-		c := a.newChange(r)
-		if err := c.record(acc, domain.UserStream(u.ID), u.TenantID, u.ID, events...); err != nil {
-			return Tokens{}, err
-		}
-		return a.sessions.openSession(ctx, c, u, amr, r)
-	})
+	return a.sessions.openSession(ctx, c, u, v.amr, r)
 }
 
 // RenamePasskey renames one of the caller's passkeys; someone else's is not

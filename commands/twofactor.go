@@ -266,85 +266,17 @@ func (a *TwoFactor) RegenerateBackupCodes(ctx context.Context, caller tokens.Cla
 // A TOTP step and a backup code are accepted once; so is a challenge, which
 // also takes at most domain.ChallengeTries answers in all.
 func (a *TwoFactor) VerifyChallenge(ctx context.Context, token, code string, r Request) (Tokens, error) {
-	if token == "" {
-		return Tokens{}, ErrInvalidChallenge
-	}
-	parsed, err := domain.ParseCode(code)
-	if err != nil {
-		return Tokens{}, ErrInvalidCode
-	}
-	if a.challenges == nil {
-		return Tokens{}, ErrInvalidChallenge
-	}
-	userID, err := a.challenges.User(token)
-	if err != nil {
-		return Tokens{}, ErrInvalidChallenge
-	}
-	class, err := a.knownNetwork(ctx, userID, r.IP)
+	ans, err := a.admitAnswer(ctx, token, code, r)
 	if err != nil {
 		return Tokens{}, err
 	}
-	key := secondFactorKey(userID, class)
-	if err := a.spendGuess(ctx, key, secondFactorGuessesPerDay); err != nil {
-		return Tokens{}, err
+	t, err := retry(ctx, func() (Tokens, error) { return a.signInWithAnswer(ctx, ans, r) })
+	if ans.opening == nil || !ans.opening.done {
+		a.settleCode(ctx, ans.key, err)
 	}
-	ch, loaded, err := a.answer(ctx, token, userID, key)
-	if err != nil {
-		a.refundGuess(ctx, key) // no code was checked
-		return Tokens{}, err
-	}
-	var user *domain.User
-	var state *domain.TwoFactor
-	var opening *change
-	t, err := retry(ctx, func() (Tokens, error) {
-		// The first decision uses the account loaded with the answer; one
-		// taken again after a conflict loads it anew.
-		var u *domain.User
-		var tf *domain.TwoFactor
-		var err error
-		if loaded != nil {
-			u, tf, err = foldAccount(loaded)
-			loaded = nil
-		} else {
-			u, tf, err = a.loadAccount(ctx, ch.UserID)
-		}
-		if errors.Is(err, ErrNotFound) {
-			return Tokens{}, ErrInvalidChallenge
-		}
-		if err != nil {
-			return Tokens{}, err
-		}
-		if ch.CreatedAt.Before(u.SessionsValidAfter) {
-			return Tokens{}, ErrInvalidChallenge // the password was reset since the first factor
-		}
-		user = u
-		events, err := tf.Verify(ch.ID, parsed, a.now(), a.backupHash(u.ID))
-		if errors.Is(err, domain.ErrTwoFactorDisabled) {
-			return Tokens{}, ErrInvalidChallenge // turned off since: sign in again
-		}
-		if err != nil {
-			return Tokens{}, twoFactorError(err)
-		}
-		c := a.newChange(r)
-		if err := c.record(tf, domain.TwoFactorStream(u.ID), u.TenantID, u.ID, events...); err != nil {
-			return Tokens{}, err
-		}
-		// The right code settles the try and uses the challenge up in the
-		// session's own transaction: two statements, no commits of their own.
-		c.also(a.throttle.ResetStatement(key), ratelimit.RefundStatement(key), a.challenges.FinishStatement(token))
-		state, opening = tf, c
-		if _, backup := events[0].(*domain.BackupCodeUsed); backup {
-			// The status read model counts backup codes: let the next read see it.
-			return a.sessions.openSession(ctx, c, u, withMFA(ch.AMR), r, projections.TwoFactor{})
-		}
-		return a.sessions.openSession(ctx, c, u, withMFA(ch.AMR), r)
-	})
-	if opening == nil || !opening.done {
-		a.settleCode(ctx, key, err)
-	}
-	if errors.Is(err, ErrInvalidCode) && user != nil {
-		a.recordFailure(ctx, user, r)
-		a.missed(ctx, user.ID, guessedKind(parsed), r)
+	if errors.Is(err, ErrInvalidCode) && ans.user != nil {
+		a.recordFailure(ctx, ans.user, r)
+		a.missed(ctx, ans.user.ID, guessedKind(ans.code), r)
 	}
 	if err != nil {
 		return Tokens{}, err
@@ -352,8 +284,102 @@ func (a *TwoFactor) VerifyChallenge(ctx context.Context, token, code string, r R
 	// Each answer adds an event to the stream; now and then a snapshot keeps
 	// what the next load reads short. state has the answer applied: the
 	// change recorded it.
-	a.snapshotTwoFactor(ctx, user, state, r)
+	a.snapshotTwoFactor(ctx, ans.user, ans.state, r)
 	return t, nil
+}
+
+// challengeAnswer is an answer to a login challenge on its way through
+// VerifyChallenge: what admitAnswer found, then what the last decision saw.
+type challengeAnswer struct {
+	token  string
+	code   domain.Code
+	key    string // the throttle's and the guessing budget's account
+	ch     challenges.Challenge
+	loaded [][]eventstore.Event // the account, loaded with the answer; nil once used
+
+	user    *domain.User
+	state   *domain.TwoFactor
+	opening *change
+}
+
+// admitAnswer checks the answer's form, spends a guess of the day's budget
+// and counts the answer against its challenge and the throttle, loading the
+// account on the way.
+func (a *TwoFactor) admitAnswer(ctx context.Context, token, code string, r Request) (*challengeAnswer, error) {
+	if token == "" {
+		return nil, ErrInvalidChallenge
+	}
+	parsed, err := domain.ParseCode(code)
+	if err != nil {
+		return nil, ErrInvalidCode
+	}
+	if a.challenges == nil {
+		return nil, ErrInvalidChallenge
+	}
+	userID, err := a.challenges.User(token)
+	if err != nil {
+		return nil, ErrInvalidChallenge
+	}
+	class, err := a.knownNetwork(ctx, userID, r.IP)
+	if err != nil {
+		return nil, err
+	}
+	key := secondFactorKey(userID, class)
+	if err := a.spendGuess(ctx, key, secondFactorGuessesPerDay); err != nil {
+		return nil, err
+	}
+	ch, loaded, err := a.answer(ctx, token, userID, key)
+	if err != nil {
+		a.refundGuess(ctx, key) // no code was checked
+		return nil, err
+	}
+	return &challengeAnswer{token: token, code: parsed, key: key, ch: ch, loaded: loaded}, nil
+}
+
+// signInWithAnswer decides the answer on the account as it is now and, when
+// it is right, opens the session in the same commit.
+func (a *TwoFactor) signInWithAnswer(ctx context.Context, ans *challengeAnswer, r Request) (Tokens, error) {
+	// The first decision uses the account loaded with the answer; one taken
+	// again after a conflict loads it anew.
+	var u *domain.User
+	var tf *domain.TwoFactor
+	var err error
+	if ans.loaded != nil {
+		u, tf, err = foldAccount(ans.loaded)
+		ans.loaded = nil
+	} else {
+		u, tf, err = a.loadAccount(ctx, ans.ch.UserID)
+	}
+	if errors.Is(err, ErrNotFound) {
+		return Tokens{}, ErrInvalidChallenge
+	}
+	if err != nil {
+		return Tokens{}, err
+	}
+	if ans.ch.CreatedAt.Before(u.SessionsValidAfter) {
+		return Tokens{}, ErrInvalidChallenge // the password was reset since the first factor
+	}
+	ans.user = u
+	events, err := tf.Verify(ans.ch.ID, ans.code, a.now(), a.backupHash(u.ID))
+	if errors.Is(err, domain.ErrTwoFactorDisabled) {
+		return Tokens{}, ErrInvalidChallenge // turned off since: sign in again
+	}
+	if err != nil {
+		return Tokens{}, twoFactorError(err)
+	}
+	c := a.newChange(r)
+	if err := c.record(tf, domain.TwoFactorStream(u.ID), u.TenantID, u.ID, events...); err != nil {
+		return Tokens{}, err
+	}
+	// The right code settles the try and uses the challenge up in the
+	// session's own transaction: two statements, no commits of their own.
+	c.also(a.throttle.ResetStatement(ans.key), ratelimit.RefundStatement(ans.key), a.challenges.FinishStatement(ans.token))
+	ans.state, ans.opening = tf, c
+	if _, backup := events[0].(*domain.BackupCodeUsed); backup {
+		// The status read model counts backup codes: let the next read see it.
+		return a.sessions.openSession(ctx, c, u, withMFA(ans.ch.AMR), r, projections.TwoFactor{})
+	}
+	return a.sessions.openSession(ctx, c, u, withMFA(ans.ch.AMR), r)
 }
 
 // answer counts an answer against the challenge of token and an attempt
