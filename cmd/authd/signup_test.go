@@ -22,7 +22,7 @@ import (
 // token carrying one signs nobody up.
 func TestEmailsNeedAMailableDomain(t *testing.T) {
 	t.Parallel()
-	idp := newGoogleIdP(t)
+	idp := testenv.NewGoogleIdP(t)
 	c := googleCluster(t, idp)
 	in := c.start(t)
 	pool := c.dbPool(t)
@@ -66,7 +66,7 @@ func TestEmailsNeedAMailableDomain(t *testing.T) {
 
 	before := readDBState(t, pool)
 	for name, e := range bad {
-		r := in.call(t, "POST", api+"/google", "", map[string]any{"id_token": idp.token(t, "google-"+name, e)})
+		r := in.call(t, "POST", api+"/google", "", map[string]any{"id_token": idp.Token(t, "google-"+name, e)})
 		if r.status != 401 || r.errCode() != "invalid_token" {
 			t.Errorf("Google ID token with email %s (%q) = %d %s; want 401 invalid_token", name, e, r.status, r.raw)
 		}
