@@ -23,6 +23,7 @@ import (
 	"github.com/authd/authd/internal/mail"
 	"github.com/authd/authd/internal/natsbus"
 	"github.com/authd/authd/internal/password"
+	"github.com/authd/authd/internal/pgpool"
 	"github.com/authd/authd/internal/ratelimit"
 	"github.com/authd/authd/internal/revocation"
 	"github.com/authd/authd/internal/seal"
@@ -119,12 +120,13 @@ func newApp(t *testing.T, opts ...appOption) *testApp {
 	// The relay and the five projections each hold a connection while they
 	// lead; the commands share the rest.
 	held := 1 + len(projections.All())
+	size := int32(held + 4)
 	var pool *pgxpool.Pool
 	if o.statements != nil {
-		pool = o.statements.Pool(t, env.url, int32(held+8))
+		pool = o.statements.Pool(t, env.url, size)
 	} else {
 		var err error
-		if pool, err = pgxpool.New(ctx, env.url); err != nil {
+		if pool, err = pgpool.Open(ctx, env.url, size); err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(pool.Close)
@@ -318,4 +320,15 @@ func (a *testApp) eventTypes(t *testing.T, n int) []string {
 		t.Fatal(err)
 	}
 	return types[min(n, len(types)):]
+}
+
+// user reads a user as the answers and GET /me show it: from the users read
+// model, which the commands' read-your-writes wait has brought up to date.
+func (a *testApp) user(t *testing.T, id uuid.UUID) projections.UserView {
+	t.Helper()
+	u, err := projections.NewUserReader(a.pool).Get(t.Context(), id)
+	if err != nil {
+		t.Fatalf("read user %s: %v", id, err)
+	}
+	return u
 }
