@@ -8,6 +8,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/authd/authd/internal/softauthn"
+	"github.com/authd/authd/internal/testenv"
 )
 
 // A passkey is a factor of its own: a user with TOTP on signs in with one
@@ -24,8 +25,8 @@ func TestPasskeyLoginOfATwoFactorUserNeedsNoChallenge(t *testing.T) {
 		t.Fatalf("register passkey = %d %s", r.status, r.raw)
 	}
 	setup := a.must(t, 200, "POST", api+"/2fa/setup", access, nil)
-	app := &tfAuthenticator{secret: setup.str("secret")}
-	a.must(t, 200, "POST", api+"/2fa/enable", access, map[string]any{"code": app.next(t)})
+	app := &testenv.TOTPApp{Secret: setup.str("secret")}
+	a.must(t, 200, "POST", api+"/2fa/enable", access, map[string]any{"code": app.Next(t)})
 
 	if r := a.must(t, 200, "POST", api+"/login", "", map[string]any{"email": email, "password": pw}); r.body["two_factor_required"] != true {
 		t.Fatalf("a password login of a 2FA user got no challenge: %s", r.raw)
@@ -58,8 +59,8 @@ func TestPasskeyLoginWithoutUserVerificationIsRefused(t *testing.T) {
 		t.Fatalf("register a key without user verification = %d %s; registration only prefers it", r.status, r.raw)
 	}
 	setup := a.must(t, 200, "POST", api+"/2fa/setup", access, nil)
-	app := &tfAuthenticator{secret: setup.str("secret")}
-	a.must(t, 200, "POST", api+"/2fa/enable", access, map[string]any{"code": app.next(t)})
+	app := &testenv.TOTPApp{Secret: setup.str("secret")}
+	a.must(t, 200, "POST", api+"/2fa/enable", access, map[string]any{"code": app.Next(t)})
 
 	opts := pkLoginOptions(t, a)
 	if !strings.Contains(string(opts), `"userVerification":"required"`) {

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/authd/authd/internal/testenv"
 )
 
 // checkRateLimited fails the test unless r is a 429 rate_limited in the error
@@ -410,8 +412,8 @@ func TestAStuffedPasswordElsewhereCannotKeepATwoFactorOwnerOut(t *testing.T) {
 	const email, pw = "tf-owner@example.com", "correct horse battery staple"
 	home := hdr("X-Forwarded-For", "192.0.2.10")
 	access := c.signupVerified(t, in, email, pw, home).str("access_token")
-	app := &tfAuthenticator{secret: in.must(t, 200, "POST", api+"/2fa/setup", access, nil).str("secret")}
-	in.must(t, 200, "POST", api+"/2fa/enable", access, map[string]any{"code": app.next(t)})
+	app := &testenv.TOTPApp{Secret: in.must(t, 200, "POST", api+"/2fa/setup", access, nil).str("secret")}
+	in.must(t, 200, "POST", api+"/2fa/enable", access, map[string]any{"code": app.Next(t)})
 
 	ip := 0
 	elsewhere := func() http.Header {
@@ -422,7 +424,7 @@ func TestAStuffedPasswordElsewhereCannotKeepATwoFactorOwnerOut(t *testing.T) {
 		t.Helper()
 		return tfChallenge(t, in.rawCall(t, "POST", api+"/login", h, jsonBody(t, map[string]any{"email": email, "password": pw})))
 	}
-	wrongCode := app.wrong(t)
+	wrongCode := app.Wrong(t)
 	token, tries, wrong := "", 0, 0
 	for wrong < 10 {
 		if tries == 0 {
@@ -445,7 +447,7 @@ func TestAStuffedPasswordElsewhereCannotKeepATwoFactorOwnerOut(t *testing.T) {
 	r := in.rawCall(t, "POST", api+"/2fa/verify", elsewhere(), jsonBody(t, map[string]any{"challenge_token": token, "code": wrongCode}))
 	checkRateLimited(t, "a code from elsewhere after 10 wrong ones", r, 60)
 
-	r = in.rawCall(t, "POST", api+"/2fa/verify", home, jsonBody(t, map[string]any{"challenge_token": challenge(home), "code": app.next(t)}))
+	r = in.rawCall(t, "POST", api+"/2fa/verify", home, jsonBody(t, map[string]any{"challenge_token": challenge(home), "code": app.Next(t)}))
 	if r.status != 200 || r.str("access_token") == "" {
 		t.Errorf("the owner's right code from a known network = %d %s; want 200 with tokens", r.status, r.raw)
 	}

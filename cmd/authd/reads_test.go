@@ -9,6 +9,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/authd/authd/internal/softauthn"
+	"github.com/authd/authd/internal/testenv"
 )
 
 // readsCluster is a cluster on a NATS of the test's own whose writes wait
@@ -131,8 +132,8 @@ func TestTwoFactorStatusWhileTheReadModelLagsShowsTheEnable(t *testing.T) {
 	killNATS()
 
 	setup := in.must(t, 200, "POST", api+"/2fa/setup", access, nil)
-	k := &tfAuthenticator{secret: setup.str("secret")}
-	enabled := in.must(t, 200, "POST", api+"/2fa/enable", access, map[string]any{"code": k.next(t)})
+	k := &testenv.TOTPApp{Secret: setup.str("secret")}
+	enabled := in.must(t, 200, "POST", api+"/2fa/enable", access, map[string]any{"code": k.Next(t)})
 	tfStatus(t, in, access, true, len(tfBackupCodes(t, enabled)))
 }
 
