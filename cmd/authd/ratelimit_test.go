@@ -1,11 +1,9 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -195,39 +193,6 @@ func TestRateLimitBehindTrustedProxy(t *testing.T) {
 	})
 }
 
-// Each login counts against its account while its password is checked, so a
-// burst of the owner's own logins looks like guesses in flight at first: more
-// than six at once must still get in once the first prove right, not a 429.
-func TestABurstOfTheOwnersLoginsIsNotThrottled(t *testing.T) {
-	t.Parallel()
-	c := newCluster(t, map[string]string{"AUTHD_RATE_LIMIT": "off"})
-	in := c.start(t)
-	email, pw := "burst@example.com", "correct horse battery"
-	c.signupVerified(t, in, email, pw, nil)
-	const logins = 9
-	statuses := make([]int, logins)
-	var wg sync.WaitGroup
-	for i := range logins {
-		wg.Go(func() {
-			statuses[i] = in.call(t, "POST", api+"/login", "", map[string]any{"email": email, "password": pw}).status
-		})
-	}
-	wg.Wait()
-	ok := 0
-	for i, st := range statuses {
-		switch st {
-		case 200:
-			ok++
-		case 503: // the hasher's queue was full: load, not the account
-		default:
-			t.Errorf("login %d of %d at once = %d", i+1, logins, st)
-		}
-	}
-	if ok == 0 {
-		t.Fatal("no login of the burst got in")
-	}
-}
-
 // throttleFromElsewhere sends wrong passwords for email, each from an
 // address of its own outside the owner's networks (next), until the
 // account's logins from elsewhere must wait at least 2 s, and returns that
@@ -309,97 +274,6 @@ func TestAnAttackerElsewhereCannotKeepTheOwnerOut(t *testing.T) {
 			t.Errorf("the owner's code from a known network = %d %s; want 200", r.status, r.raw)
 		}
 	})
-}
-
-// Emailed codes can be guessed only so often a day per account and class
-// (README: "Guessing budgets"), however many addresses guess; the tenth
-// wrong one of a day appends one CodeGuessingDetected, whichever instance
-// sees it, and the owner's class keeps its own budget.
-func TestEmailCodeGuessesHaveADailyBudgetAndTellTheOwner(t *testing.T) {
-	t.Parallel()
-	c := newCluster(t, map[string]string{"AUTHD_RATE_LIMIT": "on", "AUTHD_TRUSTED_PROXIES": "127.0.0.1/32"})
-	a, b := c.start(t), c.start(t)
-	const email, pw = "guessed@example.com", "correct horse battery staple"
-	home := hdr("X-Forwarded-For", "192.0.2.10")
-	c.signupVerified(t, a, email, pw, home)
-	ip := 0
-	guess := func(in *instance) response {
-		ip++
-		h := hdr("X-Forwarded-For", fmt.Sprintf("198.18.%d.%d", ip/250, ip%250+1))
-		return in.rawCall(t, "POST", api+"/otp/login", h, jsonBody(t, map[string]any{"email": email, "code": "999999"}))
-	}
-	wrong := func(r response, n int) {
-		t.Helper()
-		if r.status != 400 || r.errCode() != "invalid_code" {
-			t.Fatalf("wrong code #%d = %d %s; want 400 invalid_code", n, r.status, r.raw)
-		}
-	}
-	for n := 1; n <= 8; n++ {
-		wrong(guess(a), n)
-	}
-	// The 9th to the 30th at once, on two instances: the 10th must be told
-	// once, whoever counts it.
-	results := make([]response, 22)
-	var wg sync.WaitGroup
-	for i := range results {
-		in := a
-		if i%2 == 1 {
-			in = b
-		}
-		ip++
-		h := hdr("X-Forwarded-For", fmt.Sprintf("198.19.%d.%d", i/250, i%250+1))
-		wg.Go(func() {
-			results[i] = in.rawCall(t, "POST", api+"/otp/login", h, jsonBody(t, map[string]any{"email": email, "code": "999999"}))
-		})
-	}
-	wg.Wait()
-	for i, r := range results {
-		wrong(r, 9+i)
-	}
-	for n := 31; n <= 100; n++ {
-		wrong(guess(a), n)
-	}
-	checkRateLimited(t, "the 101st guess of the day from elsewhere", guess(b), 86400)
-
-	rows, err := c.dbPool(t).Query(t.Context(), `SELECT data FROM events WHERE type = 'CodeGuessingDetected'`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var found []map[string]any
-	for rows.Next() {
-		var raw []byte
-		if err := rows.Scan(&raw); err != nil {
-			t.Fatal(err)
-		}
-		var d map[string]any
-		if err := json.Unmarshal(raw, &d); err != nil {
-			t.Fatal(err)
-		}
-		found = append(found, d)
-	}
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
-	}
-	if len(found) != 1 {
-		t.Fatalf("CodeGuessingDetected events = %d %v; want exactly 1", len(found), found)
-	}
-	d := found[0]
-	if d["kind"] != "email_code" || d["failures"] != float64(10) || d["user_id"] == "" || d["window_start"] == nil {
-		t.Errorf("CodeGuessingDetected data = %v; want kind email_code, failures 10, the user and the window's start", d)
-	}
-	if raw, _ := json.Marshal(d); strings.Contains(string(raw), "999999") {
-		t.Errorf("CodeGuessingDetected carries a code: %s", raw)
-	}
-
-	// The owner's network has a budget of its own.
-	seen := len(mailsTo(t, c, email))
-	if r := a.rawCall(t, "POST", api+"/otp/send", home, jsonBody(t, map[string]any{"email": email, "purpose": "login"})); r.status != 202 {
-		t.Fatalf("otp/send from home = %d %s", r.status, r.raw)
-	}
-	code := c.nextCode(t, email, seen)
-	if r := b.rawCall(t, "POST", api+"/otp/login", home, jsonBody(t, map[string]any{"email": email, "code": code})); r.status != 200 {
-		t.Errorf("the owner's code from a known network after the day's budget elsewhere was spent = %d %s; want 200", r.status, r.raw)
-	}
 }
 
 // With a stuffed password, an attacker elsewhere who keeps the account's
