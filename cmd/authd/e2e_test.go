@@ -409,29 +409,3 @@ func verifyWithJWKS(t *testing.T, in *instance, token, userID, sessionID string)
 		t.Fatalf("amr: %v", claims["amr"])
 	}
 }
-
-// Each instance keeps the state of the sessions it refreshed, so refreshes
-// that alternate between instances find each other's state out of date: a
-// rotation must still work on every turn, and reuse must still revoke.
-func TestRefreshAlternatingBetweenInstances(t *testing.T) {
-	t.Parallel()
-	c := newCluster(t, map[string]string{"AUTHD_REFRESH_REUSE_GRACE": "0"})
-	a, b := c.start(t), c.start(t)
-	login := c.signupVerified(t, a, "alternating@example.com", "correct horse battery", nil)
-	tokens := []string{login.str("refresh_token")}
-	for i, in := range []*instance{a, b, a, b, a, b} {
-		r := in.must(t, 200, "POST", api+"/refresh", "", map[string]any{"refresh_token": tokens[i]})
-		in.must(t, 200, "GET", api+"/me", r.str("access_token"), nil)
-		tokens = append(tokens, r.str("refresh_token"))
-	}
-	// b last rotated tokens[5] away; a rotated tokens[4] away, so in the
-	// state a holds tokens[5] is current. a must see the reuse all the same.
-	if got := a.call(t, "POST", api+"/refresh", "", map[string]any{"refresh_token": tokens[5]}); got.errCode() != "invalid_refresh_token" {
-		t.Fatalf("reuse of a rotated-away token = %d %s", got.status, got.raw)
-	}
-	for _, in := range []*instance{b, a} {
-		if got := in.call(t, "POST", api+"/refresh", "", map[string]any{"refresh_token": tokens[6]}); got.errCode() != "invalid_refresh_token" {
-			t.Fatalf("the current token after reuse detection = %d %s", got.status, got.raw)
-		}
-	}
-}
