@@ -11,13 +11,11 @@ import (
 	"regexp"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
 
-	"github.com/authd/authd/domain"
 	"github.com/authd/authd/internal/testenv"
 )
 
@@ -354,127 +352,4 @@ func tfStrings(v any) []string {
 		out = append(out, s)
 	}
 	return out
-}
-
-// Racing answers: one challenge answered twice at once, and one TOTP code
-// sent to two challenges at once, each succeed exactly once.
-func TestTwoFactorAnswersRaceToOneWinner(t *testing.T) {
-	t.Parallel()
-	c := newCluster(t, nil)
-	a, b := c.start(t), c.start(t)
-	email, pw := "tf-race-"+strings.ToLower(uuid.NewString()[:8])+"@example.com", "correct horse battery"
-	access := c.signupVerified(t, a, email, pw, nil).str("access_token")
-	app := &testenv.TOTPApp{Secret: a.must(t, 200, "POST", api+"/2fa/setup", access, nil).str("secret")}
-	backup := tfBackupCodes(t, a.must(t, 200, "POST", api+"/2fa/enable", access, map[string]any{"code": app.Next(t)}))
-	login := func() string {
-		return tfChallenge(t, a.must(t, 200, "POST", api+"/login", "", map[string]any{"email": email, "password": pw}))
-	}
-	race := func(calls ...func() response) (wins int, answers []string) {
-		var mu sync.Mutex
-		var wg sync.WaitGroup
-		for _, call := range calls {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				r := call()
-				mu.Lock()
-				defer mu.Unlock()
-				if r.status == 200 {
-					wins++
-				}
-				answers = append(answers, r.raw)
-			}()
-		}
-		wg.Wait()
-		return wins, answers
-	}
-	// One challenge answered at once on two instances with two right codes.
-	for round := 0; round < 3; round++ {
-		ch := login()
-		wins, answers := race(
-			func() response {
-				return a.call(t, "POST", api+"/2fa/verify", "", map[string]any{"challenge_token": ch, "code": backup[2*round]})
-			},
-			func() response {
-				return b.call(t, "POST", api+"/2fa/verify", "", map[string]any{"challenge_token": ch, "code": backup[2*round+1]})
-			},
-		)
-		if wins != 1 {
-			t.Fatalf("one challenge answered twice at once: %d wins %v", wins, answers)
-		}
-	}
-	// One code sent to two challenges at once: a TOTP code, then a backup code.
-	for _, code := range []string{app.Next(t), backup[9]} {
-		ch1, ch2 := login(), login()
-		wins, answers := race(
-			func() response {
-				return a.call(t, "POST", api+"/2fa/verify", "", map[string]any{"challenge_token": ch1, "code": code})
-			},
-			func() response {
-				return b.call(t, "POST", api+"/2fa/verify", "", map[string]any{"challenge_token": ch2, "code": code})
-			},
-		)
-		if wins != 1 {
-			t.Fatalf("one code on two challenges at once: %d wins %v", wins, answers)
-		}
-	}
-}
-
-// Every second-factor sign-in adds an event to the user's two-factor stream;
-// past domain.SnapshotEvery of them a snapshot is appended and loads start
-// from it. Codes used before it stay used, those left still work.
-func TestLongTwoFactorStreamsLoadFromASnapshot(t *testing.T) {
-	t.Parallel()
-	c := newCluster(t, map[string]string{"AUTHD_RATE_LIMIT": "off"})
-	a := c.start(t)
-	email, pw := "tf-long-"+strings.ToLower(uuid.NewString()[:8])+"@example.com", "correct horse battery"
-	access := c.signupVerified(t, a, email, pw, nil).str("access_token")
-	secret := a.must(t, 200, "POST", api+"/2fa/setup", access, nil).str("secret")
-	app := &testenv.TOTPApp{Secret: secret}
-	fresh := tfBackupCodes(t, a.must(t, 200, "POST", api+"/2fa/enable", access, map[string]any{"code": app.Next(t)}))
-	var used []string
-	challenge := func() string {
-		t.Helper()
-		return tfChallenge(t, a.call(t, "POST", api+"/login", "", map[string]any{"email": email, "password": pw}))
-	}
-	for range domain.SnapshotEvery {
-		if len(fresh) == 0 {
-			fresh = tfBackupCodes(t, a.must(t, 200, "POST", api+"/2fa/backup-codes/regenerate", access, nil))
-		}
-		code := fresh[0]
-		fresh, used = fresh[1:], append(used, code)
-		access = a.must(t, 200, "POST", api+"/2fa/verify", "", map[string]any{"challenge_token": challenge(), "code": code}).str("access_token")
-	}
-
-	pool := c.dbPool(t)
-	var snapshots int
-	var public string
-	if err := pool.QueryRow(context.Background(), `SELECT count(*), coalesce(max(data::text), '') FROM events WHERE type = $1`,
-		domain.TypeTwoFactorSnapshotTaken).Scan(&snapshots, &public); err != nil {
-		t.Fatal(err)
-	}
-	if snapshots == 0 {
-		t.Fatalf("no snapshot after %d second-factor sign-ins", domain.SnapshotEvery)
-	}
-	if strings.Contains(public, secret) || strings.Contains(public, "hash") {
-		t.Fatalf("a snapshot's public part holds a secret: %s", public)
-	}
-	// The last ten codes are the current set's: the snapshot came after the
-	// 50th event, with the first four of them used before it and the rest
-	// after; either way none works again. (Four wrong answers: a fifth in a
-	// row would slow the account down.)
-	n := len(used)
-	for _, code := range []string{used[n-10], used[n-9], used[n-2], used[n-1]} {
-		if r := a.call(t, "POST", api+"/2fa/verify", "", map[string]any{"challenge_token": challenge(), "code": code}); r.errCode() != "invalid_code" {
-			t.Fatalf("a used backup code after the snapshot = %d %s", r.status, r.raw)
-		}
-	}
-	if len(fresh) < 2 {
-		fresh = tfBackupCodes(t, a.must(t, 200, "POST", api+"/2fa/backup-codes/regenerate", access, nil))
-	}
-	access = a.must(t, 200, "POST", api+"/2fa/verify", "", map[string]any{"challenge_token": challenge(), "code": fresh[0]}).str("access_token")
-	tfStatus(t, a, access, true, len(fresh)-1)
-	access = a.must(t, 200, "POST", api+"/2fa/verify", "", map[string]any{"challenge_token": challenge(), "code": app.Next(t)}).str("access_token")
-	a.must(t, 204, "POST", api+"/2fa/disable", access, map[string]any{"code": fresh[1]})
-	tfStatus(t, a, access, false, 0)
 }
