@@ -12,14 +12,12 @@ import (
 	"net/http/httptest"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/authd/authd/internal/testenv"
-	"github.com/authd/authd/internal/totp"
 )
 
 func googleCluster(t *testing.T, g *testenv.GoogleIdP) *cluster {
@@ -304,36 +302,6 @@ func TestGoogleKeyRotation(t *testing.T) {
 	}
 }
 
-func TestGoogleUserWithTwoFactorGetsAChallenge(t *testing.T) {
-	t.Parallel()
-	idp := testenv.NewGoogleIdP(t)
-	c := googleCluster(t, idp)
-	in := c.start(t)
-	signup := googleSignIn(t, in, idp.Token(t, "666", "twofa@example.com"))
-	access := signup.str("access_token")
-
-	setup := in.must(t, 200, "POST", api+"/2fa/setup", access, nil)
-	code, err := totp.CodeAt(setup.str("secret"), time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	enabled := in.must(t, 200, "POST", api+"/2fa/enable", access, map[string]any{"code": code})
-	backup, _ := enabled.body["backup_codes"].([]any)
-	if len(backup) == 0 {
-		t.Fatalf("enable: %s", enabled.raw)
-	}
-
-	ch := googleSignIn(t, in, idp.Token(t, "666", "twofa@example.com"))
-	if ch.body["two_factor_required"] != true || ch.str("challenge_token") == "" || ch.str("access_token") != "" {
-		t.Fatalf("Google sign-in of a 2FA user: %s", ch.raw)
-	}
-	done := in.must(t, 200, "POST", api+"/2fa/verify", "", map[string]any{"challenge_token": ch.str("challenge_token"), "code": backup[0]})
-	checkTokens(t, done, "twofa@example.com")
-	if amr := googleAMR(t, done.str("access_token")); !slices.Contains(amr, "fed") || !slices.Contains(amr, "mfa") {
-		t.Fatalf("amr after the challenge: %v, want fed and mfa", amr)
-	}
-}
-
 // startGoogleVariant starts an instance of the cluster with some settings changed.
 func (c *cluster) startGoogleVariant(t *testing.T, env map[string]string) *instance {
 	t.Helper()
@@ -345,45 +313,4 @@ func (c *cluster) startGoogleVariant(t *testing.T, env map[string]string) *insta
 		changed.env[k] = v
 	}
 	return changed.start(t)
-}
-
-// First sign-ins of one Google account at once, on two instances, make one
-// account: the losers of the race find the winner's.
-func TestGoogleConcurrentFirstSignInsMakeOneAccount(t *testing.T) {
-	t.Parallel()
-	idp := testenv.NewGoogleIdP(t)
-	c := googleCluster(t, idp)
-	ins := []*instance{c.start(t), c.start(t)}
-	pool := c.dbPool(t)
-	c.signupVerified(t, ins[0], "existing@example.com", "correct horse battery staple", nil)
-
-	for _, email := range []string{"race@example.com", "existing@example.com"} {
-		sub := "sub-of-" + email
-		ids := make([]string, 8)
-		var wg sync.WaitGroup
-		for i := range ids {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				r := ins[i%2].call(t, "POST", api+"/google", "", map[string]any{"id_token": idp.Token(t, sub, email)})
-				if r.status != 200 {
-					t.Errorf("%s: concurrent sign-in %d = %d %s", email, i, r.status, r.raw)
-				}
-				ids[i] = r.str("user", "id")
-			}()
-		}
-		wg.Wait()
-		for _, id := range ids {
-			if id != ids[0] {
-				t.Fatalf("%s: concurrent sign-ins found different users: %v", email, ids)
-			}
-		}
-	}
-	var users, links int
-	if err := pool.QueryRow(t.Context(), `SELECT count(*) FILTER (WHERE type = 'UserRegistered'), count(*) FILTER (WHERE type = 'GoogleLinked') FROM events`).Scan(&users, &links); err != nil {
-		t.Fatal(err)
-	}
-	if users != 2 || links != 2 {
-		t.Fatalf("%d users registered and %d links; want 2 and 2", users, links)
-	}
 }
