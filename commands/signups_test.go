@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -276,4 +277,55 @@ func TestVerifyRacingTheSweepWinsOrLosesCleanly(t *testing.T) {
 		}
 	}
 	t.Logf("%d of %d verifies beat the sweep", wins, n)
+}
+
+// Emails are compared case-insensitively after trimming: one account, one
+// mailbox, whatever the spelling.
+func TestEmailsCompareCaseInsensitivelyAfterTrimming(t *testing.T) {
+	t.Parallel()
+	a := newApp(t)
+	ctx := t.Context()
+	const pw = "correct horse battery staple"
+
+	if err := a.Register(ctx, RegisterInput{Email: " Bob@Example.COM ", Password: pw, Name: "Bob"}, request); err != nil {
+		t.Fatal(err)
+	}
+	mail := a.env.mail.WaitForMessage(t, "bob@example.com", 15*time.Second)
+	if !slices.Equal(mail.To, []string{"bob@example.com"}) {
+		t.Errorf("the code went to %v, want the normalized [bob@example.com]", mail.To)
+	}
+	v, err := a.VerifyRegistration(ctx, "bob@example.com", testenv.CodeIn(t, mail), request)
+	if err != nil || v.Tokens == nil {
+		t.Fatalf("verify: %+v, %v", v, err)
+	}
+	l := a.login(t, "BOB@example.com", pw)
+	if l.UserID != v.Tokens.UserID {
+		t.Fatalf("login as BOB@example.com found another user: %s vs %s", l.UserID, v.Tokens.UserID)
+	}
+	a.login(t, "\tbob@EXAMPLE.com\n", pw)
+	if u := a.user(t, l.UserID); u.Email != "bob@example.com" {
+		t.Fatalf("the user's email = %q", u.Email)
+	}
+
+	// Another spelling of a taken address is the same, taken address.
+	n := len(a.eventTypes(t, 0))
+	if err := a.Register(ctx, RegisterInput{Email: "BOB@EXAMPLE.COM", Password: "another password"}, request); err != nil {
+		t.Fatal(err)
+	}
+	a.nextCode(t, "bob@example.com") // the owner hears of the attempt, with a sign-in code
+	if extra := a.eventTypes(t, n); !slices.Equal(extra, []string{domain.TypeSignupAttempted}) {
+		t.Fatalf("registering BOB@EXAMPLE.COM again appended %v; want only the attempt recorded", extra)
+	}
+	if claims := a.countRows(t, `SELECT count(*) FROM unique_keys WHERE scope = 'email'`); claims != 1 {
+		t.Fatalf("email claims = %d, want 1", claims)
+	}
+
+	// A code sent to one spelling signs in with another.
+	if err := a.SendCode(ctx, "  BoB@Example.Com", PurposeLogin, request); err != nil {
+		t.Fatal(err)
+	}
+	o, err := a.CodeLogin(ctx, "BOB@EXAMPLE.COM ", a.nextCode(t, "bob@example.com"), request)
+	if err != nil || o.Tokens == nil || o.Tokens.UserID != v.Tokens.UserID {
+		t.Fatalf("code login with another spelling: %+v, %v", o, err)
+	}
 }
