@@ -14,6 +14,7 @@ import (
 	"github.com/authd/authd/domain"
 	"github.com/authd/authd/eventstore"
 	"github.com/authd/authd/internal/password"
+	"github.com/authd/authd/internal/testenv"
 )
 
 // from is the test's client, at another address.
@@ -82,8 +83,7 @@ func TestCodeLogin(t *testing.T) {
 // refresh tokens stop working, and only a new sign-in is active.
 func TestAPasswordResetEndsEverySession(t *testing.T) {
 	t.Parallel()
-	a := newApp(t)
-	b := newApp(t, sharing(a))
+	a, b := twoApps(t)
 	ctx := t.Context()
 	const email, pw, newPw = "reset@example.com", "correct horse battery", "a brand new passphrase"
 	first := a.signUp(t, email, pw)
@@ -104,7 +104,7 @@ func TestAPasswordResetEndsEverySession(t *testing.T) {
 		if a.authorized(t, tok) {
 			t.Fatal("an access token from before the reset still works")
 		}
-		eventually(t, time.Second, func() bool { return !b.authorized(t, tok) })
+		testenv.Eventually(t, time.Second, func() bool { return !b.authorized(t, tok) })
 	}
 	if _, err := a.Refresh(ctx, other.RefreshToken, request); !errors.Is(err, ErrInvalidRefreshToken) {
 		t.Fatalf("refresh from before the reset: %v; want ErrInvalidRefreshToken", err)
@@ -295,8 +295,7 @@ func TestAnAttackerElsewhereCannotKeepTheOwnerOut(t *testing.T) {
 // sees it, and the owner's class keeps its own budget.
 func TestEmailCodeGuessesHaveADailyBudgetAndTellTheOwner(t *testing.T) {
 	t.Parallel()
-	a := newApp(t)
-	b := newApp(t, sharing(a))
+	a, b := twoApps(t)
 	ctx := t.Context()
 	const email, pw = "guessed@example.com", "correct horse battery staple"
 	a.signUp(t, email, pw)
@@ -334,7 +333,7 @@ func TestEmailCodeGuessesHaveADailyBudgetAndTellTheOwner(t *testing.T) {
 	// A wrong code is counted after its answer: the tenth's, long before
 	// the hundredth's.
 	var found []map[string]any
-	eventually(t, 15*time.Second, func() bool {
+	testenv.Eventually(t, 15*time.Second, func() bool {
 		found = a.guessingDetected(t)
 		return len(found) > 0
 	})

@@ -213,6 +213,13 @@ func newApp(t *testing.T, opts ...appOption) *testApp {
 	return &testApp{App: app, env: env, pool: pool, store: store, keys: keys, revoked: revoked, limiter: limiter}
 }
 
+// twoApps is two instances of one deployment, both built with opts.
+func twoApps(t *testing.T, opts ...appOption) (*testApp, *testApp) {
+	t.Helper()
+	a := newApp(t, opts...)
+	return a, newApp(t, append(opts, sharing(a))...)
+}
+
 // request is the Request of a test's client.
 var request = Request{IP: "192.0.2.10", UserAgent: "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36", RequestID: "test"}
 
@@ -297,18 +304,6 @@ func (a *testApp) revokeOthers(ctx context.Context, caller tokens.Claims) (int, 
 		return 0, err
 	}
 	return a.RevokeOtherSessions(ctx, caller, ids, request)
-}
-
-// eventually waits until ok, failing the test after within.
-func eventually(t *testing.T, within time.Duration, ok func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !ok() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not true within %s", within)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 // eventTypes lists the types of the events in the log past the first n, in

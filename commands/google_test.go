@@ -31,8 +31,7 @@ func (a *testApp) googleSignIn(t *testing.T, idToken string) Tokens {
 func TestGoogleSignUpLoginAndLinking(t *testing.T) {
 	t.Parallel()
 	idp := testenv.NewGoogleIdP(t)
-	a := newApp(t, google(idp))
-	b := newApp(t, google(idp), sharing(a))
+	a, b := twoApps(t, google(idp))
 	ctx := t.Context()
 	const sub = "110169484474386276334"
 
@@ -160,8 +159,7 @@ func TestGoogleUserWithTwoFactorGetsAChallenge(t *testing.T) {
 func TestGoogleConcurrentFirstSignInsMakeOneAccount(t *testing.T) {
 	t.Parallel()
 	idp := testenv.NewGoogleIdP(t)
-	a := newApp(t, google(idp))
-	b := newApp(t, google(idp), sharing(a))
+	a, b := twoApps(t, google(idp))
 	a.signUp(t, "existing@example.com", "correct horse battery staple")
 
 	for _, email := range []string{"race@example.com", "existing@example.com"} {

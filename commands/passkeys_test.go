@@ -77,8 +77,7 @@ func (a *testApp) passkeys(t *testing.T, user uuid.UUID) []domain.Passkey {
 // may register afresh.
 func TestPasskeyLifecycle(t *testing.T) {
 	t.Parallel()
-	a := newApp(t)
-	b := newApp(t, sharing(a))
+	a, b := twoApps(t)
 	ctx := t.Context()
 	signup := a.signUp(t, "ada@example.com", "correct horse battery")
 	caller := a.claims(t, signup.AccessToken)

@@ -18,8 +18,7 @@ import (
 func TestRefreshRotationGraceAndReuse(t *testing.T) {
 	t.Parallel()
 	clk := testenv.NewClock(time.Now())
-	a := newApp(t, clock(clk.Now), grace(time.Second))
-	b := newApp(t, clock(clk.Now), grace(time.Second), sharing(a))
+	a, b := twoApps(t, clock(clk.Now), grace(time.Second))
 	ctx := t.Context()
 	const email, pw = "refresh@example.com", "correct horse battery"
 	a.signUp(t, email, pw)
@@ -46,7 +45,7 @@ func TestRefreshRotationGraceAndReuse(t *testing.T) {
 	if a.authorized(t, p2.AccessToken) {
 		t.Fatal("an access token of a session revoked for reuse still works")
 	}
-	eventually(t, time.Second, func() bool { return !b.authorized(t, p2.AccessToken) })
+	testenv.Eventually(t, time.Second, func() bool { return !b.authorized(t, p2.AccessToken) })
 }
 
 // Each instance keeps the state of the sessions it refreshed, so refreshes
@@ -54,8 +53,7 @@ func TestRefreshRotationGraceAndReuse(t *testing.T) {
 // rotation must still work on every turn, and reuse must still revoke.
 func TestRefreshAlternatingBetweenInstances(t *testing.T) {
 	t.Parallel()
-	a := newApp(t, grace(0))
-	b := newApp(t, grace(0), sharing(a))
+	a, b := twoApps(t, grace(0))
 	ctx := t.Context()
 	login := a.signUp(t, "alternating@example.com", "correct horse battery")
 	tokens := []string{login.RefreshToken}
@@ -85,8 +83,7 @@ func TestRefreshAlternatingBetweenInstances(t *testing.T) {
 // their sessions (not twice, and nobody else's), or every other one.
 func TestLogoutAndSessionRevocation(t *testing.T) {
 	t.Parallel()
-	a := newApp(t)
-	b := newApp(t, sharing(a))
+	a, b := twoApps(t)
 	ctx := t.Context()
 	const email, pw = "sessions@example.com", "correct horse battery"
 	signup := a.signUp(t, email, pw)
@@ -100,7 +97,7 @@ func TestLogoutAndSessionRevocation(t *testing.T) {
 	if a.authorized(t, signup.AccessToken) {
 		t.Fatal("a logged-out session's access token still works")
 	}
-	eventually(t, time.Second, func() bool { return !b.authorized(t, signup.AccessToken) })
+	testenv.Eventually(t, time.Second, func() bool { return !b.authorized(t, signup.AccessToken) })
 
 	current, desk := a.login(t, email, pw), a.login(t, email, pw)
 	caller := a.claims(t, current.AccessToken)

@@ -182,7 +182,7 @@ func TestUnverifiedSignupsExpireAndFreeTheirEmail(t *testing.T) {
 	clk.Advance(2 * time.Hour) // now: old 169 h, young 166 h, renewed 2 h since its renewal
 	a.sweep(t, ttl, 20*time.Millisecond)
 
-	eventually(t, 30*time.Second, func() bool {
+	testenv.Eventually(t, 30*time.Second, func() bool {
 		s := a.signupOf(t, old, "old@example.com")
 		return s.expirations == 1 && !s.row
 	})
@@ -227,8 +227,7 @@ func TestVerifyRacingTheSweepWinsOrLosesCleanly(t *testing.T) {
 	t.Parallel()
 	const ttl = 168 * time.Hour
 	clk := testenv.NewClock(time.Now().Add(-ttl - time.Hour))
-	a := newApp(t, clock(clk.Now))
-	b := newApp(t, clock(clk.Now), sharing(a))
+	a, b := twoApps(t, clock(clk.Now))
 	const n = 12
 	codes := make([]string, n)
 	ids := make([]uuid.UUID, n)
@@ -265,13 +264,13 @@ func TestVerifyRacingTheSweepWinsOrLosesCleanly(t *testing.T) {
 				t.Errorf("%s verified and expired too: %+v", email, s)
 				continue
 			}
-			eventually(t, 30*time.Second, func() bool { return a.signupOf(t, ids[i], email).verified })
+			testenv.Eventually(t, 30*time.Second, func() bool { return a.signupOf(t, ids[i], email).verified })
 			if s := a.signupOf(t, ids[i], email); s.expirations != 0 || !s.keyHeld {
 				t.Errorf("%s verified and yet %+v", email, s)
 			}
 			continue
 		}
-		eventually(t, 30*time.Second, func() bool { s := a.signupOf(t, ids[i], email); return s.expirations > 0 && !s.row })
+		testenv.Eventually(t, 30*time.Second, func() bool { s := a.signupOf(t, ids[i], email); return s.expirations > 0 && !s.row })
 		if s := a.signupOf(t, ids[i], email); s.expirations != 1 || s.keyHeld {
 			t.Errorf("%s lost to the sweep: %+v; want one SignupExpired and the email free", email, s)
 		}

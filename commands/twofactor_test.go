@@ -101,8 +101,7 @@ func (a *testApp) countRows(t *testing.T, sql string) int {
 // the tries of a challenge, and disable.
 func TestTwoFactorFlow(t *testing.T) {
 	t.Parallel()
-	a := newApp(t)
-	b := newApp(t, sharing(a))
+	a, b := twoApps(t)
 	ctx := t.Context()
 	const email, pw = "tf@example.com", "correct horse battery"
 	caller := a.claims(t, a.signUp(t, email, pw).AccessToken)
@@ -305,8 +304,7 @@ func TestTwoFactorFlow(t *testing.T) {
 // sent to two challenges at once, each succeed exactly once.
 func TestTwoFactorAnswersRaceToOneWinner(t *testing.T) {
 	t.Parallel()
-	a := newApp(t)
-	b := newApp(t, sharing(a))
+	a, b := twoApps(t)
 	const email, pw = "tf-race@example.com", "correct horse battery"
 	app, backup := a.enableTwoFactor(t, a.claims(t, a.signUp(t, email, pw).AccessToken))
 	race := func(answers ...func() error) (wins int, errs []error) {

@@ -284,14 +284,14 @@ func TestAccountsEndToEnd(t *testing.T) {
 		t.Fatalf("the session survived reuse detection: %d %s", got.status, got.raw)
 	}
 	a.must(t, 401, "GET", api+"/me", p2.str("access_token"), nil)
-	eventually(t, time.Second, func() bool { return b.call(t, "GET", api+"/me", p2.str("access_token"), nil).status == 401 })
+	testenv.Eventually(t, time.Second, func() bool { return b.call(t, "GET", api+"/me", p2.str("access_token"), nil).status == 401 })
 
 	// Logout, on one instance, is refused by the other within a second.
 	access = signup.str("access_token")
 	b.must(t, 200, "GET", api+"/me", access, nil)
 	a.must(t, 204, "POST", api+"/logout", access, nil)
 	a.must(t, 401, "GET", api+"/me", access, nil)
-	eventually(t, time.Second, func() bool { return b.call(t, "GET", api+"/me", access, nil).status == 401 })
+	testenv.Eventually(t, time.Second, func() bool { return b.call(t, "GET", api+"/me", access, nil).status == 401 })
 
 	// Passwordless login with an emailed code.
 	seen := len(mailsTo(t, c, norm))
@@ -341,7 +341,7 @@ func TestAccountsEndToEnd(t *testing.T) {
 	a.must(t, 200, "POST", api+"/reset-password", "", map[string]any{"email": norm, "code": reset, "new_password": "a brand new passphrase"})
 	for _, tok := range []string{otp.str("access_token"), other.str("access_token")} {
 		a.must(t, 401, "GET", api+"/me", tok, nil)
-		eventually(t, time.Second, func() bool { return b.call(t, "GET", api+"/me", tok, nil).status == 401 })
+		testenv.Eventually(t, time.Second, func() bool { return b.call(t, "GET", api+"/me", tok, nil).status == 401 })
 	}
 	a.must(t, 401, "POST", api+"/refresh", "", map[string]any{"refresh_token": other.str("refresh_token")})
 	a.must(t, 401, "POST", api+"/login", "", map[string]any{"email": norm, "password": pw})
@@ -361,17 +361,6 @@ func mailsTo(t *testing.T, c *cluster, email string) []testenv.MailpitMessage {
 		}
 	}
 	return out
-}
-
-func eventually(t *testing.T, within time.Duration, ok func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !ok() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not true within %s", within)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 // verifyWithJWKS checks the access token as any client would: with a standard

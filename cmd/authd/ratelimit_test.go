@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/authd/authd/internal/testenv"
 )
 
 // checkRateLimited fails the test unless r is a 429 rate_limited in the error
@@ -184,7 +186,7 @@ func TestRateLimitBehindTrustedProxy(t *testing.T) {
 		}
 		// The record of a failed login is written after the answer (it
 		// must not make a known address slower than an unknown one).
-		eventually(t, 15*time.Second, func() bool { return countEvents(t, c, "LoginFailed")-failedBefore >= wrong })
+		testenv.Eventually(t, 15*time.Second, func() bool { return countEvents(t, c, "LoginFailed")-failedBefore >= wrong })
 		if n := countEvents(t, c, "LoginFailed") - failedBefore; n != wrong {
 			t.Errorf("LoginFailed events = %d, want one per wrong password checked (%d)", n, wrong)
 		}
@@ -255,7 +257,7 @@ func TestAnAttackerElsewhereCannotKeepTheOwnerOut(t *testing.T) {
 			}
 		}
 		// The signup's code took one of the five of the quota: four went out.
-		eventually(t, 15*time.Second, func() bool { return len(mailsTo(t, c, email)) >= before+4 })
+		testenv.Eventually(t, 15*time.Second, func() bool { return len(mailsTo(t, c, email)) >= before+4 })
 		for i := range 5 {
 			r := in.rawCall(t, "POST", api+"/otp/login", elsewhere(), jsonBody(t, map[string]any{"email": email, "code": fmt.Sprintf("%06d", 999990+i)}))
 			if r.status != 400 || r.errCode() != "invalid_code" {

@@ -106,7 +106,7 @@ func (c *cluster) startWith(t *testing.T, opts options) *instance {
 			t.Errorf("authd at %s: %v", in.base, err)
 		}
 	})
-	eventually(t, 30*time.Second, func() bool {
+	testenv.Eventually(t, 30*time.Second, func() bool {
 		select {
 		case err := <-done:
 			t.Fatalf("authd exited: %v", err)
@@ -178,7 +178,7 @@ func TestUnverifiedSignupsExpireAndFreeTheirEmail(t *testing.T) {
 	in.must(t, 202, "POST", api+"/register", "", map[string]any{"email": "renewed@example.com", "password": pw})
 	clock.Advance(2 * time.Hour) // now: old 169 h, young 166 h, renewed 2 h since its renewal
 
-	eventually(t, 30*time.Second, func() bool {
+	testenv.Eventually(t, 30*time.Second, func() bool {
 		s := signupOf(t, pool, "old@example.com")
 		return s.expirations == 1 && !s.row
 	})
