@@ -57,6 +57,7 @@ type testApp struct {
 type appOptions struct {
 	env        *testEnv
 	now        func() time.Time
+	limitsNow  func() time.Time
 	grace      time.Duration
 	statements *testenv.Statements
 	queued     bool
@@ -73,6 +74,10 @@ func sharing(other *testApp) appOption { return func(o *appOptions) { o.env = ot
 // clock has the commands decide by now (the rest of the App keeps the real
 // clock, as cmd/authd's tests of expiry do).
 func clock(now func() time.Time) appOption { return func(o *appOptions) { o.now = now } }
+
+// limitsClock has the rate limits, the login slow-down and the guessing
+// budgets go by now, so that a test decides when a wait is over.
+func limitsClock(now func() time.Time) appOption { return func(o *appOptions) { o.limitsNow = now } }
 
 // grace sets how long a rotated-away refresh token still answers.
 func grace(d time.Duration) appOption { return func(o *appOptions) { o.grace = d } }
@@ -98,7 +103,7 @@ func google(idp *testenv.GoogleIdP) appOption { return func(o *appOptions) { o.g
 // builds its Apps here.
 func newApp(t *testing.T, opts ...appOption) *testApp {
 	t.Helper()
-	o := appOptions{now: time.Now, grace: config.DefaultRefreshReuseGrace}
+	o := appOptions{now: time.Now, limitsNow: time.Now, grace: config.DefaultRefreshReuseGrace}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -171,7 +176,7 @@ func newApp(t *testing.T, opts ...appOption) *testApp {
 		}
 		googleConfig = GoogleConfig{Verifier: v, ClientIDs: v.ClientIDs()}
 	}
-	limiter := ratelimit.New(pool, time.Now)
+	limiter := ratelimit.New(pool, o.limitsNow)
 	app := New(Deps{
 		Store:        store,
 		Hasher:       password.NewHasher(password.OWASP(), 2, 8),
