@@ -78,6 +78,54 @@ func TestCodeLogin(t *testing.T) {
 	}
 }
 
+// An address is sent five codes in a while, no more: the sixth answers the
+// same and sends nothing, so the fifth, which a new code would replace,
+// still signs in.
+func TestCodesPerAddressHaveAQuota(t *testing.T) {
+	t.Parallel()
+	a := newApp(t)
+	ctx := t.Context()
+	const email = "quota@example.com"
+	a.signUp(t, email, "correct horse battery")
+	var last string
+	for i := 1; i <= 5; i++ {
+		if err := a.SendCode(ctx, email, PurposeLogin, request); err != nil {
+			t.Fatalf("code %d: %v", i, err)
+		}
+		last = a.nextCode(t, email)
+	}
+	if err := a.SendCode(ctx, email, PurposeLogin, request); err != nil {
+		t.Fatalf("a sixth code: %v; want the same answer as the first five", err)
+	}
+	if _, err := a.CodeLogin(ctx, email, last, request); err != nil {
+		t.Fatalf("the fifth code after a sixth was asked for: %v; want it still good (nothing replaced it)", err)
+	}
+}
+
+// An emailed login code proves the address too: it signs in an account
+// whose signup nobody verified, and verifies it.
+func TestCodeLoginVerifiesAPendingSignup(t *testing.T) {
+	t.Parallel()
+	a := newApp(t)
+	ctx := t.Context()
+	const email, pw = "pending-otp@example.com", "correct horse battery"
+	if err := a.Register(ctx, RegisterInput{Email: email, Password: pw}, request); err != nil {
+		t.Fatal(err)
+	}
+	a.nextCode(t, email)
+	if err := a.SendCode(ctx, email, PurposeLogin, request); err != nil {
+		t.Fatal(err)
+	}
+	in, err := a.CodeLogin(ctx, email, a.nextCode(t, email), request)
+	if err != nil || in.Tokens == nil {
+		t.Fatalf("code login of a pending signup: %+v, %v", in, err)
+	}
+	if u := a.user(t, in.Tokens.UserID); !u.EmailVerified {
+		t.Fatalf("the account after a code login: %+v; want its email verified", u)
+	}
+	a.login(t, email, pw)
+}
+
 // A password reset with an emailed code refuses a short password, then sets
 // the new one and ends every session, on every instance: their access and
 // refresh tokens stop working, and only a new sign-in is active.
