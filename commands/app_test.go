@@ -122,7 +122,7 @@ func newApp(t *testing.T, opts ...appOption) *testApp {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 
-	// The relay and the five projections each hold a connection while they
+	// The relay and each projection hold a connection while they
 	// lead; the commands share the rest.
 	held := 1 + len(projections.All())
 	size := int32(held + 4)
