@@ -1,6 +1,7 @@
 package commands
 
 import (
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"slices"
@@ -251,5 +252,91 @@ func TestPasskeyLoginWithoutUserVerificationIsRefused(t *testing.T) {
 	}
 	if got := a.passkeys(t, caller.UserID); len(got) != 1 || !got[0].LastUsedAt.IsZero() {
 		t.Errorf("a refused passkey login marked the passkey used: %v", got)
+	}
+}
+
+// What a passkey sign-in refuses, and as what: an assertion that does not
+// verify (wrong origin, tampered signature, another user's handle) or whose
+// sign count goes back or stays (a possible clone) is ErrPasskeyRejected; an
+// unknown or made-up challenge is ErrPasskeyChallenge. None opens a session;
+// an authenticator without a counter signs in every time.
+func TestPasskeySignInRefusals(t *testing.T) {
+	t.Parallel()
+	a := newApp(t)
+	ctx := t.Context()
+	ada := a.claims(t, a.signUp(t, "ada@example.com", "correct horse battery").AccessToken)
+	bob := a.claims(t, a.signUp(t, "bob@example.com", "another good password").AccessToken)
+	auth := &softauthn.Authenticator{AAGUID: uuid.New()}
+	if _, err := a.registerPasskey(t, ada, auth, "key"); err != nil {
+		t.Fatal(err)
+	}
+	cred := auth.Credentials()[0]
+
+	signIn := func(client softauthn.Client, mutate func(*softauthn.AssertionResponse)) error {
+		t.Helper()
+		opts, err := a.PasskeyLoginOptions(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		assertion, err := auth.Login(mustJSON(t, opts), client, nil)
+		if err != nil {
+			t.Fatalf("authenticator: %v", err)
+		}
+		if mutate != nil {
+			mutate(assertion)
+		}
+		_, err = a.PasskeyLogin(ctx, mustJSON(t, assertion), request)
+		return err
+	}
+	before := len(a.eventTypes(t, 0))
+	for what, err := range map[string]error{
+		"from the wrong origin": signIn(softauthn.Client{Origin: "https://evil.example"}, nil),
+		"with a tampered signature": signIn(passkeyClient, func(r *softauthn.AssertionResponse) {
+			r.Response.Signature = softauthn.Tamper(r.Response.Signature)
+		}),
+		"with bob's user handle": signIn(passkeyClient, func(r *softauthn.AssertionResponse) {
+			r.Response.UserHandle = base64.RawURLEncoding.EncodeToString(bob.UserID[:])
+		}),
+	} {
+		if !errors.Is(err, ErrPasskeyRejected) {
+			t.Errorf("sign-in %s: %v; want ErrPasskeyRejected", what, err)
+		}
+	}
+	madeUp, err := auth.Login([]byte(`{"publicKey":{"challenge":"`+strings.Repeat("A", 43)+`","rpId":"localhost"}}`), passkeyClient, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.PasskeyLogin(ctx, mustJSON(t, madeUp), request); !errors.Is(err, ErrPasskeyChallenge) {
+		t.Errorf("sign-in with a made-up challenge: %v; want ErrPasskeyChallenge", err)
+	}
+	// A good sign-in stores the count the next ones are compared with.
+	if err := signIn(passkeyClient, nil); err != nil {
+		t.Fatal(err)
+	}
+	good := cred.SignCount
+	cred.SignCount = good - 2 // Login counts one up: good-1
+	if err := signIn(passkeyClient, nil); !errors.Is(err, ErrPasskeyRejected) {
+		t.Errorf("sign-in with a sign count that went back: %v; want ErrPasskeyRejected", err)
+	}
+	cred.SignCount = good - 1 // the same count again
+	if err := signIn(passkeyClient, nil); !errors.Is(err, ErrPasskeyRejected) {
+		t.Errorf("sign-in with the same sign count again: %v; want ErrPasskeyRejected", err)
+	}
+	if started := slices.DeleteFunc(a.eventTypes(t, before), func(typ string) bool { return typ != domain.TypeSessionStarted }); len(started) != 1 {
+		t.Fatalf("one good and six refused sign-ins started %d sessions; want 1", len(started))
+	}
+	cred.SignCount = good + 10
+	if err := signIn(passkeyClient, nil); err != nil {
+		t.Fatalf("sign-in with a higher sign count: %v", err)
+	}
+
+	counterless := &softauthn.Authenticator{AAGUID: uuid.New(), NoCounter: true, BackupEligible: true}
+	if _, err := a.registerPasskey(t, bob, counterless, ""); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 {
+		if tok, err := a.PasskeyLogin(ctx, a.passkeyAssertion(t, counterless), request); err != nil || tok.UserID != bob.UserID {
+			t.Fatalf("counterless sign-in %d: %+v, %v", i, tok, err)
+		}
 	}
 }
