@@ -263,6 +263,14 @@ func TestABurstOfTheOwnersLoginsIsNotThrottled(t *testing.T) {
 	}
 }
 
+// heldLimitsApp is an App whose limits go by a clock that stands still
+// until the test moves it.
+func heldLimitsApp(t *testing.T) (*testApp, *testenv.Clock) {
+	t.Helper()
+	clk := testenv.NewClock(time.Now())
+	return newApp(t, limitsClock(clk.Now)), clk
+}
+
 // throttleFromElsewhere sends wrong passwords for email, each from an
 // address of its own outside the owner's networks (next), until the
 // account's logins from elsewhere must wait at least 2 s by the limits'
@@ -294,10 +302,9 @@ func throttleFromElsewhere(t *testing.T, a *testApp, clk *testenv.Clock, email s
 // (API.md, "Edge rules").
 func TestAnAttackerElsewhereCannotKeepTheOwnerOut(t *testing.T) {
 	t.Parallel()
-	// The slow-down holds until this clock is moved: however long the
-	// owner's login takes, the attacker's next one must still wait.
-	clk := testenv.NewClock(time.Now())
-	a := newApp(t, limitsClock(clk.Now))
+	// However long the owner's login takes, the attacker's next one must
+	// still wait: the slow-down holds until the test moves its clock.
+	a, clk := heldLimitsApp(t)
 	ctx := t.Context()
 	const email, pw = "owner@example.com", "correct horse battery staple"
 	// The signup ends in a sign-in from 192.0.2.10: 192.0.2.0/24 is known.

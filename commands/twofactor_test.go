@@ -423,9 +423,7 @@ func TestLongTwoFactorStreamsLoadFromASnapshot(t *testing.T) {
 // tenth wrong TOTP code of the day appends one CodeGuessingDetected.
 func TestAStuffedPasswordElsewhereCannotKeepATwoFactorOwnerOut(t *testing.T) {
 	t.Parallel()
-	// The slow-down holds until this clock is moved past it.
-	clk := testenv.NewClock(time.Now())
-	a := newApp(t, limitsClock(clk.Now))
+	a, clk := heldLimitsApp(t)
 	ctx := t.Context()
 	const email, pw = "tf-owner@example.com", "correct horse battery staple"
 	// The signup signs in from the test's client: its network is known.
