@@ -1,8 +1,7 @@
-package commands_test
+package commands
 
 import (
 	"context"
-	"log/slog"
 	"slices"
 	"strings"
 	"testing"
@@ -10,13 +9,8 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/authd/authd/commands"
 	"github.com/authd/authd/domain"
 	"github.com/authd/authd/eventstore"
-	"github.com/authd/authd/internal/codes"
-	"github.com/authd/authd/internal/mail"
-	"github.com/authd/authd/internal/password"
-	"github.com/authd/authd/internal/ratelimit"
 	"github.com/authd/authd/internal/testenv"
 )
 
@@ -27,37 +21,14 @@ import (
 // attacker which addresses have accounts.
 func TestRegisterDoesTheSameWorkWhetherOrNotTheAddressIsTaken(t *testing.T) {
 	t.Parallel()
-	_, url := testenv.Database(t)
 	rec := testenv.NewStatements()
-	pool := rec.Pool(t, url, 8)
-	mp := testenv.Mailpit(t)
-	sender, err := mail.NewSMTP(mp.SMTPURL(), "no-reply@example.com")
-	if err != nil {
-		t.Fatal(err)
-	}
-	mails, err := mail.Builtin("authd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	store := eventstore.NewStore(pool, testenv.Sealer(t), nil)
-	limiter := ratelimit.New(pool, time.Now)
-	app := commands.New(commands.Deps{
-		Store:   store,
-		Hasher:  password.NewHasher(password.OWASP(), 2, 8),
-		Codes:   codes.New(pool, make([]byte, 32), time.Now),
-		Mail:    sender,
-		Mails:   mails,
-		Limits:  limiter,
-		Log:     slog.New(slog.DiscardHandler),
-		Now:     time.Now,
-		Product: "authd",
-	})
-	go app.Run(t.Context()) // sends the mails the commands hand off
+	app := newApp(t, traced(rec))
+	store, mp := app.store, app.env.mail
 	ctx := context.Background()
 	const pw = "correct horse battery staple"
 	register := func(label, email string) {
 		t.Helper()
-		if err := app.Register(rec.Label(ctx, label), commands.RegisterInput{Email: email, Password: pw}, commands.Request{IP: "192.0.2.1"}); err != nil {
+		if err := app.Register(rec.Label(ctx, label), RegisterInput{Email: email, Password: pw}, Request{IP: "192.0.2.1"}); err != nil {
 			t.Fatalf("register %s (%s): %v", email, label, err)
 		}
 	}
