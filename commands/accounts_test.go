@@ -253,7 +253,7 @@ func TestABurstOfTheOwnersLoginsIsNotThrottled(t *testing.T) {
 		switch {
 		case err == nil:
 			ok++
-		case errors.Is(err, password.ErrBusy): // the hasher's queue was full: load, not the account
+		case errors.Is(err, ErrBusy): // the hasher's queue was full: load, not the account
 		default:
 			t.Errorf("login %d of %d at once: %v", i+1, logins, err)
 		}
