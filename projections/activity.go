@@ -1,6 +1,7 @@
 package projections
 
 import (
+	"encoding/json"
 	"fmt"
 	"slices"
 
@@ -33,11 +34,20 @@ func (Activity) types() []string {
 }
 
 // activityRow is one event as the read model holds it. The user is the
-// event's owner in the log, so a listed type needs no field of its own; IP
-// and user agent are its metadata: who caused it, as the request said.
+// event's owner in the log, which commands always name, so a listed type
+// needs no code of its own; an event appended without one (by a tool or a
+// test) names the user in its data. IP and user agent are its metadata: who
+// caused it, as the request said.
 func activityRow(e eventstore.Event, d domain.Event) (ActivityView, uuid.UUID, error) {
-	if e.UserID == uuid.Nil {
-		return ActivityView{}, uuid.Nil, fmt.Errorf("activity: %s %s belongs to no user", e.Type, e.ID)
+	user := e.UserID
+	if user == uuid.Nil {
+		var owner struct {
+			UserID uuid.UUID `json:"user_id"`
+		}
+		if err := json.Unmarshal(e.Data, &owner); err != nil || owner.UserID == uuid.Nil {
+			return ActivityView{}, uuid.Nil, fmt.Errorf("activity: %s %s belongs to no user", e.Type, e.ID)
+		}
+		user = owner.UserID
 	}
 	v := ActivityView{ID: e.ID, Type: e.Type, OccurredAt: e.OccurredAt.UTC(), IP: e.Metadata.IP,
 		UserAgent: e.Metadata.UserAgent, cursor: e.Commit}
@@ -49,7 +59,7 @@ func activityRow(e eventstore.Event, d domain.Event) (ActivityView, uuid.UUID, e
 	case *domain.RefreshTokenReused:
 		v.SessionID = &d.SessionID
 	}
-	return v, e.UserID, nil
+	return v, user, nil
 }
 
 // Apply queues one insert per event: a row never changes afterwards. The

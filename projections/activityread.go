@@ -1,6 +1,7 @@
 package projections
 
 import (
+	"cmp"
 	"context"
 	"encoding/base64"
 	"encoding/binary"
@@ -106,11 +107,8 @@ func UserActivity(ctx context.Context, q Querier, user uuid.UUID, before *events
 	if err != nil {
 		return ActivityPage{}, fmt.Errorf("activity of %s: %w", user, err)
 	}
-	slices.SortFunc(list, func(x, y ActivityView) int {
-		if y.cursor.Before(x.cursor) {
-			return -1
-		}
-		return 1
+	slices.SortFunc(list, func(x, y ActivityView) int { // newest first
+		return cmp.Or(cmp.Compare(y.cursor.Tx, x.cursor.Tx), cmp.Compare(y.cursor.Position, x.cursor.Position))
 	})
 	page := ActivityPage{Events: list}
 	if len(list) > limit {
