@@ -13,6 +13,8 @@ import (
 	"github.com/authd/authd/internal/mail"
 	"github.com/authd/authd/internal/password"
 	"github.com/authd/authd/internal/ratelimit"
+	"github.com/authd/authd/internal/revocation"
+	"github.com/authd/authd/projections"
 )
 
 // CodeTTL is how long an emailed code works.
@@ -24,6 +26,22 @@ const (
 	PurposeLogin  = "login"
 	PurposeReset  = "reset"
 )
+
+// Accounts signs accounts up and in with a password or an emailed code, and
+// resets passwords.
+type Accounts struct {
+	*guard
+	hasher  *password.Hasher
+	codes   Codes
+	mail    mail.Sender
+	limits  Limits
+	mails   *mail.Templates
+	revoked *revocation.Set
+	// twoFactor finishes a first factor: a challenge, or a session.
+	twoFactor *TwoFactor
+	// sessions lists and revokes the sessions a reset ends.
+	sessions *Sessions
+}
 
 // RegisterInput is POST /register's body.
 type RegisterInput struct {
@@ -37,7 +55,7 @@ type RegisterInput struct {
 // code under the address's code quota. A taken address's owner gets a
 // sign-in code and word of the attempt; a new or pending one, its
 // verification code.
-func (a *App) Register(ctx context.Context, in RegisterInput, r Request) error {
+func (a *Accounts) Register(ctx context.Context, in RegisterInput, r Request) error {
 	email, err := NormalizeEmail(in.Email)
 	if err != nil {
 		return err
@@ -53,7 +71,7 @@ func (a *App) Register(ctx context.Context, in RegisterInput, r Request) error {
 	if err != nil {
 		return err
 	}
-	hash, err := a.d.Hasher.Hash(ctx, in.Password)
+	hash, err := a.hasher.Hash(ctx, in.Password)
 	if err != nil {
 		return translate(err)
 	}
@@ -77,26 +95,23 @@ func (a *App) Register(ctx context.Context, in RegisterInput, r Request) error {
 		}
 		c := a.newChange(r)
 		c.write.Claims = []eventstore.Claim{{Scope: emailScope, Key: email, Owner: owner.String(), Held: found}}
-		var stream string
-		var expected int64
-		var e domain.Event
 		switch {
 		case !found:
 			reg := &domain.UserRegistered{UserID: owner, TenantID: uuid.New(), TenantName: tenantName, Email: email, Name: name}
 			reg.Secret.PasswordHash = hash
-			stream, expected, e, u.TenantID = domain.UserStream(owner), 0, reg, reg.TenantID
+			err = c.record(u, domain.UserStream(owner), reg.TenantID, owner, reg)
 		case u.EmailVerified:
 			// Taken: say nothing, change nothing of the account.
-			stream, expected, e = domain.SignupAttemptStream(owner), eventstore.AnyVersion, &domain.SignupAttempted{UserID: owner}
+			err = c.note(domain.SignupAttemptStream(owner), u.TenantID, owner, &domain.SignupAttempted{UserID: owner})
 		default:
 			// Nobody has proven they own this address yet, so whoever
 			// signs up again takes over the pending account; the code
 			// decides.
 			renew := &domain.RegistrationRenewed{UserID: owner, Name: name, TenantName: tenantName}
 			renew.Secret.PasswordHash = hash
-			stream, expected, e = domain.UserStream(owner), u.Version, renew
+			err = c.record(u, domain.UserStream(owner), u.TenantID, owner, renew)
 		}
-		if err := c.add(stream, expected, u.TenantID, owner, e); err != nil {
+		if err != nil {
 			return false, err
 		}
 		_, err = a.commit(ctx, c)
@@ -116,12 +131,12 @@ func (a *App) Register(ctx context.Context, in RegisterInput, r Request) error {
 
 // VerifyRegistration completes a signup with its emailed code: the email is
 // verified, the tenant created, and the user signed in.
-func (a *App) VerifyRegistration(ctx context.Context, email, code string, r Request) (SignIn, error) {
+func (a *Accounts) VerifyRegistration(ctx context.Context, email, code string, r Request) (SignIn, error) {
 	email, err := NormalizeEmail(email)
 	if err != nil {
 		return SignIn{}, err
 	}
-	if _, err := a.d.Codes.Consume(ctx, email, PurposeVerify, code); err != nil {
+	if _, err := a.codes.Consume(ctx, email, PurposeVerify, code); err != nil {
 		return SignIn{}, ErrInvalidCode
 	}
 	// The code was sent for the signup found first: should that signup
@@ -138,31 +153,29 @@ func (a *App) VerifyRegistration(ctx context.Context, email, code string, r Requ
 		}
 		signup = u.ID
 		c := a.newChange(r)
-		if err := a.verifyEmail(c, u); err != nil {
+		if err := verifyEmail(c, u); err != nil {
 			return SignIn{}, err
 		}
-		return a.signIn(ctx, c, u, tf, []string{"otp"}, r)
+		return a.twoFactor.signIn(ctx, c, u, tf, []string{"otp"}, r)
 	})
 }
 
-// verifyEmail adds the events that verify u's email and create its tenant.
-func (a *App) verifyEmail(c *change, u *domain.User) error {
-	if u.EmailVerified {
+// verifyEmail records what verifying u's email decides (domain.User.Verify):
+// u's email verified, and its tenant created.
+func verifyEmail(c *change, u *domain.User) error {
+	verified, tenant := u.Verify()
+	if tenant == nil {
 		return nil
 	}
-	name := u.TenantName
-	if name == "" {
-		name = domain.DefaultTenantName(u.Name, u.Email)
-	}
-	if err := c.add(domain.UserStream(u.ID), u.Version, u.TenantID, u.ID, &domain.EmailVerified{UserID: u.ID}); err != nil {
+	if err := c.record(u, domain.UserStream(u.ID), u.TenantID, u.ID, verified...); err != nil {
 		return err
 	}
-	return c.add(domain.TenantStream(u.TenantID), 0, u.TenantID, u.ID, &domain.TenantCreated{TenantID: u.TenantID, Name: name, OwnerID: u.ID})
+	return c.create(domain.TenantStream(u.TenantID), u.TenantID, u.ID, tenant)
 }
 
 // accountByEmail loads the user an email belongs to and their two-factor
 // state, both streams in one query (a sign-in needs both), or ErrNotFound.
-func (a *App) accountByEmail(ctx context.Context, email string) (*domain.User, *domain.TwoFactor, error) {
+func (a *Accounts) accountByEmail(ctx context.Context, email string) (*domain.User, *domain.TwoFactor, error) {
 	id, found, err := a.emailOwner(ctx, email)
 	if err != nil {
 		return nil, nil, err
@@ -174,15 +187,17 @@ func (a *App) accountByEmail(ctx context.Context, email string) (*domain.User, *
 }
 
 // userByEmail is accountByEmail for a caller that needs only the user.
-func (a *App) userByEmail(ctx context.Context, email string) (*domain.User, error) {
+func (a *Accounts) userByEmail(ctx context.Context, email string) (*domain.User, error) {
 	u, _, err := a.accountByEmail(ctx, email)
 	return u, err
 }
 
 // Login signs in with email and password. Unknown emails and wrong passwords
 // get the same answer after the same work: the same statements, a hash
-// check, and the failure's record handed off (handOff).
-func (a *App) Login(ctx context.Context, email, pw string, r Request) (SignIn, error) {
+// check, and the failure's record handed off (handOff). It runs in three
+// steps: admit the attempt (admitLogin), check the password (checkLogin),
+// sign in (passwordSignIn); the attempt is settled once, with how it ended.
+func (a *Accounts) Login(ctx context.Context, email, pw string, r Request) (SignIn, error) {
 	email, err := NormalizeEmail(email)
 	if err != nil {
 		return SignIn{}, err
@@ -193,77 +208,155 @@ func (a *App) Login(ctx context.Context, email, pw string, r Request) (SignIn, e
 	if err := checkPasswordText("password", pw); err != nil {
 		return SignIn{}, err
 	}
+	at, settle, err := a.admitLogin(ctx, email, r)
+	if err != nil {
+		return SignIn{}, err
+	}
+	ok, rehash, err := a.checkLogin(ctx, at, pw)
+	switch {
+	case err != nil:
+		settle(endUnchecked)
+		return SignIn{}, translate(err)
+	case !ok:
+		settle(endWrong)
+		u, r := at.user, r.detached()
+		a.handOff("failed login record", func(ctx context.Context) { a.recordLoginFailure(ctx, u, r) })
+		return SignIn{}, ErrInvalidCredentials
+	case !at.user.EmailVerified:
+		settle(endRight)
+		return SignIn{}, ErrEmailNotVerified
+	}
+	t, committed, err := a.passwordSignIn(ctx, at, pw, rehash, r)
+	if committed {
+		settle(endSignedIn)
+	} else {
+		settle(endRight) // the password was right, whatever failed after it
+	}
+	return t, err
+}
+
+// loginAttempt is a password login admitted to its check: the account it
+// names, the hashers' admission it was let in under, and its throttle key.
+type loginAttempt struct {
+	loginAccount
+	admission password.Admission
+	key       string
+}
+
+// attemptEnd is how an admitted login attempt ended, as its throttle counts
+// it.
+type attemptEnd int
+
+const (
+	// endUnchecked: it ended before its password was checked (the hashers
+	// were busy, the request gave up): forgiven, counted neither way.
+	endUnchecked attemptEnd = iota
+	// endWrong: the password was wrong: counted against the account.
+	endWrong
+	// endRight: the password was right: the account's failures are
+	// forgotten.
+	endRight
+	// endSignedIn: the password was right, and the sign-in's commit forgot
+	// the failures with its events (Throttle.ResetStatement).
+	endSignedIn
+)
+
+// admitLogin admits one password check for email from r's client: not
+// while the hashers are full, not while the throttle makes the account
+// wait. It loads the account, with whether the client's network is known
+// to it. Once admitted, the attempt is counted until settle says how it
+// ended; settle acts on its first call only, so the attempt is settled
+// exactly once.
+func (a *Accounts) admitLogin(ctx context.Context, email string, r Request) (loginAttempt, func(attemptEnd), error) {
 	// Under a flood of logins, half the requests are turned away as busy:
 	// they must cost no more than that answer (counting them against the
 	// account and then forgiving them took two statements each).
 	// A check that even a known client could not get is refused before any
 	// statement; whether this client is known is read with the account.
 	network := ratelimit.NetworkOf(r.IP)
-	if a.d.Hasher.Full(password.Admission{Network: network, Known: true}) {
-		return SignIn{}, ErrBusy
+	if a.hasher.Full(password.Admission{Network: network, Known: true}) {
+		return loginAttempt{}, nil, ErrBusy
 	}
 	acct, err := a.loadLoginAccount(ctx, email, r)
 	if err != nil {
-		return SignIn{}, err
+		return loginAttempt{}, nil, err
 	}
-	adm := password.Admission{Network: network, Known: acct.class == ratelimit.Known}
-	if a.d.Hasher.Full(adm) {
-		return SignIn{}, ErrBusy
+	at := loginAttempt{
+		loginAccount: acct,
+		admission:    password.Admission{Network: network, Known: acct.class == ratelimit.Known},
+		key:          loginKey(email, acct.class),
 	}
-	account := loginKey(email, acct.class)
-	if wait, err := a.d.Throttle.Attempt(ctx, account); err != nil {
-		return SignIn{}, err
+	if a.hasher.Full(at.admission) {
+		return loginAttempt{}, nil, ErrBusy
+	}
+	if wait, err := a.throttle.Attempt(ctx, at.key); err != nil {
+		return loginAttempt{}, nil, err
 	} else if wait > 0 {
-		return SignIn{}, &RetryLaterError{After: wait}
+		return loginAttempt{}, nil, &RetryLaterError{After: wait}
 	}
-	u, tf := acct.user, acct.twoFactor
-	var ok, rehash bool
-	if u == nil || u.PasswordHash == "" { // no account, or signed up with Google: no password matches; the same work as one
-		err = a.d.Hasher.VerifyUnknown(ctx, adm, pw)
-	} else {
-		ok, rehash, err = a.d.Hasher.Verify(ctx, adm, u.PasswordHash, pw)
+	return at, a.settler(ctx, at.key), nil
+}
+
+// settler returns the function that tells the throttle how the attempt
+// counted under key ended, on its first call; later calls do nothing.
+func (a *guard) settler(ctx context.Context, key string) func(attemptEnd) {
+	settled := false
+	return func(end attemptEnd) {
+		if settled {
+			return
+		}
+		settled = true
+		switch end {
+		case endUnchecked:
+			a.forgive(ctx, key, nil)
+		case endWrong:
+			a.failed(ctx, key)
+		case endRight:
+			a.reset(ctx, key)
+		case endSignedIn: // settled in the sign-in's commit
+		}
 	}
-	if err != nil {
-		return SignIn{}, a.forgive(ctx, account, translate(err))
+}
+
+// checkLogin checks pw against the attempt's account. An address without an
+// account, or an account that signed up with Google, has no password that
+// matches: it is checked against none, at the same cost as a hash.
+func (a *Accounts) checkLogin(ctx context.Context, at loginAttempt, pw string) (ok, rehash bool, err error) {
+	if at.user == nil || at.user.PasswordHash == "" {
+		return false, false, a.hasher.VerifyUnknown(ctx, at.admission, pw)
 	}
-	if !ok {
-		a.failed(ctx, account)
-		r := r.detached()
-		a.handOff("failed login record", func(ctx context.Context) { a.recordLoginFailure(ctx, u, r) })
-		return SignIn{}, ErrInvalidCredentials
-	}
-	if !u.EmailVerified {
-		a.reset(ctx, account)
-		return SignIn{}, ErrEmailNotVerified
-	}
-	// The failures are forgotten with the sign-in's events: no statement
-	// and commit of their own.
+	return a.hasher.Verify(ctx, at.admission, at.user.PasswordHash, pw)
+}
+
+// passwordSignIn signs in the verified account a right password was given
+// for, rehashing the password when its hash is due for new parameters. The
+// attempt's failures are forgotten with the sign-in's events, with no
+// statement and commit of their own; committed says whether that commit ran.
+func (a *Accounts) passwordSignIn(ctx context.Context, at loginAttempt, pw string, rehash bool, r Request) (s SignIn, committed bool, err error) {
+	u, tf := at.user, at.twoFactor
 	signInChange := func() *change {
 		c := a.newChange(r)
-		c.also(a.d.Throttle.ResetStatement(account))
+		c.also(a.throttle.ResetStatement(at.key))
 		return c
 	}
 	c := signInChange()
 	if rehash {
-		if hash, err := a.d.Hasher.Hash(ctx, pw); err == nil {
+		if hash, err := a.hasher.Hash(ctx, pw); err == nil {
 			e := &domain.PasswordRehashed{UserID: u.ID}
 			e.Secret.PasswordHash = hash
-			if err := c.add(domain.UserStream(u.ID), u.Version, u.TenantID, u.ID, e); err != nil {
-				return SignIn{}, err
+			if err := c.record(u, domain.UserStream(u.ID), u.TenantID, u.ID, e); err != nil {
+				return SignIn{}, false, err
 			}
 		}
 	}
-	t, err := a.signIn(ctx, c, u, tf, []string{"pwd"}, r)
+	s, err = a.twoFactor.signIn(ctx, c, u, tf, []string{"pwd"}, r)
 	if errors.Is(err, eventstore.ErrConflict) && rehash {
 		// The rehash lost a race with another change to the user: sign in
 		// without it; the next login rehashes.
 		c = signInChange()
-		t, err = a.signIn(ctx, c, u, tf, []string{"pwd"}, r)
+		s, err = a.twoFactor.signIn(ctx, c, u, tf, []string{"pwd"}, r)
 	}
-	if !c.done {
-		a.reset(ctx, account) // the password was right, whatever failed after it
-	}
-	return t, err
+	return s, c.done, err
 }
 
 // loginAccount is what a login loads before it checks a password: the
@@ -280,13 +373,13 @@ type loginAccount struct {
 // network is known to it, in the round trip of the load. For an address
 // without an account it reads the streams and networks of an id no account
 // has: the same statements, finding nothing.
-func (a *App) loadLoginAccount(ctx context.Context, email string, r Request) (loginAccount, error) {
+func (a *Accounts) loadLoginAccount(ctx context.Context, email string, r Request) (loginAccount, error) {
 	id, found, err := a.ownerOrNobody(ctx, email)
 	if err != nil {
 		return loginAccount{}, err
 	}
-	knownSt, known := ratelimit.KnownStatement(id, r.IP, a.d.Now())
-	streams, err := a.d.Store.LoadStreamsAfter(ctx, []eventstore.Statement{knownSt}, domain.UserStream(id), domain.TwoFactorStream(id))
+	knownSt, known := ratelimit.KnownStatement(id, r.IP, a.now())
+	streams, err := a.store.LoadStreamsAfter(ctx, []eventstore.Statement{knownSt}, domain.UserStream(id), domain.TwoFactorStream(id))
 	if err != nil {
 		return loginAccount{}, err
 	}
@@ -304,40 +397,40 @@ func (a *App) loadLoginAccount(ctx context.Context, email string, r Request) (lo
 // recordLoginFailure is the audit record of a wrong password: LoginFailed
 // for an account, nothing for an address without one. It runs after the
 // answer (handOff), for both alike.
-func (a *App) recordLoginFailure(ctx context.Context, u *domain.User, r Request) {
+func (a *Accounts) recordLoginFailure(ctx context.Context, u *domain.User, r Request) {
 	if u == nil {
 		return
 	}
 	c := a.newChange(r)
-	if err := c.add(domain.LoginStream(u.ID), eventstore.AnyVersion, u.TenantID, u.ID, &domain.LoginFailed{UserID: u.ID, Reason: "wrong_password"}); err != nil {
-		a.d.Log.Error("recording a failed login", "err", err)
+	if err := c.note(domain.LoginStream(u.ID), u.TenantID, u.ID, &domain.LoginFailed{UserID: u.ID, Reason: "wrong_password"}); err != nil {
+		a.log.Error("recording a failed login", "err", err)
 		return
 	}
 	if _, err := a.commit(ctx, c); err != nil {
-		a.d.Log.Error("recording a failed login", "err", err)
+		a.log.Error("recording a failed login", "err", err)
 	}
 }
 
 // reset forgets the account's failed logins after a right password.
-func (a *App) reset(ctx context.Context, account string) {
-	if err := a.d.Throttle.Reset(context.WithoutCancel(ctx), account); err != nil {
-		a.d.Log.Error("clearing failed logins", "err", err)
+func (a *guard) reset(ctx context.Context, account string) {
+	if err := a.throttle.Reset(context.WithoutCancel(ctx), account); err != nil {
+		a.log.Error("clearing failed logins", "err", err)
 	}
 }
 
 // failed counts a wrong password against the account.
-func (a *App) failed(ctx context.Context, account string) {
-	if err := a.d.Throttle.Fail(context.WithoutCancel(ctx), account); err != nil {
-		a.d.Log.Error("counting a failed login", "err", err)
+func (a *guard) failed(ctx context.Context, account string) {
+	if err := a.throttle.Fail(context.WithoutCancel(ctx), account); err != nil {
+		a.log.Error("counting a failed login", "err", err)
 	}
 }
 
 // forgive ends, without counting it, an attempt that failed before its
 // password was checked (err: the server was busy, or the request gave up),
 // and returns err.
-func (a *App) forgive(ctx context.Context, account string, err error) error {
-	if ferr := a.d.Throttle.Forgive(context.WithoutCancel(ctx), account); ferr != nil {
-		a.d.Log.Error("forgiving a login attempt", "err", ferr)
+func (a *guard) forgive(ctx context.Context, account string, err error) error {
+	if ferr := a.throttle.Forgive(context.WithoutCancel(ctx), account); ferr != nil {
+		a.log.Error("forgiving a login attempt", "err", ferr)
 	}
 	return err
 }
@@ -347,7 +440,7 @@ func (a *App) forgive(ctx context.Context, account string, err error) error {
 // not. A code asked for from a network that signed in to the account lately
 // is of the known class: codes asked for elsewhere neither count against its
 // quota nor replace it.
-func (a *App) SendCode(ctx context.Context, email, purpose string, r Request) error {
+func (a *Accounts) SendCode(ctx context.Context, email, purpose string, r Request) error {
 	email, err := NormalizeEmail(email)
 	if err != nil {
 		return err
@@ -377,7 +470,7 @@ func (a *App) SendCode(ctx context.Context, email, purpose string, r Request) er
 // guessing budget. A wrong one counts towards the owner's guessing notice.
 // It returns the id of the address's account (uuid.Nil when none) once the
 // code was right; every wrong or unusable code is ErrInvalidCode.
-func (a *App) useCode(ctx context.Context, email, purpose, code string, r Request) (uuid.UUID, error) {
+func (a *Accounts) useCode(ctx context.Context, email, purpose, code string, r Request) (uuid.UUID, error) {
 	if !codes.WellFormed(code) {
 		return uuid.Nil, ErrInvalidCode // cannot be the code: no guess spent
 	}
@@ -393,7 +486,7 @@ func (a *App) useCode(ctx context.Context, email, purpose, code string, r Reques
 	if err := a.spendGuess(ctx, budget, emailCodeGuessesPerDay); err != nil {
 		return uuid.Nil, err
 	}
-	if _, err := a.d.Codes.ConsumeIn(ctx, class, email, purpose, code); err != nil {
+	if _, err := a.codes.ConsumeIn(ctx, class, email, purpose, code); err != nil {
 		if !errors.Is(err, codes.ErrInvalidCode) {
 			a.refundGuess(ctx, budget)
 			return uuid.Nil, err
@@ -418,7 +511,7 @@ func (a *App) useCode(ctx context.Context, email, purpose, code string, r Reques
 
 // CodeLogin signs in with an emailed login code; the code also proves the
 // address, so an unverified account becomes verified.
-func (a *App) CodeLogin(ctx context.Context, email, code string, r Request) (SignIn, error) {
+func (a *Accounts) CodeLogin(ctx context.Context, email, code string, r Request) (SignIn, error) {
 	email, err := NormalizeEmail(email)
 	if err != nil {
 		return SignIn{}, err
@@ -439,16 +532,16 @@ func (a *App) CodeLogin(ctx context.Context, email, code string, r Request) (Sig
 			return SignIn{}, ErrInvalidCode // the address moved on since the code was sent
 		}
 		c := a.newChange(r)
-		if err := a.verifyEmail(c, u); err != nil {
+		if err := verifyEmail(c, u); err != nil {
 			return SignIn{}, err
 		}
-		return a.signIn(ctx, c, u, tf, []string{"otp"}, r)
+		return a.twoFactor.signIn(ctx, c, u, tf, []string{"otp"}, r)
 	})
 }
 
 // ResetPassword sets a new password with an emailed reset code and ends
 // every session of the user.
-func (a *App) ResetPassword(ctx context.Context, email, code, newPassword string, active func(ctx context.Context, user uuid.UUID) ([]uuid.UUID, error), r Request) error {
+func (a *Accounts) ResetPassword(ctx context.Context, email, code, newPassword string, r Request) error {
 	email, err := NormalizeEmail(email)
 	if err != nil {
 		return err
@@ -459,7 +552,7 @@ func (a *App) ResetPassword(ctx context.Context, email, code, newPassword string
 	if _, err := a.useCode(ctx, email, PurposeReset, code, r); err != nil {
 		return err
 	}
-	hash, err := a.d.Hasher.Hash(ctx, newPassword)
+	hash, err := a.hasher.Hash(ctx, newPassword)
 	if err != nil {
 		return translate(err)
 	}
@@ -476,16 +569,15 @@ func (a *App) ResetPassword(ctx context.Context, email, code, newPassword string
 		c := a.newChange(r)
 		reset := &domain.PasswordReset{UserID: u.ID, At: c.at}
 		reset.Secret.PasswordHash = hash
-		if err := c.add(domain.UserStream(u.ID), u.Version, u.TenantID, u.ID, reset); err != nil {
+		if err := c.record(u, domain.UserStream(u.ID), u.TenantID, u.ID, reset); err != nil {
 			return eventstore.Cursor{}, err
 		}
-		u.Version++ // verifyEmail appends after the reset
-		if err := a.verifyEmail(c, u); err != nil {
+		if err := verifyEmail(c, u); err != nil {
 			return eventstore.Cursor{}, err
 		}
 		committed, err := a.commit(ctx, c)
 		if err == nil {
-			a.d.Revoked.CutUser(u.ID, c.at)
+			a.revoked.CutUser(u.ID, c.at)
 		}
 		return committed.Last, err
 	})
@@ -495,14 +587,14 @@ func (a *App) ResetPassword(ctx context.Context, email, code, newPassword string
 	// The reset already refuses every older token (CutUser, and on other
 	// instances the PasswordReset event); revoking each session also ends
 	// its refresh token and takes it off the sessions list.
-	a.wait(ctx, at, "sessions")
-	ids, err := active(ctx, u.ID)
+	a.wait(ctx, at, projections.Sessions{})
+	ids, err := a.sessions.activeSessionIDs(ctx, u.ID)
 	if err != nil {
 		return err
 	}
 	var last eventstore.Cursor
 	for _, id := range ids {
-		at, err := a.revoke(ctx, u.ID, id, domain.RevokedByPassword, r)
+		at, err := a.sessions.revoke(ctx, u.ID, id, domain.RevokedByPassword, r)
 		if err != nil && !errors.Is(err, ErrNotFound) {
 			return err
 		}
@@ -510,7 +602,7 @@ func (a *App) ResetPassword(ctx context.Context, email, code, newPassword string
 			last = at
 		}
 	}
-	a.wait(ctx, last, "sessions")
+	a.wait(ctx, last, projections.Sessions{})
 	return nil
 }
 

@@ -19,6 +19,7 @@ import (
 	"github.com/authd/authd/internal/ratelimit"
 	"github.com/authd/authd/internal/revocation"
 	"github.com/authd/authd/internal/tokens"
+	"github.com/authd/authd/projections"
 )
 
 // Codes issues and consumes emailed one-time codes (codes.Store).
@@ -58,13 +59,31 @@ type Limits interface {
 }
 
 // Waiter waits for a projection to pass a place in the log, and says which
-// events a projection uses (projections.Runner).
+// events a projection uses (projections.Runner). A projection is named by
+// its value (projections.Sessions{}): a misspelt name does not compile, where
+// a string compiled, the wait answered "unknown projection", and
+// read-your-writes silently stopped.
 type Waiter interface {
-	Wait(ctx context.Context, projection string, c eventstore.Cursor) error
-	Uses(projection, eventType string) bool
+	Wait(ctx context.Context, p projections.Projection, c eventstore.Cursor) error
+	Uses(p projections.Projection, eventType string) bool
 }
 
-// Deps is what the commands need; every field is required.
+// SessionReads is the sessions read model as the write side queries it
+// (projections.SessionReads): the write side, not the edge, owns the query
+// that feeds a write (the sessions a reset or "sign out everywhere else"
+// revokes).
+type SessionReads interface {
+	// Active lists the user's sessions neither revoked nor idle since
+	// since, newest first.
+	Active(ctx context.Context, user uuid.UUID, since time.Time) ([]projections.SessionView, error)
+	// Behind lists the user's sessions whose streams hold events the read
+	// model has not applied yet.
+	Behind(ctx context.Context, user uuid.UUID) ([]uuid.UUID, error)
+}
+
+// Deps is what the commands need, as the server wires them; every field is
+// required. New hands each part of App (Accounts, Sessions, TwoFactor,
+// Passkeys, Google, Signups) only the fields its commands use.
 type Deps struct {
 	Store       *eventstore.Store
 	Hasher      *password.Hasher
@@ -75,12 +94,15 @@ type Deps struct {
 	Throttle    Throttle
 	Limits      Limits
 	Projections Waiter
-	Revoked     *revocation.Set
-	Log         *slog.Logger
-	Now         func() time.Time
+	// SessionReads lists a user's sessions from the read model.
+	SessionReads SessionReads
+	Revoked      *revocation.Set
+	Log          *slog.Logger
+	Now          func() time.Time
 	// RefreshGrace is how long a rotated-away refresh token still answers.
 	RefreshGrace time.Duration
-	// RefreshTTL is how long a refresh token lives (AUTHD_REFRESH_TOKEN_TTL).
+	// RefreshTTL is how long a refresh token lives (AUTHD_REFRESH_TOKEN_TTL):
+	// also how long a session without a refresh stays listed as active.
 	RefreshTTL time.Duration
 	// WaitTimeout bounds how long a write waits for read-your-writes.
 	WaitTimeout time.Duration
@@ -92,14 +114,31 @@ type Deps struct {
 	Google    GoogleConfig
 }
 
-// App runs the commands of authd's account API.
+// App runs the commands of authd's account API. It is made of one part per
+// capability, each holding exactly what its commands use, so that a reader
+// of a command sees what it can reach: Accounts (signing up and in with a
+// password or an emailed code, resets), Sessions, TwoFactor, Passkeys,
+// Google, Signups. Embedding them keeps app.Login(...) working; core is what
+// every part shares.
 type App struct {
-	d Deps
-	// sessions holds the state of recently refreshed sessions, so that a
-	// rotation, the commonest write there is, need not read its stream
-	// first. Its append names the version the state was at, so a state that
-	// another instance has moved on only costs a conflict and a reload.
-	sessions *lru.Cache[uuid.UUID, domain.Session]
+	*core
+	*Accounts
+	*Sessions
+	*TwoFactor
+	*Passkeys
+	*Google
+	*Signups
+}
+
+// core is what every command uses: the log, the clock, the logger, the
+// read-your-writes wait, and the queue of work handed off to run after the
+// answer.
+type core struct {
+	store       *eventstore.Store
+	log         *slog.Logger
+	now         func() time.Time
+	waiter      Waiter
+	waitTimeout time.Duration
 	// jobs is the work handed off to run after the answer (handOff, Run).
 	jobs chan func(context.Context)
 }
@@ -108,19 +147,34 @@ type App struct {
 // each.
 const sessionCacheSize = 100_000
 
-// New returns the commands over d.
+// New returns the commands over d, each part given its share of d.
 func New(d Deps) *App {
-	sessions, err := lru.New[uuid.UUID, domain.Session](sessionCacheSize)
+	cache, err := lru.New[uuid.UUID, domain.Session](sessionCacheSize)
 	if err != nil {
 		panic(err) // only for a size below 1
 	}
-	return &App{d: d, sessions: sessions, jobs: make(chan func(context.Context), backgroundQueue)}
-}
-
-// RefreshRules are the configured lifetimes of refresh tokens, by whose
-// Lives a session is also listed as active.
-func (a *App) RefreshRules() domain.RefreshRules {
-	return domain.RefreshRules{TTL: a.d.RefreshTTL, Grace: a.d.RefreshGrace}
+	c := &core{store: d.Store, log: d.Log, now: d.Now, waiter: d.Projections, waitTimeout: d.WaitTimeout,
+		jobs: make(chan func(context.Context), backgroundQueue)}
+	g := &guard{core: c, throttle: d.Throttle}
+	sessions := &Sessions{core: c, keys: d.Keys, revoked: d.Revoked, reads: d.SessionReads,
+		rules: domain.RefreshRules{TTL: d.RefreshTTL, Grace: d.RefreshGrace}, cache: cache}
+	issuer := d.TwoFactor.Issuer
+	if issuer == "" {
+		issuer = d.Product
+	}
+	twoFactor := &TwoFactor{guard: g, challenges: d.TwoFactor.Challenges, backupCodeKey: d.TwoFactor.BackupCodeKey,
+		issuer: issuer, sessions: sessions}
+	return &App{
+		core: c,
+		Accounts: &Accounts{guard: g, hasher: d.Hasher, codes: d.Codes, mail: d.Mail, limits: d.Limits,
+			mails: d.Mails, revoked: d.Revoked, twoFactor: twoFactor, sessions: sessions},
+		Sessions:  sessions,
+		TwoFactor: twoFactor,
+		Passkeys: &Passkeys{core: c, webAuthn: d.Passkeys.WebAuthn, ceremonies: d.Passkeys.Ceremonies,
+			ceremonyTTL: d.Passkeys.CeremonyTTL, sessions: sessions},
+		Google:  &Google{core: c, cfg: d.Google, twoFactor: twoFactor},
+		Signups: &Signups{core: c},
+	}
 }
 
 // Request is who is asking: it becomes each event's metadata.
@@ -177,11 +231,42 @@ type change struct {
 	done    bool // committed: its statements ran
 }
 
-func (a *App) newChange(r Request) *change {
-	return &change{meta: r.metadata(), at: a.d.Now()}
+func (a *core) newChange(r Request) *change {
+	return &change{meta: r.metadata(), at: a.now()}
 }
 
-// add queues events for a stream the command saw at version expected.
+// record queues events for the stream agg was rebuilt from, expecting the
+// version agg was rebuilt to, and applies them to agg (hallgren's
+// TrackChange): what the change records for agg next expects the version
+// after them, and agg shows what the change commits. It is the one way a
+// command appends to a stream it decided on, so no version is counted by
+// hand. tenant and user go to the events' envelopes.
+func (c *change) record(agg domain.Aggregate, stream string, tenant, user uuid.UUID, events ...domain.Event) error {
+	if err := c.add(stream, agg.StreamVersion(), tenant, user, events...); err != nil {
+		return err
+	}
+	for _, e := range events {
+		agg.Apply(e, c.at)
+	}
+	return nil
+}
+
+// create queues the first events of a stream that must not exist yet, and
+// that nothing is rebuilt from in the command (a tenant, a day's guessing
+// notice): a second creation conflicts.
+func (c *change) create(stream string, tenant, user uuid.UUID, events ...domain.Event) error {
+	return c.add(stream, 0, tenant, user, events...)
+}
+
+// note queues events for a stream of records that no decision is made on
+// (failed logins, signup attempts): appended at any version, never in
+// conflict.
+func (c *change) note(stream string, tenant, user uuid.UUID, events ...domain.Event) error {
+	return c.add(stream, eventstore.AnyVersion, tenant, user, events...)
+}
+
+// add queues events for a stream expected at version expected: record,
+// create or note say which version that is.
 func (c *change) add(stream string, expected int64, tenant, user uuid.UUID, events ...domain.Event) error {
 	if len(events) == 0 {
 		return nil
@@ -210,8 +295,8 @@ func (c *change) empty() bool {
 	return len(c.write.Appends) == 0 && len(c.write.Also) == 0
 }
 
-func (a *App) commit(ctx context.Context, c *change) (eventstore.Committed, error) {
-	committed, err := a.d.Store.Write(ctx, c.write)
+func (a *core) commit(ctx context.Context, c *change) (eventstore.Committed, error) {
+	committed, err := a.store.Write(ctx, c.write)
 	c.done = err == nil
 	return committed, translate(err)
 }
@@ -219,12 +304,12 @@ func (a *App) commit(ctx context.Context, c *change) (eventstore.Committed, erro
 // wait gives read-your-writes: it returns once the projections have applied
 // the write, or after WaitTimeout, logging that the next read may be stale.
 // The write has succeeded either way, so a slow projection never fails it.
-func (a *App) wait(ctx context.Context, at eventstore.Cursor, projections ...string) {
-	ctx, cancel := context.WithTimeout(ctx, a.d.WaitTimeout)
+func (a *core) wait(ctx context.Context, at eventstore.Cursor, models ...projections.Projection) {
+	ctx, cancel := context.WithTimeout(ctx, a.waitTimeout)
 	defer cancel()
-	for _, p := range projections {
-		if err := a.d.Projections.Wait(ctx, p, at); err != nil {
-			a.d.Log.Warn("read-your-writes wait gave up; the next read may not show this write", "projection", p, "err", err)
+	for _, p := range models {
+		if err := a.waiter.Wait(ctx, p, at); err != nil {
+			a.log.Warn("read-your-writes wait gave up; the next read may not show this write", "projection", p.Name(), "err", err)
 			return
 		}
 	}
@@ -235,10 +320,10 @@ func (a *App) wait(ctx context.Context, at eventstore.Cursor, projections ...str
 // change already. Waiting on it anyway waited for its checkpoint to pass
 // events it skips, which an instance that does not apply it learns only when
 // the skips are saved.
-func (a *App) waitFor(ctx context.Context, c eventstore.Committed, projections ...string) {
-	concerned := projections[:0:0]
-	for _, p := range projections {
-		if slices.ContainsFunc(c.Events, func(e eventstore.Event) bool { return a.d.Projections.Uses(p, e.Type) }) {
+func (a *core) waitFor(ctx context.Context, c eventstore.Committed, models ...projections.Projection) {
+	concerned := models[:0:0]
+	for _, p := range models {
+		if slices.ContainsFunc(c.Events, func(e eventstore.Event) bool { return a.waiter.Uses(p, e.Type) }) {
 			concerned = append(concerned, p)
 		}
 	}
@@ -262,8 +347,8 @@ type applier interface {
 }
 
 // load rebuilds an aggregate from its stream.
-func (a *App) load(ctx context.Context, stream string, agg applier) error {
-	events, err := a.d.Store.Load(ctx, stream)
+func (a *core) load(ctx context.Context, stream string, agg applier) error {
+	events, err := a.store.Load(ctx, stream)
 	if err != nil {
 		return err
 	}
@@ -282,7 +367,7 @@ func fold(events []eventstore.Event, agg applier) error {
 	return nil
 }
 
-func (a *App) loadUser(ctx context.Context, id uuid.UUID) (*domain.User, error) {
+func (a *core) loadUser(ctx context.Context, id uuid.UUID) (*domain.User, error) {
 	u := &domain.User{}
 	if err := a.load(ctx, domain.UserStream(id), u); err != nil {
 		return nil, err
@@ -294,8 +379,8 @@ func (a *App) loadUser(ctx context.Context, id uuid.UUID) (*domain.User, error) 
 // refresh adds an event, and a refresh must not get slower the more often
 // the session has been refreshed (domain.SessionStateTail says why the ends
 // are enough).
-func (a *App) loadSession(ctx context.Context, id uuid.UUID) (*domain.Session, error) {
-	events, err := a.d.Store.LoadEnds(ctx, domain.SessionStream(id), domain.SessionStateTail)
+func (a *Sessions) loadSession(ctx context.Context, id uuid.UUID) (*domain.Session, error) {
+	events, err := a.store.LoadEnds(ctx, domain.SessionStream(id), domain.SessionStateTail)
 	if err != nil {
 		return nil, err
 	}
@@ -318,8 +403,8 @@ func lastVersion(events []eventstore.Event) int64 {
 }
 
 // emailOwner finds the user who holds an email address.
-func (a *App) emailOwner(ctx context.Context, email string) (uuid.UUID, bool, error) {
-	owner, err := a.d.Store.Lookup(ctx, emailScope, email)
+func (a *core) emailOwner(ctx context.Context, email string) (uuid.UUID, bool, error) {
+	owner, err := a.store.Lookup(ctx, emailScope, email)
 	if errors.Is(err, eventstore.ErrNotFound) {
 		return uuid.Nil, false, nil
 	}
@@ -343,7 +428,7 @@ func codesPerEmail() ratelimit.Limit { return ratelimit.Limit{Requests: 5, Windo
 // issueCode issues and emails a code, unless the address has had its share
 // lately: then it quietly sends nothing, so the answer still says nothing
 // about whether the address has an account.
-func (a *App) issueCode(ctx context.Context, email, purpose string, kind mail.Purpose) error {
+func (a *Accounts) issueCode(ctx context.Context, email, purpose string, kind mail.Purpose) error {
 	return a.issueCodeIn(ctx, ratelimit.Unknown, email, purpose, kind, true)
 }
 
@@ -351,16 +436,16 @@ func (a *App) issueCode(ctx context.Context, email, purpose string, kind mail.Pu
 // quota. It does the same work whether or not send is set (the address has
 // an account): the code is issued and a mail handed off either way, the
 // one for an address without an account a job that sends nothing.
-func (a *App) issueCodeIn(ctx context.Context, class ratelimit.Class, email, purpose string, kind mail.Purpose, send bool) error {
-	ok, _, err := a.d.Limits.Allow(ctx, codesKey(email, class), codesPerEmail())
+func (a *Accounts) issueCodeIn(ctx context.Context, class ratelimit.Class, email, purpose string, kind mail.Purpose, send bool) error {
+	ok, _, err := a.limits.Allow(ctx, codesKey(email, class), codesPerEmail())
 	if err != nil {
 		return err
 	}
 	if !ok {
-		a.d.Log.Info("code not sent: too many codes for this address lately", "purpose", purpose, "class", string(class))
+		a.log.Info("code not sent: too many codes for this address lately", "purpose", purpose, "class", string(class))
 		return nil
 	}
-	code, err := a.d.Codes.IssueIn(ctx, class, email, purpose, CodeTTL, nil)
+	code, err := a.codes.IssueIn(ctx, class, email, purpose, CodeTTL, nil)
 	if err != nil {
 		return err
 	}
@@ -376,16 +461,16 @@ func (a *App) issueCodeIn(ctx context.Context, class ratelimit.Class, email, pur
 // sendCode emails a code. It runs after the answer (handOff): the answer
 // must not take longer for an address that exists (no enumeration by
 // timing), and a slow mail server must not stall signups.
-func (a *App) sendCode(ctx context.Context, email, code string, purpose mail.Purpose, ttl time.Duration) {
+func (a *Accounts) sendCode(ctx context.Context, email, code string, purpose mail.Purpose, ttl time.Duration) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	// An account has no locale until PATCH /me gives it one (issue 17), so
 	// the code mails are English or the operator's "en" templates.
-	msg, err := a.d.Mails.Code(email, "", code, purpose, ttl)
+	msg, err := a.mails.Code(email, "", code, purpose, ttl)
 	if err == nil {
-		err = a.d.Mail.Send(ctx, msg)
+		err = a.mail.Send(ctx, msg)
 	}
 	if err != nil {
-		a.d.Log.Error("sending a code email failed", "purpose", purpose.String(), "err", err)
+		a.log.Error("sending a code email failed", "purpose", purpose.String(), "err", err)
 	}
 }

@@ -22,7 +22,7 @@ func TestStoreConflictsBecomeErrConflict(t *testing.T) {
 	id, tenant := uuid.New(), uuid.New()
 	write := func() error {
 		c := a.newChange(Request{IP: "192.0.2.1"})
-		if err := c.add(domain.UserStream(id), 0, tenant, id, &domain.EmailVerified{UserID: id}); err != nil {
+		if err := c.create(domain.UserStream(id), tenant, id, &domain.EmailVerified{UserID: id}); err != nil {
 			t.Fatal(err)
 		}
 		_, err := a.commit(ctx, c)

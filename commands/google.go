@@ -21,6 +21,14 @@ type GoogleConfig struct {
 	ClientIDs []string
 }
 
+// Google signs in, signs up and links accounts with Google ID tokens.
+type Google struct {
+	*core
+	cfg GoogleConfig
+	// twoFactor finishes the sign-in: a challenge, or a session.
+	twoFactor *TwoFactor
+}
+
 func (g GoogleConfig) enabled() bool { return g.Verifier != nil && len(g.ClientIDs) > 0 }
 
 // Errors of Google sign-in the HTTP edge maps to API codes.
@@ -40,32 +48,32 @@ const googleScope = "google"
 var amrGoogle = []string{"fed"}
 
 // GoogleEnabled reports whether Google sign-in is configured.
-func (a *App) GoogleEnabled() bool { return a != nil && a.d.Google.enabled() }
+func (a *App) GoogleEnabled() bool { return a != nil && a.Google.cfg.enabled() }
 
 // GoogleSignIn signs in with a Google ID token (API.md: POST /google). The
 // account is found by the Google subject first, then by the verified email,
 // which links it; an unknown email signs up a verified user with no
 // password. A user with a second factor gets a challenge. Nothing changes
 // when the token is refused.
-func (a *App) GoogleSignIn(ctx context.Context, idToken string, r Request) (SignIn, error) {
-	g := a.d.Google
+func (a *Google) GoogleSignIn(ctx context.Context, idToken string, r Request) (SignIn, error) {
+	g := a.cfg
 	if !g.enabled() {
 		return SignIn{}, ErrNotFound
 	}
 	id, err := g.Verifier.Verify(ctx, idToken)
 	if ferr := g.Verifier.TakeFetchError(); ferr != nil {
-		a.d.Log.Warn("fetching Google's signing keys failed", "err", ferr)
+		a.log.Warn("fetching Google's signing keys failed", "err", ferr)
 	}
 	if errors.Is(err, googleauth.ErrKeysUnavailable) {
 		return SignIn{}, fmt.Errorf("%w: %w", ErrGoogleUnavailable, err)
 	}
 	if err != nil {
-		a.d.Log.Info("Google ID token refused", "reason", err.Error(), "request_id", r.RequestID)
+		a.log.Info("Google ID token refused", "reason", err.Error(), "request_id", r.RequestID)
 		return SignIn{}, ErrInvalidToken
 	}
 	email, err := NormalizeEmail(id.Email)
 	if err != nil {
-		a.d.Log.Info("Google ID token refused", "reason", "email: "+err.Error(), "request_id", r.RequestID)
+		a.log.Info("Google ID token refused", "reason", "email: "+err.Error(), "request_id", r.RequestID)
 		return SignIn{}, ErrInvalidToken
 	}
 	name, err := cleanName("name", id.Name)
@@ -80,7 +88,7 @@ func (a *App) GoogleSignIn(ctx context.Context, idToken string, r Request) (Sign
 			return SignIn{}, eventstore.ErrConflict
 		}
 		if errors.Is(err, domain.ErrLinkedToOtherGoogle) {
-			a.d.Log.Info("Google ID token refused", "reason", "the account with its email is linked to another Google account", "request_id", r.RequestID)
+			a.log.Info("Google ID token refused", "reason", "the account with its email is linked to another Google account", "request_id", r.RequestID)
 			return SignIn{}, ErrInvalidToken
 		}
 		return s, err
@@ -88,7 +96,7 @@ func (a *App) GoogleSignIn(ctx context.Context, idToken string, r Request) (Sign
 }
 
 // googleSignIn is one decide-and-append round of GoogleSignIn.
-func (a *App) googleSignIn(ctx context.Context, subject, email, name string, r Request) (SignIn, error) {
+func (a *Google) googleSignIn(ctx context.Context, subject, email, name string, r Request) (SignIn, error) {
 	c := a.newChange(r)
 	linked, found, err := a.lookupUser(ctx, googleScope, subject)
 	if err != nil {
@@ -99,7 +107,7 @@ func (a *App) googleSignIn(ctx context.Context, subject, email, name string, r R
 		if err != nil {
 			return SignIn{}, err
 		}
-		return a.signIn(ctx, c, &u.User, nil, amrGoogle, r)
+		return a.twoFactor.signIn(ctx, c, &u.User, nil, amrGoogle, r)
 	}
 
 	owner, found, err := a.emailOwner(ctx, email)
@@ -111,12 +119,12 @@ func (a *App) googleSignIn(ctx context.Context, subject, email, name string, r R
 		if u, err = a.loadGoogleUser(ctx, owner); err != nil {
 			return SignIn{}, err
 		}
-		if err := a.addApplied(c, u, u.TakeOver(name)...); err != nil {
+		if err := c.record(u, domain.UserStream(u.ID), u.TenantID, u.ID, u.TakeOver(name)...); err != nil {
 			return SignIn{}, err
 		}
 	} else {
 		id, tenant := uuid.New(), uuid.New()
-		if err := a.addApplied(c, u, domain.NewGoogleUser(id, tenant, email, name)); err != nil {
+		if err := c.record(u, domain.UserStream(id), tenant, id, domain.NewGoogleUser(id, tenant, email, name)); err != nil {
 			return SignIn{}, err
 		}
 		c.write.Claims = append(c.write.Claims, eventstore.Claim{Scope: emailScope, Key: email, Owner: id.String()})
@@ -126,43 +134,20 @@ func (a *App) googleSignIn(ctx context.Context, subject, email, name string, r R
 		return SignIn{}, err
 	}
 	if link != nil {
-		verified := u.EmailVerified
-		if err := a.verifyEmail(c, &u.User); err != nil {
+		if err := verifyEmail(c, &u.User); err != nil {
 			return SignIn{}, err
 		}
-		if !verified {
-			u.Apply(&domain.EmailVerified{UserID: u.ID}, c.at) // what verifyEmail appended
-		}
-		if err := a.addApplied(c, u, link); err != nil {
+		if err := c.record(u, domain.UserStream(u.ID), u.TenantID, u.ID, link); err != nil {
 			return SignIn{}, err
 		}
 		c.write.Claims = append(c.write.Claims, eventstore.Claim{Scope: googleScope, Key: subject, Owner: u.ID.String()})
 	}
-	return a.signIn(ctx, c, &u.User, nil, amrGoogle, r)
-}
-
-// addApplied queues events for u's stream and folds them into u, so that
-// what the change adds next expects the right version.
-func (a *App) addApplied(c *change, u *domain.GoogleUser, events ...domain.Event) error {
-	if len(events) == 0 {
-		return nil
-	}
-	tenant, id := u.TenantID, u.ID
-	if reg, ok := events[0].(*domain.UserRegistered); ok {
-		tenant, id = reg.TenantID, reg.UserID
-	}
-	if err := c.add(domain.UserStream(id), u.Version, tenant, id, events...); err != nil {
-		return err
-	}
-	for _, e := range events {
-		u.Apply(e, c.at)
-	}
-	return nil
+	return a.twoFactor.signIn(ctx, c, &u.User, nil, amrGoogle, r)
 }
 
 // lookupUser finds the user who holds a write-side unique key.
-func (a *App) lookupUser(ctx context.Context, scope, key string) (uuid.UUID, bool, error) {
-	owner, err := a.d.Store.Lookup(ctx, scope, key)
+func (a *Google) lookupUser(ctx context.Context, scope, key string) (uuid.UUID, bool, error) {
+	owner, err := a.store.Lookup(ctx, scope, key)
 	if errors.Is(err, eventstore.ErrNotFound) {
 		return uuid.Nil, false, nil
 	}
@@ -176,7 +161,7 @@ func (a *App) lookupUser(ctx context.Context, scope, key string) (uuid.UUID, boo
 	return id, true, nil
 }
 
-func (a *App) loadGoogleUser(ctx context.Context, id uuid.UUID) (*domain.GoogleUser, error) {
+func (a *Google) loadGoogleUser(ctx context.Context, id uuid.UUID) (*domain.GoogleUser, error) {
 	u := &domain.GoogleUser{}
 	if err := a.load(ctx, domain.UserStream(id), u); err != nil {
 		return nil, err

@@ -24,6 +24,13 @@ const (
 	emailCodeGuessesPerDay    = 100
 )
 
+// guard is what the commands that check a secret share: the login and code
+// throttle, the daily guessing budgets, and the count of wrong codes.
+type guard struct {
+	*core
+	throttle Throttle
+}
+
 // secondFactorKey is the throttle's and the budget's key for a user's
 // second-factor codes tried from a network of class.
 func secondFactorKey(user uuid.UUID, class ratelimit.Class) string {
@@ -51,8 +58,8 @@ func codesKey(email string, class ratelimit.Class) string {
 
 // knownNetwork says whether the network of ip signed in to user lately. A
 // user that does not exist has none, at the same cost.
-func (a *App) knownNetwork(ctx context.Context, user uuid.UUID, ip string) (ratelimit.Class, error) {
-	known, err := a.d.Throttle.Known(ctx, user, ip)
+func (a *guard) knownNetwork(ctx context.Context, user uuid.UUID, ip string) (ratelimit.Class, error) {
+	known, err := a.throttle.Known(ctx, user, ip)
 	return ratelimit.ClassOf(known), err
 }
 
@@ -60,7 +67,7 @@ func (a *App) knownNetwork(ctx context.Context, user uuid.UUID, ip string) (rate
 // that no account has: reading its streams and networks does the same work
 // as for a real account and finds nothing, so that answers for unknown
 // addresses take what they take for known ones.
-func (a *App) ownerOrNobody(ctx context.Context, email string) (id uuid.UUID, found bool, err error) {
+func (a *core) ownerOrNobody(ctx context.Context, email string) (id uuid.UUID, found bool, err error) {
 	id, found, err = a.emailOwner(ctx, email)
 	if err != nil || found {
 		return id, found, err
@@ -70,22 +77,22 @@ func (a *App) ownerOrNobody(ctx context.Context, email string) (id uuid.UUID, fo
 
 // spendGuess takes a guess at a secret from key's budget for the day, or
 // refuses it until the day ends.
-func (a *App) spendGuess(ctx context.Context, key string, perDay int) error {
-	ok, wait, err := a.d.Throttle.Spend(ctx, key, perDay)
+func (a *guard) spendGuess(ctx context.Context, key string, perDay int) error {
+	ok, wait, err := a.throttle.Spend(ctx, key, perDay)
 	if err != nil {
 		return err
 	}
 	if !ok {
-		a.d.Log.Warn("guess refused: the day's guessing budget is spent", "budget", budgetName(key))
+		a.log.Warn("guess refused: the day's guessing budget is spent", "budget", budgetName(key))
 		return &RetryLaterError{After: wait}
 	}
 	return nil
 }
 
 // refundGuess gives back a guess that proved right or was never checked.
-func (a *App) refundGuess(ctx context.Context, key string) {
-	if err := a.d.Throttle.Refund(context.WithoutCancel(ctx), key); err != nil {
-		a.d.Log.Error("giving a guess back", "err", err)
+func (a *guard) refundGuess(ctx context.Context, key string) {
+	if err := a.throttle.Refund(context.WithoutCancel(ctx), key); err != nil {
+		a.log.Error("giving a guess back", "err", err)
 	}
 }
 
@@ -101,11 +108,11 @@ func budgetName(key string) string {
 // the notices consumer to tell the owner. The event's stream is the user's
 // day, appended at version 0, and the day is marked told in the same commit:
 // one event per account and day, however many instances see the threshold.
-func (a *App) missed(ctx context.Context, user uuid.UUID, kind string, r Request) {
+func (a *guard) missed(ctx context.Context, user uuid.UUID, kind string, r Request) {
 	ctx = context.WithoutCancel(ctx)
-	m, err := a.d.Throttle.Miss(ctx, user)
+	m, err := a.throttle.Miss(ctx, user)
 	if err != nil {
-		a.d.Log.Error("counting a wrong code", "err", err)
+		a.log.Error("counting a wrong code", "err", err)
 		return
 	}
 	if m.Failures < domain.CodeGuessingThreshold || m.Notified {
@@ -113,20 +120,20 @@ func (a *App) missed(ctx context.Context, user uuid.UUID, kind string, r Request
 	}
 	u, err := a.loadUser(ctx, user)
 	if err != nil || !u.Exists() {
-		a.d.Log.Error("loading the user whose codes are guessed", "err", err)
+		a.log.Error("loading the user whose codes are guessed", "err", err)
 		return
 	}
 	c := a.newChange(r)
 	// The event says the threshold was reached: under concurrent guesses the
 	// caller whose count was past it may be the one that commits it.
 	e := &domain.CodeGuessingDetected{UserID: user, Kind: kind, Failures: domain.CodeGuessingThreshold, WindowStart: m.WindowStart}
-	if err := c.add(domain.CodeGuessingStream(user, m.WindowStart), 0, u.TenantID, user, e); err != nil {
-		a.d.Log.Error("recording code guessing", "err", err)
+	if err := c.create(domain.CodeGuessingStream(user, m.WindowStart), u.TenantID, user, e); err != nil {
+		a.log.Error("recording code guessing", "err", err)
 		return
 	}
 	c.also(ratelimit.NotifiedStatement(user, m.WindowStart))
 	if _, err := a.commit(ctx, c); err != nil && !errors.Is(err, eventstore.ErrConflict) {
-		a.d.Log.Error("recording code guessing", "err", err)
+		a.log.Error("recording code guessing", "err", err)
 	}
 }
 
@@ -143,11 +150,11 @@ const (
 // nothing to do a job that does nothing. A full queue drops the job with a
 // log line rather than make the request wait. job must hold no string of
 // the request's own (Request.detached, strings.Clone).
-func (a *App) handOff(what string, job func(ctx context.Context)) {
+func (a *core) handOff(what string, job func(ctx context.Context)) {
 	select {
 	case a.jobs <- job:
 	default:
-		a.d.Log.Error("background queue full: work dropped", "work", what)
+		a.log.Error("background queue full: work dropped", "work", what)
 	}
 }
 
@@ -160,7 +167,7 @@ func (r Request) detached() Request {
 
 // Run does the work handed off by the commands until ctx ends, then what is
 // still queued.
-func (a *App) Run(ctx context.Context) {
+func (a *core) Run(ctx context.Context) {
 	var wg sync.WaitGroup
 	for range backgroundWorkers {
 		wg.Go(func() {

@@ -16,6 +16,7 @@ import (
 	"github.com/authd/authd/eventstore"
 	"github.com/authd/authd/internal/ceremony"
 	"github.com/authd/authd/internal/tokens"
+	"github.com/authd/authd/projections"
 )
 
 // PasskeyConfig is what the passkey commands need beyond Deps.
@@ -28,6 +29,17 @@ type PasskeyConfig struct {
 	// CeremonyTTL is how long a client has between the options and the
 	// credential; DefaultCeremonyTTL when zero.
 	CeremonyTTL time.Duration
+}
+
+// Passkeys registers, lists, renames and removes passkeys, and signs in
+// with them.
+type Passkeys struct {
+	*core
+	webAuthn    *webauthn.WebAuthn
+	ceremonies  Ceremonies
+	ceremonyTTL time.Duration
+	// sessions opens the session a passkey sign-in earns.
+	sessions *Sessions
 }
 
 // DefaultCeremonyTTL is how long a WebAuthn ceremony may take by default.
@@ -84,7 +96,11 @@ func (a passkeyAccount) Apply(e domain.Event, at time.Time) {
 	a.passkeys.Apply(e, at)
 }
 
-func (a *App) loadPasskeyAccount(ctx context.Context, id uuid.UUID) (passkeyAccount, error) {
+// StreamVersion is the version of the user's stream: the user and the
+// passkeys both count every event of it.
+func (a passkeyAccount) StreamVersion() int64 { return a.passkeys.Version }
+
+func (a *Passkeys) loadPasskeyAccount(ctx context.Context, id uuid.UUID) (passkeyAccount, error) {
 	acc := passkeyAccount{user: &domain.User{}, passkeys: &domain.UserPasskeys{UserID: id}}
 	if err := a.load(ctx, domain.UserStream(id), acc); err != nil {
 		return passkeyAccount{}, err
@@ -95,7 +111,7 @@ func (a *App) loadPasskeyAccount(ctx context.Context, id uuid.UUID) (passkeyAcco
 // PasskeysFromLog is a user's passkeys as their stream has them, in the
 // order they were added: what a read shows when the passkeys read model has
 // not caught up. ErrNotFound when the log has no such account.
-func (a *App) PasskeysFromLog(ctx context.Context, id uuid.UUID) ([]domain.Passkey, error) {
+func (a *Passkeys) PasskeysFromLog(ctx context.Context, id uuid.UUID) ([]domain.Passkey, error) {
 	acc, err := a.loadPasskeyAccount(ctx, id)
 	if err != nil {
 		return nil, err
@@ -166,16 +182,16 @@ func fromWebAuthnCredential(c *webauthn.Credential) (domain.PasskeyCredential, u
 	}, aaguid
 }
 
-func (a *App) passkeyRP() (*webauthn.WebAuthn, error) {
-	if a.d.Passkeys.WebAuthn == nil || a.d.Passkeys.Ceremonies == nil {
+func (a *Passkeys) passkeyRP() (*webauthn.WebAuthn, error) {
+	if a.webAuthn == nil || a.ceremonies == nil {
 		return nil, ErrNotFound
 	}
-	return a.d.Passkeys.WebAuthn, nil
+	return a.webAuthn, nil
 }
 
-func (a *App) passkeyCeremonyTTL() time.Duration {
-	if a.d.Passkeys.CeremonyTTL > 0 {
-		return a.d.Passkeys.CeremonyTTL
+func (a *Passkeys) passkeyCeremonyTTL() time.Duration {
+	if a.ceremonyTTL > 0 {
+		return a.ceremonyTTL
 	}
 	return DefaultCeremonyTTL
 }
@@ -183,7 +199,7 @@ func (a *App) passkeyCeremonyTTL() time.Duration {
 // PasskeyRegisterOptions starts registering a passkey for the caller: a
 // discoverable credential is required, user verification preferred, and the
 // caller's passkeys are excluded so an authenticator is not registered twice.
-func (a *App) PasskeyRegisterOptions(ctx context.Context, caller tokens.Claims) (*protocol.CredentialCreation, error) {
+func (a *Passkeys) PasskeyRegisterOptions(ctx context.Context, caller tokens.Claims) (*protocol.CredentialCreation, error) {
 	rp, err := a.passkeyRP()
 	if err != nil {
 		return nil, err
@@ -220,18 +236,18 @@ func (a *App) PasskeyRegisterOptions(ctx context.Context, caller tokens.Claims) 
 	return creation, nil
 }
 
-func (a *App) putPasskeyCeremony(ctx context.Context, kind ceremony.Kind, user uuid.UUID, session *webauthn.SessionData, ttl time.Duration) error {
+func (a *Passkeys) putPasskeyCeremony(ctx context.Context, kind ceremony.Kind, user uuid.UUID, session *webauthn.SessionData, ttl time.Duration) error {
 	state, err := json.Marshal(session)
 	if err != nil {
 		return fmt.Errorf("encode %s ceremony: %w", kind, err)
 	}
-	return a.d.Passkeys.Ceremonies.Put(ctx, kind, session.Challenge, user, state, ttl)
+	return a.ceremonies.Put(ctx, kind, session.Challenge, user, state, ttl)
 }
 
 // takePasskeyCeremony consumes the ceremony a credential answers, found from the
 // challenge in its clientDataJSON.
-func (a *App) takePasskeyCeremony(ctx context.Context, kind ceremony.Kind, challenge string, user uuid.UUID) (*webauthn.SessionData, bool, error) {
-	state, ok, err := a.d.Passkeys.Ceremonies.Take(ctx, kind, challenge, user)
+func (a *Passkeys) takePasskeyCeremony(ctx context.Context, kind ceremony.Kind, challenge string, user uuid.UUID) (*webauthn.SessionData, bool, error) {
+	state, ok, err := a.ceremonies.Take(ctx, kind, challenge, user)
 	if err != nil || !ok {
 		return nil, false, err
 	}
@@ -265,7 +281,7 @@ type RegisterPasskeyInput struct {
 // ceremony and adds the passkey to the account. Everything wrong with the
 // credential is a validation error: the caller is signed in, so there is
 // nothing to hide from them.
-func (a *App) RegisterPasskey(ctx context.Context, caller tokens.Claims, in RegisterPasskeyInput, r Request) (Passkey, error) {
+func (a *Passkeys) RegisterPasskey(ctx context.Context, caller tokens.Claims, in RegisterPasskeyInput, r Request) (Passkey, error) {
 	rp, err := a.passkeyRP()
 	if err != nil {
 		return Passkey{}, err
@@ -297,7 +313,7 @@ func (a *App) RegisterPasskey(ctx context.Context, caller tokens.Claims, in Regi
 	}
 	cred, err := rp.CreateCredential(passkeyUser{user: acc.user}, *session, parsed)
 	if err != nil {
-		a.d.Log.Info("passkey registration refused", "user_id", caller.UserID, "reason", describeWebAuthnError(err), "request_id", r.RequestID)
+		a.log.Info("passkey registration refused", "user_id", caller.UserID, "reason", describeWebAuthnError(err), "request_id", r.RequestID)
 		return Passkey{}, passkeyCredentialError("did not verify: " + describeWebAuthnError(err))
 	}
 	record, aaguid := fromWebAuthnCredential(cred)
@@ -309,7 +325,7 @@ func (a *App) RegisterPasskey(ctx context.Context, caller tokens.Claims, in Regi
 			return Passkey{}, err
 		}
 		u := acc.user
-		events, err := acc.passkeys.Add(u.ID, id, name, aaguid, a.d.Now(), record)
+		events, err := acc.passkeys.Add(u.ID, id, name, aaguid, a.now(), record)
 		switch {
 		case errors.Is(err, domain.ErrPasskeyExists):
 			return Passkey{}, passkeyCredentialError("is already registered")
@@ -319,7 +335,7 @@ func (a *App) RegisterPasskey(ctx context.Context, caller tokens.Claims, in Regi
 			return Passkey{}, err
 		}
 		c := a.newChange(r)
-		if err := c.add(domain.UserStream(u.ID), acc.passkeys.Version, u.TenantID, u.ID, events...); err != nil {
+		if err := c.record(acc, domain.UserStream(u.ID), u.TenantID, u.ID, events...); err != nil {
 			return Passkey{}, err
 		}
 		c.write.Claims = append(c.write.Claims, eventstore.Claim{Scope: passkeyScope, Key: passkeyCredentialKey(record.ID), Owner: u.ID.String()})
@@ -330,10 +346,7 @@ func (a *App) RegisterPasskey(ctx context.Context, caller tokens.Claims, in Regi
 		if err != nil {
 			return Passkey{}, err
 		}
-		a.wait(ctx, committed.Last, "passkeys")
-		for _, e := range events {
-			acc.passkeys.Apply(e, c.at)
-		}
+		a.wait(ctx, committed.Last, projections.Passkeys{})
 		return passkeyView(acc.passkeys.Find(id)), nil
 	})
 }
@@ -344,7 +357,7 @@ func passkeyCredentialKey(id []byte) string { return base64.RawURLEncoding.Encod
 // a challenge with no user and no allowed credentials. User verification is
 // required: a passkey sign-in stands in for password and second factor, so
 // a mere touch of a stolen security key must not be enough.
-func (a *App) PasskeyLoginOptions(ctx context.Context) (*protocol.CredentialAssertion, error) {
+func (a *Passkeys) PasskeyLoginOptions(ctx context.Context) (*protocol.CredentialAssertion, error) {
 	rp, err := a.passkeyRP()
 	if err != nil {
 		return nil, err
@@ -366,101 +379,152 @@ func (a *App) PasskeyLoginOptions(ctx context.Context) (*protocol.CredentialAsse
 // whatever the outcome; the account from the credential id's claim, which
 // must agree with the user handle. A passkey is a complete sign-in: there is
 // no second-factor challenge.
-func (a *App) PasskeyLogin(ctx context.Context, credential []byte, r Request) (Tokens, error) {
-	rp, err := a.passkeyRP()
+func (a *Passkeys) PasskeyLogin(ctx context.Context, credential []byte, r Request) (Tokens, error) {
+	as, err := a.takeAssertion(ctx, credential)
 	if err != nil {
 		return Tokens{}, err
 	}
+	userID, err := a.assertionOwner(ctx, as, r)
+	if err != nil {
+		return Tokens{}, err
+	}
+	v, err := a.verifyAssertion(ctx, as, userID, r)
+	if err != nil {
+		return Tokens{}, err
+	}
+	return retry(ctx, func() (Tokens, error) { return a.signInWithPasskey(ctx, v, r) })
+}
+
+// assertion is a passkey assertion parsed, with the ceremony it answers.
+type assertion struct {
+	rp      *webauthn.WebAuthn
+	parsed  *protocol.ParsedCredentialAssertionData
+	session *webauthn.SessionData
+}
+
+// takeAssertion parses a sign-in's credential and uses up the ceremony its
+// challenge names.
+func (a *Passkeys) takeAssertion(ctx context.Context, credential []byte) (assertion, error) {
+	rp, err := a.passkeyRP()
+	if err != nil {
+		return assertion{}, err
+	}
 	if len(credential) == 0 || string(credential) == "null" {
-		return Tokens{}, passkeyCredentialError("is required")
+		return assertion{}, passkeyCredentialError("is required")
 	}
 	parsed, err := protocol.ParseCredentialRequestResponseBytes(credential)
 	if err != nil {
-		return Tokens{}, passkeyCredentialError("is not a valid authentication credential: " + describeWebAuthnError(err))
+		return assertion{}, passkeyCredentialError("is not a valid authentication credential: " + describeWebAuthnError(err))
 	}
 	session, ok, err := a.takePasskeyCeremony(ctx, ceremony.Login, parsed.Response.CollectedClientData.Challenge, uuid.Nil)
 	if err != nil {
-		return Tokens{}, err
+		return assertion{}, err
 	}
 	if !ok {
-		return Tokens{}, ErrPasskeyChallenge
+		return assertion{}, ErrPasskeyChallenge
 	}
-	refuse := func(reason string, args ...any) (Tokens, error) {
-		a.d.Log.Info("passkey sign-in refused", append([]any{"reason", reason, "request_id", r.RequestID}, args...)...)
-		return Tokens{}, ErrPasskeyRejected
-	}
-	owner, err := a.d.Store.Lookup(ctx, passkeyScope, passkeyCredentialKey(parsed.RawID))
+	return assertion{rp: rp, parsed: parsed, session: session}, nil
+}
+
+// refuse logs why a passkey sign-in was refused and answers as for any bad
+// credential.
+func (a *Passkeys) refuse(r Request, reason string, args ...any) error {
+	a.log.Info("passkey sign-in refused", append([]any{"reason", reason, "request_id", r.RequestID}, args...)...)
+	return ErrPasskeyRejected
+}
+
+// assertionOwner finds the account that claimed the credential, which must
+// be the one the user handle names.
+func (a *Passkeys) assertionOwner(ctx context.Context, as assertion, r Request) (uuid.UUID, error) {
+	owner, err := a.store.Lookup(ctx, passkeyScope, passkeyCredentialKey(as.parsed.RawID))
 	if errors.Is(err, eventstore.ErrNotFound) {
-		return refuse("unknown credential")
+		return uuid.Nil, a.refuse(r, "unknown credential")
 	}
 	if err != nil {
-		return Tokens{}, err
+		return uuid.Nil, err
 	}
 	userID, err := uuid.Parse(owner)
 	if err != nil {
-		return Tokens{}, fmt.Errorf("passkey index holds a bad owner %q: %w", owner, err)
+		return uuid.Nil, fmt.Errorf("passkey index holds a bad owner %q: %w", owner, err)
 	}
-	if handle, err := uuid.FromBytes(parsed.Response.UserHandle); err != nil || handle != userID {
-		return refuse("user handle does not match the credential's account", "user_id", userID)
+	if handle, err := uuid.FromBytes(as.parsed.Response.UserHandle); err != nil || handle != userID {
+		return uuid.Nil, a.refuse(r, "user handle does not match the credential's account", "user_id", userID)
 	}
+	return userID, nil
+}
 
+// verifiedAssertion is an assertion the account's passkey signed, with user
+// verification.
+type verifiedAssertion struct {
+	assertion
+	user      uuid.UUID
+	passkey   uuid.UUID
+	amr       []string
+	clonedKey bool // the library saw the sign count go back
+}
+
+// verifyAssertion checks the assertion's signature with the account's
+// passkey, and that the authenticator verified the user.
+func (a *Passkeys) verifyAssertion(ctx context.Context, as assertion, userID uuid.UUID, r Request) (verifiedAssertion, error) {
 	acc, err := a.loadPasskeyAccount(ctx, userID)
+	if err != nil {
+		return verifiedAssertion{}, err
+	}
+	k := acc.passkeys.ByCredential(as.parsed.RawID)
+	if k == nil || !acc.user.Exists() || !acc.user.EmailVerified {
+		return verifiedAssertion{}, a.refuse(r, "credential not on the account", "user_id", userID)
+	}
+	user := passkeyUser{user: acc.user, creds: []webauthn.Credential{toWebAuthnCredential(k)}}
+	handler := func(rawID, userHandle []byte) (webauthn.User, error) { return user, nil }
+	_, verified, err := as.rp.ValidatePasskeyLogin(handler, *as.session, as.parsed)
+	if err != nil {
+		return verifiedAssertion{}, a.refuse(r, describeWebAuthnError(err), "user_id", userID, "passkey_id", k.ID)
+	}
+	// The ceremony asked for it, but one begun before UV was required did
+	// not; the flag itself is what must hold.
+	if !as.parsed.Response.AuthenticatorData.Flags.HasUserVerified() {
+		return verifiedAssertion{}, a.refuse(r, "no user verification", "user_id", userID, "passkey_id", k.ID)
+	}
+	return verifiedAssertion{assertion: as, user: userID, passkey: k.ID, amr: domain.PasskeyAMR(k.Credential),
+		clonedKey: verified.Authenticator.CloneWarning}, nil
+}
+
+// signInWithPasskey records the passkey's use, on the account as it is now,
+// and opens a session.
+func (a *Passkeys) signInWithPasskey(ctx context.Context, v verifiedAssertion, r Request) (Tokens, error) {
+	acc, err := a.loadPasskeyAccount(ctx, v.user)
 	if err != nil {
 		return Tokens{}, err
 	}
-	k := acc.passkeys.ByCredential(parsed.RawID)
-	if k == nil || !acc.user.Exists() || !acc.user.EmailVerified {
-		return refuse("credential not on the account", "user_id", userID)
+	u := acc.user
+	data := v.parsed.Response.AuthenticatorData
+	events, err := acc.passkeys.Use(u.ID, v.passkey, data.Counter, data.Flags.HasUserVerified(), data.Flags.HasBackupState())
+	if errors.Is(err, domain.ErrSignCountWentBack) || err == nil && v.clonedKey {
+		stored := uint32(0)
+		if k := acc.passkeys.Find(v.passkey); k != nil {
+			stored = k.Credential.SignCount
+		}
+		a.log.Warn("passkey sign-in refused: the sign count did not increase; possible cloned authenticator",
+			"user_id", u.ID, "passkey_id", v.passkey, "stored_sign_count", stored,
+			"reported_sign_count", data.Counter, "ip", r.IP, "request_id", r.RequestID)
+		return Tokens{}, ErrPasskeyRejected
 	}
-	passkeyID := k.ID
-	user := passkeyUser{user: acc.user, creds: []webauthn.Credential{toWebAuthnCredential(k)}}
-	handler := func(rawID, userHandle []byte) (webauthn.User, error) { return user, nil }
-	_, verified, err := rp.ValidatePasskeyLogin(handler, *session, parsed)
+	if errors.Is(err, domain.ErrPasskeyNotFound) {
+		return Tokens{}, a.refuse(r, "passkey removed meanwhile", "user_id", v.user, "passkey_id", v.passkey)
+	}
 	if err != nil {
-		return refuse(describeWebAuthnError(err), "user_id", userID, "passkey_id", passkeyID)
+		return Tokens{}, err
 	}
-	flags := parsed.Response.AuthenticatorData.Flags
-	// The ceremony asked for it, but one begun before UV was required did
-	// not; the flag itself is what must hold.
-	if !flags.HasUserVerified() {
-		return refuse("no user verification", "user_id", userID, "passkey_id", passkeyID)
+	c := a.newChange(r)
+	if err := c.record(acc, domain.UserStream(u.ID), u.TenantID, u.ID, events...); err != nil {
+		return Tokens{}, err
 	}
-	amr := domain.PasskeyAMR(k.Credential)
-
-	return retry(ctx, func() (Tokens, error) {
-		acc, err := a.loadPasskeyAccount(ctx, userID)
-		if err != nil {
-			return Tokens{}, err
-		}
-		u := acc.user
-		events, err := acc.passkeys.Use(u.ID, passkeyID, parsed.Response.AuthenticatorData.Counter, flags.HasUserVerified(), flags.HasBackupState())
-		if errors.Is(err, domain.ErrSignCountWentBack) || err == nil && verified.Authenticator.CloneWarning {
-			stored := uint32(0)
-			if k := acc.passkeys.Find(passkeyID); k != nil {
-				stored = k.Credential.SignCount
-			}
-			a.d.Log.Warn("passkey sign-in refused: the sign count did not increase; possible cloned authenticator",
-				"user_id", u.ID, "passkey_id", passkeyID, "stored_sign_count", stored,
-				"reported_sign_count", parsed.Response.AuthenticatorData.Counter, "ip", r.IP, "request_id", r.RequestID)
-			return Tokens{}, ErrPasskeyRejected
-		}
-		if errors.Is(err, domain.ErrPasskeyNotFound) {
-			return refuse("passkey removed meanwhile", "user_id", userID, "passkey_id", passkeyID)
-		}
-		if err != nil {
-			return Tokens{}, err
-		}
-		c := a.newChange(r)
-		if err := c.add(domain.UserStream(u.ID), acc.passkeys.Version, u.TenantID, u.ID, events...); err != nil {
-			return Tokens{}, err
-		}
-		return a.openSession(ctx, c, u, amr, r)
-	})
+	return a.sessions.openSession(ctx, c, u, v.amr, r)
 }
 
 // RenamePasskey renames one of the caller's passkeys; someone else's is not
 // found.
-func (a *App) RenamePasskey(ctx context.Context, caller tokens.Claims, id uuid.UUID, name string, r Request) (Passkey, error) {
+func (a *Passkeys) RenamePasskey(ctx context.Context, caller tokens.Claims, id uuid.UUID, name string, r Request) (Passkey, error) {
 	name, err := cleanName("name", name)
 	if err != nil {
 		return Passkey{}, err
@@ -483,17 +547,14 @@ func (a *App) RenamePasskey(ctx context.Context, caller tokens.Claims, id uuid.U
 		}
 		if len(events) > 0 {
 			c := a.newChange(r)
-			if err := c.add(domain.UserStream(u.ID), acc.passkeys.Version, u.TenantID, u.ID, events...); err != nil {
+			if err := c.record(acc, domain.UserStream(u.ID), u.TenantID, u.ID, events...); err != nil {
 				return Passkey{}, err
 			}
 			committed, err := a.commit(ctx, c)
 			if err != nil {
 				return Passkey{}, err
 			}
-			a.wait(ctx, committed.Last, "passkeys")
-			for _, e := range events {
-				acc.passkeys.Apply(e, c.at)
-			}
+			a.wait(ctx, committed.Last, projections.Passkeys{})
 		}
 		return passkeyView(acc.passkeys.Find(id)), nil
 	})
@@ -501,7 +562,7 @@ func (a *App) RenamePasskey(ctx context.Context, caller tokens.Claims, id uuid.U
 
 // RemovePasskey removes one of the caller's passkeys and releases its
 // credential, which can then sign in nowhere; someone else's is not found.
-func (a *App) RemovePasskey(ctx context.Context, caller tokens.Claims, id uuid.UUID, r Request) error {
+func (a *Passkeys) RemovePasskey(ctx context.Context, caller tokens.Claims, id uuid.UUID, r Request) error {
 	_, err := retry(ctx, func() (struct{}, error) {
 		acc, err := a.loadPasskeyAccount(ctx, caller.UserID)
 		if err != nil {
@@ -517,7 +578,7 @@ func (a *App) RemovePasskey(ctx context.Context, caller tokens.Claims, id uuid.U
 			return struct{}{}, err
 		}
 		c := a.newChange(r)
-		if err := c.add(domain.UserStream(u.ID), acc.passkeys.Version, u.TenantID, u.ID, events...); err != nil {
+		if err := c.record(acc, domain.UserStream(u.ID), u.TenantID, u.ID, events...); err != nil {
 			return struct{}{}, err
 		}
 		c.write.Releases = append(c.write.Releases, eventstore.Claim{Scope: passkeyScope, Key: passkeyCredentialKey(k.Credential.ID), Owner: u.ID.String()})
@@ -525,7 +586,7 @@ func (a *App) RemovePasskey(ctx context.Context, caller tokens.Claims, id uuid.U
 		if err != nil {
 			return struct{}{}, err
 		}
-		a.wait(ctx, committed.Last, "passkeys")
+		a.wait(ctx, committed.Last, projections.Passkeys{})
 		return struct{}{}, nil
 	})
 	return err

@@ -54,7 +54,7 @@ func tracedApp(t *testing.T) (*App, *testenv.Statements) {
 // addUser appends a verified account for email with password pw.
 func addUser(t *testing.T, a *App, email, pw string) uuid.UUID {
 	t.Helper()
-	hash, err := a.d.Hasher.Hash(t.Context(), pw)
+	hash, err := a.hasher.Hash(t.Context(), pw)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -62,7 +62,7 @@ func addUser(t *testing.T, a *App, email, pw string) uuid.UUID {
 	reg := &domain.UserRegistered{UserID: id, TenantID: tenant, Email: email, Name: "Owner"}
 	reg.Secret.PasswordHash = hash
 	c := a.newChange(Request{IP: "192.0.2.1"})
-	if err := c.add(domain.UserStream(id), 0, tenant, id, reg, &domain.EmailVerified{UserID: id}); err != nil {
+	if err := c.record(&domain.User{}, domain.UserStream(id), tenant, id, reg, &domain.EmailVerified{UserID: id}); err != nil {
 		t.Fatal(err)
 	}
 	c.write.Claims = []eventstore.Claim{{Scope: emailScope, Key: email, Owner: id.String()}}

@@ -3,15 +3,35 @@ package commands
 import (
 	"context"
 	"errors"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
+	lru "github.com/hashicorp/golang-lru/v2"
 
 	"github.com/authd/authd/domain"
 	"github.com/authd/authd/eventstore"
 	"github.com/authd/authd/internal/ratelimit"
+	"github.com/authd/authd/internal/revocation"
 	"github.com/authd/authd/internal/tokens"
+	"github.com/authd/authd/projections"
 )
+
+// Sessions opens, refreshes, lists and ends sessions.
+type Sessions struct {
+	*core
+	keys    *tokens.Keyring
+	revoked *revocation.Set
+	reads   SessionReads
+	// rules are the refresh tokens' lifetimes.
+	rules domain.RefreshRules
+	// cache holds the state of recently refreshed sessions, so that a
+	// rotation, the commonest write there is, need not read its stream
+	// first. Its append names the version the state was at, so a state that
+	// another instance has moved on only costs a conflict and a reload.
+	cache *lru.Cache[uuid.UUID, domain.Session]
+}
 
 // Tokens is a signed-in session's credentials.
 type Tokens struct {
@@ -24,9 +44,9 @@ type Tokens struct {
 }
 
 // startSession adds a new session for user to the change.
-func (a *App) startSession(c *change, u *domain.User, amr []string, r Request) (uuid.UUID, error) {
+func (a *Sessions) startSession(c *change, u *domain.User, amr []string, r Request) (uuid.UUID, error) {
 	id := uuid.New()
-	err := c.add(domain.SessionStream(id), 0, u.TenantID, u.ID,
+	err := c.record(&domain.Session{}, domain.SessionStream(id), u.TenantID, u.ID,
 		&domain.SessionStarted{SessionID: id, UserID: u.ID, TenantID: u.TenantID, AMR: amr, Client: r.client()},
 		&domain.LoginSucceeded{UserID: u.ID, SessionID: id, AMR: amr},
 	)
@@ -35,16 +55,16 @@ func (a *App) startSession(c *change, u *domain.User, amr []string, r Request) (
 
 // issue signs the access token and derives the refresh token of a session at
 // its current refresh generation.
-func (a *App) issue(session, user, tenant uuid.UUID, amr []string, generation uint64) (Tokens, error) {
-	access, err := a.d.Keys.Issue(tokens.Claims{UserID: user, TenantID: tenant, SessionID: session, AMR: amr, IssuedAt: a.d.Now()})
+func (a *Sessions) issue(session, user, tenant uuid.UUID, amr []string, generation uint64) (Tokens, error) {
+	access, err := a.keys.Issue(tokens.Claims{UserID: user, TenantID: tenant, SessionID: session, AMR: amr, IssuedAt: a.now()})
 	if err != nil {
 		return Tokens{}, err
 	}
 	return Tokens{
 		AccessToken:  access,
-		RefreshToken: a.d.Keys.RefreshToken(session, generation),
-		ExpiresIn:    a.d.Keys.AccessTTL(),
-		RefreshTTL:   a.d.RefreshTTL,
+		RefreshToken: a.keys.RefreshToken(session, generation),
+		ExpiresIn:    a.keys.AccessTTL(),
+		RefreshTTL:   a.rules.TTL,
 		SessionID:    session,
 		UserID:       user,
 	}, nil
@@ -68,12 +88,12 @@ type Challenge struct {
 // changed) and either opens a session or, when the user has a second factor,
 // answers a challenge instead. tf is the user's two-factor state when the
 // caller loaded it with the user; nil has it loaded here.
-func (a *App) signIn(ctx context.Context, c *change, u *domain.User, tf *domain.TwoFactor, amr []string, r Request) (SignIn, error) {
+func (a *TwoFactor) signIn(ctx context.Context, c *change, u *domain.User, tf *domain.TwoFactor, amr []string, r Request) (SignIn, error) {
 	ch, err := a.challenge(ctx, c, u, tf, amr, r)
 	if err != nil || ch != nil {
 		return SignIn{Challenge: ch}, err
 	}
-	t, err := a.openSession(ctx, c, u, amr, r)
+	t, err := a.sessions.openSession(ctx, c, u, amr, r)
 	if err != nil {
 		return SignIn{}, err
 	}
@@ -84,7 +104,7 @@ func (a *App) signIn(ctx context.Context, c *change, u *domain.User, tf *domain.
 // that follow a sign-in will see it (and the projections named in waitAlso,
 // for what else c changed), and returns the session's tokens. Paths that need
 // no second factor (a passkey, an answered challenge) call it directly.
-func (a *App) openSession(ctx context.Context, c *change, u *domain.User, amr []string, r Request, waitAlso ...string) (Tokens, error) {
+func (a *Sessions) openSession(ctx context.Context, c *change, u *domain.User, amr []string, r Request, waitAlso ...projections.Projection) (Tokens, error) {
 	id, err := a.startSession(c, u, amr, r)
 	if err != nil {
 		return Tokens{}, err
@@ -97,27 +117,27 @@ func (a *App) openSession(ctx context.Context, c *change, u *domain.User, amr []
 	if err != nil {
 		return Tokens{}, err
 	}
-	a.waitFor(ctx, committed, append([]string{"users", "sessions"}, waitAlso...)...)
+	a.waitFor(ctx, committed, append([]projections.Projection{projections.Users{}, projections.Sessions{}}, waitAlso...)...)
 	return a.issue(id, u.ID, u.TenantID, amr, 0)
 }
 
 // Refresh rotates a refresh token (API.md: POST /refresh).
-func (a *App) Refresh(ctx context.Context, refreshToken string, r Request) (Tokens, error) {
-	id, generation, err := a.d.Keys.ParseRefreshToken(refreshToken)
+func (a *Sessions) Refresh(ctx context.Context, refreshToken string, r Request) (Tokens, error) {
+	id, generation, err := a.keys.ParseRefreshToken(refreshToken)
 	if err != nil {
 		return Tokens{}, ErrInvalidRefreshToken
 	}
 	return retry(ctx, func() (Tokens, error) {
 		decide := func(s *domain.Session) (domain.RefreshDecision, error) {
-			if s.Version > 0 && s.StartedAt.Before(a.d.Revoked.UserCut(s.UserID)) {
+			if s.Version > 0 && s.StartedAt.Before(a.revoked.UserCut(s.UserID)) {
 				return domain.RefreshDecision{}, ErrInvalidRefreshToken
 			}
-			return s.Refresh(generation, a.d.Now(), a.RefreshRules(), r.client())
+			return s.Refresh(generation, a.now(), a.rules, r.client())
 		}
 		var s *domain.Session
 		var d domain.RefreshDecision
 		var err error
-		if cached, ok := a.sessions.Get(id); ok {
+		if cached, ok := a.cache.Get(id); ok {
 			s = &cached
 			// Only a rotation is checked against the stream, by its append's
 			// expected version; any other outcome of a cached state is
@@ -140,21 +160,18 @@ func (a *App) Refresh(ctx context.Context, refreshToken string, r Request) (Toke
 		}
 		if len(d.Events) > 0 {
 			c := a.newChange(r)
-			if err := c.add(domain.SessionStream(id), s.Version, s.TenantID, s.UserID, d.Events...); err != nil {
+			if err := c.record(s, domain.SessionStream(id), s.TenantID, s.UserID, d.Events...); err != nil {
 				return Tokens{}, err
 			}
 			if _, err := a.commit(ctx, c); err != nil {
-				a.sessions.Remove(id)
+				a.cache.Remove(id)
 				return Tokens{}, err
 			}
-			for _, e := range d.Events {
-				s.Apply(e, c.at)
-			}
-			a.sessions.Add(id, *s)
+			a.cache.Add(id, *s)
 		}
 		if !d.Answer {
-			a.d.Revoked.RevokeSession(id)
-			a.d.Log.Warn("refresh token reused after rotation: session revoked", "session_id", id, "request_id", r.RequestID)
+			a.revoked.RevokeSession(id)
+			a.log.Warn("refresh token reused after rotation: session revoked", "session_id", id, "request_id", r.RequestID)
 			return Tokens{}, ErrInvalidRefreshToken
 		}
 		return a.issue(id, s.UserID, s.TenantID, s.AMR, s.Generation)
@@ -165,7 +182,7 @@ func (a *App) Refresh(ctx context.Context, refreshToken string, r Request) (Toke
 // streams: what a read shows when the users read model has not caught up with
 // the account (DESIGN.md rule 10: a read never misstates what the log has).
 // ErrNotFound when the log has no such account.
-func (a *App) AccountFromLog(ctx context.Context, id uuid.UUID) (*domain.User, *domain.TwoFactor, error) {
+func (a *Accounts) AccountFromLog(ctx context.Context, id uuid.UUID) (*domain.User, *domain.TwoFactor, error) {
 	return a.loadAccount(ctx, id)
 }
 
@@ -183,8 +200,8 @@ type SessionRecord struct {
 // the sessions read model would show it once caught up: the first event
 // gives the client and start, the newest refresh the last use and address.
 // ErrNotFound when the log has no such session.
-func (a *App) SessionFromLog(ctx context.Context, id uuid.UUID) (SessionRecord, error) {
-	events, err := a.d.Store.LoadEnds(ctx, domain.SessionStream(id), domain.SessionStateTail)
+func (a *Sessions) SessionFromLog(ctx context.Context, id uuid.UUID) (SessionRecord, error) {
+	events, err := a.store.LoadEnds(ctx, domain.SessionStream(id), domain.SessionStateTail)
 	if err != nil {
 		return SessionRecord{}, err
 	}
@@ -213,25 +230,83 @@ func (a *App) SessionFromLog(ctx context.Context, id uuid.UUID) (SessionRecord, 
 }
 
 // Logout revokes the caller's own session.
-func (a *App) Logout(ctx context.Context, caller tokens.Claims, r Request) error {
+func (a *Sessions) Logout(ctx context.Context, caller tokens.Claims, r Request) error {
 	_, err := a.revoke(ctx, caller.UserID, caller.SessionID, domain.RevokedByLogout, r)
 	return err
 }
 
 // RevokeSession revokes one of the caller's sessions; someone else's session
 // is not found, so nobody learns which ids exist.
-func (a *App) RevokeSession(ctx context.Context, caller tokens.Claims, session uuid.UUID, r Request) error {
+func (a *Sessions) RevokeSession(ctx context.Context, caller tokens.Claims, session uuid.UUID, r Request) error {
 	at, err := a.revoke(ctx, caller.UserID, session, domain.RevokedByUser, r)
 	if err != nil {
 		return err
 	}
-	a.wait(ctx, at, "sessions")
+	a.wait(ctx, at, projections.Sessions{})
 	return nil
+}
+
+// ActiveSessions lists the user's active sessions from the sessions read
+// model, with those the read model has not caught up with taken from the
+// log instead: a session just started is listed, one just revoked is not.
+// Newest first.
+func (a *Sessions) ActiveSessions(ctx context.Context, user uuid.UUID) ([]projections.SessionView, error) {
+	now := a.now()
+	list, err := a.reads.Active(ctx, user, a.rules.LiveSince(now))
+	if err != nil {
+		return nil, err
+	}
+	behind, err := a.reads.Behind(ctx, user)
+	if err != nil || len(behind) == 0 {
+		return list, err
+	}
+	for _, id := range behind {
+		list = slices.DeleteFunc(list, func(s projections.SessionView) bool { return s.ID == id })
+		s, err := a.SessionFromLog(ctx, id)
+		if errors.Is(err, ErrNotFound) {
+			continue // committed since the scan, in a stream not yet started: not the user's to see yet
+		}
+		if err != nil {
+			return nil, err
+		}
+		if s.UserID != user || s.Revoked || !a.rules.Lives(s.LastSeenAt, now) {
+			continue
+		}
+		list = append(list, projections.SessionView{
+			ID: s.ID, Device: s.Client.Device, UserAgent: s.Client.UserAgent, IP: s.Client.IP,
+			CreatedAt: s.CreatedAt.UTC(), LastSeenAt: s.LastSeenAt.UTC(),
+		})
+	}
+	// The read model's order: newest first.
+	slices.SortFunc(list, func(x, y projections.SessionView) int {
+		if c := y.CreatedAt.Compare(x.CreatedAt); c != 0 {
+			return c
+		}
+		return strings.Compare(x.ID.String(), y.ID.String())
+	})
+	return list, nil
+}
+
+// activeSessionIDs is ActiveSessions' ids.
+func (a *Sessions) activeSessionIDs(ctx context.Context, user uuid.UUID) ([]uuid.UUID, error) {
+	list, err := a.ActiveSessions(ctx, user)
+	if err != nil {
+		return nil, err
+	}
+	ids := make([]uuid.UUID, len(list))
+	for i, s := range list {
+		ids[i] = s.ID
+	}
+	return ids, nil
 }
 
 // RevokeOtherSessions revokes every active session of the caller but the one
 // making the request, and says how many it revoked.
-func (a *App) RevokeOtherSessions(ctx context.Context, caller tokens.Claims, active []uuid.UUID, r Request) (int, error) {
+func (a *Sessions) RevokeOtherSessions(ctx context.Context, caller tokens.Claims, r Request) (int, error) {
+	active, err := a.activeSessionIDs(ctx, caller.UserID)
+	if err != nil {
+		return 0, err
+	}
 	n := 0
 	var last eventstore.Cursor
 	for _, id := range active {
@@ -248,12 +323,12 @@ func (a *App) RevokeOtherSessions(ctx context.Context, caller tokens.Claims, act
 		n, last = n+1, at
 	}
 	if n > 0 {
-		a.wait(ctx, last, "sessions")
+		a.wait(ctx, last, projections.Sessions{})
 	}
 	return n, nil
 }
 
-func (a *App) revoke(ctx context.Context, user, session uuid.UUID, reason string, r Request) (eventstore.Cursor, error) {
+func (a *Sessions) revoke(ctx context.Context, user, session uuid.UUID, reason string, r Request) (eventstore.Cursor, error) {
 	at, err := retry(ctx, func() (eventstore.Cursor, error) {
 		s, err := a.loadSession(ctx, session)
 		if err != nil {
@@ -263,15 +338,15 @@ func (a *App) revoke(ctx context.Context, user, session uuid.UUID, reason string
 			return eventstore.Cursor{}, ErrNotFound
 		}
 		c := a.newChange(r)
-		if err := c.add(domain.SessionStream(session), s.Version, s.TenantID, s.UserID, s.Revoke(reason)...); err != nil {
+		if err := c.record(s, domain.SessionStream(session), s.TenantID, s.UserID, s.Revoke(reason)...); err != nil {
 			return eventstore.Cursor{}, err
 		}
 		committed, err := a.commit(ctx, c)
 		return committed.Last, err
 	})
 	if err == nil {
-		a.d.Revoked.RevokeSession(session)
-		a.sessions.Remove(session) // saves the next refresh a conflict
+		a.revoked.RevokeSession(session)
+		a.cache.Remove(session) // saves the next refresh a conflict
 	}
 	return at, err
 }

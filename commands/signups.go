@@ -14,24 +14,29 @@ import (
 	"github.com/authd/authd/eventstore"
 )
 
+// Signups expires the signups nobody verified.
+type Signups struct {
+	*core
+}
+
 // ExpireSignup ends user id's signup when nobody verified it within ttl of
 // its last registration: SignupExpired goes to the user's stream at the
 // version the decision saw, and the email key is released in the same
 // append, so the address can sign up again at once. A verify that commits
 // first makes the append conflict, and the reloaded account is verified:
 // nothing expires. It reports whether the signup expired.
-func (a *App) ExpireSignup(ctx context.Context, id uuid.UUID, ttl time.Duration) (bool, error) {
+func (a *Signups) ExpireSignup(ctx context.Context, id uuid.UUID, ttl time.Duration) (bool, error) {
 	return retry(ctx, func() (bool, error) {
 		u, err := a.loadUser(ctx, id)
 		if err != nil {
 			return false, err
 		}
-		events := u.ExpireSignup(a.d.Now(), ttl)
+		events := u.ExpireSignup(a.now(), ttl)
 		if len(events) == 0 {
 			return false, nil
 		}
 		c := a.newChange(Request{})
-		if err := c.add(domain.UserStream(u.ID), u.Version, u.TenantID, u.ID, events...); err != nil {
+		if err := c.record(u, domain.UserStream(u.ID), u.TenantID, u.ID, events...); err != nil {
 			return false, err
 		}
 		c.write.Releases = []eventstore.Claim{{Scope: emailScope, Key: u.Email, Owner: u.ID.String()}}
@@ -106,7 +111,7 @@ func (s *SignupSweeper) Sweep(ctx context.Context) (int, error) {
 	// The users read model only proposes candidates (its index holds the
 	// pending accounts by their last signup); each is decided on its stream.
 	// A projection running behind delays an expiry, never makes a wrong one.
-	cutoff := s.App.d.Now().Add(-s.TTL)
+	cutoff := s.App.now().Add(-s.TTL)
 	var after time.Time
 	var afterID uuid.UUID
 	expired := 0

@@ -19,6 +19,7 @@ import (
 	"github.com/authd/authd/internal/ratelimit"
 	"github.com/authd/authd/internal/tokens"
 	"github.com/authd/authd/internal/totp"
+	"github.com/authd/authd/projections"
 )
 
 // TwoFactorConfig is what the two-factor commands need beyond Deps.
@@ -30,6 +31,18 @@ type TwoFactorConfig struct {
 	BackupCodeKey []byte
 	// Issuer names the service in authenticator apps; Deps.Product when empty.
 	Issuer string
+}
+
+// TwoFactor sets up and checks second factors, and decides whether a first
+// factor's sign-in needs one.
+type TwoFactor struct {
+	*guard
+	challenges    Challenges
+	backupCodeKey []byte
+	// issuer names the service in authenticator apps.
+	issuer string
+	// sessions opens the session an answered challenge earns.
+	sessions *Sessions
 }
 
 // Challenges issues and admits answers to login challenges (challenges.Challenges).
@@ -52,8 +65,8 @@ var ErrInvalidChallenge = errors.New("invalid or expired challenge")
 // challengeMethods are the second factors a challenge can be answered with.
 var challengeMethods = []string{domain.MethodTOTP, domain.MethodBackupCode}
 
-func (a *App) loadTwoFactor(ctx context.Context, user uuid.UUID) (*domain.TwoFactor, error) {
-	streams, err := a.d.Store.LoadStreams(ctx, domain.TwoFactorStream(user))
+func (a *TwoFactor) loadTwoFactor(ctx context.Context, user uuid.UUID) (*domain.TwoFactor, error) {
+	streams, err := a.store.LoadStreams(ctx, domain.TwoFactorStream(user))
 	if err != nil {
 		return nil, err
 	}
@@ -73,17 +86,17 @@ func foldTwoFactor(events []eventstore.Event) (*domain.TwoFactor, error) {
 // snapshotTwoFactor appends a snapshot of tf, at the version it is at, when
 // one is due. A conflict only means another change got there first; the
 // snapshot can wait for the next sign-in.
-func (a *App) snapshotTwoFactor(ctx context.Context, u *domain.User, tf *domain.TwoFactor, r Request) {
+func (a *TwoFactor) snapshotTwoFactor(ctx context.Context, u *domain.User, tf *domain.TwoFactor, r Request) {
 	if !tf.SnapshotDue() {
 		return
 	}
 	c := a.newChange(r)
-	if err := c.add(domain.TwoFactorStream(u.ID), tf.Version, u.TenantID, u.ID, tf.Snapshot(a.d.Now())...); err != nil {
-		a.d.Log.Warn("snapshot of a two-factor stream", "err", err)
+	if err := c.record(tf, domain.TwoFactorStream(u.ID), u.TenantID, u.ID, tf.Snapshot(a.now())...); err != nil {
+		a.log.Warn("snapshot of a two-factor stream", "err", err)
 		return
 	}
 	if _, err := a.commit(ctx, c); err != nil && !errors.Is(err, eventstore.ErrConflict) {
-		a.d.Log.Warn("snapshot of a two-factor stream", "err", err)
+		a.log.Warn("snapshot of a two-factor stream", "err", err)
 	}
 }
 
@@ -91,7 +104,7 @@ func (a *App) snapshotTwoFactor(ctx context.Context, u *domain.User, tf *domain.
 // When it does, it commits c (the login may have changed the account, e.g. a
 // rehashed password) and returns the challenge; otherwise it returns nil and
 // leaves c to the caller. A nil tf is loaded here.
-func (a *App) challenge(ctx context.Context, c *change, u *domain.User, tf *domain.TwoFactor, amr []string, r Request) (*Challenge, error) {
+func (a *TwoFactor) challenge(ctx context.Context, c *change, u *domain.User, tf *domain.TwoFactor, amr []string, r Request) (*Challenge, error) {
 	if tf == nil {
 		var err error
 		if tf, err = a.loadTwoFactor(ctx, u.ID); err != nil {
@@ -101,7 +114,7 @@ func (a *App) challenge(ctx context.Context, c *change, u *domain.User, tf *doma
 	if !tf.Enabled {
 		return nil, nil
 	}
-	if a.d.TwoFactor.Challenges == nil {
+	if a.challenges == nil {
 		return nil, errors.New("two-factor challenges are not configured")
 	}
 	if !c.empty() {
@@ -109,7 +122,7 @@ func (a *App) challenge(ctx context.Context, c *change, u *domain.User, tf *doma
 			return nil, err
 		}
 	}
-	token, err := a.d.TwoFactor.Challenges.Issue(ctx, u.ID, amr)
+	token, err := a.challenges.Issue(ctx, u.ID, amr)
 	if err != nil {
 		return nil, err
 	}
@@ -126,7 +139,7 @@ type TwoFactorSetup struct {
 
 // SetupTwoFactor starts a TOTP setup with a new secret, in place of any
 // unconfirmed one. A user with two-factor on is refused (ErrConflict).
-func (a *App) SetupTwoFactor(ctx context.Context, caller tokens.Claims, r Request) (TwoFactorSetup, error) {
+func (a *TwoFactor) SetupTwoFactor(ctx context.Context, caller tokens.Claims, r Request) (TwoFactorSetup, error) {
 	secret, err := totp.NewSecret(rand.Reader)
 	if err != nil {
 		return TwoFactorSetup{}, err
@@ -141,7 +154,7 @@ func (a *App) SetupTwoFactor(ctx context.Context, caller tokens.Claims, r Reques
 			return nil, twoFactorError(err)
 		}
 		c := a.newChange(r)
-		if err := c.add(domain.TwoFactorStream(u.ID), tf.Version, u.TenantID, u.ID, events...); err != nil {
+		if err := c.record(tf, domain.TwoFactorStream(u.ID), u.TenantID, u.ID, events...); err != nil {
 			return nil, err
 		}
 		_, err = a.commit(ctx, c)
@@ -150,11 +163,7 @@ func (a *App) SetupTwoFactor(ctx context.Context, caller tokens.Claims, r Reques
 	if err != nil {
 		return TwoFactorSetup{}, err
 	}
-	issuer := a.d.TwoFactor.Issuer
-	if issuer == "" {
-		issuer = a.d.Product
-	}
-	uri, err := totp.URI(issuer, u.Email, secret)
+	uri, err := totp.URI(a.issuer, u.Email, secret)
 	if err != nil {
 		return TwoFactorSetup{}, err
 	}
@@ -168,7 +177,7 @@ func (a *App) SetupTwoFactor(ctx context.Context, caller tokens.Claims, r Reques
 // EnableTwoFactor confirms the pending setup with a TOTP code and returns the
 // first backup codes. Nothing pending (or two-factor already on) is
 // ErrConflict; a wrong code is ErrInvalidCode.
-func (a *App) EnableTwoFactor(ctx context.Context, caller tokens.Claims, code string, r Request) ([]string, error) {
+func (a *TwoFactor) EnableTwoFactor(ctx context.Context, caller tokens.Claims, code string, r Request) ([]string, error) {
 	parsed, err := domain.ParseCode(code)
 	if err != nil {
 		return nil, ErrInvalidCode
@@ -182,7 +191,7 @@ func (a *App) EnableTwoFactor(ctx context.Context, caller tokens.Claims, code st
 		if err != nil {
 			return eventstore.Cursor{}, err
 		}
-		events, err := tf.Enable(u.ID, parsed, a.d.Now(), a.backupHashes(u.ID, digits))
+		events, err := tf.Enable(u.ID, parsed, a.now(), a.backupHashes(u.ID, digits))
 		if err != nil {
 			return eventstore.Cursor{}, twoFactorError(err)
 		}
@@ -191,12 +200,12 @@ func (a *App) EnableTwoFactor(ctx context.Context, caller tokens.Claims, code st
 	if err != nil {
 		return nil, err
 	}
-	a.wait(ctx, at, "twofactor")
+	a.wait(ctx, at, projections.TwoFactor{})
 	return shown, nil
 }
 
 // DisableTwoFactor turns two-factor off, proven by a TOTP or backup code.
-func (a *App) DisableTwoFactor(ctx context.Context, caller tokens.Claims, code string, r Request) error {
+func (a *TwoFactor) DisableTwoFactor(ctx context.Context, caller tokens.Claims, code string, r Request) error {
 	parsed, err := domain.ParseCode(code)
 	if err != nil {
 		return ErrInvalidCode
@@ -210,7 +219,7 @@ func (a *App) DisableTwoFactor(ctx context.Context, caller tokens.Claims, code s
 		if err != nil {
 			return eventstore.Cursor{}, err
 		}
-		events, err := tf.Disable(parsed, a.d.Now(), a.backupHash(u.ID))
+		events, err := tf.Disable(parsed, a.now(), a.backupHash(u.ID))
 		if err != nil {
 			return eventstore.Cursor{}, twoFactorError(err)
 		}
@@ -223,13 +232,13 @@ func (a *App) DisableTwoFactor(ctx context.Context, caller tokens.Claims, code s
 	if err != nil {
 		return err
 	}
-	a.wait(ctx, at, "twofactor")
+	a.wait(ctx, at, projections.TwoFactor{})
 	return nil
 }
 
 // RegenerateBackupCodes replaces every backup code with new ones and returns
 // them; with two-factor off it is ErrConflict.
-func (a *App) RegenerateBackupCodes(ctx context.Context, caller tokens.Claims, r Request) ([]string, error) {
+func (a *TwoFactor) RegenerateBackupCodes(ctx context.Context, caller tokens.Claims, r Request) ([]string, error) {
 	shown, digits, err := newBackupCodes()
 	if err != nil {
 		return nil, err
@@ -248,7 +257,7 @@ func (a *App) RegenerateBackupCodes(ctx context.Context, caller tokens.Claims, r
 	if err != nil {
 		return nil, err
 	}
-	a.wait(ctx, at, "twofactor")
+	a.wait(ctx, at, projections.TwoFactor{})
 	return shown, nil
 }
 
@@ -256,98 +265,121 @@ func (a *App) RegenerateBackupCodes(ctx context.Context, caller tokens.Claims, r
 // opens the session the first factor earned, with "mfa" added to its amr.
 // A TOTP step and a backup code are accepted once; so is a challenge, which
 // also takes at most domain.ChallengeTries answers in all.
-func (a *App) VerifyChallenge(ctx context.Context, token, code string, r Request) (Tokens, error) {
-	if token == "" {
-		return Tokens{}, ErrInvalidChallenge
-	}
-	parsed, err := domain.ParseCode(code)
-	if err != nil {
-		return Tokens{}, ErrInvalidCode
-	}
-	if a.d.TwoFactor.Challenges == nil {
-		return Tokens{}, ErrInvalidChallenge
-	}
-	userID, err := a.d.TwoFactor.Challenges.User(token)
-	if err != nil {
-		return Tokens{}, ErrInvalidChallenge
-	}
-	class, err := a.knownNetwork(ctx, userID, r.IP)
+func (a *TwoFactor) VerifyChallenge(ctx context.Context, token, code string, r Request) (Tokens, error) {
+	ans, err := a.admitAnswer(ctx, token, code, r)
 	if err != nil {
 		return Tokens{}, err
 	}
-	key := secondFactorKey(userID, class)
-	if err := a.spendGuess(ctx, key, secondFactorGuessesPerDay); err != nil {
-		return Tokens{}, err
+	t, err := retry(ctx, func() (Tokens, error) { return a.signInWithAnswer(ctx, ans, r) })
+	if ans.opening == nil || !ans.opening.done {
+		a.settleCode(ctx, ans.key, err)
 	}
-	ch, loaded, err := a.answer(ctx, token, userID, key)
-	if err != nil {
-		a.refundGuess(ctx, key) // no code was checked
-		return Tokens{}, err
-	}
-	var user *domain.User
-	var state *domain.TwoFactor
-	var answered []domain.Event
-	var opening *change
-	t, err := retry(ctx, func() (Tokens, error) {
-		// The first decision uses the account loaded with the answer; one
-		// taken again after a conflict loads it anew.
-		var u *domain.User
-		var tf *domain.TwoFactor
-		var err error
-		if loaded != nil {
-			u, tf, err = foldAccount(loaded)
-			loaded = nil
-		} else {
-			u, tf, err = a.loadAccount(ctx, ch.UserID)
-		}
-		if errors.Is(err, ErrNotFound) {
-			return Tokens{}, ErrInvalidChallenge
-		}
-		if err != nil {
-			return Tokens{}, err
-		}
-		if ch.CreatedAt.Before(u.SessionsValidAfter) {
-			return Tokens{}, ErrInvalidChallenge // the password was reset since the first factor
-		}
-		user = u
-		events, err := tf.Verify(ch.ID, parsed, a.d.Now(), a.backupHash(u.ID))
-		if errors.Is(err, domain.ErrTwoFactorDisabled) {
-			return Tokens{}, ErrInvalidChallenge // turned off since: sign in again
-		}
-		if err != nil {
-			return Tokens{}, twoFactorError(err)
-		}
-		c := a.newChange(r)
-		if err := c.add(domain.TwoFactorStream(u.ID), tf.Version, u.TenantID, u.ID, events...); err != nil {
-			return Tokens{}, err
-		}
-		// The right code settles the try and uses the challenge up in the
-		// session's own transaction: two statements, no commits of their own.
-		c.also(a.d.Throttle.ResetStatement(key), ratelimit.RefundStatement(key), a.d.TwoFactor.Challenges.FinishStatement(token))
-		state, answered, opening = tf, events, c
-		if _, backup := events[0].(*domain.BackupCodeUsed); backup {
-			// The status read model counts backup codes: let the next read see it.
-			return a.openSession(ctx, c, u, withMFA(ch.AMR), r, "twofactor")
-		}
-		return a.openSession(ctx, c, u, withMFA(ch.AMR), r)
-	})
-	if opening == nil || !opening.done {
-		a.settleCode(ctx, key, err)
-	}
-	if errors.Is(err, ErrInvalidCode) && user != nil {
-		a.recordFailure(ctx, user, r)
-		a.missed(ctx, user.ID, guessedKind(parsed), r)
+	if errors.Is(err, ErrInvalidCode) && ans.user != nil {
+		a.recordFailure(ctx, ans.user, r)
+		a.missed(ctx, ans.user.ID, guessedKind(ans.code), r)
 	}
 	if err != nil {
 		return Tokens{}, err
 	}
 	// Each answer adds an event to the stream; now and then a snapshot keeps
-	// what the next load reads short.
-	for _, e := range answered {
-		state.Apply(e, a.d.Now())
-	}
-	a.snapshotTwoFactor(ctx, user, state, r)
+	// what the next load reads short. state has the answer applied: the
+	// change recorded it.
+	a.snapshotTwoFactor(ctx, ans.user, ans.state, r)
 	return t, nil
+}
+
+// challengeAnswer is an answer to a login challenge on its way through
+// VerifyChallenge: what admitAnswer found, then what the last decision saw.
+type challengeAnswer struct {
+	token  string
+	code   domain.Code
+	key    string // the throttle's and the guessing budget's account
+	ch     challenges.Challenge
+	loaded [][]eventstore.Event // the account, loaded with the answer; nil once used
+
+	user    *domain.User
+	state   *domain.TwoFactor
+	opening *change
+}
+
+// admitAnswer checks the answer's form, spends a guess of the day's budget
+// and counts the answer against its challenge and the throttle, loading the
+// account on the way.
+func (a *TwoFactor) admitAnswer(ctx context.Context, token, code string, r Request) (*challengeAnswer, error) {
+	if token == "" {
+		return nil, ErrInvalidChallenge
+	}
+	parsed, err := domain.ParseCode(code)
+	if err != nil {
+		return nil, ErrInvalidCode
+	}
+	if a.challenges == nil {
+		return nil, ErrInvalidChallenge
+	}
+	userID, err := a.challenges.User(token)
+	if err != nil {
+		return nil, ErrInvalidChallenge
+	}
+	class, err := a.knownNetwork(ctx, userID, r.IP)
+	if err != nil {
+		return nil, err
+	}
+	key := secondFactorKey(userID, class)
+	if err := a.spendGuess(ctx, key, secondFactorGuessesPerDay); err != nil {
+		return nil, err
+	}
+	ch, loaded, err := a.answer(ctx, token, userID, key)
+	if err != nil {
+		a.refundGuess(ctx, key) // no code was checked
+		return nil, err
+	}
+	return &challengeAnswer{token: token, code: parsed, key: key, ch: ch, loaded: loaded}, nil
+}
+
+// signInWithAnswer decides the answer on the account as it is now and, when
+// it is right, opens the session in the same commit.
+func (a *TwoFactor) signInWithAnswer(ctx context.Context, ans *challengeAnswer, r Request) (Tokens, error) {
+	// The first decision uses the account loaded with the answer; one taken
+	// again after a conflict loads it anew.
+	var u *domain.User
+	var tf *domain.TwoFactor
+	var err error
+	if ans.loaded != nil {
+		u, tf, err = foldAccount(ans.loaded)
+		ans.loaded = nil
+	} else {
+		u, tf, err = a.loadAccount(ctx, ans.ch.UserID)
+	}
+	if errors.Is(err, ErrNotFound) {
+		return Tokens{}, ErrInvalidChallenge
+	}
+	if err != nil {
+		return Tokens{}, err
+	}
+	if ans.ch.CreatedAt.Before(u.SessionsValidAfter) {
+		return Tokens{}, ErrInvalidChallenge // the password was reset since the first factor
+	}
+	ans.user = u
+	events, err := tf.Verify(ans.ch.ID, ans.code, a.now(), a.backupHash(u.ID))
+	if errors.Is(err, domain.ErrTwoFactorDisabled) {
+		return Tokens{}, ErrInvalidChallenge // turned off since: sign in again
+	}
+	if err != nil {
+		return Tokens{}, twoFactorError(err)
+	}
+	c := a.newChange(r)
+	if err := c.record(tf, domain.TwoFactorStream(u.ID), u.TenantID, u.ID, events...); err != nil {
+		return Tokens{}, err
+	}
+	// The right code settles the try and uses the challenge up in the
+	// session's own transaction: two statements, no commits of their own.
+	c.also(a.throttle.ResetStatement(ans.key), ratelimit.RefundStatement(ans.key), a.challenges.FinishStatement(ans.token))
+	ans.state, ans.opening = tf, c
+	if _, backup := events[0].(*domain.BackupCodeUsed); backup {
+		// The status read model counts backup codes: let the next read see it.
+		return a.sessions.openSession(ctx, c, u, withMFA(ans.ch.AMR), r, projections.TwoFactor{})
+	}
+	return a.sessions.openSession(ctx, c, u, withMFA(ans.ch.AMR), r)
 }
 
 // answer counts an answer against the challenge of token and an attempt
@@ -355,10 +387,10 @@ func (a *App) VerifyChallenge(ctx context.Context, token, code string, r Request
 // loads the user's account, all in one round trip and transaction: the token
 // names the user under the server's MAC, so nothing waits for the
 // challenge's row to say who it is for.
-func (a *App) answer(ctx context.Context, token string, user uuid.UUID, account string) (challenges.Challenge, [][]eventstore.Event, error) {
-	answerSt, answered := a.d.TwoFactor.Challenges.AnswerStatement(token)
-	attemptSt, admitted := a.d.Throttle.AttemptStatement(account)
-	streams, err := a.d.Store.LoadStreamsAfter(ctx, []eventstore.Statement{answerSt, attemptSt},
+func (a *TwoFactor) answer(ctx context.Context, token string, user uuid.UUID, account string) (challenges.Challenge, [][]eventstore.Event, error) {
+	answerSt, answered := a.challenges.AnswerStatement(token)
+	attemptSt, admitted := a.throttle.AttemptStatement(account)
+	streams, err := a.store.LoadStreamsAfter(ctx, []eventstore.Statement{answerSt, attemptSt},
 		domain.UserStream(user), domain.TwoFactorStream(user))
 	if err != nil {
 		return challenges.Challenge{}, nil, err
@@ -384,8 +416,8 @@ func (a *App) answer(ctx context.Context, token string, user uuid.UUID, account 
 
 // loadAccount loads the user and their two-factor aggregate, in one round
 // trip.
-func (a *App) loadAccount(ctx context.Context, id uuid.UUID) (*domain.User, *domain.TwoFactor, error) {
-	streams, err := a.d.Store.LoadStreams(ctx, domain.UserStream(id), domain.TwoFactorStream(id))
+func (a *core) loadAccount(ctx context.Context, id uuid.UUID) (*domain.User, *domain.TwoFactor, error) {
+	streams, err := a.store.LoadStreams(ctx, domain.UserStream(id), domain.TwoFactorStream(id))
 	if err != nil {
 		return nil, nil, err
 	}
@@ -409,9 +441,9 @@ func foldAccount(streams [][]eventstore.Event) (*domain.User, *domain.TwoFactor,
 	return u, tf, nil
 }
 
-func (a *App) commitTwoFactor(ctx context.Context, u *domain.User, tf *domain.TwoFactor, r Request, events []domain.Event) (eventstore.Cursor, error) {
+func (a *TwoFactor) commitTwoFactor(ctx context.Context, u *domain.User, tf *domain.TwoFactor, r Request, events []domain.Event) (eventstore.Cursor, error) {
 	c := a.newChange(r)
-	if err := c.add(domain.TwoFactorStream(u.ID), tf.Version, u.TenantID, u.ID, events...); err != nil {
+	if err := c.record(tf, domain.TwoFactorStream(u.ID), u.TenantID, u.ID, events...); err != nil {
 		return eventstore.Cursor{}, err
 	}
 	committed, err := a.commit(ctx, c)
@@ -434,7 +466,7 @@ func twoFactorError(err error) error {
 // admitSecondFactor admits one check of a user's second-factor code from
 // the client's network: within its class's daily budget and slow-down. It
 // returns the class's key, for settleCode.
-func (a *App) admitSecondFactor(ctx context.Context, user uuid.UUID, r Request) (string, error) {
+func (a *TwoFactor) admitSecondFactor(ctx context.Context, user uuid.UUID, r Request) (string, error) {
 	class, err := a.knownNetwork(ctx, user, r.IP)
 	if err != nil {
 		return "", err
@@ -462,8 +494,8 @@ func guessedKind(c domain.Code) string {
 // throttle's account (secondFactorKey): wrong codes in a row slow the next
 // ones down (ratelimit's login policy), so guessing the six digits stays
 // hopeless however many challenges are opened.
-func (a *App) attemptCode(ctx context.Context, account string) error {
-	wait, err := a.d.Throttle.Attempt(ctx, account)
+func (a *guard) attemptCode(ctx context.Context, account string) error {
+	wait, err := a.throttle.Attempt(ctx, account)
 	if err != nil {
 		return err
 	}
@@ -477,7 +509,7 @@ func (a *App) attemptCode(ctx context.Context, account string) error {
 // code counts against the throttle's account; a right one clears its
 // failures, and any other end (the challenge had expired, say) only ends the
 // attempt; both give the guess back to the day's budget.
-func (a *App) settleCode(ctx context.Context, account string, err error) {
+func (a *guard) settleCode(ctx context.Context, account string, err error) {
 	switch {
 	case errors.Is(err, ErrInvalidCode):
 		a.failed(ctx, account)
@@ -491,13 +523,13 @@ func (a *App) settleCode(ctx context.Context, account string, err error) {
 }
 
 // recordFailure is the audit record of a wrong second factor.
-func (a *App) recordFailure(ctx context.Context, u *domain.User, r Request) {
+func (a *TwoFactor) recordFailure(ctx context.Context, u *domain.User, r Request) {
 	c := a.newChange(r)
-	if err := c.add(domain.LoginStream(u.ID), eventstore.AnyVersion, u.TenantID, u.ID, &domain.LoginFailed{UserID: u.ID, Reason: "wrong_second_factor"}); err != nil {
+	if err := c.note(domain.LoginStream(u.ID), u.TenantID, u.ID, &domain.LoginFailed{UserID: u.ID, Reason: "wrong_second_factor"}); err != nil {
 		return
 	}
 	if _, err := a.commit(ctx, c); err != nil {
-		a.d.Log.Error("recording a failed second factor", "err", err)
+		a.log.Error("recording a failed second factor", "err", err)
 	}
 }
 
@@ -533,9 +565,9 @@ func newBackupCodes() (shown, digits []string, err error) {
 // backupHash returns the hash of a user's backup code digits: an HMAC under
 // a server key (eight digits are brute-forced in no time from a plain hash),
 // bound to the user so that a hash means nothing on another account.
-func (a *App) backupHash(user uuid.UUID) func(digits string) string {
+func (a *TwoFactor) backupHash(user uuid.UUID) func(digits string) string {
 	return func(digits string) string {
-		m := hmac.New(sha256.New, a.d.TwoFactor.BackupCodeKey)
+		m := hmac.New(sha256.New, a.backupCodeKey)
 		m.Write([]byte("backup-code\x00"))
 		m.Write(user[:])
 		m.Write([]byte{0})
@@ -544,7 +576,7 @@ func (a *App) backupHash(user uuid.UUID) func(digits string) string {
 	}
 }
 
-func (a *App) backupHashes(user uuid.UUID, digits []string) []string {
+func (a *TwoFactor) backupHashes(user uuid.UUID, digits []string) []string {
 	hash := a.backupHash(user)
 	out := make([]string, len(digits))
 	for i, d := range digits {

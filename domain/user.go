@@ -139,13 +139,20 @@ func (u *User) Apply(e Event, at time.Time) {
 	u.Version++
 }
 
-// Verify returns the events that verify the user's email and create their
-// tenant, or none when that already happened.
-func (u *User) Verify() []Event {
+// Verify decides the proof that the user owns their email address: the
+// events for the user's stream (EmailVerified), and the TenantCreated that
+// starts the stream of the tenant the signup named (or, unnamed, one named
+// after the user). Nothing when the email is verified already: the tenant
+// was created then.
+func (u *User) Verify() (user []Event, tenant *TenantCreated) {
 	if u.EmailVerified {
-		return nil
+		return nil, nil
 	}
-	return []Event{&EmailVerified{UserID: u.ID}}
+	name := u.TenantName
+	if name == "" {
+		name = DefaultTenantName(u.Name, u.Email)
+	}
+	return []Event{&EmailVerified{UserID: u.ID}}, &TenantCreated{TenantID: u.TenantID, Name: name, OwnerID: u.ID}
 }
 
 // ExpireSignup returns the event that ends a signup left unverified for ttl

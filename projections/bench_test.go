@@ -169,7 +169,7 @@ func (p *pipeline) appendAndWait(ctx context.Context) (sample, error) {
 	}
 	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	err = p.runner.Wait(wctx, "users", c.Last)
+	err = p.runner.Wait(wctx, projections.Users{}, c.Last)
 	s.waited = time.Now()
 	return s, err
 }

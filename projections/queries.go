@@ -80,6 +80,20 @@ func ActiveSessions(ctx context.Context, q Querier, userID uuid.UUID, since time
 	return out, nil
 }
 
+// SessionReads queries the sessions read model through Q, for the commands
+// that act on a user's active sessions (commands.SessionReads).
+type SessionReads struct{ Q Querier }
+
+// Active is ActiveSessions.
+func (s SessionReads) Active(ctx context.Context, user uuid.UUID, since time.Time) ([]SessionView, error) {
+	return ActiveSessions(ctx, s.Q, user, since)
+}
+
+// Behind is SessionsBehind.
+func (s SessionReads) Behind(ctx context.Context, user uuid.UUID) ([]uuid.UUID, error) {
+	return SessionsBehind(ctx, s.Q, user)
+}
+
 // SessionsBehind lists the user's sessions whose streams hold events that
 // the sessions read model has not applied yet: what ActiveSessions may
 // misstate. It scans the log from the projection's saved checkpoint on, in

@@ -129,13 +129,15 @@ func (r *Runner) Statuses() []Status {
 	return out
 }
 
-// Uses reports whether the named projection's read model can change with an
-// event of the given type. A projection that does not say which it uses
-// (Selective) may use any.
-func (r *Runner) Uses(name, eventType string) bool {
-	for _, p := range r.order {
-		if p.Name() == name {
-			return uses(p, eventType)
+// Uses reports whether the read model of the runner's projection named as p
+// can change with an event of the given type. A projection that does not
+// say which it uses (Selective) may use any. Callers name a projection by its
+// value (Users{}), not by a string: a misspelt one does not compile.
+func (r *Runner) Uses(p Projection, eventType string) bool {
+	name := p.Name()
+	for _, q := range r.order {
+		if q.Name() == name {
+			return uses(q, eventType)
 		}
 	}
 	return false

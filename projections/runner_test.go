@@ -97,7 +97,11 @@ func waitFor(t *testing.T, r *Runner, name string, c eventstore.Cursor) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	if err := r.Wait(ctx, name, c); err != nil {
+	p, ok := Find(name)
+	if !ok {
+		t.Fatalf("no projection named %s", name)
+	}
+	if err := r.Wait(ctx, p, c); err != nil {
 		t.Fatalf("projection %s never reached %s: %v (statuses %+v)", name, c, err, r.Statuses())
 	}
 }
@@ -166,10 +170,10 @@ func TestWaitIsBoundedByItsContext(t *testing.T) {
 	r := NewRunner(h.pool, h.bus, All(), Config{}, slog.New(slog.DiscardHandler), nil) // not running
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
-	if err := r.Wait(ctx, "users", eventstore.Cursor{Tx: 1, Position: 1}); !errors.Is(err, context.DeadlineExceeded) {
+	if err := r.Wait(ctx, Users{}, eventstore.Cursor{Tx: 1, Position: 1}); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Wait on a stopped projection = %v, want a deadline error", err)
 	}
-	if err := r.Wait(context.Background(), "nope", eventstore.Cursor{}); !errors.Is(err, ErrUnknownProjection) {
+	if err := r.Wait(context.Background(), nope{}, eventstore.Cursor{}); !errors.Is(err, ErrUnknownProjection) {
 		t.Fatalf("Wait on an unknown projection = %v", err)
 	}
 }
@@ -284,7 +288,7 @@ func TestAnEventThatCannotBeAppliedStopsTheProjection(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
-	if err := r.Wait(ctx, "users", after); err == nil {
+	if err := r.Wait(ctx, Users{}, after); err == nil {
 		t.Fatal("the projection moved past an event it cannot apply")
 	}
 	st := r.Statuses()[0]
@@ -440,22 +444,28 @@ func TestAFollowerHearsTheLeadersCheckpoints(t *testing.T) {
 // unselective is a projection that does not say which events it uses.
 type unselective struct{ Projection }
 
+// nope is a projection no runner runs.
+type nope struct{ Projection }
+
+func (nope) Name() string { return "nope" }
+
 func TestUsesSaysWhichEventsAProjectionUses(t *testing.T) {
 	t.Parallel()
 	r := NewRunner(nil, nil, []Projection{Users{}, Sessions{}, unselective{Passkeys{}}}, Config{}, slog.New(slog.DiscardHandler), nil)
 	for _, c := range []struct {
-		projection, eventType string
-		want                  bool
+		projection Projection
+		eventType  string
+		want       bool
 	}{
-		{"users", domain.TypeUserRegistered, true},
-		{"users", domain.TypeLoginSucceeded, false},
-		{"users", domain.TypeSessionStarted, false},
-		{"sessions", domain.TypeSessionStarted, true},
-		{"passkeys", domain.TypeSessionStarted, true}, // it may use anything
-		{"nope", domain.TypeUserRegistered, false},
+		{Users{}, domain.TypeUserRegistered, true},
+		{Users{}, domain.TypeLoginSucceeded, false},
+		{Users{}, domain.TypeSessionStarted, false},
+		{Sessions{}, domain.TypeSessionStarted, true},
+		{Passkeys{}, domain.TypeSessionStarted, true}, // it may use anything
+		{nope{}, domain.TypeUserRegistered, false},
 	} {
 		if got := r.Uses(c.projection, c.eventType); got != c.want {
-			t.Errorf("Uses(%q, %q) = %v, want %v", c.projection, c.eventType, got, c.want)
+			t.Errorf("Uses(%q, %q) = %v, want %v", c.projection.Name(), c.eventType, got, c.want)
 		}
 	}
 }

@@ -12,10 +12,13 @@ import (
 // ErrUnknownProjection is returned by Wait for a name the runner does not run.
 var ErrUnknownProjection = errors.New("projections: unknown projection")
 
-// Wait returns once the named projection has applied the log up to and
-// including cursor, or with ctx's error. Commands call it after an append so
-// that the client's next read sees its write.
-func (r *Runner) Wait(ctx context.Context, name string, cursor eventstore.Cursor) error {
+// Wait returns once the runner's projection named as p has applied the log up
+// to and including cursor, or with ctx's error. Commands call it after an
+// append so that the client's next read sees its write; they name the
+// projection by its value, so that a misspelt name does not compile, where a
+// string compiled and the wait answered ErrUnknownProjection.
+func (r *Runner) Wait(ctx context.Context, p Projection, cursor eventstore.Cursor) error {
+	name := p.Name()
 	st, ok := r.states[name]
 	if !ok {
 		return fmt.Errorf("%w %q", ErrUnknownProjection, name)

@@ -21,7 +21,7 @@ func TestAWaitEndsOnceTheCheckpointReachesItsCursor(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	result := make(chan error, 1)
-	go func() { result <- r.Wait(ctx, "users", target) }()
+	go func() { result <- r.Wait(ctx, Users{}, target) }()
 	eventually(t, func() bool { return len(st.waiting) == 1 })
 	select {
 	case err := <-result:
@@ -49,10 +49,10 @@ func TestAWaitForWhatIsAppliedReturnsAtOnce(t *testing.T) {
 	r.states["users"].advance(applied)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if err := r.Wait(ctx, "users", applied); err != nil {
+	if err := r.Wait(ctx, Users{}, applied); err != nil {
 		t.Fatalf("Wait for an applied cursor = %v", err)
 	}
-	if err := r.Wait(ctx, "users", eventstore.Cursor{Tx: 4, Position: 10}); !errors.Is(err, context.Canceled) {
+	if err := r.Wait(ctx, Users{}, eventstore.Cursor{Tx: 4, Position: 10}); !errors.Is(err, context.Canceled) {
 		t.Fatalf("Wait past the checkpoint with an ended context = %v", err)
 	}
 }

@@ -183,6 +183,7 @@ func serve(ctx context.Context, getenv func(string) string, logOut io.Writer, cp
 		Throttle:     limiter,
 		Limits:       limiter,
 		Projections:  runner,
+		SessionReads: projections.SessionReads{Q: pool},
 		Revoked:      revoked,
 		Log:          log,
 		Now:          opts.now,

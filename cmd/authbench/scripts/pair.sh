@@ -80,7 +80,8 @@ run() {
 import json, sys
 r = json.loads(sys.argv[3])
 cpu = (r.get("cpu") or {}).get("server_ms_per_req", 0)
-print(f"{sys.argv[1]:7} {sys.argv[2]:8} {r[\"ok_rps\"]:9.1f}/s  p50 {r[\"latency\"][\"p50_ms\"]:7.2f} ms  p99 {r[\"latency\"][\"p99_ms\"]:7.2f} ms  cpu {cpu:.3f} ms/req")
+lat = r["latency"]
+print("%-7s %-8s %9.1f/s  p50 %7.2f ms  p99 %7.2f ms  cpu %.3f ms/req" % (sys.argv[1], sys.argv[2], r["ok_rps"], lat["p50_ms"], lat["p99_ms"], cpu))
 ' "$name" "$scenario" "$out"
 }
 
