@@ -7,6 +7,8 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/authd/authd/internal/testenv"
 )
 
 const (
@@ -64,8 +66,8 @@ func TestActivityListsWhatTheUserDidNewestFirst(t *testing.T) {
 	access := second.str("access_token")
 	auth := hdr("X-Forwarded-For", "203.0.113.20", "User-Agent", firefoxLinux, "Authorization", "Bearer "+access)
 	setup := in.rawCall(t, "POST", api+"/2fa/setup", auth, nil)
-	app := &tfAuthenticator{secret: setup.str("secret")}
-	if r := in.rawCall(t, "POST", api+"/2fa/enable", auth, jsonBody(t, map[string]any{"code": app.next(t)})); r.status != 200 {
+	app := &testenv.TOTPApp{Secret: setup.str("secret")}
+	if r := in.rawCall(t, "POST", api+"/2fa/enable", auth, jsonBody(t, map[string]any{"code": app.Next(t)})); r.status != 200 {
 		t.Fatalf("2fa/enable = %d %s", r.status, r.raw)
 	}
 	if r := in.rawCall(t, "DELETE", api+"/sessions/"+first.str("session_id"), auth, nil); r.status != 204 {
@@ -145,7 +147,7 @@ func TestActivityWhileTheReadModelLagsListsTheWrites(t *testing.T) {
 	const email, pw = "activity-lag@example.com", "correct horse battery"
 	first := c.signupVerified(t, in, email, pw, nil)
 	access := first.str("access_token")
-	eventually(t, 15*time.Second, func() bool {
+	testenv.Eventually(t, 15*time.Second, func() bool {
 		events, _ := activityOf(t, in, access, "")
 		return len(events) == 2
 	})
