@@ -1,23 +1,16 @@
-package commands_test
+package commands
 
 import (
 	"context"
-	"log/slog"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/authd/authd/commands"
 	"github.com/authd/authd/domain"
 	"github.com/authd/authd/eventstore"
-	"github.com/authd/authd/internal/codes"
-	"github.com/authd/authd/internal/mail"
-	"github.com/authd/authd/internal/password"
-	"github.com/authd/authd/internal/ratelimit"
 	"github.com/authd/authd/internal/testenv"
 )
 
@@ -28,19 +21,14 @@ import (
 // attacker which addresses have accounts.
 func TestRegisterDoesTheSameWorkWhetherOrNotTheAddressIsTaken(t *testing.T) {
 	t.Parallel()
-	_, url := testenv.Database(t)
 	rec := testenv.NewStatements()
-	pool := rec.Pool(t, url, 8)
-	mp := testenv.Mailpit(t)
-	deps := signupDeps(t, pool, mp)
-	store := deps.Store
-	app := commands.New(deps)
-	go app.Run(t.Context()) // sends the mails the commands hand off
+	app := newApp(t, traced(rec))
+	store, mp := app.store, app.env.mail
 	ctx := context.Background()
 	const pw = "correct horse battery staple"
 	register := func(label, email string) {
 		t.Helper()
-		if err := app.Register(rec.Label(ctx, label), commands.RegisterInput{Email: email, Password: pw}, commands.Request{IP: "192.0.2.1"}); err != nil {
+		if err := app.Register(rec.Label(ctx, label), RegisterInput{Email: email, Password: pw}, Request{IP: "192.0.2.1"}); err != nil {
 			t.Fatalf("register %s (%s): %v", email, label, err)
 		}
 	}
@@ -85,31 +73,6 @@ func TestRegisterDoesTheSameWorkWhetherOrNotTheAddressIsTaken(t *testing.T) {
 	}
 	if s := msgs["pending@example.com"][0].Subject; !strings.Contains(s, "Verify") {
 		t.Errorf("the pending signup's new mail has subject %q", s)
-	}
-}
-
-// signupDeps are what signups need of the commands, on pool, mailing
-// through mp with the built-in mails; the codes' key is all zeros.
-func signupDeps(t *testing.T, pool *pgxpool.Pool, mp *testenv.MailpitServer) commands.Deps {
-	t.Helper()
-	sender, err := mail.NewSMTP(mp.SMTPURL(), "no-reply@example.com")
-	if err != nil {
-		t.Fatal(err)
-	}
-	mails, err := mail.Builtin("authd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return commands.Deps{
-		Store:   eventstore.NewStore(pool, testenv.Sealer(t), nil),
-		Hasher:  password.NewHasher(password.OWASP(), 2, 8),
-		Codes:   codes.New(pool, make([]byte, codes.KeySize), time.Now),
-		Mail:    sender,
-		Mails:   mails,
-		Limits:  ratelimit.New(pool, time.Now),
-		Log:     slog.New(slog.DiscardHandler),
-		Now:     time.Now,
-		Product: "authd",
 	}
 }
 

@@ -1,58 +1,30 @@
 package commands
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/google/uuid"
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/authd/authd/domain"
 	"github.com/authd/authd/eventstore"
-	"github.com/authd/authd/internal/codes"
-	"github.com/authd/authd/internal/mail"
-	"github.com/authd/authd/internal/password"
-	"github.com/authd/authd/internal/ratelimit"
-	"github.com/authd/authd/internal/revocation"
 	"github.com/authd/authd/internal/testenv"
 )
 
 // tracedApp is the commands over a fresh database whose statements st
 // records, with real parts throughout and no worker draining its queue, so
 // that what each command hands off stays there to be counted.
-func tracedApp(t *testing.T) (*App, *testenv.Statements) {
+func tracedApp(t *testing.T) (*testApp, *testenv.Statements) {
 	t.Helper()
-	_, url := testenv.Database(t)
 	st := testenv.NewStatements()
-	pool := st.Pool(t, url, 4)
-	limiter := ratelimit.New(pool, time.Now)
-	mails, err := mail.Builtin("authd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	app := New(Deps{
-		Store:    eventstore.NewStore(pool, testenv.Sealer(t), prometheus.NewRegistry()),
-		Hasher:   password.NewHasher(password.OWASP(), 2, 8),
-		Codes:    codes.New(pool, bytes.Repeat([]byte{3}, codes.KeySize), time.Now),
-		Mail:     mail.NewLog(testenv.Logger(t)),
-		Mails:    mails,
-		Throttle: limiter,
-		Limits:   limiter,
-		Revoked:  revocation.New(time.Now),
-		Log:      testenv.Logger(t),
-		Now:      time.Now,
-		Product:  "authd",
-	})
-	return app, st
+	return newApp(t, traced(st), queued(), mailToLog()), st
 }
 
 // addUser appends a verified account for email with password pw.
-func addUser(t *testing.T, a *App, email, pw string) uuid.UUID {
+func addUser(t *testing.T, a *testApp, email, pw string) uuid.UUID {
 	t.Helper()
 	hash, err := a.hasher.Hash(t.Context(), pw)
 	if err != nil {

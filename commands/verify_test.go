@@ -1,4 +1,4 @@
-package commands_test
+package commands
 
 import (
 	"context"
@@ -6,42 +6,39 @@ import (
 	"testing"
 	"time"
 
-	"github.com/authd/authd/commands"
 	"github.com/authd/authd/internal/codes"
 	"github.com/authd/authd/internal/pgpool"
-	"github.com/authd/authd/internal/testenv"
+	"github.com/authd/authd/internal/seal"
 )
 
 // A database that fails while the signup code is checked (a restart, a
 // terminated connection: the chaos suite's pg_terminate_backend found it)
 // is not a wrong code: the client is told to retry, not that the code it
-// was mailed is wrong, and the code is still good afterwards.
+// was mailed is wrong, and the code verifies the signup once the database
+// is back.
 func TestVerifyRegistrationTellsADatabaseFailureFromAWrongCode(t *testing.T) {
 	t.Parallel()
-	pool, url := testenv.Database(t)
-	mp := testenv.Mailpit(t)
-	deps := signupDeps(t, pool, mp)
-	app := commands.New(deps)
-	go app.Run(t.Context()) // sends the mails the commands hand off
+	app := newApp(t)
 	ctx := context.Background()
 	const email = "verify-during-outage@example.com"
-	if err := app.Register(ctx, commands.RegisterInput{Email: email, Password: "correct horse battery staple"}, commands.Request{IP: "192.0.2.1"}); err != nil {
+	if err := app.Register(ctx, RegisterInput{Email: email, Password: "correct horse battery staple"}, request); err != nil {
 		t.Fatal(err)
 	}
-	code := testenv.CodeIn(t, mp.WaitForMessage(t, email, 30*time.Second))
+	code := app.nextCode(t, email)
 
-	closed, err := pgpool.Open(ctx, url, 1)
+	closed, err := pgpool.Open(ctx, app.env.url, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
 	closed.Close()
-	outage := deps
-	outage.Codes = codes.New(closed, make([]byte, codes.KeySize), time.Now) // signupDeps's key
-	_, err = commands.New(outage).VerifyRegistration(ctx, email, code, commands.Request{IP: "192.0.2.1"})
-	if err == nil || errors.Is(err, commands.ErrInvalidCode) {
+	working := app.Accounts.codes
+	app.Accounts.codes = codes.New(closed, seal.Derive(app.env.master, "email-codes"), time.Now)
+	_, err = app.VerifyRegistration(ctx, email, code, request)
+	app.Accounts.codes = working
+	if err == nil || errors.Is(err, ErrInvalidCode) {
 		t.Fatalf("verify with the codes' database down = %v; want the database's error, not invalid_code", err)
 	}
-	if _, err := deps.Codes.Consume(ctx, email, commands.PurposeVerify, code); err != nil {
-		t.Fatalf("the mailed code after the failed check: %v; want it still good", err)
+	if _, err := app.VerifyRegistration(ctx, email, code, request); err != nil {
+		t.Fatalf("verify with the mailed code once the database is back: %v", err)
 	}
 }

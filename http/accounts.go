@@ -62,6 +62,7 @@ func (a *Accounts) routes(r fiber.Router) {
 	r.Post("/reset-password", a.limit("reset_password", limitCode), a.resetPassword)
 	r.Post("/logout", a.authenticate, a.logout)
 	r.Get("/me", a.authenticate, a.me)
+	r.Get("/me/activity", a.authenticate, a.activity)
 	r.Get("/sessions", a.authenticate, a.sessions)
 	r.Delete("/sessions/:session_id", a.authenticate, a.revokeSession)
 	r.Delete("/sessions", a.authenticate, a.revokeOtherSessions)

@@ -48,7 +48,7 @@ func uses(p Projection, eventType string) bool {
 // All returns every projection authd runs, in one place so the server and
 // authctl agree on the list.
 func All() []Projection {
-	return []Projection{Users{}, Sessions{}, TwoFactor{}, Passkeys{}}
+	return []Projection{Users{}, Sessions{}, TwoFactor{}, Passkeys{}, Activity{}}
 }
 
 // Find returns the projection with the given name.

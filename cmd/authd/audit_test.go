@@ -335,9 +335,15 @@ func TestAuditEventsOnNATS(t *testing.T) {
 }
 
 // codeIn reports whether code stands in text as a number of its own.
+// Log cursors (eventstore.Cursor, "tx/position") are left out first: a
+// six-digit transaction id in a read-your-writes warning once matched a
+// code by chance.
 func codeIn(text, code string) bool {
+	text = logCursor.ReplaceAllString(text, "")
 	return regexp.MustCompile(`(^|[^0-9])` + regexp.QuoteMeta(code) + `([^0-9]|$)`).MatchString(text)
 }
+
+var logCursor = regexp.MustCompile(`[0-9]+/[0-9]+`)
 
 // codeInMessage looks for code in every value of the envelope but ids and
 // timestamps, where six digits in a row can occur by chance.

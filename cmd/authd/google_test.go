@@ -1,125 +1,27 @@
 package main
 
 // Sign in with Google against real authd instances, with Google's key
-// endpoint played by a JWKS server on loopback that the test runs, with RSA
-// keys it rotates and a count of its fetches.
+// endpoint played by testenv.GoogleIdP: a JWKS server on loopback that the
+// test runs, with RSA keys it rotates and a count of its fetches.
 
 import (
-	"crypto/rand"
-	"crypto/rsa"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
-	"math/big"
 	"net/http"
 	"net/http/httptest"
 	"slices"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
 
-	"github.com/authd/authd/internal/totp"
+	"github.com/authd/authd/internal/testenv"
 )
 
-const googleClientID = "1234567890-authd.apps.googleusercontent.com"
-
-type googleKey struct {
-	kid string
-	key *rsa.PrivateKey
-}
-
-func newGoogleKey(t *testing.T, kid string) googleKey {
-	t.Helper()
-	k, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return googleKey{kid: kid, key: k}
-}
-
-// googleIdP publishes its keys as Google does, and signs ID tokens.
-type googleIdP struct {
-	srv     *httptest.Server
-	mu      sync.Mutex
-	keys    []googleKey // published
-	current googleKey   // signs new tokens
-	fetches atomic.Int64
-}
-
-func newGoogleIdP(t *testing.T) *googleIdP {
-	t.Helper()
-	g := &googleIdP{current: newGoogleKey(t, "google-1")}
-	g.keys = []googleKey{g.current}
-	g.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		g.fetches.Add(1)
-		g.mu.Lock()
-		defer g.mu.Unlock()
-		var set []map[string]any
-		for _, k := range g.keys {
-			set = append(set, map[string]any{
-				"kty": "RSA", "use": "sig", "alg": "RS256", "kid": k.kid,
-				"n": base64.RawURLEncoding.EncodeToString(k.key.N.Bytes()),
-				"e": base64.RawURLEncoding.EncodeToString(big.NewInt(int64(k.key.E)).Bytes()),
-			})
-		}
-		// What Google's certs endpoint sends.
-		w.Header().Set("Cache-Control", "public, max-age=21600, must-revalidate, no-transform")
-		w.Header().Set("Content-Type", "application/json; charset=UTF-8")
-		_ = json.NewEncoder(w).Encode(map[string]any{"keys": set})
-	}))
-	t.Cleanup(g.srv.Close)
-	return g
-}
-
-func (g *googleIdP) url() string { return g.srv.URL + "/oauth2/v3/certs" }
-
-// rotate publishes a new key beside the current one and signs with it.
-func (g *googleIdP) rotate(t *testing.T, kid string) {
-	k := newGoogleKey(t, kid)
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	g.keys = append(g.keys, k)
-	g.current = k
-}
-
-func (g *googleIdP) claims(sub, email string) jwt.MapClaims {
-	now := time.Now()
-	return jwt.MapClaims{
-		"iss": "https://accounts.google.com", "azp": googleClientID, "aud": googleClientID,
-		"sub": sub, "email": email, "email_verified": true, "name": "Grace Hopper",
-		"iat": now.Unix(), "exp": now.Add(time.Hour).Unix(),
-	}
-}
-
-func (g *googleIdP) sign(t *testing.T, claims jwt.MapClaims) string {
-	t.Helper()
-	g.mu.Lock()
-	k := g.current
-	g.mu.Unlock()
-	return googleSignWith(t, k, claims)
-}
-
-func googleSignWith(t *testing.T, k googleKey, claims jwt.MapClaims) string {
-	t.Helper()
-	tok := jwt.NewWithClaims(jwt.SigningMethodRS256, claims)
-	tok.Header["kid"] = k.kid
-	s, err := tok.SignedString(k.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
-
-func (g *googleIdP) token(t *testing.T, sub, email string) string {
-	return g.sign(t, g.claims(sub, email))
-}
-
-func googleCluster(t *testing.T, g *googleIdP) *cluster {
-	return newCluster(t, map[string]string{"GOOGLE_CLIENT_ID": "another-client.apps.googleusercontent.com," + googleClientID, "GOOGLE_JWKS_URL": g.url()})
+func googleCluster(t *testing.T, g *testenv.GoogleIdP) *cluster {
+	return newCluster(t, map[string]string{"GOOGLE_CLIENT_ID": "another-client.apps.googleusercontent.com," + testenv.GoogleClientID, "GOOGLE_JWKS_URL": g.URL()})
 }
 
 func googleSignIn(t *testing.T, in *instance, idToken string) response {
@@ -143,7 +45,7 @@ func googleAMR(t *testing.T, access string) []string {
 
 func TestGoogleSignUpLoginAndLinking(t *testing.T) {
 	t.Parallel()
-	idp := newGoogleIdP(t)
+	idp := testenv.NewGoogleIdP(t)
 	c := googleCluster(t, idp)
 	a, b := c.start(t), c.start(t)
 	pool := c.dbPool(t)
@@ -151,7 +53,7 @@ func TestGoogleSignUpLoginAndLinking(t *testing.T) {
 
 	// A new email signs up: a verified user with a default tenant, linked.
 	before := readDBState(t, pool).events
-	signup := googleSignIn(t, a, idp.token(t, sub, " Grace.Hopper@Example.COM"))
+	signup := googleSignIn(t, a, idp.Token(t, sub, " Grace.Hopper@Example.COM"))
 	checkTokens(t, signup, "grace.hopper@example.com")
 	user := signup.body["user"].(map[string]any)
 	if user["email_verified"] != true || signup.str("user", "name") != "Grace Hopper" || signup.str("user", "tenant", "name") != "Grace Hopper's organization" {
@@ -183,7 +85,7 @@ func TestGoogleSignUpLoginAndLinking(t *testing.T) {
 	// Signing in again finds the same user, on any instance, and changes
 	// nothing but a new session.
 	before = readDBState(t, pool).events
-	again := googleSignIn(t, b, idp.token(t, sub, "grace.hopper@example.com"))
+	again := googleSignIn(t, b, idp.Token(t, sub, "grace.hopper@example.com"))
 	if again.str("user", "id") != userID || again.str("session_id") == signup.str("session_id") {
 		t.Fatalf("second sign-in: %s", again.raw)
 	}
@@ -192,7 +94,7 @@ func TestGoogleSignUpLoginAndLinking(t *testing.T) {
 	}
 	// The subject comes first: a Google account whose address changed is
 	// still the same account.
-	moved := googleSignIn(t, a, idp.token(t, sub, "grace@navy.example.mil"))
+	moved := googleSignIn(t, a, idp.Token(t, sub, "grace@navy.example.mil"))
 	if moved.str("user", "id") != userID || moved.str("user", "email") != "grace.hopper@example.com" {
 		t.Fatalf("sign-in after the Google address changed: %s", moved.raw)
 	}
@@ -206,7 +108,7 @@ func TestGoogleSignUpLoginAndLinking(t *testing.T) {
 	const pw = "correct horse battery staple"
 	reg := c.signupVerified(t, a, "linus@example.com", pw, nil)
 	before = readDBState(t, pool).events
-	link := googleSignIn(t, b, idp.token(t, "200000000000000000002", "Linus@Example.com"))
+	link := googleSignIn(t, b, idp.Token(t, "200000000000000000002", "Linus@Example.com"))
 	if link.str("user", "id") != reg.str("user", "id") {
 		t.Fatalf("linking found user %s, want the password account %s", link.str("user", "id"), reg.str("user", "id"))
 	}
@@ -216,14 +118,14 @@ func TestGoogleSignUpLoginAndLinking(t *testing.T) {
 	if pl := a.must(t, 200, "POST", api+"/login", "", map[string]any{"email": "linus@example.com", "password": pw}); pl.str("user", "id") != reg.str("user", "id") {
 		t.Fatalf("password login after linking: %s", pl.raw)
 	}
-	if l := googleSignIn(t, a, idp.token(t, "200000000000000000002", "linus@example.com")); l.str("user", "id") != reg.str("user", "id") {
+	if l := googleSignIn(t, a, idp.Token(t, "200000000000000000002", "linus@example.com")); l.str("user", "id") != reg.str("user", "id") {
 		t.Fatalf("sign-in of the linked account: %s", l.raw)
 	}
 
 	// Another Google account presenting a linked address is refused, not
 	// relinked.
 	before = readDBState(t, pool).events
-	if r := a.call(t, "POST", api+"/google", "", map[string]any{"id_token": idp.token(t, "300000000000000000003", "linus@example.com")}); r.status != 401 || r.errCode() != "invalid_token" {
+	if r := a.call(t, "POST", api+"/google", "", map[string]any{"id_token": idp.Token(t, "300000000000000000003", "linus@example.com")}); r.status != 401 || r.errCode() != "invalid_token" {
 		t.Fatalf("another Google account for a linked email = %d %s", r.status, r.raw)
 	}
 	if got := eventsAfter(t, pool, before); len(got) != 0 {
@@ -235,7 +137,7 @@ func TestGoogleSignUpLoginAndLinking(t *testing.T) {
 	// anyone) stops working.
 	a.must(t, 202, "POST", api+"/register", "", map[string]any{"email": "pending@example.com", "password": "someone else's password", "name": "Mallory", "tenant_name": "Mallory Inc"})
 	code := c.nextCode(t, "pending@example.com", 0)
-	takeover := googleSignIn(t, a, idp.token(t, "400000000000000000004", "pending@example.com"))
+	takeover := googleSignIn(t, a, idp.Token(t, "400000000000000000004", "pending@example.com"))
 	if takeover.str("user", "name") != "Grace Hopper" || takeover.str("user", "tenant", "name") != "Grace Hopper's organization" {
 		t.Fatalf("taken-over account: %s", takeover.raw)
 	}
@@ -248,34 +150,34 @@ func TestGoogleSignUpLoginAndLinking(t *testing.T) {
 
 	// Cache-Control honoured: every sign-in above, on both instances, with
 	// one fetch each.
-	if n := idp.fetches.Load(); n != 2 {
+	if n := idp.Fetches(); n != 2 {
 		t.Fatalf("%d JWKS fetches by 2 instances; want 2 (one each, max-age=21600)", n)
 	}
 }
 
 func TestGoogleBadTokensChangeNothing(t *testing.T) {
 	t.Parallel()
-	idp := newGoogleIdP(t)
+	idp := testenv.NewGoogleIdP(t)
 	c := googleCluster(t, idp)
 	in := c.start(t)
 	pool := c.dbPool(t)
 	// An account, and Google's keys in the cache.
-	googleSignIn(t, in, idp.token(t, "111", "ada@example.com"))
-	fetches := idp.fetches.Load()
+	googleSignIn(t, in, idp.Token(t, "111", "ada@example.com"))
+	fetches := idp.Fetches()
 
-	stranger := newGoogleKey(t, "google-1") // the right kid, the wrong key
+	stranger := testenv.NewGoogleKey(t, "google-1") // the right kid, the wrong key
 	claims := func(edit func(jwt.MapClaims)) jwt.MapClaims {
-		cl := idp.claims("222", "new@example.com")
+		cl := idp.Claims("222", "new@example.com")
 		edit(cl)
 		return cl
 	}
-	tok := func(edit func(jwt.MapClaims)) string { return idp.sign(t, claims(edit)) }
+	tok := func(edit func(jwt.MapClaims)) string { return idp.Sign(t, claims(edit)) }
 	good := tok(func(jwt.MapClaims) {})
 	parts := strings.Split(good, ".")
 	hs256 := func() string {
 		tk := jwt.NewWithClaims(jwt.SigningMethodHS256, claims(func(jwt.MapClaims) {}))
 		tk.Header["kid"] = "google-1"
-		s, _ := tk.SignedString(idp.current.key.N.Bytes())
+		s, _ := tk.SignedString(idp.Current().Key.N.Bytes())
 		return s
 	}()
 	none := func() string {
@@ -301,12 +203,12 @@ func TestGoogleBadTokensChangeNothing(t *testing.T) {
 		"no email_verified":      tok(func(c jwt.MapClaims) { delete(c, "email_verified") }),
 		"non-ASCII email":        tok(func(c jwt.MapClaims) { c["email"] = "jos\u00e9@example.com" }),
 		"not an email":           tok(func(c jwt.MapClaims) { c["email"] = "not an email" }),
-		"badly signed":           googleSignWith(t, stranger, claims(func(jwt.MapClaims) {})),
+		"badly signed":           testenv.GoogleSignWith(t, stranger, claims(func(jwt.MapClaims) {})),
 		"tampered":               parts[0] + "." + base64.RawURLEncoding.EncodeToString(jsonBody(t, claims(func(c jwt.MapClaims) { c["email"] = "ada@example.com" }))) + "." + parts[2],
-		"unknown kid":            googleSignWith(t, googleKey{kid: "forged-kid", key: idp.current.key}, claims(func(jwt.MapClaims) {})),
+		"unknown kid":            testenv.GoogleSignWith(t, testenv.GoogleKey{Kid: "forged-kid", Key: idp.Current().Key}, claims(func(jwt.MapClaims) {})),
 		"alg none":               none,
 		"HS256":                  hs256,
-		"subject of another Google account for a linked email": idp.token(t, "333", "ada@example.com"),
+		"subject of another Google account for a linked email": idp.Token(t, "333", "ada@example.com"),
 	}
 	var probes []probe
 	for name, token := range bad {
@@ -331,17 +233,17 @@ func TestGoogleBadTokensChangeNothing(t *testing.T) {
 	googleSignIn(t, in, good)
 
 	// The forged kid made one refetch; many more make none.
-	if n := idp.fetches.Load() - fetches; n != 1 {
+	if n := idp.Fetches() - fetches; n != 1 {
 		t.Errorf("%d JWKS fetches for the bad tokens; want 1 (the unknown kid)", n)
 	}
 	before := readDBState(t, pool)
 	for i := range 40 {
-		forged := googleSignWith(t, googleKey{kid: fmt.Sprintf("forged-%d", i), key: idp.current.key}, claims(func(jwt.MapClaims) {}))
+		forged := testenv.GoogleSignWith(t, testenv.GoogleKey{Kid: fmt.Sprintf("forged-%d", i), Key: idp.Current().Key}, claims(func(jwt.MapClaims) {}))
 		if r := in.call(t, "POST", api+"/google", "", map[string]any{"id_token": forged}); r.status != 401 || r.errCode() != "invalid_token" {
 			t.Fatalf("forged kid %d = %d %s", i, r.status, r.raw)
 		}
 	}
-	if n := idp.fetches.Load() - fetches; n > 2 {
+	if n := idp.Fetches() - fetches; n > 2 {
 		t.Errorf("%d JWKS fetches after 41 forged kids; want at most 2", n)
 	}
 	if after := readDBState(t, pool); after.events != before.events || after.uniqueKeys != before.uniqueKeys {
@@ -361,7 +263,7 @@ func TestGoogleBadTokensChangeNothing(t *testing.T) {
 	dead.Close()
 	down := c.startGoogleVariant(t, map[string]string{"GOOGLE_JWKS_URL": dead.URL + "/certs"})
 	before = readDBState(t, pool)
-	r := down.call(t, "POST", api+"/google", "", map[string]any{"id_token": idp.token(t, "444", "down@example.com")})
+	r := down.call(t, "POST", api+"/google", "", map[string]any{"id_token": idp.Token(t, "444", "down@example.com")})
 	if r.status != 503 || r.errCode() != "unavailable" || retryAfterSeconds(r) < 1 {
 		t.Errorf("JWKS unreachable = %d %s (Retry-After %q)", r.status, r.raw, r.header.Get("Retry-After"))
 	}
@@ -372,61 +274,31 @@ func TestGoogleBadTokensChangeNothing(t *testing.T) {
 
 func TestGoogleKeyRotation(t *testing.T) {
 	t.Parallel()
-	idp := newGoogleIdP(t)
+	idp := testenv.NewGoogleIdP(t)
 	c := googleCluster(t, idp)
 	in := c.start(t)
-	first := googleSignIn(t, in, idp.token(t, "555", "rotate@example.com"))
-	if n := idp.fetches.Load(); n != 1 {
+	first := googleSignIn(t, in, idp.Token(t, "555", "rotate@example.com"))
+	if n := idp.Fetches(); n != 1 {
 		t.Fatalf("%d fetches; want 1", n)
 	}
-	old := idp.current
+	old := idp.Current()
 
 	// Google publishes a new key and signs with it before our copy expires:
 	// the unknown kid is fetched once, and then known.
-	idp.rotate(t, "google-2")
+	idp.Rotate(t, "google-2")
 	for i := range 3 {
-		r := googleSignIn(t, in, idp.token(t, "555", "rotate@example.com"))
+		r := googleSignIn(t, in, idp.Token(t, "555", "rotate@example.com"))
 		if r.str("user", "id") != first.str("user", "id") {
 			t.Fatalf("sign-in %d with the new key: %s", i, r.raw)
 		}
 	}
-	if n := idp.fetches.Load(); n != 2 {
+	if n := idp.Fetches(); n != 2 {
 		t.Fatalf("%d fetches after the rotation; want 2 (one refetch for the new kid)", n)
 	}
 	// Tokens of the old key, still published, are still good.
-	googleSignIn(t, in, googleSignWith(t, old, idp.claims("555", "rotate@example.com")))
-	if n := idp.fetches.Load(); n != 2 {
+	googleSignIn(t, in, testenv.GoogleSignWith(t, old, idp.Claims("555", "rotate@example.com")))
+	if n := idp.Fetches(); n != 2 {
 		t.Fatalf("%d fetches; want still 2", n)
-	}
-}
-
-func TestGoogleUserWithTwoFactorGetsAChallenge(t *testing.T) {
-	t.Parallel()
-	idp := newGoogleIdP(t)
-	c := googleCluster(t, idp)
-	in := c.start(t)
-	signup := googleSignIn(t, in, idp.token(t, "666", "twofa@example.com"))
-	access := signup.str("access_token")
-
-	setup := in.must(t, 200, "POST", api+"/2fa/setup", access, nil)
-	code, err := totp.CodeAt(setup.str("secret"), time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	enabled := in.must(t, 200, "POST", api+"/2fa/enable", access, map[string]any{"code": code})
-	backup, _ := enabled.body["backup_codes"].([]any)
-	if len(backup) == 0 {
-		t.Fatalf("enable: %s", enabled.raw)
-	}
-
-	ch := googleSignIn(t, in, idp.token(t, "666", "twofa@example.com"))
-	if ch.body["two_factor_required"] != true || ch.str("challenge_token") == "" || ch.str("access_token") != "" {
-		t.Fatalf("Google sign-in of a 2FA user: %s", ch.raw)
-	}
-	done := in.must(t, 200, "POST", api+"/2fa/verify", "", map[string]any{"challenge_token": ch.str("challenge_token"), "code": backup[0]})
-	checkTokens(t, done, "twofa@example.com")
-	if amr := googleAMR(t, done.str("access_token")); !slices.Contains(amr, "fed") || !slices.Contains(amr, "mfa") {
-		t.Fatalf("amr after the challenge: %v, want fed and mfa", amr)
 	}
 }
 
@@ -441,45 +313,4 @@ func (c *cluster) startGoogleVariant(t *testing.T, env map[string]string) *insta
 		changed.env[k] = v
 	}
 	return changed.start(t)
-}
-
-// First sign-ins of one Google account at once, on two instances, make one
-// account: the losers of the race find the winner's.
-func TestGoogleConcurrentFirstSignInsMakeOneAccount(t *testing.T) {
-	t.Parallel()
-	idp := newGoogleIdP(t)
-	c := googleCluster(t, idp)
-	ins := []*instance{c.start(t), c.start(t)}
-	pool := c.dbPool(t)
-	c.signupVerified(t, ins[0], "existing@example.com", "correct horse battery staple", nil)
-
-	for _, email := range []string{"race@example.com", "existing@example.com"} {
-		sub := "sub-of-" + email
-		ids := make([]string, 8)
-		var wg sync.WaitGroup
-		for i := range ids {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				r := ins[i%2].call(t, "POST", api+"/google", "", map[string]any{"id_token": idp.token(t, sub, email)})
-				if r.status != 200 {
-					t.Errorf("%s: concurrent sign-in %d = %d %s", email, i, r.status, r.raw)
-				}
-				ids[i] = r.str("user", "id")
-			}()
-		}
-		wg.Wait()
-		for _, id := range ids {
-			if id != ids[0] {
-				t.Fatalf("%s: concurrent sign-ins found different users: %v", email, ids)
-			}
-		}
-	}
-	var users, links int
-	if err := pool.QueryRow(t.Context(), `SELECT count(*) FILTER (WHERE type = 'UserRegistered'), count(*) FILTER (WHERE type = 'GoogleLinked') FROM events`).Scan(&users, &links); err != nil {
-		t.Fatal(err)
-	}
-	if users != 2 || links != 2 {
-		t.Fatalf("%d users registered and %d links; want 2 and 2", users, links)
-	}
 }

@@ -180,7 +180,7 @@ func TestPasskeyInRealBrowser(t *testing.T) {
 	}
 
 	// authd agrees: the passkey is listed, and was used.
-	eventually(t, 5*time.Second, func() bool {
+	testenv.Eventually(t, 5*time.Second, func() bool {
 		list := pkList(t, in, token)
 		return len(list) == 1 && list[0]["id"] == result.Registered.ID && list[0]["name"] == "Chromium" && list[0]["last_used_at"] != nil
 	})

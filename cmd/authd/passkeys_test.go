@@ -17,6 +17,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/authd/authd/internal/softauthn"
+	"github.com/authd/authd/internal/testenv"
 )
 
 // The origin the software client claims; authd's default configuration
@@ -209,7 +210,7 @@ func TestPasskeysEndToEnd(t *testing.T) {
 		t.Fatalf("replayed assertion = %d %s", r.status, r.raw)
 	}
 	// The list shows when it was last used.
-	eventually(t, 5*time.Second, func() bool {
+	testenv.Eventually(t, 5*time.Second, func() bool {
 		for _, p := range pkList(t, a, token) {
 			if p["id"] == phoneID {
 				return p["last_used_at"] != nil

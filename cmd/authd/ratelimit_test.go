@@ -1,13 +1,13 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/authd/authd/internal/testenv"
 )
 
 // checkRateLimited fails the test unless r is a 429 rate_limited in the error
@@ -161,7 +161,7 @@ func TestRateLimitBehindTrustedProxy(t *testing.T) {
 				if first429 == 0 {
 					first429 = wrong
 				}
-				if ra := retryAfterSeconds(r); ra < 2 {
+				if ra := retryAfterSeconds(r); ra < 8 {
 					time.Sleep(time.Duration(max(ra, 1)) * time.Second)
 					continue
 				}
@@ -186,50 +186,19 @@ func TestRateLimitBehindTrustedProxy(t *testing.T) {
 		}
 		// The record of a failed login is written after the answer (it
 		// must not make a known address slower than an unknown one).
-		eventually(t, 15*time.Second, func() bool { return countEvents(t, c, "LoginFailed")-failedBefore >= wrong })
+		testenv.Eventually(t, 15*time.Second, func() bool { return countEvents(t, c, "LoginFailed")-failedBefore >= wrong })
 		if n := countEvents(t, c, "LoginFailed") - failedBefore; n != wrong {
 			t.Errorf("LoginFailed events = %d, want one per wrong password checked (%d)", n, wrong)
 		}
 	})
 }
 
-// Each login counts against its account while its password is checked, so a
-// burst of the owner's own logins looks like guesses in flight at first: more
-// than six at once must still get in once the first prove right, not a 429.
-func TestABurstOfTheOwnersLoginsIsNotThrottled(t *testing.T) {
-	t.Parallel()
-	c := newCluster(t, map[string]string{"AUTHD_RATE_LIMIT": "off"})
-	in := c.start(t)
-	email, pw := "burst@example.com", "correct horse battery"
-	c.signupVerified(t, in, email, pw, nil)
-	const logins = 9
-	statuses := make([]int, logins)
-	var wg sync.WaitGroup
-	for i := range logins {
-		wg.Go(func() {
-			statuses[i] = in.call(t, "POST", api+"/login", "", map[string]any{"email": email, "password": pw}).status
-		})
-	}
-	wg.Wait()
-	ok := 0
-	for i, st := range statuses {
-		switch st {
-		case 200:
-			ok++
-		case 503: // the hasher's queue was full: load, not the account
-		default:
-			t.Errorf("login %d of %d at once = %d", i+1, logins, st)
-		}
-	}
-	if ok == 0 {
-		t.Fatal("no login of the burst got in")
-	}
-}
-
 // throttleFromElsewhere sends wrong passwords for email, each from an
 // address of its own outside the owner's networks (next), until the
-// account's logins from elsewhere must wait at least 2 s, and returns that
-// refusal.
+// account's logins from elsewhere must wait at least 8 s, and returns that
+// refusal. 8 s, not less: the owner's own login comes next, and on a loaded
+// machine its hashing took longer than a 2 s wait, which then ran out before
+// the test could see it still held.
 func throttleFromElsewhere(t *testing.T, in *instance, email string, next func() http.Header) response {
 	t.Helper()
 	for attempt := 1; attempt <= 40; attempt++ {
@@ -238,7 +207,7 @@ func throttleFromElsewhere(t *testing.T, in *instance, email string, next func()
 		case r.status == 401 && r.errCode() == "invalid_credentials":
 			continue
 		case r.status == 429:
-			if ra := retryAfterSeconds(r); ra < 2 {
+			if ra := retryAfterSeconds(r); ra < 8 {
 				time.Sleep(time.Duration(max(ra, 1)) * time.Second)
 				continue
 			}
@@ -247,7 +216,7 @@ func throttleFromElsewhere(t *testing.T, in *instance, email string, next func()
 			t.Fatalf("wrong password #%d = %d %s", attempt, r.status, r.raw)
 		}
 	}
-	t.Fatal("40 wrong passwords never made the account wait 2 s")
+	t.Fatal("40 wrong passwords never made the account wait 8 s")
 	return response{}
 }
 
@@ -290,7 +259,7 @@ func TestAnAttackerElsewhereCannotKeepTheOwnerOut(t *testing.T) {
 			}
 		}
 		// The signup's code took one of the five of the quota: four went out.
-		eventually(t, 15*time.Second, func() bool { return len(mailsTo(t, c, email)) >= before+4 })
+		testenv.Eventually(t, 15*time.Second, func() bool { return len(mailsTo(t, c, email)) >= before+4 })
 		for i := range 5 {
 			r := in.rawCall(t, "POST", api+"/otp/login", elsewhere(), jsonBody(t, map[string]any{"email": email, "code": fmt.Sprintf("%06d", 999990+i)}))
 			if r.status != 400 || r.errCode() != "invalid_code" {
@@ -307,153 +276,4 @@ func TestAnAttackerElsewhereCannotKeepTheOwnerOut(t *testing.T) {
 			t.Errorf("the owner's code from a known network = %d %s; want 200", r.status, r.raw)
 		}
 	})
-}
-
-// Emailed codes can be guessed only so often a day per account and class
-// (README: "Guessing budgets"), however many addresses guess; the tenth
-// wrong one of a day appends one CodeGuessingDetected, whichever instance
-// sees it, and the owner's class keeps its own budget.
-func TestEmailCodeGuessesHaveADailyBudgetAndTellTheOwner(t *testing.T) {
-	t.Parallel()
-	c := newCluster(t, map[string]string{"AUTHD_RATE_LIMIT": "on", "AUTHD_TRUSTED_PROXIES": "127.0.0.1/32"})
-	a, b := c.start(t), c.start(t)
-	const email, pw = "guessed@example.com", "correct horse battery staple"
-	home := hdr("X-Forwarded-For", "192.0.2.10")
-	c.signupVerified(t, a, email, pw, home)
-	ip := 0
-	guess := func(in *instance) response {
-		ip++
-		h := hdr("X-Forwarded-For", fmt.Sprintf("198.18.%d.%d", ip/250, ip%250+1))
-		return in.rawCall(t, "POST", api+"/otp/login", h, jsonBody(t, map[string]any{"email": email, "code": "999999"}))
-	}
-	wrong := func(r response, n int) {
-		t.Helper()
-		if r.status != 400 || r.errCode() != "invalid_code" {
-			t.Fatalf("wrong code #%d = %d %s; want 400 invalid_code", n, r.status, r.raw)
-		}
-	}
-	for n := 1; n <= 8; n++ {
-		wrong(guess(a), n)
-	}
-	// The 9th to the 30th at once, on two instances: the 10th must be told
-	// once, whoever counts it.
-	results := make([]response, 22)
-	var wg sync.WaitGroup
-	for i := range results {
-		in := a
-		if i%2 == 1 {
-			in = b
-		}
-		ip++
-		h := hdr("X-Forwarded-For", fmt.Sprintf("198.19.%d.%d", i/250, i%250+1))
-		wg.Go(func() {
-			results[i] = in.rawCall(t, "POST", api+"/otp/login", h, jsonBody(t, map[string]any{"email": email, "code": "999999"}))
-		})
-	}
-	wg.Wait()
-	for i, r := range results {
-		wrong(r, 9+i)
-	}
-	for n := 31; n <= 100; n++ {
-		wrong(guess(a), n)
-	}
-	checkRateLimited(t, "the 101st guess of the day from elsewhere", guess(b), 86400)
-
-	rows, err := c.dbPool(t).Query(t.Context(), `SELECT data FROM events WHERE type = 'CodeGuessingDetected'`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var found []map[string]any
-	for rows.Next() {
-		var raw []byte
-		if err := rows.Scan(&raw); err != nil {
-			t.Fatal(err)
-		}
-		var d map[string]any
-		if err := json.Unmarshal(raw, &d); err != nil {
-			t.Fatal(err)
-		}
-		found = append(found, d)
-	}
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
-	}
-	if len(found) != 1 {
-		t.Fatalf("CodeGuessingDetected events = %d %v; want exactly 1", len(found), found)
-	}
-	d := found[0]
-	if d["kind"] != "email_code" || d["failures"] != float64(10) || d["user_id"] == "" || d["window_start"] == nil {
-		t.Errorf("CodeGuessingDetected data = %v; want kind email_code, failures 10, the user and the window's start", d)
-	}
-	if raw, _ := json.Marshal(d); strings.Contains(string(raw), "999999") {
-		t.Errorf("CodeGuessingDetected carries a code: %s", raw)
-	}
-
-	// The owner's network has a budget of its own.
-	seen := len(mailsTo(t, c, email))
-	if r := a.rawCall(t, "POST", api+"/otp/send", home, jsonBody(t, map[string]any{"email": email, "purpose": "login"})); r.status != 202 {
-		t.Fatalf("otp/send from home = %d %s", r.status, r.raw)
-	}
-	code := c.nextCode(t, email, seen)
-	if r := b.rawCall(t, "POST", api+"/otp/login", home, jsonBody(t, map[string]any{"email": email, "code": code})); r.status != 200 {
-		t.Errorf("the owner's code from a known network after the day's budget elsewhere was spent = %d %s; want 200", r.status, r.raw)
-	}
-}
-
-// With a stuffed password, an attacker elsewhere who keeps the account's
-// second-factor slow-down spent does not keep the owner out at home; the
-// tenth wrong TOTP code of the day appends one CodeGuessingDetected.
-func TestAStuffedPasswordElsewhereCannotKeepATwoFactorOwnerOut(t *testing.T) {
-	t.Parallel()
-	c := newCluster(t, map[string]string{"AUTHD_RATE_LIMIT": "on", "AUTHD_TRUSTED_PROXIES": "127.0.0.1/32"})
-	in := c.start(t)
-	const email, pw = "tf-owner@example.com", "correct horse battery staple"
-	home := hdr("X-Forwarded-For", "192.0.2.10")
-	access := c.signupVerified(t, in, email, pw, home).str("access_token")
-	app := &tfAuthenticator{secret: in.must(t, 200, "POST", api+"/2fa/setup", access, nil).str("secret")}
-	in.must(t, 200, "POST", api+"/2fa/enable", access, map[string]any{"code": app.next(t)})
-
-	ip := 0
-	elsewhere := func() http.Header {
-		ip++
-		return hdr("X-Forwarded-For", fmt.Sprintf("198.18.%d.%d", ip/250, ip%250+1))
-	}
-	challenge := func(h http.Header) string {
-		t.Helper()
-		return tfChallenge(t, in.rawCall(t, "POST", api+"/login", h, jsonBody(t, map[string]any{"email": email, "password": pw})))
-	}
-	wrongCode := app.wrong(t)
-	token, tries, wrong := "", 0, 0
-	for wrong < 10 {
-		if tries == 0 {
-			token, tries = challenge(elsewhere()), 5
-		}
-		r := in.rawCall(t, "POST", api+"/2fa/verify", elsewhere(), jsonBody(t, map[string]any{"challenge_token": token, "code": wrongCode}))
-		tries--
-		switch {
-		case r.status == 400 && r.errCode() == "invalid_code":
-			wrong++
-		case r.status == 429: // it still took one of the challenge's tries
-			time.Sleep(time.Duration(max(retryAfterSeconds(r), 1)) * time.Second)
-		default:
-			t.Fatalf("wrong code #%d from elsewhere = %d %s", wrong+1, r.status, r.raw)
-		}
-	}
-	if tries == 0 {
-		token = challenge(elsewhere())
-	}
-	r := in.rawCall(t, "POST", api+"/2fa/verify", elsewhere(), jsonBody(t, map[string]any{"challenge_token": token, "code": wrongCode}))
-	checkRateLimited(t, "a code from elsewhere after 10 wrong ones", r, 60)
-
-	r = in.rawCall(t, "POST", api+"/2fa/verify", home, jsonBody(t, map[string]any{"challenge_token": challenge(home), "code": app.next(t)}))
-	if r.status != 200 || r.str("access_token") == "" {
-		t.Errorf("the owner's right code from a known network = %d %s; want 200 with tokens", r.status, r.raw)
-	}
-	var kinds []string
-	if err := c.dbPool(t).QueryRow(t.Context(), `SELECT coalesce(array_agg(data->>'kind'), '{}') FROM events WHERE type = 'CodeGuessingDetected'`).Scan(&kinds); err != nil {
-		t.Fatal(err)
-	}
-	if len(kinds) != 1 || kinds[0] != "totp" {
-		t.Errorf("CodeGuessingDetected kinds = %v; want one, totp", kinds)
-	}
 }

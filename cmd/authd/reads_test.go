@@ -9,6 +9,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/authd/authd/internal/softauthn"
+	"github.com/authd/authd/internal/testenv"
 )
 
 // readsCluster is a cluster on a NATS of the test's own whose writes wait
@@ -30,7 +31,7 @@ func projected(t *testing.T, c *cluster, email string, verified bool) {
 		t.Fatalf("connect to the test database: %v", err)
 	}
 	defer conn.Close(ctx)
-	eventually(t, 15*time.Second, func() bool {
+	testenv.Eventually(t, 15*time.Second, func() bool {
 		var v bool
 		err := conn.QueryRow(ctx, `SELECT email_verified FROM users WHERE email = $1`, email).Scan(&v)
 		return err == nil && v == verified
@@ -89,7 +90,7 @@ func TestSessionsWhileTheReadModelLagsListTheWrites(t *testing.T) {
 	const email, pw = "sessions-lag@example.com", "correct horse battery"
 	first := c.signupVerified(t, in, email, pw, nil)
 	second := in.must(t, 200, "POST", api+"/login", "", map[string]any{"email": email, "password": pw})
-	eventually(t, 15*time.Second, func() bool {
+	testenv.Eventually(t, 15*time.Second, func() bool {
 		l := in.must(t, 200, "GET", api+"/sessions", second.str("access_token"), nil)
 		return len(l.body["sessions"].([]any)) == 2
 	})
@@ -131,8 +132,8 @@ func TestTwoFactorStatusWhileTheReadModelLagsShowsTheEnable(t *testing.T) {
 	killNATS()
 
 	setup := in.must(t, 200, "POST", api+"/2fa/setup", access, nil)
-	k := &tfAuthenticator{secret: setup.str("secret")}
-	enabled := in.must(t, 200, "POST", api+"/2fa/enable", access, map[string]any{"code": k.next(t)})
+	k := &testenv.TOTPApp{Secret: setup.str("secret")}
+	enabled := in.must(t, 200, "POST", api+"/2fa/enable", access, map[string]any{"code": k.Next(t)})
 	tfStatus(t, in, access, true, len(tfBackupCodes(t, enabled)))
 }
 

@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"runtime"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -22,7 +21,7 @@ import (
 // token carrying one signs nobody up.
 func TestEmailsNeedAMailableDomain(t *testing.T) {
 	t.Parallel()
-	idp := newGoogleIdP(t)
+	idp := testenv.NewGoogleIdP(t)
 	c := googleCluster(t, idp)
 	in := c.start(t)
 	pool := c.dbPool(t)
@@ -66,7 +65,7 @@ func TestEmailsNeedAMailableDomain(t *testing.T) {
 
 	before := readDBState(t, pool)
 	for name, e := range bad {
-		r := in.call(t, "POST", api+"/google", "", map[string]any{"id_token": idp.token(t, "google-"+name, e)})
+		r := in.call(t, "POST", api+"/google", "", map[string]any{"id_token": idp.Token(t, "google-"+name, e)})
 		if r.status != 401 || r.errCode() != "invalid_token" {
 			t.Errorf("Google ID token with email %s (%q) = %d %s; want 401 invalid_token", name, e, r.status, r.raw)
 		}
@@ -107,7 +106,7 @@ func (c *cluster) startWith(t *testing.T, opts options) *instance {
 			t.Errorf("authd at %s: %v", in.base, err)
 		}
 	})
-	eventually(t, 30*time.Second, func() bool {
+	testenv.Eventually(t, 30*time.Second, func() bool {
 		select {
 		case err := <-done:
 			t.Fatalf("authd exited: %v", err)
@@ -179,7 +178,7 @@ func TestUnverifiedSignupsExpireAndFreeTheirEmail(t *testing.T) {
 	in.must(t, 202, "POST", api+"/register", "", map[string]any{"email": "renewed@example.com", "password": pw})
 	clock.Advance(2 * time.Hour) // now: old 169 h, young 166 h, renewed 2 h since its renewal
 
-	eventually(t, 30*time.Second, func() bool {
+	testenv.Eventually(t, 30*time.Second, func() bool {
 		s := signupOf(t, pool, "old@example.com")
 		return s.expirations == 1 && !s.row
 	})
@@ -218,67 +217,4 @@ func TestUnverifiedSignupsExpireAndFreeTheirEmail(t *testing.T) {
 	if s := signupOf(t, pool, "old@example.com"); s.expirations != 0 || !s.verified {
 		t.Errorf("the new signup of old@example.com: %+v; want verified", s)
 	}
-}
-
-// A verify racing the sweep either wins (the account is verified and never
-// expires) or loses (invalid_code, the account expired and its email is
-// free), never both; and two instances sweeping at once expire each signup
-// once.
-func TestVerifyRacingTheSweepWinsOrLosesCleanly(t *testing.T) {
-	t.Parallel()
-	c := newCluster(t, nil)
-	const ttl = 168 * time.Hour
-	clock := testenv.NewClock(time.Now().Add(-ttl - time.Hour))
-	opts := options{now: clock.Now, sweepEvery: 5 * time.Millisecond}
-	a, b := c.startWith(t, opts), c.startWith(t, opts)
-	pool := c.dbPool(t)
-	const n = 12
-	codes := make([]string, n)
-	for i := range n {
-		email := fmt.Sprintf("racer-%d@example.com", i)
-		a.must(t, 202, "POST", api+"/register", "", map[string]any{"email": email, "password": "correct horse battery staple"})
-		codes[i] = c.nextCode(t, email, 0)
-	}
-
-	start := make(chan struct{})
-	status := make([]int, n)
-	var wg sync.WaitGroup
-	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			in := []*instance{a, b}[i%2]
-			<-start
-			r := in.call(t, "POST", api+"/register/verify", "", map[string]any{"email": fmt.Sprintf("racer-%d@example.com", i), "code": codes[i]})
-			status[i] = r.status
-			if r.status != 201 && r.errCode() != "invalid_code" {
-				t.Errorf("verify racer-%d = %d %s; want 201 or invalid_code", i, r.status, r.raw)
-			}
-		}()
-	}
-	clock.Advance(ttl + time.Hour) // every signup is past its time: both sweepers go for them
-	close(start)
-	wg.Wait()
-
-	won := 0
-	for i := range n {
-		email := fmt.Sprintf("racer-%d@example.com", i)
-		if status[i] == 201 {
-			won++
-			if s := signupOf(t, pool, email); s.expirations > 0 {
-				t.Errorf("%s verified (201) and expired too: %+v", email, s)
-				continue
-			}
-			eventually(t, 30*time.Second, func() bool { return signupOf(t, pool, email).verified })
-			if s := signupOf(t, pool, email); s.expirations != 0 || !s.keyHeld {
-				t.Errorf("%s verified (201) and yet %+v", email, s)
-			}
-			continue
-		}
-		eventually(t, 30*time.Second, func() bool { s := signupOf(t, pool, email); return s.expirations > 0 && !s.row })
-		if s := signupOf(t, pool, email); s.expirations != 1 || s.keyHeld {
-			t.Errorf("%s lost to the sweep: %+v; want one SignupExpired and the email free", email, s)
-		}
-	}
-	t.Logf("%d of %d verifies beat the sweep", won, n)
 }

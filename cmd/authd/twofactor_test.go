@@ -11,66 +11,13 @@ import (
 	"regexp"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
 
-	"github.com/authd/authd/domain"
-	"github.com/authd/authd/internal/totp"
+	"github.com/authd/authd/internal/testenv"
 )
-
-// tfAuthenticator plays the user's authenticator app against a real clock: each
-// code it gives is of a later step than the one before (authd accepts a step
-// once), within the ±1 step authd accepts, waiting for the clock when needed.
-type tfAuthenticator struct {
-	secret string
-	last   int64
-	used   []string
-}
-
-func (k *tfAuthenticator) next(t *testing.T) string {
-	t.Helper()
-	for {
-		cur := totp.StepAt(time.Now())
-		// Never the previous step: the clock may turn before authd checks.
-		if s := max(cur, k.last+1); s <= cur+1 {
-			code, err := totp.CodeAt(k.secret, time.Unix(s*totp.Period, 0))
-			if err != nil {
-				t.Fatal(err)
-			}
-			k.last = s
-			k.used = append(k.used, code)
-			return code
-		}
-		time.Sleep(time.Until(time.Unix((cur+1)*totp.Period, 0)) + 50*time.Millisecond)
-	}
-}
-
-// wrong is a well-formed code of the secret that no step near now has.
-func (k *tfAuthenticator) wrong(t *testing.T) string {
-	t.Helper()
-	now := time.Now()
-	var near []string
-	for d := -3; d <= 3; d++ {
-		c, _ := totp.CodeAt(k.secret, now.Add(time.Duration(d*totp.Period)*time.Second))
-		near = append(near, c)
-	}
-	for _, c := range []string{"000000", "111111", "222222", "333333", "444444", "555555", "666666", "777777", "888888"} {
-		if !slices.Contains(near, c) {
-			return c
-		}
-	}
-	t.Fatal("no wrong code found")
-	return ""
-}
-
-// tfMatches reports whether code is one of secret's codes near now.
-func tfMatches(secret, code string) bool {
-	_, ok := totp.Match(secret, code, time.Now(), -1)
-	return ok
-}
 
 // tfAMR reads the amr claim of an access token (its signature is checked
 // elsewhere: verifyWithJWKS).
@@ -198,18 +145,18 @@ func TestTwoFactorEndToEnd(t *testing.T) {
 	if setup.header.Get("Cache-Control") != "no-store" {
 		t.Fatal("the setup answer may be cached")
 	}
-	old := &tfAuthenticator{secret: first.str("secret")}
-	app := &tfAuthenticator{secret: secret}
+	old := &testenv.TOTPApp{Secret: first.str("secret")}
+	app := &testenv.TOTPApp{Secret: secret}
 
 	// Enable: bad codes change nothing; a right one gives 10 backup codes.
 	pool := c.dbPool(t)
 	before := readDBState(t, pool)
-	for _, bad := range []any{"", "abcdef", "12345", "1234567", "12 34 5", "123456789", "１２３４５６", strings.Repeat("1", 5000), old.wrong(t)} {
+	for _, bad := range []any{"", "abcdef", "12345", "1234567", "12 34 5", "123456789", "１２３４５６", strings.Repeat("1", 5000), old.Wrong(t)} {
 		if r := a.call(t, "POST", api+"/2fa/enable", access, map[string]any{"code": bad}); r.status != 400 || r.errCode() != "invalid_code" {
 			t.Fatalf("enable with %.20q = %d %s", bad, r.status, r.raw)
 		}
 	}
-	if oc := old.next(t); !tfMatches(secret, oc) { // the replaced secret's code, unless it is by chance this one's too
+	if oc := old.Next(t); !app.Matches(oc) { // the replaced secret's code, unless it is by chance this one's too
 		if r := a.call(t, "POST", api+"/2fa/enable", access, map[string]any{"code": oc}); r.errCode() != "invalid_code" {
 			t.Fatalf("enable with the replaced secret's code = %d %s", r.status, r.raw)
 		}
@@ -220,23 +167,23 @@ func TestTwoFactorEndToEnd(t *testing.T) {
 	if after := readDBState(t, pool); after.events != before.events {
 		t.Fatalf("failed enables appended %v", after.eventTypes[before.events:])
 	}
-	code := app.next(t)
+	code := app.Next(t)
 	en := a.must(t, 200, "POST", api+"/2fa/enable", access, map[string]any{"code": code[:3] + " " + code[3:]})
 	backup := tfBackupCodes(t, en)
 	codes = append(codes, backup...)
 	tfStatus(t, a, access, true, 10) // read-your-writes
 	a.must(t, 409, "POST", api+"/2fa/setup", access, nil)
-	a.must(t, 409, "POST", api+"/2fa/enable", access, map[string]any{"code": app.wrong(t)})
+	a.must(t, 409, "POST", api+"/2fa/enable", access, map[string]any{"code": app.Wrong(t)})
 
 	// A password login now answers a challenge; verify turns it into tokens.
 	ch := tfChallenge(t, a.must(t, 200, "POST", api+"/login", "", map[string]any{"email": email, "password": pw}))
-	if r := a.call(t, "POST", api+"/2fa/verify", "", map[string]any{"challenge_token": "nope", "code": app.wrong(t)}); r.status != 401 || r.errCode() != "invalid_challenge" {
+	if r := a.call(t, "POST", api+"/2fa/verify", "", map[string]any{"challenge_token": "nope", "code": app.Wrong(t)}); r.status != 401 || r.errCode() != "invalid_challenge" {
 		t.Fatalf("verify with an unknown challenge = %d %s", r.status, r.raw)
 	}
 	if r := a.call(t, "POST", api+"/2fa/verify", "", map[string]any{"challenge_token": ch, "code": "12-ab-56"}); r.status != 400 || r.errCode() != "invalid_code" {
 		t.Fatalf("verify with a malformed code = %d %s", r.status, r.raw)
 	}
-	totpCode := app.next(t)
+	totpCode := app.Next(t)
 	v := b.must(t, 200, "POST", api+"/2fa/verify", "", map[string]any{"challenge_token": ch, "code": totpCode})
 	checkTokens(t, v, email)
 	if amr := tfAMR(t, v.str("access_token")); !slices.Equal(amr, []string{"pwd", "mfa"}) {
@@ -305,7 +252,7 @@ func TestTwoFactorEndToEnd(t *testing.T) {
 	// Five answers use a challenge up, even when the sixth is right.
 	ch = tfChallenge(t, a.must(t, 200, "POST", api+"/login", "", map[string]any{"email": email, "password": pw}))
 	for i := 0; i < 5; i++ {
-		if r := a.call(t, "POST", api+"/2fa/verify", "", map[string]any{"challenge_token": ch, "code": app.wrong(t)}); r.status != 400 || r.errCode() != "invalid_code" {
+		if r := a.call(t, "POST", api+"/2fa/verify", "", map[string]any{"challenge_token": ch, "code": app.Wrong(t)}); r.status != 400 || r.errCode() != "invalid_code" {
 			t.Fatalf("wrong answer %d = %d %s", i+1, r.status, r.raw)
 		}
 	}
@@ -318,7 +265,7 @@ func TestTwoFactorEndToEnd(t *testing.T) {
 
 	// Disable needs a code; then logins need no second factor again.
 	before = readDBState(t, pool)
-	for _, bad := range []string{"", "nope", app.wrong(t), "0000-0000", totpCode, backup[3]} {
+	for _, bad := range []string{"", "nope", app.Wrong(t), "0000-0000", totpCode, backup[3]} {
 		if r := a.call(t, "POST", api+"/2fa/disable", access, map[string]any{"code": bad}); r.status != 400 || r.errCode() != "invalid_code" {
 			t.Fatalf("disable with %q = %d %s", bad, r.status, r.raw)
 		}
@@ -329,7 +276,7 @@ func TestTwoFactorEndToEnd(t *testing.T) {
 		t.Fatalf("failed disables appended %v", added)
 	}
 	pending := tfChallenge(t, a.must(t, 200, "POST", api+"/login", "", map[string]any{"email": email, "password": pw}))
-	a.must(t, 204, "POST", api+"/2fa/disable", access, map[string]any{"code": app.next(t)})
+	a.must(t, 204, "POST", api+"/2fa/disable", access, map[string]any{"code": app.Next(t)})
 	if r := a.call(t, "POST", api+"/2fa/verify", "", map[string]any{"challenge_token": pending, "code": fresh[4]}); r.status != 401 || r.errCode() != "invalid_challenge" {
 		t.Fatalf("a challenge issued before two-factor was turned off = %d %s", r.status, r.raw)
 	}
@@ -337,8 +284,8 @@ func TestTwoFactorEndToEnd(t *testing.T) {
 	a.must(t, 409, "POST", api+"/2fa/backup-codes/regenerate", access, nil)
 	a.must(t, 409, "POST", api+"/2fa/disable", access, map[string]any{"code": fresh[3]})
 	checkTokens(t, a.must(t, 200, "POST", api+"/login", "", map[string]any{"email": email, "password": pw}), email)
-	codes = append(codes, app.used...)
-	codes = append(codes, old.used...)
+	codes = append(codes, app.Used...)
+	codes = append(codes, old.Used...)
 
 	// Every event of the flow is on NATS, and no message carries the secret
 	// or any code, in any spelling.
@@ -405,127 +352,4 @@ func tfStrings(v any) []string {
 		out = append(out, s)
 	}
 	return out
-}
-
-// Racing answers: one challenge answered twice at once, and one TOTP code
-// sent to two challenges at once, each succeed exactly once.
-func TestTwoFactorAnswersRaceToOneWinner(t *testing.T) {
-	t.Parallel()
-	c := newCluster(t, nil)
-	a, b := c.start(t), c.start(t)
-	email, pw := "tf-race-"+strings.ToLower(uuid.NewString()[:8])+"@example.com", "correct horse battery"
-	access := c.signupVerified(t, a, email, pw, nil).str("access_token")
-	app := &tfAuthenticator{secret: a.must(t, 200, "POST", api+"/2fa/setup", access, nil).str("secret")}
-	backup := tfBackupCodes(t, a.must(t, 200, "POST", api+"/2fa/enable", access, map[string]any{"code": app.next(t)}))
-	login := func() string {
-		return tfChallenge(t, a.must(t, 200, "POST", api+"/login", "", map[string]any{"email": email, "password": pw}))
-	}
-	race := func(calls ...func() response) (wins int, answers []string) {
-		var mu sync.Mutex
-		var wg sync.WaitGroup
-		for _, call := range calls {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				r := call()
-				mu.Lock()
-				defer mu.Unlock()
-				if r.status == 200 {
-					wins++
-				}
-				answers = append(answers, r.raw)
-			}()
-		}
-		wg.Wait()
-		return wins, answers
-	}
-	// One challenge answered at once on two instances with two right codes.
-	for round := 0; round < 3; round++ {
-		ch := login()
-		wins, answers := race(
-			func() response {
-				return a.call(t, "POST", api+"/2fa/verify", "", map[string]any{"challenge_token": ch, "code": backup[2*round]})
-			},
-			func() response {
-				return b.call(t, "POST", api+"/2fa/verify", "", map[string]any{"challenge_token": ch, "code": backup[2*round+1]})
-			},
-		)
-		if wins != 1 {
-			t.Fatalf("one challenge answered twice at once: %d wins %v", wins, answers)
-		}
-	}
-	// One code sent to two challenges at once: a TOTP code, then a backup code.
-	for _, code := range []string{app.next(t), backup[9]} {
-		ch1, ch2 := login(), login()
-		wins, answers := race(
-			func() response {
-				return a.call(t, "POST", api+"/2fa/verify", "", map[string]any{"challenge_token": ch1, "code": code})
-			},
-			func() response {
-				return b.call(t, "POST", api+"/2fa/verify", "", map[string]any{"challenge_token": ch2, "code": code})
-			},
-		)
-		if wins != 1 {
-			t.Fatalf("one code on two challenges at once: %d wins %v", wins, answers)
-		}
-	}
-}
-
-// Every second-factor sign-in adds an event to the user's two-factor stream;
-// past domain.SnapshotEvery of them a snapshot is appended and loads start
-// from it. Codes used before it stay used, those left still work.
-func TestLongTwoFactorStreamsLoadFromASnapshot(t *testing.T) {
-	t.Parallel()
-	c := newCluster(t, map[string]string{"AUTHD_RATE_LIMIT": "off"})
-	a := c.start(t)
-	email, pw := "tf-long-"+strings.ToLower(uuid.NewString()[:8])+"@example.com", "correct horse battery"
-	access := c.signupVerified(t, a, email, pw, nil).str("access_token")
-	secret := a.must(t, 200, "POST", api+"/2fa/setup", access, nil).str("secret")
-	app := &tfAuthenticator{secret: secret}
-	fresh := tfBackupCodes(t, a.must(t, 200, "POST", api+"/2fa/enable", access, map[string]any{"code": app.next(t)}))
-	var used []string
-	challenge := func() string {
-		t.Helper()
-		return tfChallenge(t, a.call(t, "POST", api+"/login", "", map[string]any{"email": email, "password": pw}))
-	}
-	for range domain.SnapshotEvery {
-		if len(fresh) == 0 {
-			fresh = tfBackupCodes(t, a.must(t, 200, "POST", api+"/2fa/backup-codes/regenerate", access, nil))
-		}
-		code := fresh[0]
-		fresh, used = fresh[1:], append(used, code)
-		access = a.must(t, 200, "POST", api+"/2fa/verify", "", map[string]any{"challenge_token": challenge(), "code": code}).str("access_token")
-	}
-
-	pool := c.dbPool(t)
-	var snapshots int
-	var public string
-	if err := pool.QueryRow(context.Background(), `SELECT count(*), coalesce(max(data::text), '') FROM events WHERE type = $1`,
-		domain.TypeTwoFactorSnapshotTaken).Scan(&snapshots, &public); err != nil {
-		t.Fatal(err)
-	}
-	if snapshots == 0 {
-		t.Fatalf("no snapshot after %d second-factor sign-ins", domain.SnapshotEvery)
-	}
-	if strings.Contains(public, secret) || strings.Contains(public, "hash") {
-		t.Fatalf("a snapshot's public part holds a secret: %s", public)
-	}
-	// The last ten codes are the current set's: the snapshot came after the
-	// 50th event, with the first four of them used before it and the rest
-	// after; either way none works again. (Four wrong answers: a fifth in a
-	// row would slow the account down.)
-	n := len(used)
-	for _, code := range []string{used[n-10], used[n-9], used[n-2], used[n-1]} {
-		if r := a.call(t, "POST", api+"/2fa/verify", "", map[string]any{"challenge_token": challenge(), "code": code}); r.errCode() != "invalid_code" {
-			t.Fatalf("a used backup code after the snapshot = %d %s", r.status, r.raw)
-		}
-	}
-	if len(fresh) < 2 {
-		fresh = tfBackupCodes(t, a.must(t, 200, "POST", api+"/2fa/backup-codes/regenerate", access, nil))
-	}
-	access = a.must(t, 200, "POST", api+"/2fa/verify", "", map[string]any{"challenge_token": challenge(), "code": fresh[0]}).str("access_token")
-	tfStatus(t, a, access, true, len(fresh)-1)
-	access = a.must(t, 200, "POST", api+"/2fa/verify", "", map[string]any{"challenge_token": challenge(), "code": app.next(t)}).str("access_token")
-	a.must(t, 204, "POST", api+"/2fa/disable", access, map[string]any{"code": fresh[1]})
-	tfStatus(t, a, access, false, 0)
 }

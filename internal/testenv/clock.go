@@ -2,6 +2,7 @@ package testenv
 
 import (
 	"sync"
+	"testing"
 	"time"
 )
 
@@ -27,4 +28,17 @@ func (c *Clock) Advance(d time.Duration) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.t = c.t.Add(d)
+}
+
+// Eventually waits until ok, polling, and fails the test when it has not
+// become true within the given time.
+func Eventually(t testing.TB, within time.Duration, ok func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !ok() {
+		if time.Now().After(deadline) {
+			t.Fatalf("not true within %s", within)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
