@@ -70,6 +70,7 @@ type Deps struct {
 	Hasher      *password.Hasher
 	Codes       Codes
 	Mail        mail.Sender
+	Mails       *mail.Templates // the wording of every mail
 	Keys        *tokens.Keyring
 	Throttle    Throttle
 	Limits      Limits
@@ -83,7 +84,7 @@ type Deps struct {
 	RefreshTTL time.Duration
 	// WaitTimeout bounds how long a write waits for read-your-writes.
 	WaitTimeout time.Duration
-	// Product names the service in emails.
+	// Product names the service in authenticator apps (AUTHD_PRODUCT_NAME).
 	Product string
 
 	TwoFactor TwoFactorConfig
@@ -373,7 +374,9 @@ func (a *App) issueCodeIn(ctx context.Context, class ratelimit.Class, email, pur
 func (a *App) sendCode(ctx context.Context, email, code string, purpose mail.Purpose, ttl time.Duration) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	msg, err := mail.CodeMessage(email, a.d.Product, code, purpose, ttl)
+	// An account has no locale until PATCH /me gives it one (issue 17), so
+	// the code mails are English or the operator's "en" templates.
+	msg, err := a.d.Mails.Code(email, "", code, purpose, ttl)
 	if err == nil {
 		err = a.d.Mail.Send(ctx, msg)
 	}

@@ -35,6 +35,10 @@ func TestRegisterDoesTheSameWorkWhetherOrNotTheAddressIsTaken(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	mails, err := mail.Builtin("authd")
+	if err != nil {
+		t.Fatal(err)
+	}
 	store := eventstore.NewStore(pool, testenv.Sealer(t), nil)
 	limiter := ratelimit.New(pool, time.Now)
 	app := commands.New(commands.Deps{
@@ -42,6 +46,7 @@ func TestRegisterDoesTheSameWorkWhetherOrNotTheAddressIsTaken(t *testing.T) {
 		Hasher:  password.NewHasher(password.OWASP(), 2, 8),
 		Codes:   codes.New(pool, make([]byte, 32), time.Now),
 		Mail:    sender,
+		Mails:   mails,
 		Limits:  limiter,
 		Log:     slog.New(slog.DiscardHandler),
 		Now:     time.Now,

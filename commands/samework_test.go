@@ -31,11 +31,16 @@ func tracedApp(t *testing.T) (*App, *testenv.Statements) {
 	st := testenv.NewStatements()
 	pool := st.Pool(t, url, 4)
 	limiter := ratelimit.New(pool, time.Now)
+	mails, err := mail.Builtin("authd")
+	if err != nil {
+		t.Fatal(err)
+	}
 	app := New(Deps{
 		Store:    eventstore.NewStore(pool, testenv.Sealer(t), prometheus.NewRegistry()),
 		Hasher:   password.NewHasher(password.OWASP(), 2, 8),
 		Codes:    codes.New(pool, bytes.Repeat([]byte{3}, codes.KeySize), time.Now),
 		Mail:     mail.NewLog(testenv.Logger(t)),
+		Mails:    mails,
 		Throttle: limiter,
 		Limits:   limiter,
 		Revoked:  revocation.New(time.Now),

@@ -95,6 +95,12 @@ func serve(ctx context.Context, getenv func(string) string, logOut io.Writer, cp
 	}
 	log := slog.New(slog.NewJSONHandler(logOut, &slog.HandlerOptions{Level: cfg.LogLevel}))
 	log.Info("authd starting", "config", cfg)
+	// Before any connection: a template an operator got wrong should stop the
+	// start at once, naming its file.
+	mails, err := mail.Load(cfg.ProductName, cfg.MailTemplates)
+	if err != nil {
+		return err
+	}
 
 	keys, err := masterKeys(cfg, log)
 	if err != nil {
@@ -172,6 +178,7 @@ func serve(ctx context.Context, getenv func(string) string, logOut io.Writer, cp
 		Hasher:       password.NewHasher(password.OWASP(), cpus, 4*cpus),
 		Codes:        codeStore,
 		Mail:         sender,
+		Mails:        mails,
 		Keys:         keyring,
 		Throttle:     limiter,
 		Limits:       limiter,
@@ -182,7 +189,7 @@ func serve(ctx context.Context, getenv func(string) string, logOut io.Writer, cp
 		RefreshGrace: cfg.RefreshReuseGrace,
 		RefreshTTL:   cfg.RefreshTokenTTL,
 		WaitTimeout:  cfg.ReadYourWritesTimeout,
-		Product:      "authd",
+		Product:      cfg.ProductName,
 		TwoFactor:    twoFactorConfig(keys[0], pool),
 		Passkeys:     passkeys,
 		Google:       google,

@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 
@@ -64,6 +66,11 @@ type Config struct {
 	// PendingSignupTTL is how long a signup may stay unverified before it
 	// expires and its email is free again.
 	PendingSignupTTL time.Duration
+	// ProductName is the product's name in every mail (AUTHD_PRODUCT_NAME).
+	ProductName string
+	// MailTemplates is a folder of templates that replace the built-in mails
+	// (AUTHD_MAIL_TEMPLATES); empty keeps the built-in ones.
+	MailTemplates string
 }
 
 // The defaults are the ones documented in API.md.
@@ -85,6 +92,7 @@ const (
 	DefaultAccessTokenTTL        = tokens.DefaultAccessTTL
 	DefaultRefreshTokenTTL       = 7 * 24 * time.Hour
 	DefaultPendingSignupTTL      = 168 * time.Hour
+	DefaultProductName           = "authd"
 )
 
 // Token lifetime bounds. An access token cannot be revoked by anything but
@@ -96,6 +104,10 @@ const (
 	minRefreshTokenTTL = time.Hour
 	maxRefreshTokenTTL = 365 * 24 * time.Hour
 )
+
+// maxProductName bounds the product name in runes: it goes into subjects,
+// which mail readers cut short anyway.
+const maxProductName = 64
 
 const (
 	// MinPendingSignupTTL is an emailed code's life: a signup that expired
@@ -140,6 +152,8 @@ func Load(getenv func(string) string) (Config, error) {
 		RequestLogRate:        l.requestLog("AUTHD_REQUEST_LOG"),
 		NATSReplicas:          l.replicas("AUTHD_NATS_REPLICAS"),
 		PendingSignupTTL:      l.duration("AUTHD_PENDING_SIGNUP_TTL", DefaultPendingSignupTTL, false),
+		ProductName:           l.str("AUTHD_PRODUCT_NAME", DefaultProductName),
+		MailTemplates:         l.str("AUTHD_MAIL_TEMPLATES", ""),
 	}
 
 	l.check("AUTHD_ADDR", checkHostPort(c.Addr))
@@ -149,6 +163,7 @@ func Load(getenv func(string) string) (Config, error) {
 	l.check("AUTHD_ISSUER", checkIssuer(c.Issuer))
 	l.check("SMTP_URL", checkSMTPURL(c.SMTPURL))
 	l.check("AUTHD_MAIL_FROM", checkMailFrom(c.MailFrom))
+	l.check("AUTHD_PRODUCT_NAME", checkProductName(c.ProductName))
 	l.check("GOOGLE_JWKS_URL", checkHTTPURL(c.GoogleJWKSURL))
 	l.check("AUTHD_WEBAUTHN_RP_ID", checkRPID(c.WebAuthnRPID))
 	l.check("AUTHD_WEBAUTHN_ORIGINS", checkOrigins(c.WebAuthnOrigins, c.WebAuthnRPID))
@@ -514,6 +529,18 @@ func checkMailFrom(s string) error {
 	return nil
 }
 
+// checkProductName keeps the name to one printable line: it goes into the
+// Subject header, where a line break would start a header of its own.
+func checkProductName(s string) error {
+	if n := utf8.RuneCountInString(s); n > maxProductName {
+		return fmt.Errorf("is %d characters long; at most %d", n, maxProductName)
+	}
+	if strings.ContainsFunc(s, func(r rune) bool { return !unicode.IsPrint(r) }) {
+		return fmt.Errorf("%q has a line break or other unprintable character", s)
+	}
+	return nil
+}
+
 func checkRPID(s string) error {
 	if strings.ContainsAny(s, ":/ ") {
 		return fmt.Errorf("%q is not a bare domain (e.g. example.com, no scheme or port)", s)
@@ -653,6 +680,8 @@ func (c Config) LogValue() slog.Value {
 		slog.Float64("request_log_rate", c.RequestLogRate),
 		slog.Int("nats_replicas", c.NATSReplicas),
 		slog.Duration("pending_signup_ttl", c.PendingSignupTTL),
+		slog.String("product_name", c.ProductName),
+		slog.String("mail_templates", c.MailTemplates),
 	)
 }
 

@@ -45,6 +45,7 @@ func TestLoadDefaults(t *testing.T) {
 		RequestLogRate:        1,
 		NATSReplicas:          1,
 		PendingSignupTTL:      168 * time.Hour,
+		ProductName:           "authd",
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("defaults:\n got %s\nwant %s", got.fields(), want.fields())
@@ -87,6 +88,8 @@ func TestLoadValues(t *testing.T) {
 		"AUTHD_REQUEST_LOG":              "0.25",
 		"AUTHD_NATS_REPLICAS":            "3",
 		"AUTHD_PENDING_SIGNUP_TTL":       "36h",
+		"AUTHD_PRODUCT_NAME":             " Acme Cloud – Straße ",
+		"AUTHD_MAIL_TEMPLATES":           "/etc/authd/mails",
 	}
 	got, err := Load(env(m))
 	if err != nil {
@@ -120,6 +123,8 @@ func TestLoadValues(t *testing.T) {
 		RequestLogRate:        0.25,
 		NATSReplicas:          3,
 		PendingSignupTTL:      36 * time.Hour,
+		ProductName:           "Acme Cloud – Straße",
+		MailTemplates:         "/etc/authd/mails",
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("values:\n got %s\nwant %s", got.fields(), want.fields())
@@ -227,6 +232,10 @@ func TestLoadRejects(t *testing.T) {
 		{"AUTHD_PENDING_SIGNUP_TTL", "0", "must be greater than zero"},
 		{"AUTHD_PENDING_SIGNUP_TTL", "-1h", "is negative"},
 		{"AUTHD_PENDING_SIGNUP_TTL", "5m", "5m0s is shorter than an emailed code's life (10m0s)"},
+		{"AUTHD_PRODUCT_NAME", "Acme\r\nBcc: victim@example.com", "has a line break or other unprintable character"},
+		{"AUTHD_PRODUCT_NAME", "Acme\nCloud", "has a line break or other unprintable character"},
+		{"AUTHD_PRODUCT_NAME", "Acme\tCloud", "has a line break or other unprintable character"},
+		{"AUTHD_PRODUCT_NAME", strings.Repeat("ß", 65), "is 65 characters long; at most 64"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name+"="+tt.value, func(t *testing.T) {

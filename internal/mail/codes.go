@@ -1,18 +1,14 @@
 package mail
 
 import (
-	"bytes"
-	"embed"
 	"errors"
 	"fmt"
-	htmltemplate "html/template"
-	"strings"
-	texttemplate "text/template"
+	"slices"
 	"time"
-	"unicode"
 )
 
-// Purpose says what an emailed code is for; it picks the wording.
+// Purpose says what an emailed code is for; it picks the mail, whose name
+// is the purpose as API.md spells it.
 type Purpose int
 
 // The zero Purpose is not valid, so a forgotten field fails instead of
@@ -25,6 +21,8 @@ const (
 	// already: it tells the owner, and gives them a sign-in code in case it
 	// was them.
 	AccountExists
+	EmailChange    // confirm a new address for the account, sent to it
+	Reauthenticate // prove it is still the user before a sensitive change
 )
 
 // String is the purpose as API.md and the logs spell it.
@@ -38,64 +36,45 @@ func (p Purpose) String() string {
 		return "reset"
 	case AccountExists:
 		return "account_exists"
+	case EmailChange:
+		return "email_change"
+	case Reauthenticate:
+		return "reauthenticate"
 	}
 	return fmt.Sprintf("Purpose(%d)", int(p))
 }
 
-type wording struct{ subject, intro, ignore string }
-
-// wordingFor holds each purpose's sentences; %[1]s is the product name.
-func wordingFor(p Purpose) (wording, bool) {
-	switch p {
-	case Verify:
-		return wording{
-			subject: "Verify your email for %[1]s",
-			intro:   "Enter this code to verify your email address and finish creating your %[1]s account:",
-			ignore:  "If this wasn't you, ignore this email: no account is created without the code.",
-		}, true
-	case Login:
-		return wording{
-			subject: "Your %[1]s sign-in code",
-			intro:   "Enter this code to sign in to %[1]s:",
-			ignore:  "If this wasn't you, ignore this email: nobody can sign in with it unless they can read your email.",
-		}, true
-	case Reset:
-		return wording{
-			subject: "Reset your %[1]s password",
-			intro:   "Enter this code to choose a new password for your %[1]s account:",
-			ignore:  "If this wasn't you, ignore this email: your password stays as it is.",
-		}, true
-	case AccountExists:
-		return wording{
-			subject: "Someone tried to sign up for %[1]s with your email",
-			intro:   "Someone tried to create a %[1]s account with this email address, which already has one. If it was you, enter this code to sign in:",
-			ignore:  "If this wasn't you, ignore this email: nothing about your account has changed.",
-		}, true
-	}
-	return wording{}, false
+// purposes is every Purpose, in the order the README lists their mails.
+func purposes() []Purpose {
+	return []Purpose{Verify, Login, Reset, AccountExists, EmailChange, Reauthenticate}
 }
 
-//go:embed templates/code.txt templates/code.html
-var templateFS embed.FS
-
-// Parsed once; both template types are safe for concurrent Execute. The HTML
-// one escapes every value by context, which matters because the product name
-// is configuration and the wording embeds it.
-var (
-	codeText = texttemplate.Must(texttemplate.ParseFS(templateFS, "templates/code.txt"))
-	codeHTML = htmltemplate.Must(htmltemplate.ParseFS(templateFS, "templates/code.html"))
-)
-
-type codeData struct {
-	Subject, Intro, Code, Validity, Ignore, Product string
+// CodeData is what the templates of a code mail get.
+type CodeData struct {
+	Product string // AUTHD_PRODUCT_NAME
+	Email   string // the recipient
+	Code    string // 6 digits
+	// Validity is how long the code works, in English words ("10 minutes");
+	// Minutes is the same in whole minutes, rounded down (but at least 1) so
+	// that a mail in another language never promises more time than it has.
+	Validity string
+	Minutes  int
 }
 
-// CodeMessage renders the email that carries a one-time code: a plain-text
-// and an HTML body showing the code, how long it is valid, and what to do if
-// the recipient did not ask for it. code must be 6 digits and ttl positive.
-func CodeMessage(to, product, code string, purpose Purpose, ttl time.Duration) (Message, error) {
-	w, ok := wordingFor(purpose)
-	if !ok {
+// sampleCodeValue is the code of the sample data, which every body of a code
+// mail must show.
+const sampleCodeValue = "123456"
+
+func sampleCode(product string) any {
+	return CodeData{Product: product, Email: "someone@example.com", Code: sampleCodeValue, Validity: "10 minutes", Minutes: 10}
+}
+
+// Code renders the mail that carries a one-time code, in the template of the
+// recipient's locale (BCP 47; empty for English): a plain-text and an HTML
+// body showing the code, how long it is valid, and what to do if the
+// recipient did not ask for it. code must be 6 digits and ttl positive.
+func (t *Templates) Code(to, locale, code string, purpose Purpose, ttl time.Duration) (Message, error) {
+	if !slices.Contains(purposes(), purpose) {
 		return Message{}, fmt.Errorf("mail: unknown code purpose %v", purpose)
 	}
 	if !isSixDigits(code) {
@@ -105,33 +84,13 @@ func CodeMessage(to, product, code string, purpose Purpose, ttl time.Duration) (
 	if ttl <= 0 {
 		return Message{}, fmt.Errorf("mail: code validity %v is not positive", ttl)
 	}
-	// The product name lands in the Subject header and in prose, where a
-	// control character is never wanted.
-	product = strings.TrimSpace(strings.Map(func(r rune) rune {
-		if unicode.IsControl(r) {
-			return ' '
-		}
-		return r
-	}, product))
-	if product == "" {
-		return Message{}, errors.New("mail: product name is empty")
-	}
-	d := codeData{
-		Subject:  fmt.Sprintf(w.subject, product),
-		Intro:    fmt.Sprintf(w.intro, product),
+	return t.message(purpose.String(), locale, to, CodeData{
+		Product:  t.product,
+		Email:    to,
 		Code:     code,
 		Validity: validity(ttl),
-		Ignore:   w.ignore,
-		Product:  product,
-	}
-	var text, html bytes.Buffer
-	if err := codeText.Execute(&text, d); err != nil {
-		return Message{}, fmt.Errorf("mail: render %v text: %w", purpose, err)
-	}
-	if err := codeHTML.Execute(&html, d); err != nil {
-		return Message{}, fmt.Errorf("mail: render %v HTML: %w", purpose, err)
-	}
-	return Message{To: to, Subject: d.Subject, Text: text.String(), HTML: html.String()}, nil
+		Minutes:  max(1, int(ttl/time.Minute)),
+	})
 }
 
 func isSixDigits(s string) bool {

@@ -14,22 +14,22 @@ import (
 func TestCodeMessageRejectsBadInput(t *testing.T) {
 	for name, call := range map[string]func() (mail.Message, error){
 		"short code": func() (mail.Message, error) {
-			return mail.CodeMessage("a@x.test", "Acme", "12345", mail.Login, time.Minute)
+			return codeMessage("a@x.test", "Acme", "12345", mail.Login, time.Minute)
 		},
 		"letters": func() (mail.Message, error) {
-			return mail.CodeMessage("a@x.test", "Acme", "12345a", mail.Login, time.Minute)
+			return codeMessage("a@x.test", "Acme", "12345a", mail.Login, time.Minute)
 		},
-		"no purpose":  func() (mail.Message, error) { return mail.CodeMessage("a@x.test", "Acme", "123456", 0, time.Minute) },
-		"no validity": func() (mail.Message, error) { return mail.CodeMessage("a@x.test", "Acme", "123456", mail.Reset, 0) },
+		"no purpose":  func() (mail.Message, error) { return codeMessage("a@x.test", "Acme", "123456", 0, time.Minute) },
+		"no validity": func() (mail.Message, error) { return codeMessage("a@x.test", "Acme", "123456", mail.Reset, 0) },
 		"empty product": func() (mail.Message, error) {
-			return mail.CodeMessage("a@x.test", " \n", "123456", mail.Verify, time.Minute)
+			return codeMessage("a@x.test", " \n", "123456", mail.Verify, time.Minute)
 		},
 	} {
 		if _, err := call(); err == nil {
 			t.Errorf("%s: CodeMessage succeeded", name)
 		}
 	}
-	_, err := mail.CodeMessage("a@x.test", "Acme", "12345x", mail.Login, time.Minute)
+	_, err := codeMessage("a@x.test", "Acme", "12345x", mail.Login, time.Minute)
 	if strings.Contains(err.Error(), "12345x") {
 		t.Errorf("error quotes the code: %v", err)
 	}
@@ -45,7 +45,7 @@ func TestCodeMessageWording(t *testing.T) {
 		{time.Hour, "expires in 1 hour"},
 		{90 * time.Second, "expires in 90 seconds"},
 	} {
-		m, err := mail.CodeMessage("a@x.test", "Acme", "000123", mail.Verify, tc.ttl)
+		m, err := codeMessage("a@x.test", "Acme", "000123", mail.Verify, tc.ttl)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -55,7 +55,7 @@ func TestCodeMessageWording(t *testing.T) {
 	}
 	subjects := map[string]bool{}
 	for _, p := range []mail.Purpose{mail.Verify, mail.Login, mail.Reset, mail.AccountExists} {
-		m, err := mail.CodeMessage("a@x.test", "Acme\r\nBcc: x@y.test", "000123", p, time.Minute)
+		m, err := codeMessage("a@x.test", "Acme\r\nBcc: x@y.test", "000123", p, time.Minute)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -75,7 +75,7 @@ func TestCodeMessageWording(t *testing.T) {
 func TestLogSenderWritesTheCodeAtWarn(t *testing.T) {
 	var buf bytes.Buffer
 	s := mail.NewLog(slog.New(slog.NewTextHandler(&buf, nil)))
-	m, err := mail.CodeMessage("dev@example.test", "Acme", "424242", mail.Login, 10*time.Minute)
+	m, err := codeMessage("dev@example.test", "Acme", "424242", mail.Login, 10*time.Minute)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -94,4 +94,14 @@ func TestLogSenderWritesTheCodeAtWarn(t *testing.T) {
 	if err := s.Send(ctx, m); err == nil {
 		t.Error("Send with a cancelled context succeeded")
 	}
+}
+
+// codeMessage renders a code mail from the built-in templates, as authd
+// does without AUTHD_MAIL_TEMPLATES.
+func codeMessage(to, product, code string, purpose mail.Purpose, ttl time.Duration) (mail.Message, error) {
+	tpl, err := mail.Builtin(product)
+	if err != nil {
+		return mail.Message{}, err
+	}
+	return tpl.Code(to, "", code, purpose, ttl)
 }

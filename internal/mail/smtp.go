@@ -265,6 +265,9 @@ func (s *SMTP) compose(m Message) (*gomail.Msg, error) {
 	if strings.ContainsAny(m.Subject, "\r\n") {
 		return nil, errors.New("mail: subject contains a line break")
 	}
+	if err := checkHeaders(m.Headers); err != nil {
+		return nil, err
+	}
 	msg := gomail.NewMsg(gomail.WithNoDefaultUserAgent())
 	if err := msg.From(s.from); err != nil {
 		return nil, fmt.Errorf("mail: sender %q: %w", s.from, err)
@@ -273,6 +276,9 @@ func (s *SMTP) compose(m Message) (*gomail.Msg, error) {
 		return nil, fmt.Errorf("mail: recipient %q: %w", m.To, err)
 	}
 	msg.Subject(m.Subject)
+	for name, value := range m.Headers {
+		msg.SetGenHeader(gomail.Header(name), value)
+	}
 	msg.SetDate()
 	id, err := messageID(s.fromDomain)
 	if err != nil {

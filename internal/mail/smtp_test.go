@@ -38,7 +38,7 @@ func TestCodeEmailsArriveThroughMailpit(t *testing.T) {
 		t.Run(purpose.String(), func(t *testing.T) {
 			to := purpose.String() + "@example.test"
 			code := fmt.Sprintf("%06d", 40213+i*111111)
-			m, err := mail.CodeMessage(to, product, code, purpose, 10*time.Minute)
+			m, err := codeMessage(to, product, code, purpose, 10*time.Minute)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -315,6 +315,79 @@ func TestSendRejectsHeaderInjection(t *testing.T) {
 	} {
 		if err := s.Send(t.Context(), m); err == nil {
 			t.Errorf("Send(%q) succeeded", m)
+		}
+	}
+	if n := len(mp.Messages(t)); n != 0 {
+		t.Fatalf("Mailpit got %d messages, want none", n)
+	}
+}
+
+func TestNoticeArrivesThroughMailpitWithItsHeader(t *testing.T) {
+	mp := testenv.Mailpit(t)
+	s, err := mail.NewSMTP(mp.SMTPURL(), from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tpl, err := mail.Builtin("Acme")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := mail.Notice{
+		When:        time.Date(2026, 12, 6, 8, 15, 0, 0, time.UTC),
+		Device:      "Chrome on Android <b>",
+		IP:          "2001:db8::7",
+		PasskeyName: "Pixel",
+	}
+	m, err := tpl.Notice("owner@example.test", "", "PasskeyAdded", n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Send(t.Context(), m); err != nil {
+		t.Fatal(err)
+	}
+	got := mp.WaitForMessage(t, "owner@example.test", 5*time.Second)
+	if got.Subject != "A passkey was added to your Acme account" {
+		t.Errorf("Subject = %q", got.Subject)
+	}
+	if h := mp.Headers(t, got.ID); len(h[mail.NoticeHeader]) != 1 || h[mail.NoticeHeader][0] != "PasskeyAdded" {
+		t.Errorf("%s = %q, want [PasskeyAdded]", mail.NoticeHeader, h[mail.NoticeHeader])
+	}
+	for _, want := range []string{"“Pixel”", "2026-12-06 08:15 UTC", "Chrome on Android <b>", "2001:db8::7", "If this wasn't you"} {
+		if !strings.Contains(got.Text, want) {
+			t.Errorf("text lacks %q:\n%s", want, got.Text)
+		}
+	}
+	for _, want := range []string{"“Pixel”", "2026-12-06 08:15 UTC", "Chrome on Android &lt;b&gt;", "2001:db8::7", "If this wasn&#39;t you"} {
+		if !strings.Contains(got.HTML, want) {
+			t.Errorf("HTML lacks %q:\n%s", want, got.HTML)
+		}
+	}
+}
+
+func TestSendRejectsBadHeaders(t *testing.T) {
+	mp := testenv.Mailpit(t)
+	s, err := mail.NewSMTP(mp.SMTPURL(), from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dev := mail.NewLog(slog.New(slog.DiscardHandler))
+	for _, h := range []map[string]string{
+		{"X-Authd-Notice": "PasskeyAdded\r\nBcc: victim@example.test"},
+		{"X-Authd-Notice": "PasskeyAdded\nBcc: victim@example.test"},
+		{"X-Authd-Notice\r\nBcc": "victim@example.test"},
+		{"X-Authd Notice": "PasskeyAdded"},
+		{"X-Authd-Notice:": "PasskeyAdded"},
+		{"": "PasskeyAdded"},
+		{"bcc": "victim@example.test"},
+		{"Reply-To": "attacker@example.test"},
+		{"Subject": "second subject"},
+	} {
+		m := mail.Message{To: "x@example.test", Subject: "hi", Text: "t", Headers: h}
+		if err := s.Send(t.Context(), m); err == nil {
+			t.Errorf("SMTP Send with headers %q succeeded", h)
+		}
+		if err := dev.Send(t.Context(), m); err == nil {
+			t.Errorf("log Send with headers %q succeeded", h)
 		}
 	}
 	if n := len(mp.Messages(t)); n != 0 {
