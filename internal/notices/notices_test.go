@@ -430,11 +430,44 @@ func (f *fixture) waitState(t *testing.T, event uuid.UUID, want string) {
 	}
 }
 
-func value(t *testing.T, c prometheus.Counter) float64 {
+func value(t *testing.T, c prometheus.Counter) float64 { return metric(t, c).GetCounter().GetValue() }
+
+func gauge(t *testing.T, g prometheus.Gauge) float64 { return metric(t, g).GetGauge().GetValue() }
+
+func metric(t *testing.T, m prometheus.Metric) *dto.Metric {
 	t.Helper()
-	var m dto.Metric
-	if err := c.Write(&m); err != nil {
+	var out dto.Metric
+	if err := m.Write(&out); err != nil {
 		t.Fatal(err)
 	}
-	return m.GetCounter().GetValue()
+	return &out
+}
+
+// The lag is the age of the oldest event the consumer has not settled, seen
+// from JetStream, so it shows while no instance takes anything.
+func TestLagAndBacklogOfUnsettledEvents(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	f.everyNotice(t)
+	f.relayed(t)
+	c := f.consumer(t, Config{}, nil)
+	ctx := context.Background()
+	stream, cons, err := c.consumer(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.measureOnce(ctx, stream, cons); err != nil {
+		t.Fatal(err)
+	}
+	if lag, backlog := gauge(t, c.lag), gauge(t, c.backlog); lag <= 0 || backlog != float64(f.n) {
+		t.Fatalf("nothing taken yet: lag %v s, backlog %v; want above 0 and %d", lag, backlog, f.n)
+	}
+	run(t, c)
+	f.settled(t, "authd_notices")
+	if err := c.measureOnce(ctx, stream, cons); err != nil {
+		t.Fatal(err)
+	}
+	if lag, backlog := gauge(t, c.lag), gauge(t, c.backlog); lag != 0 || backlog != 0 {
+		t.Fatalf("all settled: lag %v s, backlog %v; want 0 and 0", lag, backlog)
+	}
 }
