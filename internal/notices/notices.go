@@ -82,8 +82,9 @@ type Config struct {
 	AckWait     time.Duration // how long JetStream waits for an ack before delivering again (default 1m)
 	SendTimeout time.Duration // bound of one SMTP send (default 30s)
 	// Lease is how long a claim keeps other instances from the notice
-	// (default 2m). Longer than SendTimeout with room to spare: a claim whose
-	// lease ran out is taken for a sender that died.
+	// (default and least: 4 times SendTimeout). A claim whose lease ran out
+	// is taken for a sender that died, so it must outlast the longest a
+	// live sender holds one: its deadline of two sends (process).
 	Lease time.Duration
 	// MaxAge: an event older than this when first handled gets no mail
 	// (default 24h), so that a consumer created on a stream with history,
@@ -109,9 +110,7 @@ func (c Config) withDefaults() Config {
 	if c.SendTimeout <= 0 {
 		c.SendTimeout = 30 * time.Second
 	}
-	if c.Lease <= 0 {
-		c.Lease = 4 * c.SendTimeout
-	}
+	c.Lease = max(c.Lease, 4*c.SendTimeout)
 	if c.MaxAge <= 0 {
 		c.MaxAge = 24 * time.Hour
 	}
@@ -186,9 +185,12 @@ func (c *Consumer) setErr(err error) {
 func (c *Consumer) Run(ctx context.Context) {
 	backoff := c.cfg.Backoff
 	for ctx.Err() == nil {
-		err := c.runOnce(ctx)
+		ran, err := c.runOnce(ctx)
 		if ctx.Err() != nil {
 			return
+		}
+		if ran {
+			backoff = c.cfg.Backoff // a new failure, not the old one going on
 		}
 		c.setErr(err)
 		c.log.Error("notices consumer stopped; starting again", "err", err, "retry_in", backoff)
@@ -201,10 +203,12 @@ func (c *Consumer) Run(ctx context.Context) {
 	}
 }
 
-func (c *Consumer) runOnce(ctx context.Context) error {
+// runOnce consumes until ctx ends or an error; ran says whether it got as
+// far as consuming.
+func (c *Consumer) runOnce(ctx context.Context) (ran bool, err error) {
 	stream, cons, err := c.consumer(ctx)
 	if err != nil {
-		return err
+		return false, err
 	}
 	c.setErr(nil)
 	measuring, stop := context.WithCancel(ctx)
@@ -213,18 +217,18 @@ func (c *Consumer) runOnce(ctx context.Context) error {
 	for ctx.Err() == nil {
 		batch, err := c.fetch(cons)
 		if err != nil {
-			return err
+			return true, err
 		}
 		for _, m := range batch {
 			// What is left of a batch when shutdown begins is delivered
 			// again, to this instance or another, after AckWait.
 			if ctx.Err() != nil {
-				return nil
+				return true, nil
 			}
 			c.handle(ctx, m)
 		}
 	}
-	return nil
+	return true, nil
 }
 
 // consumer creates the shared durable consumer, or finds it as another
@@ -302,6 +306,11 @@ func (c *Consumer) process(ctx context.Context, m jetstream.Msg) outcome {
 	tell, ok := c.kinds[eventType]
 	if !ok {
 		return outcome{ack: true}
+	}
+	// The rest of the batch waited its turn: AckWait starts again for this
+	// one, so it is not delivered elsewhere while it is being sent.
+	if err := m.InProgress(); err != nil {
+		c.log.Debug("notices: cannot extend the ack wait", "err", err)
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*c.cfg.SendTimeout)
 	defer cancel()
