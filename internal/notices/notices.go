@@ -219,10 +219,13 @@ func (c *Consumer) runOnce(ctx context.Context) (ran bool, err error) {
 		if err != nil {
 			return true, err
 		}
-		for _, m := range batch {
-			// What is left of a batch when shutdown begins is delivered
-			// again, to this instance or another, after AckWait.
+		for i, m := range batch {
 			if ctx.Err() != nil {
+				// Shutting down: what is left of the batch goes to the
+				// other instances now rather than after AckWait.
+				for _, m := range batch[i:] {
+					_ = m.Nak()
+				}
 				return true, nil
 			}
 			c.handle(ctx, m)

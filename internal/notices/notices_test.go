@@ -2,6 +2,7 @@ package notices
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"slices"
 	"strings"
@@ -123,11 +124,17 @@ func (f *fixture) everyNotice(t *testing.T) []string {
 // of its own, as another instance would have.
 func (f *fixture) consumer(t *testing.T, cfg Config, reg prometheus.Registerer) *Consumer {
 	t.Helper()
+	return f.consumerVia(t, f.mp.SMTPURL(), cfg, reg)
+}
+
+// consumerVia is a consumer that sends through the SMTP server at smtpURL.
+func (f *fixture) consumerVia(t *testing.T, smtpURL string, cfg Config, reg prometheus.Registerer) *Consumer {
+	t.Helper()
 	templates, err := mail.Builtin("Acme")
 	if err != nil {
 		t.Fatal(err)
 	}
-	sender, err := mail.NewSMTP(f.mp.SMTPURL(), "Acme <no-reply@acme.example>")
+	sender, err := mail.NewSMTP(smtpURL, "Acme <no-reply@acme.example>")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -469,5 +476,37 @@ func TestLagAndBacklogOfUnsettledEvents(t *testing.T) {
 	}
 	if lag, backlog := gauge(t, c.lag), gauge(t, c.backlog); lag != 0 || backlog != 0 {
 		t.Fatalf("all settled: lag %v s, backlog %v; want 0 and 0", lag, backlog)
+	}
+}
+
+// A send that fails for sure (no SMTP server there) gives the notice back,
+// and it goes once a server takes it.
+func TestFailedSendIsTriedAgain(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	f.signIn(t, laptop, "Firefox on Linux", time.Now())
+	want := f.everyNotice(t)
+	cfg := Config{Backoff: 10 * time.Millisecond}
+	down := f.consumerVia(t, fmt.Sprintf("smtp://127.0.0.1:%d", testenv.FreePort(t)), cfg, nil)
+	stop := run(t, down)
+	deadline := time.Now().Add(30 * time.Second)
+	for n := 0; n < len(want); {
+		if err := f.pool.QueryRow(context.Background(), `SELECT count(*) FROM notices_sent WHERE state = 'pending'`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d notices given back after failed sends", n, len(want))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	stop()
+	if n := value(t, down.failed.WithLabelValues(domain.TypePasswordReset)); n < 1 {
+		t.Errorf("failed PasswordReset sends = %v, want at least 1", n)
+	}
+
+	run(t, f.consumer(t, cfg, nil))
+	f.settled(t, "authd_notices")
+	if got := f.notices(t); !slices.Equal(got, sorted(want)) {
+		t.Fatalf("notices %v, want one each of %v", got, sorted(want))
 	}
 }
