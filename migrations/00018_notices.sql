@@ -20,6 +20,10 @@ CREATE TABLE notices_sent (
     updated_at  timestamptz NOT NULL DEFAULT now()
 );
 
+-- Settled notices are forgotten once their events are too old to be mailed
+-- anyway (notices.Consumer.Sweep).
+CREATE INDEX notices_sent_settled ON notices_sent (updated_at) WHERE state IN ('sent', 'skipped', 'in_doubt');
+
 -- The devices and networks (a /24 of IPv4, a /64 of IPv6) each account
 -- signed in from, as the notice consumer saw their SessionStarted events:
 -- the first and the last sign-in of each pair, by the events' own times, so

@@ -214,6 +214,7 @@ func (c *Consumer) runOnce(ctx context.Context) (ran bool, err error) {
 	measuring, stop := context.WithCancel(ctx)
 	defer stop()
 	go c.measure(measuring, stream, cons)
+	go c.sweepEvery(measuring, time.Hour)
 	for ctx.Err() == nil {
 		batch, err := c.fetch(cons)
 		if err != nil {
@@ -477,4 +478,49 @@ func (c *Consumer) measureOnce(ctx context.Context, stream jetstream.Stream, con
 	}
 	c.lag.Set(max(0, c.d.Now().Sub(oldest.Time).Seconds()))
 	return nil
+}
+
+// keepSettled is how long a settled notice's row is kept: while its event
+// may come again and be mailed. Past MaxAge no event is mailed anyway, so
+// a row older than both is only history.
+func (c *Consumer) keepSettled() time.Duration { return max(7*24*time.Hour, 2*c.cfg.MaxAge) }
+
+// sweepEvery forgets settled notices older than keepSettled, every interval;
+// with several instances each does, which costs only empty deletes.
+func (c *Consumer) sweepEvery(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if n, err := c.Sweep(ctx); err != nil {
+			c.log.Warn("notices: sweeping settled notices", "err", err)
+		} else if n > 0 {
+			c.log.Info("notices: forgot settled notices", "rows", n)
+		}
+	}
+}
+
+// Sweep deletes the rows of notices settled longer than keepSettled ago, a
+// bounded number per statement so that no delete holds locks for long. A
+// pending or sending one stays: its event is still being tried.
+func (c *Consumer) Sweep(ctx context.Context) (int64, error) {
+	var total int64
+	for {
+		sweep, cancel := context.WithTimeout(ctx, 30*time.Second)
+		tag, err := c.d.Pool.Exec(sweep, `DELETE FROM notices_sent WHERE event_id IN (
+			SELECT event_id FROM notices_sent WHERE state IN ('sent', 'skipped', 'in_doubt')
+			AND updated_at < now() - make_interval(secs => $1) LIMIT 10000)`, c.keepSettled().Seconds())
+		cancel()
+		if err != nil {
+			return total, fmt.Errorf("notices: sweep: %w", err)
+		}
+		total += tag.RowsAffected()
+		if tag.RowsAffected() < 10000 {
+			return total, nil
+		}
+	}
 }

@@ -510,3 +510,40 @@ func TestFailedSendIsTriedAgain(t *testing.T) {
 		t.Fatalf("notices %v, want one each of %v", got, sorted(want))
 	}
 }
+
+// Sweep forgets settled notices older than their events can be mailed, and
+// keeps the rest.
+func TestSweepForgetsOldSettledNotices(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	c := f.consumer(t, Config{}, nil)
+	ctx := context.Background()
+	kept := map[uuid.UUID]bool{}
+	for _, row := range []struct {
+		state string
+		age   string
+		kept  bool
+	}{
+		{stateSent, "8 days", false}, {stateSkipped, "8 days", false}, {stateInDoubt, "8 days", false},
+		{stateSent, "6 days", true}, {statePending, "8 days", true}, {stateSending, "8 days", true},
+	} {
+		id := uuid.New()
+		if _, err := f.pool.Exec(ctx, `INSERT INTO notices_sent (event_id, event_type, user_id, state, updated_at)
+			VALUES ($1, 'PasswordReset', $2, $3, now() - $4::interval)`, id, f.user, row.state, row.age); err != nil {
+			t.Fatal(err)
+		}
+		kept[id] = row.kept
+	}
+	if n, err := c.Sweep(ctx); err != nil || n != 3 {
+		t.Fatalf("Sweep = %d, %v; want 3 rows", n, err)
+	}
+	for id, want := range kept {
+		var there bool
+		if err := f.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM notices_sent WHERE event_id = $1)`, id).Scan(&there); err != nil {
+			t.Fatal(err)
+		}
+		if there != want {
+			t.Errorf("row %s kept = %v, want %v", id, there, want)
+		}
+	}
+}
