@@ -25,7 +25,11 @@ const DeviceMemory = ratelimit.KnownNetworkMemory
 // Everything is judged by the events' own times, and the account's rows are
 // locked first, so that two instances handling two sign-ins of one account
 // at once, in either order, decide as if they came one after the other:
-// the first is the account's first, the second is from a known pair.
+// the first is the account's first, the second is from a known pair. Two
+// sign-ins of a new account judged in the reverse of their order (the
+// signup's and, a moment later, one from elsewhere, on two instances) both
+// find no earlier sign-in and tell nothing: out of order, a notice can be
+// missed, never sent for a sign-in that was not new.
 func signIn(ctx context.Context, tx pgx.Tx, user uuid.UUID, device, ip string, at time.Time) (tell bool, err error) {
 	network := ratelimit.NetworkOf(ip)
 	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended('authd.notices.devices.' || $1::text, 0))`, user); err != nil {

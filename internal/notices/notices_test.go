@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
@@ -545,5 +546,37 @@ func TestSweepForgetsOldSettledNotices(t *testing.T) {
 		if there != want {
 			t.Errorf("row %s kept = %v, want %v", id, there, want)
 		}
+	}
+}
+
+// Of several senders claiming one event at once, one holds the claim; the
+// others are told to come back when its lease may be over.
+func TestConcurrentClaimsOneWins(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	c := f.consumer(t, Config{}, nil)
+	e := eventstore.Event{ID: uuid.New(), Type: domain.TypePasswordReset, UserID: f.user}
+	results := make([]claimed, 8)
+	errs := make([]error, len(results))
+	var wg sync.WaitGroup
+	for i := range results {
+		wg.Go(func() {
+			results[i], errs[i] = claim(context.Background(), c, e, uuid.New(), func(pgx.Tx) (bool, error) { return true, nil })
+		})
+	}
+	wg.Wait()
+	mine := 0
+	for i, r := range results {
+		switch {
+		case errs[i] != nil:
+			t.Fatal(errs[i])
+		case r.mine:
+			mine++
+		case r.state != stateSending || r.wait <= 0:
+			t.Errorf("a claim that lost: %+v; want told to wait for the sending one", r)
+		}
+	}
+	if mine != 1 {
+		t.Fatalf("%d senders hold the claim, want 1", mine)
 	}
 }
