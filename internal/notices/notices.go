@@ -77,8 +77,8 @@ type Deps struct {
 // Config tunes the consumer; the zero value is usable.
 type Config struct {
 	Durable     string        // the consumer's name (default authd_notices)
-	Batch       int           // messages fetched at once (default 100)
-	FetchWait   time.Duration // how long a fetch waits for messages (default 1s)
+	Batch       int           // messages pulled ahead at most (default 100)
+	Senders     int           // messages handled at once (default 8)
 	AckWait     time.Duration // how long JetStream waits for an ack before delivering again (default 1m)
 	SendTimeout time.Duration // bound of one SMTP send (default 30s)
 	// Lease is how long a claim keeps other instances from the notice
@@ -101,8 +101,8 @@ func (c Config) withDefaults() Config {
 	if c.Batch <= 0 {
 		c.Batch = 100
 	}
-	if c.FetchWait <= 0 {
-		c.FetchWait = time.Second
+	if c.Senders <= 0 {
+		c.Senders = 8
 	}
 	if c.AckWait <= 0 {
 		c.AckWait = time.Minute
@@ -205,34 +205,52 @@ func (c *Consumer) Run(ctx context.Context) {
 
 // runOnce consumes until ctx ends or an error; ran says whether it got as
 // far as consuming.
+//
+// Messages are handled Senders at a time as they come: notices need no
+// order, and one at a time an instance spends most of each waiting on the
+// SMTP server. Claims keep two of them from sending one event twice.
 func (c *Consumer) runOnce(ctx context.Context) (ran bool, err error) {
 	stream, cons, err := c.consumer(ctx)
 	if err != nil {
 		return false, err
 	}
+	it, err := cons.Messages(jetstream.PullMaxMessages(c.cfg.Batch))
+	if err != nil {
+		return false, fmt.Errorf("notices: consume: %w", err)
+	}
+	defer it.Stop()
 	c.setErr(nil)
 	measuring, stop := context.WithCancel(ctx)
 	defer stop()
 	go c.measure(measuring, stream, cons)
 	go c.sweepEvery(measuring, time.Hour)
-	for ctx.Err() == nil {
-		batch, err := c.fetch(cons)
-		if err != nil {
-			return true, err
+	// Shutting down: what was pulled and not yet handled goes to the other
+	// instances now rather than after AckWait.
+	defer context.AfterFunc(ctx, it.Drain)()
+	slots := make(chan struct{}, c.cfg.Senders)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for {
+		m, err := it.Next()
+		switch {
+		case errors.Is(err, jetstream.ErrMsgIteratorClosed):
+			return true, nil
+		case err != nil:
+			return true, fmt.Errorf("notices: consume: %w", err)
 		}
-		for i, m := range batch {
-			if ctx.Err() != nil {
-				// Shutting down: what is left of the batch goes to the
-				// other instances now rather than after AckWait.
-				for _, m := range batch[i:] {
-					_ = m.Nak()
-				}
-				return true, nil
-			}
+		select {
+		case slots <- struct{}{}:
+		case <-ctx.Done():
+		}
+		if ctx.Err() != nil {
+			_ = m.Nak()
+			continue
+		}
+		wg.Go(func() {
+			defer func() { <-slots }()
 			c.handle(ctx, m)
-		}
+		})
 	}
-	return true, nil
 }
 
 // consumer creates the shared durable consumer, or finds it as another
@@ -263,22 +281,6 @@ func (c *Consumer) consumer(ctx context.Context) (jetstream.Stream, jetstream.Co
 		return nil, nil, fmt.Errorf("notices: create consumer %s: %w", c.cfg.Durable, err)
 	}
 	return stream, cons, nil
-}
-
-// fetch takes the next batch, waiting FetchWait at most.
-func (c *Consumer) fetch(cons jetstream.Consumer) ([]jetstream.Msg, error) {
-	b, err := cons.Fetch(c.cfg.Batch, jetstream.FetchMaxWait(c.cfg.FetchWait))
-	if err != nil {
-		return nil, fmt.Errorf("notices: fetch: %w", err)
-	}
-	var out []jetstream.Msg
-	for m := range b.Messages() {
-		out = append(out, m)
-	}
-	if err := b.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
-		return out, fmt.Errorf("notices: fetch: %w", err)
-	}
-	return out, nil
 }
 
 // outcome says what to tell JetStream about a message.

@@ -38,7 +38,7 @@ type fixture struct {
 	n     int // events appended
 }
 
-func newFixture(t *testing.T) *fixture {
+func newFixture(t testing.TB) *fixture {
 	t.Helper()
 	pool, _ := testenv.Database(t)
 	cfg := testenv.NATSConfig(t, testenv.MachineNATS)
@@ -65,7 +65,7 @@ var (
 )
 
 // add appends events of the account to stream, as from meta at at.
-func (f *fixture) add(t *testing.T, stream string, meta eventstore.Metadata, at time.Time, events ...domain.Event) []uuid.UUID {
+func (f *fixture) add(t testing.TB, stream string, meta eventstore.Metadata, at time.Time, events ...domain.Event) []uuid.UUID {
 	t.Helper()
 	out := make([]eventstore.Event, len(events))
 	for i, e := range events {
@@ -89,7 +89,7 @@ func (f *fixture) add(t *testing.T, stream string, meta eventstore.Metadata, at 
 
 // signIn appends the SessionStarted of a sign-in from meta, the device named
 // as the HTTP edge names it.
-func (f *fixture) signIn(t *testing.T, meta eventstore.Metadata, device string, at time.Time) uuid.UUID {
+func (f *fixture) signIn(t testing.TB, meta eventstore.Metadata, device string, at time.Time) uuid.UUID {
 	t.Helper()
 	s := uuid.New()
 	return f.add(t, domain.SessionStream(s), meta, at, &domain.SessionStarted{
@@ -99,7 +99,7 @@ func (f *fixture) signIn(t *testing.T, meta eventstore.Metadata, device string, 
 
 // everyNotice appends one event of each type that has a notice, from the
 // stranger, and returns their types.
-func (f *fixture) everyNotice(t *testing.T) []string {
+func (f *fixture) everyNotice(t testing.TB) []string {
 	t.Helper()
 	now, key := time.Now(), uuid.New()
 	u, tf := domain.UserStream(f.user), domain.TwoFactorStream(f.user)
@@ -123,13 +123,13 @@ func (f *fixture) everyNotice(t *testing.T) []string {
 
 // consumer returns a consumer of the fixture's stream over a NATS connection
 // of its own, as another instance would have.
-func (f *fixture) consumer(t *testing.T, cfg Config, reg prometheus.Registerer) *Consumer {
+func (f *fixture) consumer(t testing.TB, cfg Config, reg prometheus.Registerer) *Consumer {
 	t.Helper()
 	return f.consumerVia(t, f.mp.SMTPURL(), cfg, reg)
 }
 
 // consumerVia is a consumer that sends through the SMTP server at smtpURL.
-func (f *fixture) consumerVia(t *testing.T, smtpURL string, cfg Config, reg prometheus.Registerer) *Consumer {
+func (f *fixture) consumerVia(t testing.TB, smtpURL string, cfg Config, reg prometheus.Registerer) *Consumer {
 	t.Helper()
 	templates, err := mail.Builtin("Acme")
 	if err != nil {
@@ -146,7 +146,7 @@ func (f *fixture) consumerVia(t *testing.T, smtpURL string, cfg Config, reg prom
 }
 
 // run runs c until the test ends or the returned stop is called.
-func run(t *testing.T, c *Consumer) (stop func()) {
+func run(t testing.TB, c *Consumer) (stop func()) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -158,7 +158,7 @@ func run(t *testing.T, c *Consumer) (stop func()) {
 
 // settled waits until every event of the fixture is in the stream and the
 // consumer durable has acked them all: whatever mail they cause is out.
-func (f *fixture) settled(t *testing.T, durable string) {
+func (f *fixture) settled(t testing.TB, durable string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -186,7 +186,7 @@ func (f *fixture) settled(t *testing.T, durable string) {
 // notices returns the types of the notices in Mailpit, each as often as it
 // arrived, checking that each went to the owner with the device and IP of
 // its event.
-func (f *fixture) notices(t *testing.T) []string {
+func (f *fixture) notices(t testing.TB) []string {
 	t.Helper()
 	var types []string
 	for _, m := range f.mp.Messages(t) {
@@ -288,9 +288,13 @@ func TestKilledMidBatchAndRestarted(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	batch, err := dead.fetch(cons)
+	fetched, err := cons.Fetch(100, jetstream.FetchMaxWait(time.Second))
 	if err != nil {
 		t.Fatal(err)
+	}
+	var batch []jetstream.Msg
+	for m := range fetched.Messages() {
+		batch = append(batch, m)
 	}
 	if len(batch) != f.n {
 		t.Fatalf("took %d messages, want the %d events", len(batch), f.n)
@@ -317,7 +321,7 @@ func TestKilledMidBatchAndRestarted(t *testing.T) {
 }
 
 // relayed waits until the stream holds every event of the fixture.
-func (f *fixture) relayed(t *testing.T) {
+func (f *fixture) relayed(t testing.TB) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -420,7 +424,7 @@ func TestClaimsOfOtherSenders(t *testing.T) {
 	}
 }
 
-func (f *fixture) waitState(t *testing.T, event uuid.UUID, want string) {
+func (f *fixture) waitState(t testing.TB, event uuid.UUID, want string) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
@@ -438,11 +442,11 @@ func (f *fixture) waitState(t *testing.T, event uuid.UUID, want string) {
 	}
 }
 
-func value(t *testing.T, c prometheus.Counter) float64 { return metric(t, c).GetCounter().GetValue() }
+func value(t testing.TB, c prometheus.Counter) float64 { return metric(t, c).GetCounter().GetValue() }
 
-func gauge(t *testing.T, g prometheus.Gauge) float64 { return metric(t, g).GetGauge().GetValue() }
+func gauge(t testing.TB, g prometheus.Gauge) float64 { return metric(t, g).GetGauge().GetValue() }
 
-func metric(t *testing.T, m prometheus.Metric) *dto.Metric {
+func metric(t testing.TB, m prometheus.Metric) *dto.Metric {
 	t.Helper()
 	var out dto.Metric
 	if err := m.Write(&out); err != nil {
