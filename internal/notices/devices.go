@@ -18,18 +18,20 @@ const DeviceMemory = ratelimit.KnownNetworkMemory
 
 // signIn records a sign-in of user from device and the network of ip at at,
 // in tx, and says whether the owner is told: when the account signed in
-// before at, but never from this device and network in the DeviceMemory
-// before at. The account's first sign-in (right after verifying its email)
-// is not told: there is nothing yet it could be new to.
+// before at, and not from this device and network in the DeviceMemory
+// before at (nor after it: see below). The account's first sign-in (right
+// after verifying its email) is not told: there is nothing yet it could be
+// new to.
 //
-// Everything is judged by the events' own times, and the account's rows are
-// locked first, so that two instances handling two sign-ins of one account
-// at once, in either order, decide as if they came one after the other:
-// the first is the account's first, the second is from a known pair. Two
-// sign-ins of a new account judged in the reverse of their order (the
-// signup's and, a moment later, one from elsewhere, on two instances) both
-// find no earlier sign-in and tell nothing: out of order, a notice can be
-// missed, never sent for a sign-in that was not new.
+// The account's rows are locked first, and times are the events' own, for
+// sign-ins judged out of their order: by two instances at once, or after a
+// redelivery. A pair is told once, whichever of its sign-ins is judged first
+// (a later one judged before an earlier finds no row of its pair and is
+// told; the earlier then finds the pair known). The account's first sign-in
+// judged after a later one from elsewhere makes the later one look like the
+// first, so out of order a notice can be missed, never sent twice for one
+// new pair. On one instance sign-ins are judged in the stream's order
+// (Consumer.runOnce).
 func signIn(ctx context.Context, tx pgx.Tx, user uuid.UUID, device, ip string, at time.Time) (tell bool, err error) {
 	network := ratelimit.NetworkOf(ip)
 	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended('authd.notices.devices.' || $1::text, 0))`, user); err != nil {
@@ -39,7 +41,7 @@ func signIn(ctx context.Context, tx pgx.Tx, user uuid.UUID, device, ip string, a
 	err = tx.QueryRow(ctx, `WITH history AS (
 		SELECT EXISTS (SELECT 1 FROM notice_devices WHERE user_id = $1 AND first_sign_in_at < $4) AS before,
 		       EXISTS (SELECT 1 FROM notice_devices WHERE user_id = $1 AND device = $2 AND network = $3
-		               AND first_sign_in_at < $4 AND last_sign_in_at >= $5) AS known
+		               AND last_sign_in_at >= $5) AS known
 	), seen AS (
 		INSERT INTO notice_devices (user_id, device, network, first_sign_in_at, last_sign_in_at) VALUES ($1, $2, $3, $4, $4)
 		ON CONFLICT (user_id, device, network) DO UPDATE SET

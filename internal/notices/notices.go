@@ -84,7 +84,7 @@ type Config struct {
 	// Lease is how long a claim keeps other instances from the notice
 	// (default and least: 4 times SendTimeout). A claim whose lease ran out
 	// is taken for a sender that died, so it must outlast the longest a
-	// live sender holds one: its deadline of two sends (process).
+	// live sender holds one: its deadline of two sends (prepare).
 	Lease time.Duration
 	// MaxAge: an event older than this when first handled gets no mail
 	// (default 24h), so that a consumer created on a stream with history,
@@ -246,9 +246,19 @@ func (c *Consumer) runOnce(ctx context.Context) (ran bool, err error) {
 			_ = m.Nak()
 			continue
 		}
+		// A sign-in is judged against the ones before it, so on one instance
+		// sign-ins are claimed in the stream's order, here; only their
+		// sends run beside the rest.
+		var finish func() outcome
+		if eventTypeOf(m) == domain.TypeSessionStarted {
+			finish = c.prepare(ctx, m)
+		}
 		wg.Go(func() {
 			defer func() { <-slots }()
-			c.handle(ctx, m)
+			if finish == nil {
+				finish = c.prepare(ctx, m)
+			}
+			c.answer(m, finish())
 		})
 	}
 }
@@ -289,9 +299,8 @@ type outcome struct {
 	retry time.Duration // when not acked: deliver again after this
 }
 
-// handle settles one message and acks it, or has it delivered again.
-func (c *Consumer) handle(ctx context.Context, m jetstream.Msg) {
-	o := c.process(ctx, m)
+// answer acks m, or has it delivered again, as o says.
+func (c *Consumer) answer(m jetstream.Msg, o outcome) {
 	var err error
 	if o.ack {
 		err = m.Ack()
@@ -304,14 +313,27 @@ func (c *Consumer) handle(ctx context.Context, m jetstream.Msg) {
 	}
 }
 
-// process deals with one message, short of acking it. A message in hand is
-// finished even when ctx ends meanwhile, within the bounds of one send.
-func (c *Consumer) process(ctx context.Context, m jetstream.Msg) outcome {
+// eventTypeOf is the type of m's event, the last token of its subject.
+func eventTypeOf(m jetstream.Msg) string {
 	subject := m.Subject()
-	eventType := subject[strings.LastIndexByte(subject, '.')+1:]
+	return subject[strings.LastIndexByte(subject, '.')+1:]
+}
+
+// process deals with one message, short of acking it.
+func (c *Consumer) process(ctx context.Context, m jetstream.Msg) outcome { return c.prepare(ctx, m)() }
+
+// done is a message's outcome, known without a send.
+func done(o outcome) func() outcome { return func() outcome { return o } }
+
+// prepare reads m and claims its notice, and returns the rest: the send,
+// when the claim is this sender's and a mail is due, and what to tell
+// JetStream. A message in hand is finished even when ctx ends meanwhile,
+// within the bounds of one send.
+func (c *Consumer) prepare(ctx context.Context, m jetstream.Msg) func() outcome {
+	eventType := eventTypeOf(m)
 	tell, ok := c.kinds[eventType]
 	if !ok {
-		return outcome{ack: true}
+		return done(outcome{ack: true})
 	}
 	// The rest of the batch waited its turn: AckWait starts again for this
 	// one, so it is not delivered elsewhere while it is being sent.
@@ -319,7 +341,6 @@ func (c *Consumer) process(ctx context.Context, m jetstream.Msg) outcome {
 		c.log.Debug("notices: cannot extend the ack wait", "err", err)
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*c.cfg.SendTimeout)
-	defer cancel()
 	e, err := eventstore.ParseEnvelope(m.Data(), m.Headers().Get(eventstore.HeaderTx))
 	var d domain.Event
 	if err == nil && e.UserID == uuid.Nil {
@@ -331,16 +352,25 @@ func (c *Consumer) process(ctx context.Context, m jetstream.Msg) outcome {
 	if err != nil {
 		// A message that cannot be read is not skipped: it is tried
 		// again, loudly, like an event a projection cannot apply.
-		c.log.Error("notices: cannot read an event; trying again later", "subject", subject, "err", err)
+		cancel()
+		c.log.Error("notices: cannot read an event; trying again later", "subject", m.Subject(), "err", err)
 		c.failed.WithLabelValues(eventType).Inc()
-		return outcome{retry: c.retryAfter(m)}
+		return done(outcome{retry: c.retryAfter(m)})
 	}
-	return c.deliver(ctx, m, e, d, tell)
+	send, o := c.claimFor(ctx, m, e, d, tell)
+	if send == nil {
+		cancel()
+		return done(o)
+	}
+	return func() outcome {
+		defer cancel()
+		return send()
+	}
 }
 
-// deliver claims the notice of e, and sends it when the claim is this
-// sender's and a mail is due.
-func (c *Consumer) deliver(ctx context.Context, m jetstream.Msg, e eventstore.Event, d domain.Event, tell detail) outcome {
+// claimFor claims the notice of e, and returns its send when the claim is
+// this sender's and a mail is due, or else what to tell JetStream.
+func (c *Consumer) claimFor(ctx context.Context, m jetstream.Msg, e eventstore.Event, d domain.Event, tell detail) (send func() outcome, o outcome) {
 	log := c.log.With("event_id", e.ID, "type", e.Type, "user_id", e.UserID)
 	stale := c.d.Now().Sub(e.OccurredAt) > c.cfg.MaxAge
 	id := uuid.New()
@@ -354,22 +384,26 @@ func (c *Consumer) deliver(ctx context.Context, m jetstream.Msg, e eventstore.Ev
 	switch {
 	case err != nil:
 		log.Warn("notices: cannot claim; trying again later", "err", err)
-		return outcome{retry: c.retryAfter(m)}
+		return nil, outcome{retry: c.retryAfter(m)}
 	case cl.tookOver:
 		c.inDoubt.Inc()
 		log.Error("notices: a sender lost track of this notice (it died or timed out mid-send): not sending it again, it may or may not have gone out")
-		return outcome{ack: true}
+		return nil, outcome{ack: true}
 	case cl.state == stateSending:
 		// Another sender holds it: look again, backing off, until it has
 		// settled it or its lease has ended.
-		return outcome{retry: min(cl.wait+c.cfg.Backoff, c.retryAfter(m))}
+		return nil, outcome{retry: min(cl.wait+c.cfg.Backoff, c.retryAfter(m))}
 	case !cl.mine:
 		if !cl.decided {
 			c.deduplicated.WithLabelValues(e.Type).Inc()
 		}
-		return outcome{ack: true}
+		return nil, outcome{ack: true}
 	}
+	return func() outcome { return c.send(ctx, m, e, d, id, tell, log) }, outcome{}
+}
 
+// send mails the notice of e, claimed as id, and records how that went.
+func (c *Consumer) send(ctx context.Context, m jetstream.Msg, e eventstore.Event, d domain.Event, id uuid.UUID, tell detail, log *slog.Logger) outcome {
 	acc, err := c.loadAccount(ctx, e.UserID)
 	if err != nil {
 		log.Warn("notices: cannot read the account; trying again later", "err", err)
