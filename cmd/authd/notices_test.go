@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -17,7 +16,8 @@ import (
 
 // Two instances, each running the notices consumer: the signup's sign-in
 // tells nobody, a sign-in from a new device and network is told once, one
-// from a known device in the same network is not.
+// from a known device in the same network is not, and a password reset is
+// told once, with the IP it came from.
 func TestSecurityNoticesWithTwoInstances(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t, map[string]string{"AUTHD_NOTICES": "on", "AUTHD_TRUSTED_PROXIES": "127.0.0.1/32", "AUTHD_PRODUCT_NAME": "Acme"})
@@ -35,21 +35,32 @@ func TestSecurityNoticesWithTwoInstances(t *testing.T) {
 	login(b, "198.51.100.23", "curl/8.5.0")
 	login(a, "203.0.113.99", firefox)
 	c.noticesSettled(t)
+	seen := len(mailsTo(t, c, email))
+	from := hdr("X-Forwarded-For", "192.0.2.50", "User-Agent", firefox)
+	if r := a.rawCall(t, "POST", api+"/otp/send", from, jsonBody(t, map[string]any{"email": email, "purpose": "reset"})); r.status != 202 {
+		t.Fatalf("otp/send = %d %s", r.status, r.raw)
+	}
+	code := c.nextCode(t, email, seen)
+	reset := b.rawCall(t, "POST", api+"/reset-password", from, jsonBody(t, map[string]any{"email": email, "code": code, "new_password": "a brand new passphrase"}))
+	if reset.status != 200 {
+		t.Fatalf("reset-password = %d %s", reset.status, reset.raw)
+	}
+	c.noticesSettled(t)
 
-	var notices []testenv.MailpitMessage
+	notices := map[string][]testenv.MailpitMessage{}
 	for _, m := range mailsTo(t, c, email) {
-		if h := c.mail.Headers(t, m.ID)[mail.NoticeHeader]; len(h) > 0 {
-			if !slices.Equal(h, []string{"SessionStarted"}) {
-				t.Errorf("notice %q has %s %v", m.Subject, mail.NoticeHeader, h)
-			}
-			notices = append(notices, c.mail.Message(t, m.ID))
+		for _, h := range c.mail.Headers(t, m.ID)[mail.NoticeHeader] {
+			notices[h] = append(notices[h], c.mail.Message(t, m.ID))
 		}
 	}
-	if len(notices) != 1 {
-		t.Fatalf("%d notices, want 1 (the sign-in from the new device)", len(notices))
+	if len(notices) != 2 || len(notices["SessionStarted"]) != 1 || len(notices["PasswordReset"]) != 1 {
+		t.Fatalf("notices by type: %v; want one SessionStarted (the new device) and one PasswordReset", keysOf(notices))
 	}
-	if n := notices[0]; !strings.Contains(n.Text, "198.51.100.23") || !strings.Contains(n.Text, "curl") || !strings.Contains(n.Subject+n.Text, "Acme") {
+	if n := notices["SessionStarted"][0]; !strings.Contains(n.Text, "198.51.100.23") || !strings.Contains(n.Text, "curl") || !strings.Contains(n.Subject+n.Text, "Acme") {
 		t.Fatalf("notice %q does not name the IP, device and product:\n%s", n.Subject, n.Text)
+	}
+	if n := notices["PasswordReset"][0]; !strings.Contains(n.Text, "192.0.2.50") {
+		t.Fatalf("notice %q does not name the IP:\n%s", n.Subject, n.Text)
 	}
 }
 
