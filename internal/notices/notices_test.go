@@ -294,7 +294,8 @@ func TestKilledMidBatchAndRestarted(t *testing.T) {
 			t.Fatalf("processing %s: %+v", m.Subject(), o)
 		}
 	}
-	// Killed: nothing acked; the rest never looked at.
+	// Killed: its connection gone, nothing acked, the rest never looked at.
+	dead.d.Bus.(*natsbus.Bus).Close()
 	var sentBefore int
 	if err := f.pool.QueryRow(ctx, `SELECT count(*) FROM notices_sent WHERE state = 'sent'`).Scan(&sentBefore); err != nil {
 		t.Fatal(err)
