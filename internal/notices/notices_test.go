@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"slices"
 	"strings"
 	"sync"
@@ -600,5 +601,54 @@ func TestConcurrentClaimsOneWins(t *testing.T) {
 	}
 	if mine != 1 {
 		t.Fatalf("%d senders hold the claim, want 1", mine)
+	}
+}
+
+// A send cut off by its deadline may have reached the server: it is in
+// doubt and never sent again, by this instance or another.
+func TestTimedOutSendIsNeverSentAgain(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	now := time.Now()
+	reset := f.add(t, domain.UserStream(f.user), stranger, now, &domain.PasswordReset{UserID: f.user, At: now})[0]
+	f.relayed(t)
+	// A server that takes the connection and never says a word.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			t.Cleanup(func() { conn.Close() })
+		}
+	}()
+	stalled := f.consumerVia(t, "smtp://"+ln.Addr().String(), Config{SendTimeout: 200 * time.Millisecond}, nil)
+	ctx := context.Background()
+	_, cons, err := stalled.consumer(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range f.fetchAll(t, cons) {
+		if o := stalled.process(ctx, m); !o.ack {
+			t.Fatalf("%s: %+v; want acked", m.Subject(), o)
+		}
+		if err := m.Nak(); err != nil { // delivered again at once, as after a lost ack
+			t.Fatal(err)
+		}
+	}
+	f.waitState(t, reset, stateInDoubt)
+	if n := value(t, stalled.inDoubt); n != 1 {
+		t.Errorf("in doubt = %v, want 1", n)
+	}
+
+	run(t, f.consumer(t, Config{}, nil))
+	f.settled(t, "authd_notices")
+	if n := len(f.mp.Messages(t)); n != 0 {
+		t.Fatalf("%d mails for a notice in doubt", n)
 	}
 }
