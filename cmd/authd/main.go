@@ -29,6 +29,7 @@ import (
 	"github.com/authd/authd/internal/config"
 	"github.com/authd/authd/internal/mail"
 	"github.com/authd/authd/internal/natsbus"
+	"github.com/authd/authd/internal/notices"
 	"github.com/authd/authd/internal/password"
 	"github.com/authd/authd/internal/pgpool"
 	"github.com/authd/authd/internal/ratelimit"
@@ -196,11 +197,18 @@ func serve(ctx context.Context, getenv func(string) string, logOut io.Writer, cp
 		Google:       google,
 	})
 
+	notifier, noticeChecks := noticesConsumer(cfg, notices.Deps{
+		Pool: pool, Bus: bus, Store: store, Compose: mails, Mail: sender, Replicas: cfg.NATSReplicas, Log: log, Registry: reg,
+	})
+
 	background, stopBackground := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Go(func() { relay.Run(background) })
 	wg.Go(func() { app.Run(background) })
 	wg.Go(func() { runner.Run(background) })
+	if notifier != nil {
+		wg.Go(func() { notifier.Run(background) })
+	}
 	// Revocations keep their one second while NATS does not carry them.
 	wg.Go(func() { feed.Backstop(background, pool, relay.Lag) })
 	wg.Go(func() {
@@ -218,7 +226,7 @@ func serve(ctx context.Context, getenv func(string) string, logOut io.Writer, cp
 	server := authhttp.New(authhttp.Deps{
 		Log:            log,
 		Registry:       reg,
-		Ready:          readiness(pool, bus, runner),
+		Ready:          append(readiness(pool, bus, runner), noticeChecks...),
 		TrustedProxies: cfg.TrustedProxies,
 		JWKS:           keyring.JWKS,
 		CORSOrigins:    cfg.CORSOrigins,

@@ -71,6 +71,8 @@ type Config struct {
 	// MailTemplates is a folder of templates that replace the built-in mails
 	// (AUTHD_MAIL_TEMPLATES); empty keeps the built-in ones.
 	MailTemplates string
+	// Notices runs the consumer that mails security notices (AUTHD_NOTICES).
+	Notices bool
 }
 
 // The defaults are the ones documented in API.md.
@@ -153,6 +155,7 @@ func Load(getenv func(string) string) (Config, error) {
 		PendingSignupTTL:      l.duration("AUTHD_PENDING_SIGNUP_TTL", DefaultPendingSignupTTL, false),
 		ProductName:           l.str("AUTHD_PRODUCT_NAME", DefaultProductName),
 		MailTemplates:         l.str("AUTHD_MAIL_TEMPLATES", ""),
+		Notices:               l.onOff("AUTHD_NOTICES", true),
 	}
 
 	// The passkey dialog names the product as the mails do, unless told
@@ -686,6 +689,7 @@ func (c Config) LogValue() slog.Value {
 		slog.Duration("pending_signup_ttl", c.PendingSignupTTL),
 		slog.String("product_name", c.ProductName),
 		slog.String("mail_templates", c.MailTemplates),
+		slog.Bool("notices", c.Notices),
 	)
 }
 

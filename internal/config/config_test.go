@@ -46,6 +46,7 @@ func TestLoadDefaults(t *testing.T) {
 		NATSReplicas:          1,
 		PendingSignupTTL:      168 * time.Hour,
 		ProductName:           "authd",
+		Notices:               true,
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("defaults:\n got %s\nwant %s", got.fields(), want.fields())
@@ -90,6 +91,7 @@ func TestLoadValues(t *testing.T) {
 		"AUTHD_PENDING_SIGNUP_TTL":       "36h",
 		"AUTHD_PRODUCT_NAME":             " Acme Cloud – Straße ",
 		"AUTHD_MAIL_TEMPLATES":           "/etc/authd/mails",
+		"AUTHD_NOTICES":                  "off",
 	}
 	got, err := Load(env(m))
 	if err != nil {
@@ -125,6 +127,7 @@ func TestLoadValues(t *testing.T) {
 		PendingSignupTTL:      36 * time.Hour,
 		ProductName:           "Acme Cloud – Straße",
 		MailTemplates:         "/etc/authd/mails",
+		Notices:               false,
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("values:\n got %s\nwant %s", got.fields(), want.fields())
@@ -189,6 +192,7 @@ func TestLoadRejects(t *testing.T) {
 		{"AUTHD_WEBAUTHN_ORIGINS", "http://localhost:8080/app", "is not an origin"},
 		{"AUTHD_WEBAUTHN_ORIGINS", "https://evil.example", "is neither AUTHD_WEBAUTHN_RP_ID"},
 		{"AUTHD_RATE_LIMIT", "maybe", `"maybe" is not on or off`},
+		{"AUTHD_NOTICES", "quiet", `"quiet" is not on or off`},
 		{"AUTHD_TRUSTED_PROXIES", "10.0.0.0/33", `"10.0.0.0/33" is not a CIDR`},
 		{"AUTHD_TRUSTED_PROXIES", "proxy.local", `"proxy.local" is not a CIDR`},
 		{"AUTHD_TRUSTED_PROXIES", "fe80::1%eth0", "has a zone"},

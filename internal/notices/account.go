@@ -1,0 +1,44 @@
+package notices
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/google/uuid"
+
+	"github.com/authd/authd/domain"
+)
+
+// account is what a notice needs of the account its event belongs to.
+type account struct {
+	exists   bool   // verified and not gone: there is someone to tell
+	email    string // the address the account has now
+	passkeys map[uuid.UUID]string
+}
+
+// loadAccount reads the account from its own stream (public parts only), the
+// write side: a notice then never waits for the users projection, and goes
+// to the address the account has when it is sent.
+func (c *Consumer) loadAccount(ctx context.Context, user uuid.UUID) (account, error) {
+	events, err := c.d.Store.ReadStream(ctx, domain.UserStream(user))
+	if err != nil {
+		return account{}, err
+	}
+	u := &domain.User{}
+	acc := account{passkeys: make(map[uuid.UUID]string)}
+	for _, e := range events {
+		d, err := decode(e)
+		if err != nil {
+			return account{}, fmt.Errorf("account %s: %w", user, err)
+		}
+		u.Apply(d, e.OccurredAt)
+		switch d := d.(type) {
+		case *domain.PasskeyAdded:
+			acc.passkeys[d.PasskeyID] = d.Name
+		case *domain.PasskeyRenamed:
+			acc.passkeys[d.PasskeyID] = d.Name
+		}
+	}
+	acc.exists, acc.email = u.Exists() && u.EmailVerified, u.Email
+	return acc, nil
+}
