@@ -136,8 +136,12 @@ func (a *Accounts) VerifyRegistration(ctx context.Context, email, code string, r
 	if err != nil {
 		return SignIn{}, err
 	}
-	if _, err := a.codes.Consume(ctx, email, PurposeVerify, code); err != nil {
+	if _, err := a.codes.Consume(ctx, email, PurposeVerify, code); errors.Is(err, codes.ErrInvalidCode) {
 		return SignIn{}, ErrInvalidCode
+	} else if err != nil {
+		// The database failed (a restart, a terminated connection): the
+		// client should retry, not be told its mailed code is wrong.
+		return SignIn{}, err
 	}
 	// The code was sent for the signup found first: should that signup
 	// expire while this runs and someone else sign up with the address,

@@ -35,7 +35,7 @@ type RelayConfig struct {
 	BatchSize int           // events read from the log per query (default 1000)
 	Window    int           // published messages awaiting their ack at once (default 256)
 	Poll      time.Duration // how often to look for events other instances appended (default 25ms)
-	Backoff   time.Duration // first wait after a failure, doubling to 30 times it (default 200ms)
+	Backoff   time.Duration // first wait after a failure, doubling to 5 times it (default 200ms)
 	// AckTimeout bounds the wait for a publish's ack (default 5s). An ack can
 	// be lost for good with the connection still up (the node holding the
 	// stream killed mid-publish): the relay then starts again from what the
@@ -147,7 +147,7 @@ func (r *Relay) Run(ctx context.Context) {
 	measured := make(chan struct{})
 	go func() { r.measureLag(measuring); close(measured) }()
 	defer func() { stopMeasuring(); <-measured }()
-	backoff := r.cfg.Backoff
+	var backoff time.Duration
 	for ctx.Err() == nil {
 		backoff = r.relayOnce(ctx, backoff)
 	}
@@ -159,9 +159,10 @@ func (r *Relay) Run(ctx context.Context) {
 }
 
 // relayOnce relays while this instance holds the relay lock, or stands by
-// while another does. After a failure it waits backoff and returns the next
-// one, doubling to 30 times the first.
+// while another does. After a failure it waits as NextBackoff says, given
+// the wait after the last failure (0 for none), and returns the wait.
 func (r *Relay) relayOnce(ctx context.Context, backoff time.Duration) time.Duration {
+	began := time.Now()
 	err := r.leadOnce(ctx, false)
 	if ctx.Err() != nil {
 		return backoff
@@ -170,18 +171,49 @@ func (r *Relay) relayOnce(ctx context.Context, backoff time.Duration) time.Durat
 		r.standBy(ctx, time.Second)
 		return backoff
 	}
-	wait, next := r.cfg.Backoff, r.cfg.Backoff
+	wait := r.cfg.Backoff
 	if err != nil {
+		wait = NextBackoff(r.cfg.Backoff, backoff, time.Since(began))
 		r.failures.Inc()
-		r.log.Warn("relay interrupted; will retry", "err", err, "retry_in", backoff)
-		wait, next = backoff, min(backoff*2, 30*r.cfg.Backoff)
+		r.log.Warn("relay interrupted; will retry", "err", err, "retry_in", wait)
 	}
 	select {
 	case <-ctx.Done():
 	case <-time.After(wait):
 	}
-	return next
+	return wait
 }
+
+// maxBackoffs is how many times its first wait the wait between two failed
+// runs of a worker grows to. Each wait is time the event flow may stay
+// stopped after NATS or Postgres is back: at 30 times 200 ms (6 s), an
+// outage long enough to reach it could not recover within the 5 s the chaos
+// suite aims at. A run costs a connection, a lock attempt and a few
+// JetStream requests, about what an instance on standby spends every
+// second anyway.
+const maxBackoffs = 5
+
+// NextBackoff is the wait after a failed run of a worker that retries (the
+// relay, a projection) that lasted ran, the wait before it being last (0
+// for none) and the first wait first. A run that lasted longer than the
+// longest wait spaced the attempts out by itself (it worked for a while, or
+// waited out a timeout), so the next wait starts from first again instead of
+// inheriting the wait of an outage long past: the wait never came down, and
+// a relay or projection that had waited out one outage came back from the
+// next up to 6 s late.
+func NextBackoff(first, last, ran time.Duration) time.Duration {
+	if last == 0 || ran > maxBackoffs*first {
+		return first
+	}
+	return min(2*last, maxBackoffs*first)
+}
+
+// StartTimeout bounds the first JetStream requests of a worker's run (the
+// relay's, a projection's: look up the stream, read what it holds). They go
+// to the stream's leader, and while NATS elects one (its node was killed, the cluster restarts) they go
+// unanswered until the client's own timeout, 5 s each: the next run, which
+// may find the new leader, came up to 10 s after the stream had one again.
+const StartTimeout = 2 * time.Second
 
 var errNotLeader = errors.New("another instance is relaying")
 

@@ -59,14 +59,17 @@ func (r *Relay) setLeading(v bool) {
 // lead continues from what the stream holds and relays the log, reading
 // again whenever something may have committed.
 func (r *Relay) lead(ctx context.Context, conn *pgxpool.Conn, flushing bool) error {
-	stream, err := r.bus.EnsureStream(ctx)
+	start, cancel := context.WithTimeout(ctx, StartTimeout)
+	defer cancel()
+	stream, err := r.bus.EnsureStream(start)
 	if err != nil {
 		return fmt.Errorf("relay: %w", err)
 	}
-	cp, lastSeq, err := r.reconcile(ctx, conn, stream)
+	cp, lastSeq, err := r.reconcile(start, conn, stream)
 	if err != nil {
 		return err
 	}
+	cancel()
 	r.setPublished(cp)
 	nudged, stopListening, err := r.bus.Listen(committedSignal)
 	if err != nil {

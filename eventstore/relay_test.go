@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -528,5 +529,25 @@ func TestAnInstanceStandingByNudgesTheRelayAfterItsAppends(t *testing.T) {
 		case <-time.After(20 * time.Second):
 			t.Fatalf("append %d sent the relay no nudge", i)
 		}
+	}
+}
+
+// A worker waits its first wait after a failed run, doubling while runs
+// keep failing, up to five times the first; a run that lasted longer than
+// that before it failed starts from the first wait again.
+func TestNextBackoffDoublesToItsCapAndStartsOverAfterALongRun(t *testing.T) {
+	const first = 200 * time.Millisecond
+	var waits []time.Duration
+	var wait time.Duration
+	for range 5 {
+		wait = NextBackoff(first, wait, 10*time.Millisecond) // each run fails at once
+		waits = append(waits, wait)
+	}
+	want := []time.Duration{200 * time.Millisecond, 400 * time.Millisecond, 800 * time.Millisecond, time.Second, time.Second}
+	if !slices.Equal(waits, want) {
+		t.Fatalf("waits after runs failing at once = %v, want %v", waits, want)
+	}
+	if got := NextBackoff(first, wait, time.Hour); got != first {
+		t.Fatalf("wait after a run that worked for an hour, the one before being %s = %s, want %s", wait, got, first)
 	}
 }

@@ -57,7 +57,11 @@ func (r *Runner) leadOnce(ctx context.Context, p Projection, st *state) error {
 // delivers until ctx ends or something fails.
 func (r *Runner) lead(ctx context.Context, conn *pgxpool.Conn, p Projection, st *state) error {
 	name := p.Name()
-	stream, err := r.bus.EnsureStream(ctx)
+	// Bounded as the relay's start is: unanswered while NATS elects the
+	// stream's leader, the lookup waited 5 s before the next try could find it.
+	start, cancel := context.WithTimeout(ctx, eventstore.StartTimeout)
+	stream, err := r.bus.EnsureStream(start)
+	cancel()
 	if err != nil {
 		return err
 	}

@@ -28,7 +28,7 @@ type Config struct {
 	BatchSize int           // events applied per transaction at most (default 1000)
 	Poll      time.Duration // how often an instance that does not apply a projection re-reads its checkpoint for waiters, besides when the leader says it moved (default 50ms)
 	Takeover  time.Duration // how often such an instance tries to take the projection over (default 1s)
-	Backoff   time.Duration // first wait after a failure, doubling to 30 times it (default 200ms)
+	Backoff   time.Duration // first wait after a failure, doubling to 5 times it (default 200ms)
 	AckWait   time.Duration // how long JetStream waits for a batch's ack before redelivering (default 1m)
 }
 
@@ -147,8 +147,9 @@ func (r *Runner) Uses(p Projection, eventType string) bool {
 // instance that applies it otherwise; after a failure it tries again from
 // the checkpoint, backing off.
 func (r *Runner) run(ctx context.Context, p Projection, st *state) {
-	backoff := r.cfg.Backoff
+	var backoff time.Duration
 	for ctx.Err() == nil {
+		began := time.Now()
 		err := r.leadOnce(ctx, p, st)
 		switch {
 		case ctx.Err() != nil:
@@ -162,6 +163,7 @@ func (r *Runner) run(ctx context.Context, p Projection, st *state) {
 			r.follow(ctx, p, st, r.cfg.Takeover)
 			continue
 		case err != nil:
+			backoff = eventstore.NextBackoff(r.cfg.Backoff, backoff, time.Since(began))
 			st.set(func(s *state) { s.err = err })
 			r.failing.WithLabelValues(p.Name()).Set(1)
 			r.log.Error("projection stopped; retrying from its checkpoint", "projection", p.Name(), "err", err, "retry_in", backoff)
@@ -170,7 +172,6 @@ func (r *Runner) run(ctx context.Context, p Projection, st *state) {
 				return
 			case <-time.After(backoff):
 			}
-			backoff = min(backoff*2, 30*r.cfg.Backoff)
 		}
 	}
 }

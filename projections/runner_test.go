@@ -2,6 +2,7 @@ package projections
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -14,6 +15,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
@@ -581,4 +583,40 @@ func gaugeValue(g prometheus.Gauge) float64 {
 		return -1
 	}
 	return m.GetGauge().GetValue()
+}
+
+// A projection's pull requests ask JetStream for a heartbeat every second,
+// so a request lost with no error (its node killed, its consumer's leader
+// moved) is noticed in two seconds, not nats.go's default of thirty, during
+// which the projection applied nothing.
+func TestAProjectionsPullRequestsAskForFrequentHeartbeats(t *testing.T) {
+	t.Parallel()
+	cfg := testenv.NATSConfig(t, testenv.MachineNATS)
+	bus := testenv.OpenNATS(t, cfg)
+	h := newHarness(t, bus)
+	nc, err := nats.Connect(cfg.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	// A copy of each pull request of the users projection's consumer.
+	pulls, err := nc.SubscribeSync("$JS.API.CONSUMER.MSG.NEXT." + cfg.Stream + ".authd_projection_users")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.startRunner(t)
+	msg, err := pulls.NextMsg(30 * time.Second)
+	if err != nil {
+		t.Fatalf("no pull request of the users projection within 30 s: %v", err)
+	}
+	var req struct {
+		Expires   time.Duration `json:"expires"`
+		Heartbeat time.Duration `json:"idle_heartbeat"`
+	}
+	if err := json.Unmarshal(msg.Data, &req); err != nil {
+		t.Fatalf("pull request %q: %v", msg.Data, err)
+	}
+	if req.Heartbeat <= 0 || req.Heartbeat > time.Second || req.Expires > 5*time.Second {
+		t.Fatalf("pull request asks for heartbeats every %s and expires in %s; want a heartbeat each second at most and 5 s at most", req.Heartbeat, req.Expires)
+	}
 }

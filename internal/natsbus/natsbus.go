@@ -261,12 +261,20 @@ func (b *Bus) EnsureStream(ctx context.Context) (jetstream.Stream, error) {
 	// that changes nothing still rewrites the stream's configuration on the
 	// server, and nats-server 2.15 races doing so while a consumer is being
 	// created; so leave a stream that is already as wanted alone.
-	if s, err := b.js.Stream(ctx, want.Name); err == nil {
+	s, err := b.js.Stream(ctx, want.Name)
+	switch {
+	case err == nil:
 		have := s.CachedInfo().Config
 		want.Replicas = max(want.Replicas, have.Replicas)
 		if sameStream(have, want) {
 			return s, nil
 		}
+	case !errors.Is(err, jetstream.ErrStreamNotFound):
+		// Unanswered (the stream's leader being elected, the cluster coming
+		// back) or refused: a create or update now would wait out a second
+		// timeout the same way, and the chaos suite saw the relay and the
+		// projections start again up to 10 s after the stream had a leader.
+		return nil, fmt.Errorf("look up JetStream stream %s: %w", b.cfg.Stream, err)
 	}
 	for attempt := 1; ; attempt++ {
 		s, err := b.js.CreateOrUpdateStream(ctx, want)

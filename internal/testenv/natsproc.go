@@ -6,6 +6,7 @@ import (
 	"net"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -17,14 +18,18 @@ import (
 	"github.com/authd/authd/internal/natsbus"
 )
 
-// natsServerBinary is the machine's nats-server (Debian's 2.9.10).
-const natsServerBinary = "/usr/sbin/nats-server"
+// MachineNATSBinary is the machine's nats-server (Debian's 2.9.10).
+const MachineNATSBinary = "/usr/sbin/nats-server"
 
 // NATSProcess is a nats-server process of the test's own, with JetStream, on
 // a free loopback port: a NATS the test may freeze, kill and start again,
 // which the machine's shared one is not.
 type NATSProcess struct {
-	URL     string
+	URL string
+	// Name is the server's name in its cluster ("n0"...), as JetStream
+	// reports a stream's leader; empty outside a cluster.
+	Name    string
+	binary  string
 	port    int
 	dataDir string
 	args    []string // besides address, port and log
@@ -51,35 +56,59 @@ func StartNATSProcess(t testing.TB) *NATSProcess {
 // holding a stream dies in a larger cluster.
 func StartNATSPair(t testing.TB) [2]*NATSProcess {
 	t.Helper()
-	nodes := [2]*NATSProcess{newNATSProcess(t), newNATSProcess(t)}
-	routes := [2]int{FreePort(t), FreePort(t)}
-	route := func(port int) string { return fmt.Sprintf("nats://127.0.0.1:%d", port) }
-	cluster := "t" + Suffix()
-	for i, n := range nodes {
-		n.args = []string{"-n", fmt.Sprintf("n%d", i), "-js", "-sd", filepath.Join(n.dataDir, "js"),
-			"--cluster_name", cluster, "--cluster", route(routes[i]), "--routes", route(routes[1-i])}
-		n.Start()
-		t.Cleanup(n.Kill)
+	nodes := StartNATSCluster(t, 2, MachineNATSBinary)
+	return [2]*NATSProcess{nodes[0], nodes[1]}
+}
+
+// StartNATSCluster starts n JetStream nats-servers of binary in one cluster,
+// named "n0", "n1"..., each routing to all the others, and waits until the
+// cluster answers JetStream requests (a meta leader is elected). It kills
+// them when the test ends.
+func StartNATSCluster(t testing.TB, n int, binary string) []*NATSProcess {
+	t.Helper()
+	nodes := make([]*NATSProcess, n)
+	routes := make([]string, n)
+	for i := range nodes {
+		nodes[i] = newNATSProcess(t)
+		nodes[i].binary = binary
+		nodes[i].Name = fmt.Sprintf("n%d", i)
+		routes[i] = fmt.Sprintf("nats://127.0.0.1:%d", FreePort(t))
 	}
-	nc, err := nats.Connect(nodes[0].URL)
+	cluster := "t" + Suffix()
+	for i, node := range nodes {
+		others := slices.Delete(slices.Clone(routes), i, i+1)
+		node.args = []string{"-n", node.Name, "-js", "-sd", filepath.Join(node.dataDir, "js"),
+			"--cluster_name", cluster, "--cluster", routes[i], "--routes", strings.Join(others, ",")}
+		node.Start()
+		t.Cleanup(node.Kill)
+	}
+	WaitForJetStream(t, nodes[0].URL, 60*time.Second)
+	return nodes
+}
+
+// WaitForJetStream waits until the NATS at url answers JetStream requests,
+// which a cluster does once it has elected a meta leader.
+func WaitForJetStream(t testing.TB, url string, timeout time.Duration) {
+	t.Helper()
+	nc, err := nats.Connect(url)
 	if err != nil {
-		t.Fatalf("connect to the NATS pair: %v", err)
+		t.Fatalf("connect to NATS at %s: %v", url, err)
 	}
 	defer nc.Close()
 	js, err := jetstream.New(nc)
 	if err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(60 * time.Second)
+	deadline := time.Now().Add(timeout)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		_, err := js.AccountInfo(ctx)
 		cancel()
 		if err == nil {
-			return nodes
+			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the NATS pair has no JetStream after 60s: %v", err)
+			t.Fatalf("NATS at %s has no JetStream after %s: %v", url, timeout, err)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -108,7 +137,7 @@ func StreamNode(t testing.TB, nodes [2]*NATSProcess, stream jetstream.Stream) (h
 }
 
 func newNATSProcess(t testing.TB) *NATSProcess {
-	p := &NATSProcess{port: FreePort(t), dataDir: t.TempDir(), t: t}
+	p := &NATSProcess{port: FreePort(t), dataDir: t.TempDir(), binary: MachineNATSBinary, t: t}
 	p.URL = fmt.Sprintf("nats://127.0.0.1:%d", p.port)
 	return p
 }
@@ -128,9 +157,9 @@ func (p *NATSProcess) Start() {
 		p.t.Fatal("nats-server is already running")
 	}
 	args := append([]string{"-a", "127.0.0.1", "-p", fmt.Sprint(p.port), "-l", filepath.Join(p.dataDir, "nats-server.log")}, p.args...)
-	cmd := exec.Command(natsServerBinary, args...)
+	cmd := exec.Command(p.binary, args...)
 	if err := cmd.Start(); err != nil {
-		p.t.Fatalf("start %s (apt-get install nats-server): %v", natsServerBinary, err)
+		p.t.Fatalf("start %s (the machine's: apt-get install nats-server): %v", p.binary, err)
 	}
 	p.cmd = cmd
 	deadline := time.Now().Add(30 * time.Second)
