@@ -63,7 +63,7 @@ func (r *Runner) lead(ctx context.Context, conn *pgxpool.Conn, p Projection, st 
 	stream, err := r.bus.EnsureStream(start)
 	cancel()
 	if err != nil {
-		return err
+		return streamError(err)
 	}
 	cp, err := startCheckpoint(ctx, conn, name)
 	if err != nil {
@@ -74,7 +74,7 @@ func (r *Runner) lead(ctx context.Context, conn *pgxpool.Conn, p Projection, st 
 
 	cons, err := r.resetConsumer(ctx, stream, name, cp.StreamSeq)
 	if err != nil {
-		return err
+		return streamError(err)
 	}
 	// Nothing left to apply: whatever stopped p before (NATS or Postgres
 	// gone for a while) is over. Otherwise the error stands until a batch
@@ -84,7 +84,7 @@ func (r *Runner) lead(ctx context.Context, conn *pgxpool.Conn, p Projection, st 
 	}
 	d, err := r.consume(cons, name)
 	if err != nil {
-		return err
+		return streamError(err)
 	}
 	defer d.stop()
 	l := r.newLeader(conn, p, st, cp)
@@ -156,7 +156,7 @@ func (l *leader) loop(ctx context.Context, d *delivery) error {
 		case <-ctx.Done():
 			return nil
 		case err := <-d.failed:
-			return fmt.Errorf("projection %s: consumer: %w", l.p.Name(), err)
+			return streamError(fmt.Errorf("projection %s: consumer: %w", l.p.Name(), err))
 		case <-l.saveTimer.C:
 			if err := l.save(ctx); err != nil {
 				return err
@@ -199,10 +199,10 @@ func (l *leader) place(batch []jetstream.Msg) ([]eventstore.Event, error) {
 	for _, m := range batch {
 		meta, err := m.Metadata()
 		if err != nil {
-			return nil, fmt.Errorf("projection %s: %w", l.p.Name(), err)
+			return nil, streamError(fmt.Errorf("projection %s: %w", l.p.Name(), err))
 		}
 		if err := l.inOrder(meta.Sequence.Stream); err != nil {
-			return nil, err
+			return nil, streamError(err)
 		}
 		e, err := messageEvent(l.p, m)
 		if err != nil {

@@ -3,6 +3,7 @@ package projections
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"time"
@@ -108,6 +109,16 @@ func (r *Runner) Run(ctx context.Context) {
 	}
 	wg.Wait()
 }
+
+// ErrStream marks a projection stopped by the event stream (NATS gone, a
+// consumer or pull request lost, a gap in delivery) rather than by an event
+// it cannot apply. The instance still serves meanwhile, from the log where a
+// read model is behind, and every instance shares the stream: readiness
+// reports it as degraded, not as a reason to take the instance out.
+var ErrStream = errors.New("the event stream is not delivering")
+
+// streamError marks err as the stream's (ErrStream).
+func streamError(err error) error { return fmt.Errorf("%w: %w", ErrStream, err) }
 
 // Status is a projection's health as this instance sees it.
 type Status struct {

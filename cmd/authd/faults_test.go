@@ -69,3 +69,31 @@ func TestReadinessSaysDegradedWhileNATSIsDown(t *testing.T) {
 	}
 	t.Fatal("/readyz still said nats ok 30 s after the server was killed")
 }
+
+// A projection the stream stopped delivering to (here a NATS server that
+// keeps its connections but answers nothing, as a node stuck or partitioned
+// does) leaves the instance ready, degraded: it still serves, from the log
+// where a read model is behind. Counted as any projection error, it held
+// /readyz at 503 for seconds after every NATS fault of the chaos suite, on
+// every instance leading a projection.
+func TestAProjectionStoppedByTheStreamLeavesTheInstanceReady(t *testing.T) {
+	t.Parallel()
+	c, srv := natsCluster(t, nil)
+	in := c.start(t)
+	srv.Freeze()
+	t.Cleanup(srv.Thaw)
+	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); {
+		r := in.rawCall(t, "GET", "/readyz", nil, nil)
+		if r.status != 200 {
+			t.Fatalf("/readyz with NATS stuck = %d %s; want 200, degraded", r.status, r.raw)
+		}
+		if strings.HasPrefix(r.str("checks", "projections_stream"), "degraded: ") {
+			if p := r.str("checks", "projections"); p != "ok" {
+				t.Fatalf("/readyz projections = %q with only the stream stuck; want ok", p)
+			}
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatal("no projection reported the stream stuck within 60 s: " + in.rawCall(t, "GET", "/readyz", nil, nil).raw)
+}

@@ -298,15 +298,25 @@ func readiness(pool *pgxpool.Pool, bus *natsbus.Bus, runner *projections.Runner)
 			applied.Store(true)
 			return nil
 		}},
-		{Name: "projections", Check: func(context.Context) error {
-			var errs []error
-			for _, st := range runner.Statuses() {
-				if st.Err != nil {
-					errs = append(errs, fmt.Errorf("%s: %w", st.Name, st.Err))
-				}
+		// An event a projection cannot apply takes the instance out: its
+		// read model stays behind until someone acts. A projection the
+		// stream stopped delivering to only degrades it, as NATS down does.
+		{Name: "projections", Check: projectionErrors(runner, false)},
+		{Name: "projections_stream", Check: projectionErrors(runner, true), Degrades: true},
+	}
+}
+
+// projectionErrors checks the projections stopped by the event stream
+// (stream) or by anything else (!stream).
+func projectionErrors(runner *projections.Runner, stream bool) func(context.Context) error {
+	return func(context.Context) error {
+		var errs []error
+		for _, st := range runner.Statuses() {
+			if st.Err != nil && errors.Is(st.Err, projections.ErrStream) == stream {
+				errs = append(errs, fmt.Errorf("%s: %w", st.Name, st.Err))
 			}
-			return errors.Join(errs...)
-		}},
+		}
+		return errors.Join(errs...)
 	}
 }
 
