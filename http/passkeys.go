@@ -31,12 +31,12 @@ func (a *Accounts) passkeyRoutes(r fiber.Router) {
 	// Each options call stores a ceremony row: bounded per IP, like logins.
 	limitOptions, limitLogin, limitRegister := perMinute(30), perMinute(10), perMinute(10)
 	r.Get("/passkey/list", a.authenticate, a.listPasskeys)
-	r.Post("/passkey/register/options", a.authenticate, a.limit("passkey_register", limitRegister), a.passkeyRegisterOptions)
-	r.Post("/passkey/register/verify", a.authenticate, a.passkeyRegisterVerify)
+	r.Post("/passkey/register/options", a.authenticate, a.fresh, a.limit("passkey_register", limitRegister), a.passkeyRegisterOptions)
+	r.Post("/passkey/register/verify", a.authenticate, a.fresh, a.passkeyRegisterVerify)
 	r.Post("/passkey/login/options", a.limit("passkey_login_options", limitOptions), a.passkeyLoginOptions)
 	r.Post("/passkey/login/verify", a.limit("passkey_login", limitLogin), a.passkeyLoginVerify)
 	r.Patch("/passkey/:passkey_id", a.authenticate, a.renamePasskey)
-	r.Delete("/passkey/:passkey_id", a.authenticate, a.removePasskey)
+	r.Delete("/passkey/:passkey_id", a.authenticate, a.fresh, a.removePasskey)
 	r.Get(PasskeyDemoPath, servePasskeyDemo)
 }
 

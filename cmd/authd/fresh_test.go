@@ -1,0 +1,115 @@
+package main
+
+// Fresh authentication end to end (API.md: "Fresh" endpoints, issue 17's
+// takeover story): real HTTP, Postgres, NATS and Mailpit, with the commands
+// deciding by a test clock that starts an hour back, so that a token can be
+// made older than AUTHD_REAUTH_MAX_AGE without waiting, and stays valid by
+// the real clock its signature is checked against.
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/authd/authd/internal/softauthn"
+	"github.com/authd/authd/internal/testenv"
+)
+
+// freshInstance starts an authd whose commands decide by the returned clock.
+func freshInstance(t *testing.T) (*cluster, *instance, *testenv.Clock) {
+	t.Helper()
+	clk := testenv.NewClock(time.Now().Add(-time.Hour))
+	c := newCluster(t, nil)
+	return c, c.startWith(t, options{now: clk.Now, sweepEvery: time.Minute}), clk
+}
+
+// staleBy is past the default AUTHD_REAUTH_MAX_AGE (10 minutes).
+const staleBy = 11 * time.Minute
+
+// authTime reads the auth_time claim of an access token (its signature is
+// checked elsewhere: verifyWithJWKS); zero when it has none.
+func authTime(t *testing.T, access string) time.Time {
+	t.Helper()
+	parts := strings.Split(access, ".")
+	if len(parts) != 3 {
+		t.Fatalf("not a JWT: %q", access)
+	}
+	var claims struct {
+		AuthTime *json.Number `json:"auth_time"`
+	}
+	decodeSeg(t, parts[1], &claims)
+	if claims.AuthTime == nil {
+		return time.Time{}
+	}
+	n, err := claims.AuthTime.Int64()
+	if err != nil {
+		t.Fatalf("auth_time %v is not a NumericDate of whole seconds", *claims.AuthTime)
+	}
+	return time.Unix(n, 0)
+}
+
+// freshStep is one "fresh" endpoint with a body it would accept and one it
+// would not.
+type freshStep struct {
+	method, path string
+	good, bad    any
+}
+
+func freshSteps(passkeyID string) []freshStep {
+	return []freshStep{
+		{"POST", "/2fa/setup", nil, "{"},
+		{"POST", "/2fa/disable", map[string]any{"code": "123456"}, "{"},
+		{"POST", "/2fa/backup-codes/regenerate", nil, "{"},
+		{"POST", "/passkey/register/options", nil, "{"},
+		{"POST", "/passkey/register/verify", map[string]any{"credential": map[string]any{}}, `{"credential": 7}`},
+		{"DELETE", "/passkey/" + passkeyID, nil, nil},
+		{"DELETE", "/passkey/not-a-uuid", nil, nil},
+		{"DELETE", "/sessions", nil, "{"},
+	}
+}
+
+// A sign-in is fresh: straight to 2FA setup and passkey registration with no
+// extra step. Once auth_time is older than the max age, every sensitive step
+// answers 403 reauthentication_required, whatever its body, and changes
+// nothing; the endpoints that are not sensitive still work.
+func TestStaleTokenIsRefusedAtEverySensitiveStep(t *testing.T) {
+	t.Parallel()
+	c, in, clk := freshInstance(t)
+	run := strings.ToLower(uuid.NewString()[:8])
+	email, pw := "fresh-"+run+"@example.com", "correct horse battery"
+	signup := c.signupVerified(t, in, email, pw, nil)
+	access := signup.str("access_token")
+	if at := authTime(t, access); !at.Equal(clk.Now().Truncate(time.Second)) {
+		t.Fatalf("signup's auth_time = %v, want %v", at, clk.Now())
+	}
+	in.must(t, 200, "POST", api+"/2fa/setup", access, nil)
+	r, _ := pkRegister(t, in, access, &softauthn.Authenticator{AAGUID: uuid.New()}, "key")
+	if r.status != 201 {
+		t.Fatalf("passkey registration right after signing up = %d %s", r.status, r.raw)
+	}
+	passkeyID := r.str("id")
+	other := in.must(t, 200, "POST", api+"/login", "", map[string]any{"email": email, "password": pw})
+
+	clk.Advance(staleBy)
+	pool := c.dbPool(t)
+	before, mails := readDBState(t, pool), c.mailCount(t)
+	for _, s := range freshSteps(passkeyID) {
+		for _, body := range []any{s.good, s.bad} {
+			if r := in.call(t, s.method, api+s.path, access, body); r.status != 403 || r.errCode() != "reauthentication_required" {
+				t.Errorf("%s %s with a stale token and body %v = %d %s; want 403 reauthentication_required", s.method, s.path, body, r.status, r.raw)
+			}
+		}
+	}
+	if after := readDBState(t, pool); after.events != before.events || c.mailCount(t) != mails {
+		t.Fatalf("refused steps appended %v, mailed %d", after.eventTypes[before.events:], c.mailCount(t)-mails)
+	}
+	if got := pkList(t, in, access); len(got) != 1 || got[0]["id"] != passkeyID {
+		t.Fatalf("passkeys after refused steps: %v", got)
+	}
+	in.must(t, 200, "GET", api+"/me", other.str("access_token"), nil) // the other session lives
+	in.must(t, 200, "GET", api+"/me", access, nil)
+	in.must(t, 200, "GET", api+"/sessions", access, nil)
+}
