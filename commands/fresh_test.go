@@ -2,6 +2,7 @@ package commands
 
 import (
 	"errors"
+	"slices"
 	"testing"
 	"time"
 
@@ -60,5 +61,123 @@ func TestRequireFresh(t *testing.T) {
 	clk.Advance(-time.Hour)
 	if err := a.RequireFresh(caller); !errors.Is(err, ErrReauthenticationRequired) {
 		t.Fatalf("no auth_time: %v; want ErrReauthenticationRequired", err)
+	}
+}
+
+// Re-authenticating with the password makes the same session fresh: a new
+// pair, auth_time now, amr the proof; the refresh token before it is rotated
+// away; later refreshes keep the new proof, also on an instance that loads
+// the session from the ends of its stream only.
+func TestReauthenticateWithPassword(t *testing.T) {
+	t.Parallel()
+	clk := testenv.NewClock(time.Now().Add(-time.Hour))
+	a, b := twoApps(t, clock(clk.Now), grace(0))
+	ctx := t.Context()
+	const email, pw = "reauth@example.com", "correct horse battery"
+	login := a.signUp(t, email, pw)
+	clk.Advance(11 * time.Minute)
+	stale := a.claims(t, login.AccessToken)
+	if err := a.RequireFresh(stale); !errors.Is(err, ErrReauthenticationRequired) {
+		t.Fatalf("before: %v; want ErrReauthenticationRequired", err)
+	}
+
+	fresh, err := a.Reauthenticate(ctx, stale, ReauthInput{Password: pw}, request)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := a.claims(t, fresh.AccessToken)
+	if fresh.SessionID != login.SessionID || c.SessionID != login.SessionID || fresh.RefreshToken == login.RefreshToken {
+		t.Fatalf("re-authentication answered session %s (claims %s), refresh token new: %v; want a new pair for %s",
+			fresh.SessionID, c.SessionID, fresh.RefreshToken != login.RefreshToken, login.SessionID)
+	}
+	if !c.AuthTime.Equal(clk.Now().Truncate(time.Second)) || !slices.Equal(c.AMR, []string{"pwd"}) {
+		t.Fatalf("auth_time %v amr %v; want %v and [pwd]", c.AuthTime, c.AMR, clk.Now())
+	}
+	if err := a.RequireFresh(c); err != nil {
+		t.Fatalf("after: %v", err)
+	}
+
+	clk.Advance(time.Minute)
+	refresh := fresh.RefreshToken
+	for i, in := range []*testApp{a, b, b, b, a} {
+		p, err := in.Refresh(ctx, refresh, request)
+		if err != nil {
+			t.Fatalf("refresh %d: %v", i+1, err)
+		}
+		if got := a.claims(t, p.AccessToken); !got.AuthTime.Equal(c.AuthTime) || !slices.Equal(got.AMR, c.AMR) {
+			t.Fatalf("refresh %d: auth_time %v amr %v; want the re-authentication's %v %v", i+1, got.AuthTime, got.AMR, c.AuthTime, c.AMR)
+		}
+		refresh = p.RefreshToken
+	}
+	// The token the re-authentication rotated away is reuse: the session ends.
+	if _, err := a.Refresh(ctx, login.RefreshToken, request); !errors.Is(err, ErrInvalidRefreshToken) {
+		t.Fatalf("the refresh token from before: %v; want ErrInvalidRefreshToken", err)
+	}
+	if _, err := a.Reauthenticate(ctx, c, ReauthInput{Password: pw}, request); !errors.Is(err, ErrSessionEnded) {
+		t.Fatalf("re-authenticating a revoked session: %v; want ErrSessionEnded", err)
+	}
+}
+
+// Wrong answers count against the account like logins do; a user with
+// two-factor on adds a code, which is checked and used up.
+func TestReauthenticateWrongAnswersAndSecondFactor(t *testing.T) {
+	t.Parallel()
+	a, clk := heldLimitsApp(t)
+	ctx := t.Context()
+	const email, pw = "reauth-wrong@example.com", "correct horse battery"
+	login := a.signUp(t, email, pw)
+	caller := a.claims(t, login.AccessToken)
+
+	for _, in := range []ReauthInput{{}, {Password: pw, EmailCode: "123456"}} {
+		var ve *ValidationError
+		if _, err := a.Reauthenticate(ctx, caller, in, request); !errors.As(err, &ve) {
+			t.Fatalf("%+v: %v; want a ValidationError", in, err)
+		}
+	}
+	wrong := 0
+	for ; wrong < 20; wrong++ {
+		_, err := a.Reauthenticate(ctx, caller, ReauthInput{Password: "wrong " + pw}, request)
+		if errors.Is(err, ErrInvalidCredentials) {
+			continue
+		}
+		retryLater(t, "a wrong password again", err, time.Minute)
+		break
+	}
+	if wrong == 0 || wrong == 20 {
+		t.Fatalf("%d wrong passwords before the account had to wait", wrong)
+	}
+	_, err := a.Login(ctx, email, pw, request)
+	retryLater(t, "a login after wrong re-authentications", err, time.Minute)
+	clk.Advance(time.Hour)
+
+	// Two-factor on: the password alone is not enough.
+	setup, err := a.SetupTwoFactor(ctx, caller, request)
+	if err != nil {
+		t.Fatal(err)
+	}
+	app := &testenv.TOTPApp{Secret: setup.Secret}
+	backup, err := a.EnableTwoFactor(ctx, caller, app.Next(t), request)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ve *ValidationError
+	if _, err := a.Reauthenticate(ctx, caller, ReauthInput{Password: pw}, request); !errors.As(err, &ve) || ve.Field != "code" {
+		t.Fatalf("2FA on, no code: %v; want a ValidationError of code", err)
+	}
+	if _, err := a.Reauthenticate(ctx, caller, ReauthInput{Password: pw, Code: app.Wrong(t)}, request); !errors.Is(err, ErrInvalidCode) {
+		t.Fatalf("2FA on, a wrong code: %v; want ErrInvalidCode", err)
+	}
+	if _, err := a.Reauthenticate(ctx, caller, ReauthInput{Password: "wrong " + pw, Code: app.Next(t)}, request); !errors.Is(err, ErrInvalidCredentials) {
+		t.Fatalf("2FA on, a wrong password: %v; want ErrInvalidCredentials", err)
+	}
+	fresh, err := a.Reauthenticate(ctx, caller, ReauthInput{Password: pw, Code: backup[0]}, request)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if amr := a.claims(t, fresh.AccessToken).AMR; !slices.Equal(amr, []string{"pwd", "mfa"}) {
+		t.Fatalf("amr %v; want [pwd mfa]", amr)
+	}
+	if _, err := a.Reauthenticate(ctx, caller, ReauthInput{Password: pw, Code: backup[0]}, request); !errors.Is(err, ErrInvalidCode) {
+		t.Fatalf("a backup code used twice: %v; want ErrInvalidCode", err)
 	}
 }

@@ -69,6 +69,7 @@ func (a *Accounts) routes(r fiber.Router) {
 	a.twoFactorRoutes(r)
 	a.passkeyRoutes(r)
 	a.googleRoutes(r)
+	a.reauthRoutes(r)
 }
 
 // limit refuses a client past lim within the group, before the handler does

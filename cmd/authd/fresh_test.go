@@ -8,6 +8,7 @@ package main
 
 import (
 	"encoding/json"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/authd/authd/internal/softauthn"
 	"github.com/authd/authd/internal/testenv"
+	"github.com/authd/authd/internal/totp"
 )
 
 // freshInstance starts an authd whose commands decide by the returned clock.
@@ -112,4 +114,86 @@ func TestStaleTokenIsRefusedAtEverySensitiveStep(t *testing.T) {
 	in.must(t, 200, "GET", api+"/me", other.str("access_token"), nil) // the other session lives
 	in.must(t, 200, "GET", api+"/me", access, nil)
 	in.must(t, 200, "GET", api+"/sessions", access, nil)
+}
+
+// totpAt is the authenticator app's code at the commands' clock, a step past
+// the last one it gave: authd takes each step once.
+func totpAt(t *testing.T, clk *testenv.Clock, secret string) string {
+	t.Helper()
+	clk.Advance(totp.Period * time.Second)
+	code, err := totp.CodeAt(secret, clk.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return code
+}
+
+// Issue 17's takeover: with only the victim's access token, older than
+// AUTHD_REAUTH_MAX_AGE, the attacker is refused at the first sensitive step
+// and cannot re-authenticate; the owner, with the password and a TOTP code,
+// gets a fresh pair for the same session and goes on.
+func TestAStolenTokenAloneCannotTakeTheAccountOver(t *testing.T) {
+	t.Parallel()
+	c, in, clk := freshInstance(t)
+	run := strings.ToLower(uuid.NewString()[:8])
+	email, pw := "victim-"+run+"@example.com", "correct horse battery"
+	signup := c.signupVerified(t, in, email, pw, nil)
+	stolen := signup.str("access_token")
+	secret := in.must(t, 200, "POST", api+"/2fa/setup", stolen, nil).str("secret")
+	in.must(t, 200, "POST", api+"/2fa/enable", stolen, map[string]any{"code": totpAt(t, clk, secret)})
+
+	clk.Advance(staleBy)
+	pool := c.dbPool(t)
+	before := readDBState(t, pool)
+	for _, s := range []freshStep{
+		{method: "POST", path: "/2fa/backup-codes/regenerate"},
+		{method: "DELETE", path: "/sessions"},
+		{method: "POST", path: "/passkey/register/options"},
+		{method: "POST", path: "/2fa/disable", good: map[string]any{"code": "123456"}},
+		{method: "POST", path: "/2fa/setup"},
+	} {
+		if r := in.call(t, s.method, api+s.path, stolen, s.good); r.status != 403 || r.errCode() != "reauthentication_required" {
+			t.Fatalf("the attacker's %s %s = %d %s; want 403 reauthentication_required", s.method, s.path, r.status, r.raw)
+		}
+	}
+	if after := readDBState(t, pool); after.events != before.events {
+		t.Fatalf("the refused steps appended %v", after.eventTypes[before.events:])
+	}
+	// Without the password, or without the second factor, no fresh pair.
+	if r := in.call(t, "POST", api+"/reauthenticate", stolen, map[string]any{"password": "a guess", "code": totpAt(t, clk, secret)}); r.status != 401 || r.errCode() != "invalid_credentials" {
+		t.Fatalf("a wrong password = %d %s; want 401 invalid_credentials", r.status, r.raw)
+	}
+	if r := in.call(t, "POST", api+"/reauthenticate", stolen, map[string]any{"password": pw}); r.status != 400 || r.errCode() != "validation_failed" {
+		t.Fatalf("no code with 2FA on = %d %s; want 400 validation_failed", r.status, r.raw)
+	}
+	if r := in.call(t, "POST", api+"/reauthenticate", stolen, map[string]any{"password": pw, "code": "000000"}); r.status != 400 || r.errCode() != "invalid_code" {
+		t.Fatalf("a wrong code = %d %s; want 400 invalid_code", r.status, r.raw)
+	}
+	if r := in.call(t, "POST", api+"/reauthenticate", "", map[string]any{"password": pw}); r.status != 401 || r.errCode() != "unauthorized" {
+		t.Fatalf("no token = %d %s; want 401 unauthorized", r.status, r.raw)
+	}
+
+	// The owner proves who they are and goes on in the same session.
+	fresh := in.must(t, 200, "POST", api+"/reauthenticate", stolen, map[string]any{"password": pw, "code": totpAt(t, clk, secret)})
+	checkTokens(t, fresh, email)
+	access := fresh.str("access_token")
+	if fresh.str("session_id") != signup.str("session_id") || fresh.str("refresh_token") == signup.str("refresh_token") {
+		t.Fatalf("re-authentication answered %s; want a new pair for session %s", fresh.raw, signup.str("session_id"))
+	}
+	if at := authTime(t, access); !at.Equal(clk.Now().Truncate(time.Second)) || !at.After(authTime(t, stolen)) {
+		t.Fatalf("auth_time %v; want now, %v", at, clk.Now())
+	}
+	if amr := pkAMR(t, access); !slices.Equal(amr, []string{"pwd", "mfa"}) {
+		t.Fatalf("amr %v; want [pwd mfa]", amr)
+	}
+	in.must(t, 200, "GET", api+"/me", access, nil)
+	if codes := tfStrings(in.must(t, 200, "POST", api+"/2fa/backup-codes/regenerate", access, nil).body["backup_codes"]); len(codes) != 10 {
+		t.Fatalf("backup codes after re-authenticating: %v", codes)
+	}
+	in.must(t, 200, "DELETE", api+"/sessions", access, nil)
+	// A refresh keeps the new auth_time.
+	refreshed := in.must(t, 200, "POST", api+"/refresh", "", map[string]any{"refresh_token": fresh.str("refresh_token")})
+	if at := authTime(t, refreshed.str("access_token")); !at.Equal(authTime(t, access)) {
+		t.Fatalf("auth_time after a refresh %v; want %v", at, authTime(t, access))
+	}
 }
