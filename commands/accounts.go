@@ -25,6 +25,9 @@ const (
 	PurposeVerify = "verify"
 	PurposeLogin  = "login"
 	PurposeReset  = "reset"
+	// PurposeReauthenticate is a code that proves a signed-in user again
+	// (POST /reauthenticate/code).
+	PurposeReauthenticate = "reauthenticate"
 )
 
 // Accounts signs accounts up and in with a password or an emailed code, and

@@ -181,3 +181,35 @@ func TestReauthenticateWrongAnswersAndSecondFactor(t *testing.T) {
 		t.Fatalf("a backup code used twice: %v; want ErrInvalidCode", err)
 	}
 }
+
+// A user re-authenticates with a code mailed to their address: used once,
+// and a wrong one is refused.
+func TestReauthenticateWithAnEmailedCode(t *testing.T) {
+	t.Parallel()
+	a := newApp(t)
+	ctx := t.Context()
+	const email = "reauth-code@example.com"
+	login := a.signUp(t, email, "correct horse battery")
+	caller := a.claims(t, login.AccessToken)
+	if err := a.SendReauthCode(ctx, caller, request); err != nil {
+		t.Fatal(err)
+	}
+	code := a.nextCode(t, email)
+	wrong := "000000"
+	if code == wrong {
+		wrong = "111111"
+	}
+	if _, err := a.Reauthenticate(ctx, caller, ReauthInput{EmailCode: wrong}, request); !errors.Is(err, ErrInvalidCode) {
+		t.Fatalf("a wrong code: %v; want ErrInvalidCode", err)
+	}
+	fresh, err := a.Reauthenticate(ctx, caller, ReauthInput{EmailCode: code}, request)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := a.claims(t, fresh.AccessToken); fresh.SessionID != login.SessionID || !slices.Equal(c.AMR, []string{"otp"}) {
+		t.Fatalf("session %s amr %v; want %s [otp]", fresh.SessionID, c.AMR, login.SessionID)
+	}
+	if _, err := a.Reauthenticate(ctx, caller, ReauthInput{EmailCode: code}, request); !errors.Is(err, ErrInvalidCode) {
+		t.Fatalf("the code again: %v; want ErrInvalidCode", err)
+	}
+}

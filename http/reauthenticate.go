@@ -16,7 +16,16 @@ import (
 // many stolen tokens; the account's own slow-down is the commands'.
 func (a *Accounts) reauthRoutes(r fiber.Router) {
 	limitReauth := ratelimit.Limit{Requests: 10, Window: time.Minute}
+	limitCodeSend := ratelimit.Limit{Requests: 5, Window: time.Minute}
 	r.Post("/reauthenticate", a.authenticate, a.limit("reauthenticate", limitReauth), a.reauthenticate)
+	r.Post("/reauthenticate/code", a.authenticate, a.limit("reauthenticate_code", limitCodeSend), a.sendReauthCode)
+}
+
+func (a *Accounts) sendReauthCode(c *fiber.Ctx) error {
+	if err := a.App.SendReauthCode(c.UserContext(), claimsOf(c), a.request(c)); err != nil {
+		return err
+	}
+	return c.Status(fiber.StatusAccepted).JSON(fiber.Map{"status": "sent"})
 }
 
 func (a *Accounts) reauthenticate(c *fiber.Ctx) error {

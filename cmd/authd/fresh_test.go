@@ -197,3 +197,32 @@ func TestAStolenTokenAloneCannotTakeTheAccountOver(t *testing.T) {
 		t.Fatalf("auth_time after a refresh %v; want %v", at, authTime(t, access))
 	}
 }
+
+// A code mailed to the user's address (the way back for a user without a
+// password) re-authenticates once; asking for it changes no freshness.
+func TestReauthenticateWithAnEmailedCodeOverHTTP(t *testing.T) {
+	t.Parallel()
+	c, in, clk := freshInstance(t)
+	run := strings.ToLower(uuid.NewString()[:8])
+	email := "reauth-code-" + run + "@example.com"
+	signup := c.signupVerified(t, in, email, "correct horse battery", nil)
+	stale := signup.str("access_token")
+	clk.Advance(staleBy)
+
+	seen := len(mailsTo(t, c, email))
+	if r := in.must(t, 202, "POST", api+"/reauthenticate/code", stale, nil); r.str("status") != "sent" {
+		t.Fatalf("send = %s", r.raw)
+	}
+	code := c.nextCode(t, email, seen)
+	if r := in.call(t, "POST", api+"/2fa/setup", stale, nil); r.status != 403 {
+		t.Fatalf("a mailed code alone made the token fresh: %d %s", r.status, r.raw)
+	}
+	fresh := in.must(t, 200, "POST", api+"/reauthenticate", stale, map[string]any{"email_code": code})
+	if fresh.str("session_id") != signup.str("session_id") || !slices.Equal(pkAMR(t, fresh.str("access_token")), []string{"otp"}) {
+		t.Fatalf("re-authentication with a mailed code = %s", fresh.raw)
+	}
+	in.must(t, 200, "POST", api+"/2fa/setup", fresh.str("access_token"), nil)
+	if r := in.call(t, "POST", api+"/reauthenticate", stale, map[string]any{"email_code": code}); r.status != 400 || r.errCode() != "invalid_code" {
+		t.Fatalf("the code again = %d %s; want 400 invalid_code", r.status, r.raw)
+	}
+}
