@@ -44,6 +44,8 @@ type Accounts struct {
 	twoFactor *TwoFactor
 	// sessions lists and revokes the sessions a reset ends.
 	sessions *Sessions
+	// passkeys checks a passkey that re-authenticates the caller.
+	passkeys *Passkeys
 }
 
 // RegisterInput is POST /register's body.

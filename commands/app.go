@@ -167,16 +167,17 @@ func New(d Deps) *App {
 	}
 	twoFactor := &TwoFactor{guard: g, challenges: d.TwoFactor.Challenges, backupCodeKey: d.TwoFactor.BackupCodeKey,
 		issuer: issuer, sessions: sessions}
+	passkeys := &Passkeys{core: c, webAuthn: d.Passkeys.WebAuthn, ceremonies: d.Passkeys.Ceremonies,
+		ceremonyTTL: d.Passkeys.CeremonyTTL, sessions: sessions}
 	return &App{
 		core: c,
 		Accounts: &Accounts{guard: g, hasher: d.Hasher, codes: d.Codes, mail: d.Mail, limits: d.Limits,
-			mails: d.Mails, revoked: d.Revoked, twoFactor: twoFactor, sessions: sessions},
+			mails: d.Mails, revoked: d.Revoked, twoFactor: twoFactor, sessions: sessions, passkeys: passkeys},
 		Sessions:  sessions,
 		TwoFactor: twoFactor,
-		Passkeys: &Passkeys{core: c, webAuthn: d.Passkeys.WebAuthn, ceremonies: d.Passkeys.Ceremonies,
-			ceremonyTTL: d.Passkeys.CeremonyTTL, sessions: sessions},
-		Google:  &Google{core: c, cfg: d.Google, twoFactor: twoFactor},
-		Signups: &Signups{core: c},
+		Passkeys:  passkeys,
+		Google:    &Google{core: c, cfg: d.Google, twoFactor: twoFactor},
+		Signups:   &Signups{core: c},
 	}
 }
 

@@ -38,6 +38,11 @@ func (a *Accounts) Reauthenticate(ctx context.Context, caller tokens.Claims, in 
 	if n := countSet(in.Password != "", in.EmailCode != "", len(in.Credential) > 0); n != 1 {
 		return Tokens{}, &ValidationError{Field: "password", Message: "exactly one of password, email_code or credential is required"}
 	}
+	if len(in.Credential) > 0 {
+		// A passkey with user verification is two factors in itself: no
+		// code is asked for, whether two-factor is on or not.
+		return a.passkeys.reauthenticateWithPasskey(ctx, caller, in.Credential, r)
+	}
 	u, tf, err := a.loadAccount(ctx, caller.UserID)
 	if errors.Is(err, ErrNotFound) {
 		return Tokens{}, ErrSessionEnded
@@ -45,9 +50,7 @@ func (a *Accounts) Reauthenticate(ctx context.Context, caller tokens.Claims, in 
 	if err != nil {
 		return Tokens{}, err
 	}
-	// A passkey is a second factor in itself (user verification); any other
-	// proof is only the first when two-factor is on.
-	needCode := tf.Enabled && len(in.Credential) == 0
+	needCode := tf.Enabled
 	var code domain.Code
 	if needCode {
 		if in.Code == "" {
@@ -57,15 +60,11 @@ func (a *Accounts) Reauthenticate(ctx context.Context, caller tokens.Claims, in 
 			return Tokens{}, ErrInvalidCode
 		}
 	}
-	var amr []string
-	switch {
-	case in.Password != "":
-		amr, err = []string{"pwd"}, a.checkPassword(ctx, u, in.Password, r)
-	case in.EmailCode != "":
-		amr, err = []string{"otp"}, a.checkEmailCode(ctx, u, in.EmailCode, r)
-	default:
-		err = &ValidationError{Field: "credential", Message: "passkeys are not taken yet"}
+	amr, proof, check := []string{"pwd"}, in.Password, a.checkPassword
+	if in.EmailCode != "" {
+		amr, proof, check = []string{"otp"}, in.EmailCode, a.checkEmailCode
 	}
+	err = check(ctx, u, proof, r)
 	if err != nil {
 		return Tokens{}, err
 	}

@@ -35,6 +35,7 @@ func (a *Accounts) passkeyRoutes(r fiber.Router) {
 	r.Post("/passkey/register/verify", a.authenticate, a.fresh, a.passkeyRegisterVerify)
 	r.Post("/passkey/login/options", a.limit("passkey_login_options", limitOptions), a.passkeyLoginOptions)
 	r.Post("/passkey/login/verify", a.limit("passkey_login", limitLogin), a.passkeyLoginVerify)
+	r.Post("/passkey/reauthenticate/options", a.authenticate, a.limit("passkey_reauth_options", limitOptions), a.passkeyReauthOptions)
 	r.Patch("/passkey/:passkey_id", a.authenticate, a.renamePasskey)
 	r.Delete("/passkey/:passkey_id", a.authenticate, a.fresh, a.removePasskey)
 	r.Get(PasskeyDemoPath, servePasskeyDemo)
@@ -116,6 +117,15 @@ func (a *Accounts) passkeyRegisterVerify(c *fiber.Ctx) error {
 
 func (a *Accounts) passkeyLoginOptions(c *fiber.Ctx) error {
 	assertion, err := a.App.PasskeyLoginOptions(c.UserContext())
+	if err != nil {
+		return err
+	}
+	c.Set(fiber.HeaderCacheControl, "no-store")
+	return c.JSON(fiber.Map{"publicKey": assertion.Response})
+}
+
+func (a *Accounts) passkeyReauthOptions(c *fiber.Ctx) error {
+	assertion, err := a.App.PasskeyReauthOptions(c.UserContext(), claimsOf(c))
 	if err != nil {
 		return err
 	}

@@ -7,6 +7,7 @@ package main
 // the real clock its signature is checked against.
 
 import (
+	"encoding/base64"
 	"encoding/json"
 	"slices"
 	"strings"
@@ -224,5 +225,75 @@ func TestReauthenticateWithAnEmailedCodeOverHTTP(t *testing.T) {
 	in.must(t, 200, "POST", api+"/2fa/setup", fresh.str("access_token"), nil)
 	if r := in.call(t, "POST", api+"/reauthenticate", stale, map[string]any{"email_code": code}); r.status != 400 || r.errCode() != "invalid_code" {
 		t.Fatalf("the code again = %d %s; want 400 invalid_code", r.status, r.raw)
+	}
+}
+
+// A passkey of the user, with user verification, re-authenticates with no
+// second factor asked for even with two-factor on; its ceremony is the
+// user's own: a sign-in's ceremony does not re-authenticate, nor does a
+// re-authentication's sign in.
+func TestReauthenticateWithAPasskey(t *testing.T) {
+	t.Parallel()
+	c, in, clk := freshInstance(t)
+	run := strings.ToLower(uuid.NewString()[:8])
+	email := "reauth-passkey-" + run + "@example.com"
+	signup := c.signupVerified(t, in, email, "correct horse battery", nil)
+	stale := signup.str("access_token")
+	if r := in.call(t, "POST", api+"/passkey/reauthenticate/options", stale, nil); r.status != 404 || r.errCode() != "not_found" {
+		t.Fatalf("options with no passkey = %d %s; want 404 not_found", r.status, r.raw)
+	}
+	auth := &softauthn.Authenticator{AAGUID: uuid.New()}
+	if r, _ := pkRegister(t, in, stale, auth, "key"); r.status != 201 {
+		t.Fatalf("register = %d %s", r.status, r.raw)
+	}
+	secret := in.must(t, 200, "POST", api+"/2fa/setup", stale, nil).str("secret")
+	in.must(t, 200, "POST", api+"/2fa/enable", stale, map[string]any{"code": totpAt(t, clk, secret)})
+	clk.Advance(staleBy)
+
+	opts := in.must(t, 200, "POST", api+"/passkey/reauthenticate/options", stale, nil)
+	var o struct {
+		PublicKey struct {
+			UserVerification string           `json:"userVerification"`
+			Allow            []map[string]any `json:"allowCredentials"`
+		} `json:"publicKey"`
+	}
+	if err := json.Unmarshal([]byte(opts.raw), &o); err != nil || o.PublicKey.UserVerification != "required" || len(o.PublicKey.Allow) != 1 ||
+		o.PublicKey.Allow[0]["id"] != base64.RawURLEncoding.EncodeToString(auth.Credentials()[0].ID) {
+		t.Fatalf("reauthenticate options %s (%v); want UV required and the one passkey allowed", opts.raw, err)
+	}
+
+	// A sign-in's ceremony is not the user's: it cannot re-authenticate.
+	login, err := auth.Login(pkLoginOptions(t, in), pkClient, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := in.call(t, "POST", api+"/reauthenticate", stale, map[string]any{"credential": login}); r.status != 401 || r.errCode() != "invalid_challenge" {
+		t.Fatalf("a sign-in's assertion at /reauthenticate = %d %s; want 401 invalid_challenge", r.status, r.raw)
+	}
+	// Nor a re-authentication's sign in.
+	assertion, err := auth.Login([]byte(opts.raw), pkClient, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := pkLoginWith(t, in, assertion); r.status != 401 || r.errCode() != "invalid_challenge" {
+		t.Fatalf("a re-authentication's assertion at /passkey/login/verify = %d %s; want 401 invalid_challenge", r.status, r.raw)
+	}
+
+	opts = in.must(t, 200, "POST", api+"/passkey/reauthenticate/options", stale, nil)
+	if assertion, err = auth.Login([]byte(opts.raw), pkClient, nil); err != nil {
+		t.Fatal(err)
+	}
+	fresh := in.must(t, 200, "POST", api+"/reauthenticate", stale, map[string]any{"credential": assertion})
+	access := fresh.str("access_token")
+	if fresh.str("session_id") != signup.str("session_id") || !authTime(t, access).Equal(clk.Now().Truncate(time.Second)) {
+		t.Fatalf("passkey re-authentication = %s; want session %s, auth_time now", fresh.raw, signup.str("session_id"))
+	}
+	if amr := pkAMR(t, access); !slices.Equal(amr, []string{"hwk", "user"}) {
+		t.Fatalf("amr %v; want a device-bound passkey's [hwk user]", amr)
+	}
+	in.must(t, 200, "POST", api+"/2fa/backup-codes/regenerate", access, nil)
+	// The ceremony was used up.
+	if r := in.call(t, "POST", api+"/reauthenticate", stale, map[string]any{"credential": assertion}); r.status != 401 || r.errCode() != "invalid_challenge" {
+		t.Fatalf("the assertion again = %d %s; want 401 invalid_challenge", r.status, r.raw)
 	}
 }
