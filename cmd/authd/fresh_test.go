@@ -9,6 +9,7 @@ package main
 import (
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -188,6 +189,11 @@ func TestAStolenTokenAloneCannotTakeTheAccountOver(t *testing.T) {
 		t.Fatalf("amr %v; want [pwd mfa]", amr)
 	}
 	in.must(t, 200, "GET", api+"/me", access, nil)
+	// The user's history lists the re-authentication with its proof.
+	if events, _ := activityOf(t, in, access, ""); len(events) == 0 || events[0]["type"] != "Reauthenticated" ||
+		fmt.Sprint(events[0]["method"]) != "[pwd mfa]" || events[0]["session_id"] != signup.str("session_id") {
+		t.Fatalf("activity %v; want the re-authentication first, method [pwd mfa], in the session", events)
+	}
 	if codes := tfStrings(in.must(t, 200, "POST", api+"/2fa/backup-codes/regenerate", access, nil).body["backup_codes"]); len(codes) != 10 {
 		t.Fatalf("backup codes after re-authenticating: %v", codes)
 	}
