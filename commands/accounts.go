@@ -25,6 +25,9 @@ const (
 	PurposeVerify = "verify"
 	PurposeLogin  = "login"
 	PurposeReset  = "reset"
+	// PurposeReauthenticate is a code that proves a signed-in user again
+	// (POST /reauthenticate/code).
+	PurposeReauthenticate = "reauthenticate"
 )
 
 // Accounts signs accounts up and in with a password or an emailed code, and
@@ -41,6 +44,8 @@ type Accounts struct {
 	twoFactor *TwoFactor
 	// sessions lists and revokes the sessions a reset ends.
 	sessions *Sessions
+	// passkeys checks a passkey that re-authenticates the caller.
+	passkeys *Passkeys
 }
 
 // RegisterInput is POST /register's body.

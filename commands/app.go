@@ -104,6 +104,9 @@ type Deps struct {
 	// RefreshTTL is how long a refresh token lives (AUTHD_REFRESH_TOKEN_TTL):
 	// also how long a session without a refresh stays listed as active.
 	RefreshTTL time.Duration
+	// ReauthMaxAge is how old a token's auth_time may be for a sensitive
+	// change (AUTHD_REAUTH_MAX_AGE).
+	ReauthMaxAge time.Duration
 	// WaitTimeout bounds how long a write waits for read-your-writes.
 	WaitTimeout time.Duration
 	// Product names the service in authenticator apps (AUTHD_PRODUCT_NAME).
@@ -157,23 +160,24 @@ func New(d Deps) *App {
 		jobs: make(chan func(context.Context), backgroundQueue)}
 	g := &guard{core: c, throttle: d.Throttle}
 	sessions := &Sessions{core: c, keys: d.Keys, revoked: d.Revoked, reads: d.SessionReads,
-		rules: domain.RefreshRules{TTL: d.RefreshTTL, Grace: d.RefreshGrace}, cache: cache}
+		rules: domain.RefreshRules{TTL: d.RefreshTTL, Grace: d.RefreshGrace}, reauthMaxAge: d.ReauthMaxAge, cache: cache}
 	issuer := d.TwoFactor.Issuer
 	if issuer == "" {
 		issuer = d.Product
 	}
 	twoFactor := &TwoFactor{guard: g, challenges: d.TwoFactor.Challenges, backupCodeKey: d.TwoFactor.BackupCodeKey,
 		issuer: issuer, sessions: sessions}
+	passkeys := &Passkeys{core: c, webAuthn: d.Passkeys.WebAuthn, ceremonies: d.Passkeys.Ceremonies,
+		ceremonyTTL: d.Passkeys.CeremonyTTL, sessions: sessions}
 	return &App{
 		core: c,
 		Accounts: &Accounts{guard: g, hasher: d.Hasher, codes: d.Codes, mail: d.Mail, limits: d.Limits,
-			mails: d.Mails, revoked: d.Revoked, twoFactor: twoFactor, sessions: sessions},
+			mails: d.Mails, revoked: d.Revoked, twoFactor: twoFactor, sessions: sessions, passkeys: passkeys},
 		Sessions:  sessions,
 		TwoFactor: twoFactor,
-		Passkeys: &Passkeys{core: c, webAuthn: d.Passkeys.WebAuthn, ceremonies: d.Passkeys.Ceremonies,
-			ceremonyTTL: d.Passkeys.CeremonyTTL, sessions: sessions},
-		Google:  &Google{core: c, cfg: d.Google, twoFactor: twoFactor},
-		Signups: &Signups{core: c},
+		Passkeys:  passkeys,
+		Google:    &Google{core: c, cfg: d.Google, twoFactor: twoFactor},
+		Signups:   &Signups{core: c},
 	}
 }
 
@@ -200,7 +204,10 @@ var (
 	ErrInvalidCode         = errors.New("invalid or expired code")
 	ErrInvalidRefreshToken = errors.New("invalid refresh token")
 	ErrNotFound            = errors.New("not found")
-	ErrConflict            = errors.New("conflict")
+	// ErrReauthenticationRequired refuses a sensitive change to a caller
+	// whose proof of who they are is too old, or missing (RequireFresh).
+	ErrReauthenticationRequired = errors.New("reauthentication required")
+	ErrConflict                 = errors.New("conflict")
 	// ErrBusy refuses a request for now, to be retried shortly.
 	ErrBusy = errors.New("every password-hashing slot is taken")
 )

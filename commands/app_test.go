@@ -197,6 +197,7 @@ func newApp(t *testing.T, opts ...appOption) *testApp {
 		Now:          o.now,
 		RefreshGrace: o.grace,
 		RefreshTTL:   config.DefaultRefreshTokenTTL,
+		ReauthMaxAge: config.DefaultReauthMaxAge,
 		// A loaded machine can take longer than the default to project;
 		// the tests read right after writing and must see their writes.
 		WaitTimeout: 15 * time.Second,

@@ -380,7 +380,7 @@ func (a *Passkeys) PasskeyLoginOptions(ctx context.Context) (*protocol.Credentia
 // must agree with the user handle. A passkey is a complete sign-in: there is
 // no second-factor challenge.
 func (a *Passkeys) PasskeyLogin(ctx context.Context, credential []byte, r Request) (Tokens, error) {
-	as, err := a.takeAssertion(ctx, credential)
+	as, err := a.takeAssertion(ctx, credential, uuid.Nil)
 	if err != nil {
 		return Tokens{}, err
 	}
@@ -403,8 +403,9 @@ type assertion struct {
 }
 
 // takeAssertion parses a sign-in's credential and uses up the ceremony its
-// challenge names.
-func (a *Passkeys) takeAssertion(ctx context.Context, credential []byte) (assertion, error) {
+// challenge names, which must be user's (uuid.Nil: a discoverable sign-in's,
+// whose user is not known until the credential comes back).
+func (a *Passkeys) takeAssertion(ctx context.Context, credential []byte, user uuid.UUID) (assertion, error) {
 	rp, err := a.passkeyRP()
 	if err != nil {
 		return assertion{}, err
@@ -416,7 +417,7 @@ func (a *Passkeys) takeAssertion(ctx context.Context, credential []byte) (assert
 	if err != nil {
 		return assertion{}, passkeyCredentialError("is not a valid authentication credential: " + describeWebAuthnError(err))
 	}
-	session, ok, err := a.takePasskeyCeremony(ctx, ceremony.Login, parsed.Response.CollectedClientData.Challenge, uuid.Nil)
+	session, ok, err := a.takePasskeyCeremony(ctx, ceremony.Login, parsed.Response.CollectedClientData.Challenge, user)
 	if err != nil {
 		return assertion{}, err
 	}
@@ -474,9 +475,16 @@ func (a *Passkeys) verifyAssertion(ctx context.Context, as assertion, userID uui
 	if k == nil || !acc.user.Exists() || !acc.user.EmailVerified {
 		return verifiedAssertion{}, a.refuse(r, "credential not on the account", "user_id", userID)
 	}
-	user := passkeyUser{user: acc.user, creds: []webauthn.Credential{toWebAuthnCredential(k)}}
-	handler := func(rawID, userHandle []byte) (webauthn.User, error) { return user, nil }
-	_, verified, err := as.rp.ValidatePasskeyLogin(handler, *as.session, as.parsed)
+	var verified *webauthn.Credential
+	if len(as.session.UserID) == 0 {
+		user := passkeyUser{user: acc.user, creds: []webauthn.Credential{toWebAuthnCredential(k)}}
+		handler := func(rawID, userHandle []byte) (webauthn.User, error) { return user, nil }
+		_, verified, err = as.rp.ValidatePasskeyLogin(handler, *as.session, as.parsed)
+	} else {
+		// A re-authentication: the ceremony named the user and allowed each
+		// of their passkeys, which the library checks they still own.
+		verified, err = as.rp.ValidateLogin(passkeyUser{user: acc.user, creds: webAuthnCredentials(acc.passkeys)}, *as.session, as.parsed)
+	}
 	if err != nil {
 		return verifiedAssertion{}, a.refuse(r, describeWebAuthnError(err), "user_id", userID, "passkey_id", k.ID)
 	}
@@ -492,9 +500,21 @@ func (a *Passkeys) verifyAssertion(ctx context.Context, as assertion, userID uui
 // signInWithPasskey records the passkey's use, on the account as it is now,
 // and opens a session.
 func (a *Passkeys) signInWithPasskey(ctx context.Context, v verifiedAssertion, r Request) (Tokens, error) {
-	acc, err := a.loadPasskeyAccount(ctx, v.user)
+	c, u, err := a.usePasskey(ctx, v, r)
 	if err != nil {
 		return Tokens{}, err
+	}
+	return a.sessions.openSession(ctx, c, u, v.amr, r)
+}
+
+// usePasskey records a verified assertion's use of its passkey (sign count,
+// flags), on the account as it is now, in a change for the caller to finish.
+// A sign count that went back refuses the assertion: the authenticator may
+// have been cloned.
+func (a *Passkeys) usePasskey(ctx context.Context, v verifiedAssertion, r Request) (*change, *domain.User, error) {
+	acc, err := a.loadPasskeyAccount(ctx, v.user)
+	if err != nil {
+		return nil, nil, err
 	}
 	u := acc.user
 	data := v.parsed.Response.AuthenticatorData
@@ -507,19 +527,82 @@ func (a *Passkeys) signInWithPasskey(ctx context.Context, v verifiedAssertion, r
 		a.log.Warn("passkey sign-in refused: the sign count did not increase; possible cloned authenticator",
 			"user_id", u.ID, "passkey_id", v.passkey, "stored_sign_count", stored,
 			"reported_sign_count", data.Counter, "ip", r.IP, "request_id", r.RequestID)
-		return Tokens{}, ErrPasskeyRejected
+		return nil, nil, ErrPasskeyRejected
 	}
 	if errors.Is(err, domain.ErrPasskeyNotFound) {
-		return Tokens{}, a.refuse(r, "passkey removed meanwhile", "user_id", v.user, "passkey_id", v.passkey)
+		return nil, nil, a.refuse(r, "passkey removed meanwhile", "user_id", v.user, "passkey_id", v.passkey)
 	}
 	if err != nil {
-		return Tokens{}, err
+		return nil, nil, err
 	}
 	c := a.newChange(r)
 	if err := c.record(acc, domain.UserStream(u.ID), u.TenantID, u.ID, events...); err != nil {
+		return nil, nil, err
+	}
+	return c, u, nil
+}
+
+// webAuthnCredentials are the user's passkeys as go-webauthn sees them.
+func webAuthnCredentials(keys *domain.UserPasskeys) []webauthn.Credential {
+	creds := make([]webauthn.Credential, len(keys.Passkeys))
+	for i := range keys.Passkeys {
+		creds[i] = toWebAuthnCredential(&keys.Passkeys[i])
+	}
+	return creds
+}
+
+// PasskeyReauthOptions starts a passkey re-authentication of the caller
+// (API.md: POST /passkey/reauthenticate/options): their passkeys allowed,
+// user verification required, and the ceremony bound to them, so that only
+// an assertion at their own POST /reauthenticate can use it. A user with no
+// passkey has nothing to start: ErrNotFound.
+func (a *Passkeys) PasskeyReauthOptions(ctx context.Context, caller tokens.Claims) (*protocol.CredentialAssertion, error) {
+	rp, err := a.passkeyRP()
+	if err != nil {
+		return nil, err
+	}
+	acc, err := a.loadPasskeyAccount(ctx, caller.UserID)
+	if err != nil {
+		return nil, err
+	}
+	if !acc.user.Exists() {
+		return nil, ErrSessionEnded
+	}
+	if len(acc.passkeys.Passkeys) == 0 {
+		return nil, ErrNotFound
+	}
+	ttl := a.passkeyCeremonyTTL()
+	assertion, session, err := rp.BeginLogin(passkeyUser{user: acc.user, creds: webAuthnCredentials(acc.passkeys)},
+		webauthn.WithUserVerification(protocol.VerificationRequired))
+	if err != nil {
+		return nil, fmt.Errorf("begin passkey re-authentication: %w", err)
+	}
+	assertion.Response.Timeout = int(ttl / time.Millisecond)
+	if err := a.putPasskeyCeremony(ctx, ceremony.Login, caller.UserID, session, ttl); err != nil {
+		return nil, err
+	}
+	return assertion, nil
+}
+
+// reauthenticateWithPasskey verifies credential as an assertion of one of
+// the caller's passkeys, in a ceremony of theirs (PasskeyReauthOptions),
+// and makes the session fresh in the commit that records the passkey's use.
+func (a *Passkeys) reauthenticateWithPasskey(ctx context.Context, caller tokens.Claims, credential []byte, r Request) (Tokens, error) {
+	as, err := a.takeAssertion(ctx, credential, caller.UserID)
+	if err != nil {
 		return Tokens{}, err
 	}
-	return a.sessions.openSession(ctx, c, u, v.amr, r)
+	v, err := a.verifyAssertion(ctx, as, caller.UserID, r)
+	if err != nil {
+		return Tokens{}, err
+	}
+	return retry(ctx, func() (Tokens, error) {
+		c, _, err := a.usePasskey(ctx, v, r)
+		if err != nil {
+			return Tokens{}, err
+		}
+		return a.sessions.reauthenticate(ctx, c, caller, v.amr, r)
+	})
 }
 
 // RenamePasskey renames one of the caller's passkeys; someone else's is not

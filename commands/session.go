@@ -26,6 +26,8 @@ type Sessions struct {
 	reads   SessionReads
 	// rules are the refresh tokens' lifetimes.
 	rules domain.RefreshRules
+	// reauthMaxAge is how old auth_time may be for RequireFresh.
+	reauthMaxAge time.Duration
 	// cache holds the state of recently refreshed sessions, so that a
 	// rotation, the commonest write there is, need not read its stream
 	// first. Its append names the version the state was at, so a state that
@@ -54,9 +56,10 @@ func (a *Sessions) startSession(c *change, u *domain.User, amr []string, r Reque
 }
 
 // issue signs the access token and derives the refresh token of a session at
-// its current refresh generation.
-func (a *Sessions) issue(session, user, tenant uuid.UUID, amr []string, generation uint64) (Tokens, error) {
-	access, err := a.keys.Issue(tokens.Claims{UserID: user, TenantID: tenant, SessionID: session, AMR: amr, IssuedAt: a.now()})
+// its current refresh generation; authTime is when the user last proved who
+// they are in it (the token's auth_time).
+func (a *Sessions) issue(session, user, tenant uuid.UUID, amr []string, authTime time.Time, generation uint64) (Tokens, error) {
+	access, err := a.keys.Issue(tokens.Claims{UserID: user, TenantID: tenant, SessionID: session, AMR: amr, AuthTime: authTime, IssuedAt: a.now()})
 	if err != nil {
 		return Tokens{}, err
 	}
@@ -118,7 +121,19 @@ func (a *Sessions) openSession(ctx context.Context, c *change, u *domain.User, a
 		return Tokens{}, err
 	}
 	a.waitFor(ctx, committed, append([]projections.Projection{projections.Users{}, projections.Sessions{}}, waitAlso...)...)
-	return a.issue(id, u.ID, u.TenantID, amr, 0)
+	return a.issue(id, u.ID, u.TenantID, amr, c.at, 0) // a sign-in is the proof
+}
+
+// RequireFresh admits a sensitive change only from a caller who proved who
+// they are (a sign-in or a re-authentication) within the configured max age,
+// so that a stolen access token alone cannot take the account over (API.md:
+// "Fresh" endpoints). A token without auth_time, issued before authd put it
+// in, is not fresh. ErrReauthenticationRequired otherwise.
+func (a *Sessions) RequireFresh(caller tokens.Claims) error {
+	if caller.AuthTime.IsZero() || a.now().Sub(caller.AuthTime) > a.reauthMaxAge {
+		return ErrReauthenticationRequired
+	}
+	return nil
 }
 
 // Refresh rotates a refresh token (API.md: POST /refresh).
@@ -174,7 +189,7 @@ func (a *Sessions) Refresh(ctx context.Context, refreshToken string, r Request) 
 			a.log.Warn("refresh token reused after rotation: session revoked", "session_id", id, "request_id", r.RequestID)
 			return Tokens{}, ErrInvalidRefreshToken
 		}
-		return a.issue(id, s.UserID, s.TenantID, s.AMR, s.Generation)
+		return a.issue(id, s.UserID, s.TenantID, s.AMR, s.AuthTime, s.Generation)
 	})
 }
 
@@ -215,6 +230,11 @@ func (a *Sessions) SessionFromLog(ctx context.Context, id uuid.UUID) (SessionRec
 		case *domain.SessionStarted:
 			s = SessionRecord{ID: d.SessionID, UserID: d.UserID, Client: d.Client, CreatedAt: e.OccurredAt, LastSeenAt: e.OccurredAt}
 		case *domain.SessionRefreshed:
+			s.LastSeenAt = e.OccurredAt
+			if d.IP != "" {
+				s.Client.IP = d.IP
+			}
+		case *domain.Reauthenticated:
 			s.LastSeenAt = e.OccurredAt
 			if d.IP != "" {
 				s.Client.IP = d.IP

@@ -14,6 +14,7 @@ func (SessionRefreshed) EventType() string       { return TypeSessionRefreshed }
 func (RefreshTokenReused) EventType() string     { return TypeRefreshTokenReused }
 func (SessionRevoked) EventType() string         { return TypeSessionRevoked }
 func (LoginFailed) EventType() string            { return TypeLoginFailed }
+func (Reauthenticated) EventType() string        { return TypeReauthenticated }
 func (TenantCreated) EventType() string          { return TypeTenantCreated }
 func (TotpSetupStarted) EventType() string       { return TypeTotpSetupStarted }
 func (TotpEnabled) EventType() string            { return TypeTotpEnabled }
@@ -45,6 +46,7 @@ func generatedKinds() []Kind {
 		kind[RefreshTokenReused](),
 		kind[SessionRevoked](),
 		kind[LoginFailed](),
+		kind[Reauthenticated](),
 		kind[TenantCreated](),
 		kind[TotpSetupStarted](),
 		kind[TotpEnabled](),

@@ -15,6 +15,7 @@ const (
 	TypeRefreshTokenReused = "RefreshTokenReused"
 	TypeSessionRevoked     = "SessionRevoked"
 	TypeLoginFailed        = "LoginFailed"
+	TypeReauthenticated    = "Reauthenticated"
 )
 
 // AccessTokenTTL is the longest an access token lives (tokens.MaxAccessTTL,
@@ -79,8 +80,26 @@ type LoginFailed struct {
 }
 
 // SessionRefreshed rotates the session's refresh token to a new generation.
+// After a re-authentication it carries the session's proof forward (AuthTime,
+// AMR): a session is loaded from the ends of its stream, where the
+// Reauthenticated event may no longer be (SessionStateTail). A session never
+// re-authenticated leaves both empty: its first event, always read, has them.
 type SessionRefreshed struct {
 	SessionID  uuid.UUID `json:"session_id"`
+	Generation uint64    `json:"generation"`
+	AuthTime   time.Time `json:"auth_time,omitzero"`
+	AMR        []string  `json:"amr,omitempty"`
+	Client
+}
+
+// Reauthenticated records that the session's user proved who they are again
+// (API.md: POST /reauthenticate): it moves the session's auth_time to when it
+// happened, its amr to the proof used, and rotates its refresh token as a
+// refresh does, so the pair it answers is a new one.
+type Reauthenticated struct {
+	SessionID  uuid.UUID `json:"session_id"`
+	UserID     uuid.UUID `json:"user_id"`
+	AMR        []string  `json:"amr"`
 	Generation uint64    `json:"generation"`
 	Client
 }
@@ -110,7 +129,9 @@ type SessionRevoked struct {
 
 // SessionStateTail is how many of a session stream's last events, with its
 // first, determine the session: the first (SessionStarted) gives who and how;
-// the newest SessionRefreshed gives the current generation; a SessionRevoked,
+// the newest rotation (SessionRefreshed or Reauthenticated) gives the current
+// generation, and the proof of a re-authentication (which every later
+// SessionRefreshed carries); a SessionRevoked,
 // if any, is the last event, since nothing is appended after it; and the
 // longest run appended after a rotation is RefreshTokenReused then
 // SessionRevoked. So the last three events always include the newest rotation.
@@ -125,17 +146,28 @@ type Session struct {
 	StartedAt  time.Time
 	Generation uint64    // of the current refresh token
 	RotatedAt  time.Time // when the current refresh token was issued
-	Revoked    bool
-	Version    int64
+	// AuthTime is when the user last proved who they are in this session:
+	// the sign-in, or the latest re-authentication (the tokens' auth_time).
+	AuthTime time.Time
+	// Reauthenticated says AuthTime and AMR come from a re-authentication,
+	// not from the session's start.
+	Reauthenticated bool
+	Revoked         bool
+	Version         int64
 }
 
 // Apply folds one event into the session; at is when it happened.
 func (s *Session) Apply(e Event, at time.Time) {
 	switch e := e.(type) {
 	case *SessionStarted:
-		s.ID, s.UserID, s.TenantID, s.AMR, s.StartedAt, s.RotatedAt = e.SessionID, e.UserID, e.TenantID, e.AMR, at, at
+		s.ID, s.UserID, s.TenantID, s.AMR, s.StartedAt, s.RotatedAt, s.AuthTime = e.SessionID, e.UserID, e.TenantID, e.AMR, at, at, at
 	case *SessionRefreshed:
 		s.Generation, s.RotatedAt = e.Generation, at
+		if !e.AuthTime.IsZero() {
+			s.AuthTime, s.AMR, s.Reauthenticated = e.AuthTime, e.AMR, true
+		}
+	case *Reauthenticated:
+		s.Generation, s.RotatedAt, s.AuthTime, s.AMR, s.Reauthenticated = e.Generation, at, at, e.AMR, true
 	case *SessionRevoked:
 		s.Revoked = true
 	}
@@ -168,7 +200,11 @@ func (s *Session) Refresh(generation uint64, now time.Time, rules RefreshRules, 
 	case !rules.Lives(s.RotatedAt, now) && generation == s.Generation:
 		return RefreshDecision{}, ErrRefreshInvalid
 	case generation == s.Generation:
-		return RefreshDecision{Answer: true, Events: []Event{&SessionRefreshed{SessionID: s.ID, Generation: generation + 1, Client: client}}}, nil
+		e := &SessionRefreshed{SessionID: s.ID, Generation: generation + 1, Client: client}
+		if s.Reauthenticated {
+			e.AuthTime, e.AMR = s.AuthTime, s.AMR
+		}
+		return RefreshDecision{Answer: true, Events: []Event{e}}, nil
 	case generation+1 == s.Generation && grace > 0 && !now.After(s.RotatedAt.Add(grace)):
 		return RefreshDecision{Answer: true}, nil
 	default:
@@ -177,6 +213,21 @@ func (s *Session) Refresh(generation uint64, now time.Time, rules RefreshRules, 
 			&SessionRevoked{SessionID: s.ID, UserID: s.UserID, Reason: RevokedByReuse},
 		}}, nil
 	}
+}
+
+// ErrSessionEnded is a re-authentication of a session that is revoked or
+// never started.
+var ErrSessionEnded = errors.New("session has ended")
+
+// Reauthenticate decides on a user's new proof of who they are, amr, in this
+// session: it moves auth_time to now and rotates the refresh token, so the
+// pair answered is new and the one before follows the rules of a token
+// rotated away. The proof itself is checked by the caller.
+func (s *Session) Reauthenticate(amr []string, client Client) ([]Event, error) {
+	if s.Version == 0 || s.Revoked {
+		return nil, ErrSessionEnded
+	}
+	return []Event{&Reauthenticated{SessionID: s.ID, UserID: s.UserID, AMR: amr, Generation: s.Generation + 1, Client: client}}, nil
 }
 
 // Revoke ends the session, or does nothing when it already ended.

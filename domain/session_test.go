@@ -131,3 +131,47 @@ func TestRefreshTokenLifeIsOneRule(t *testing.T) {
 		}
 	}
 }
+
+// A re-authentication moves the session's proof and rotates its token; a
+// session rebuilt from its first event and its last SessionStateTail ones
+// still has the proof after the Reauthenticated event has left the tail.
+func TestReauthenticateMovesTheProofThroughRefreshes(t *testing.T) {
+	t0 := time.Unix(1_700_000_000, 0)
+	rules := RefreshRules{TTL: week}
+	s := startedSession(t0)
+	if !s.AuthTime.Equal(t0) {
+		t.Fatalf("a new session's auth time %v, want its start %v", s.AuthTime, t0)
+	}
+	first := &SessionStarted{SessionID: s.ID, UserID: s.UserID, AMR: s.AMR}
+	events, err := s.Reauthenticate([]string{"user"}, Client{})
+	if err != nil || len(events) != 1 {
+		t.Fatalf("reauthenticate = %v, %v", events, err)
+	}
+	at := t0.Add(time.Hour)
+	s.Apply(events[0], at)
+	if !s.AuthTime.Equal(at) || s.Generation != 1 || s.AMR[0] != "user" {
+		t.Fatalf("after re-authenticating: %+v", s)
+	}
+	log := []Event{first, events[0]}
+	for i := range SessionStateTail + 1 {
+		d, err := s.Refresh(s.Generation, at.Add(time.Duration(i+1)*time.Minute), rules, Client{})
+		if err != nil || len(d.Events) != 1 {
+			t.Fatalf("refresh %d = %+v, %v", i+1, d, err)
+		}
+		s.Apply(d.Events[0], at.Add(time.Duration(i+1)*time.Minute))
+		log = append(log, d.Events[0])
+	}
+	ends := append([]Event{log[0]}, log[len(log)-SessionStateTail:]...)
+	loaded := &Session{}
+	for _, e := range ends {
+		loaded.Apply(e, t0)
+	}
+	if !loaded.AuthTime.Equal(at) || loaded.AMR[0] != "user" || loaded.Generation != s.Generation {
+		t.Fatalf("rebuilt from the ends: auth time %v amr %v generation %d; want %v [user] %d", loaded.AuthTime, loaded.AMR, loaded.Generation, at, s.Generation)
+	}
+
+	s.Apply(&SessionRevoked{}, at)
+	if _, err := s.Reauthenticate([]string{"pwd"}, Client{}); !errors.Is(err, ErrSessionEnded) {
+		t.Fatalf("a revoked session re-authenticated: %v", err)
+	}
+}

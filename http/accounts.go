@@ -65,10 +65,11 @@ func (a *Accounts) routes(r fiber.Router) {
 	r.Get("/me/activity", a.authenticate, a.activity)
 	r.Get("/sessions", a.authenticate, a.sessions)
 	r.Delete("/sessions/:session_id", a.authenticate, a.revokeSession)
-	r.Delete("/sessions", a.authenticate, a.revokeOtherSessions)
+	r.Delete("/sessions", a.authenticate, a.fresh, a.revokeOtherSessions)
 	a.twoFactorRoutes(r)
 	a.passkeyRoutes(r)
 	a.googleRoutes(r)
+	a.reauthRoutes(r)
 }
 
 // limit refuses a client past lim within the group, before the handler does
@@ -107,6 +108,18 @@ func (a *Accounts) authenticate(c *fiber.Ctx) error {
 		return errUnauthorized
 	}
 	c.Locals(claimsKey, claims)
+	return c.Next()
+}
+
+// fresh admits an authenticated request to a sensitive change only when the
+// caller proved who they are lately (commands.RequireFresh). It runs before
+// the handler reads the body, so a stale token learns nothing from the
+// answer to a bad one. Every "fresh" route of API.md has it after
+// authenticate.
+func (a *Accounts) fresh(c *fiber.Ctx) error {
+	if err := a.App.RequireFresh(claimsOf(c)); err != nil {
+		return err
+	}
 	return c.Next()
 }
 

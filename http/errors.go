@@ -99,6 +99,8 @@ var answers = []struct {
 	{commands.ErrPasskeyRejected, Error{Status: fiber.StatusUnauthorized, Code: "invalid_credentials", Message: "the passkey could not be verified"}},
 	{commands.ErrInvalidToken, Error{Status: fiber.StatusUnauthorized, Code: "invalid_token", Message: "the Google ID token is invalid, expired or not for this service"}},
 	{commands.ErrGoogleUnavailable, Error{Status: fiber.StatusServiceUnavailable, Code: "unavailable", Message: "Google's signing keys cannot be fetched; retry shortly", RetryAfter: 5}},
+	{commands.ErrSessionEnded, Error{Status: fiber.StatusUnauthorized, Code: "unauthorized", Message: "the session has ended; sign in again"}},
+	{commands.ErrReauthenticationRequired, Error{Status: fiber.StatusForbidden, Code: "reauthentication_required", Message: "prove who you are again first: POST /reauthenticate"}},
 	{commands.ErrNotFound, Error{Status: fiber.StatusNotFound, Code: "not_found", Message: "no such resource"}},
 	{commands.ErrConflict, Error{Status: fiber.StatusConflict, Code: "conflict", Message: "the resource changed meanwhile; try again"}},
 	{commands.ErrBusy, Error{Status: fiber.StatusServiceUnavailable, Code: "unavailable", Message: "too busy; retry shortly", RetryAfter: 1, Hold: busyHold}},

@@ -31,12 +31,13 @@ func (a *Accounts) passkeyRoutes(r fiber.Router) {
 	// Each options call stores a ceremony row: bounded per IP, like logins.
 	limitOptions, limitLogin, limitRegister := perMinute(30), perMinute(10), perMinute(10)
 	r.Get("/passkey/list", a.authenticate, a.listPasskeys)
-	r.Post("/passkey/register/options", a.authenticate, a.limit("passkey_register", limitRegister), a.passkeyRegisterOptions)
-	r.Post("/passkey/register/verify", a.authenticate, a.passkeyRegisterVerify)
+	r.Post("/passkey/register/options", a.authenticate, a.fresh, a.limit("passkey_register", limitRegister), a.passkeyRegisterOptions)
+	r.Post("/passkey/register/verify", a.authenticate, a.fresh, a.passkeyRegisterVerify)
 	r.Post("/passkey/login/options", a.limit("passkey_login_options", limitOptions), a.passkeyLoginOptions)
 	r.Post("/passkey/login/verify", a.limit("passkey_login", limitLogin), a.passkeyLoginVerify)
+	r.Post("/passkey/reauthenticate/options", a.authenticate, a.limit("passkey_reauth_options", limitOptions), a.passkeyReauthOptions)
 	r.Patch("/passkey/:passkey_id", a.authenticate, a.renamePasskey)
-	r.Delete("/passkey/:passkey_id", a.authenticate, a.removePasskey)
+	r.Delete("/passkey/:passkey_id", a.authenticate, a.fresh, a.removePasskey)
 	r.Get(PasskeyDemoPath, servePasskeyDemo)
 }
 
@@ -116,6 +117,15 @@ func (a *Accounts) passkeyRegisterVerify(c *fiber.Ctx) error {
 
 func (a *Accounts) passkeyLoginOptions(c *fiber.Ctx) error {
 	assertion, err := a.App.PasskeyLoginOptions(c.UserContext())
+	if err != nil {
+		return err
+	}
+	c.Set(fiber.HeaderCacheControl, "no-store")
+	return c.JSON(fiber.Map{"publicKey": assertion.Response})
+}
+
+func (a *Accounts) passkeyReauthOptions(c *fiber.Ctx) error {
+	assertion, err := a.App.PasskeyReauthOptions(c.UserContext(), claimsOf(c))
 	if err != nil {
 		return err
 	}

@@ -19,11 +19,11 @@ func (a *Accounts) twoFactorRoutes(r fiber.Router) {
 	// second-factor throttle; this keeps one address from spraying tokens.
 	limitVerify := ratelimit.Limit{Requests: 20, Window: time.Minute}
 	r.Get("/2fa/status", a.authenticate, a.twoFactorStatus)
-	r.Post("/2fa/setup", a.authenticate, a.twoFactorSetup)
+	r.Post("/2fa/setup", a.authenticate, a.fresh, a.twoFactorSetup)
 	r.Post("/2fa/enable", a.authenticate, a.twoFactorEnable)
-	r.Post("/2fa/disable", a.authenticate, a.twoFactorDisable)
+	r.Post("/2fa/disable", a.authenticate, a.fresh, a.twoFactorDisable)
 	r.Post("/2fa/verify", a.limit("2fa_verify", limitVerify), a.twoFactorVerify)
-	r.Post("/2fa/backup-codes/regenerate", a.authenticate, a.regenerateBackupCodes)
+	r.Post("/2fa/backup-codes/regenerate", a.authenticate, a.fresh, a.regenerateBackupCodes)
 }
 
 type codeBody struct {

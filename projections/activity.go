@@ -30,7 +30,7 @@ func (Activity) types() []string {
 	return []string{domain.TypeSessionStarted, domain.TypeLoginFailed, domain.TypePasswordReset,
 		domain.TypeSessionRevoked, domain.TypeRefreshTokenReused, domain.TypeTotpEnabled, domain.TypeTotpDisabled,
 		domain.TypeBackupCodesRegenerated, domain.TypePasskeyAdded, domain.TypePasskeyRemoved,
-		domain.TypeGoogleLinked, domain.TypeEmailVerified, domain.TypeCodeGuessingDetected}
+		domain.TypeGoogleLinked, domain.TypeEmailVerified, domain.TypeCodeGuessingDetected, domain.TypeReauthenticated}
 }
 
 // activityRow is one event as the read model holds it. The user is the
@@ -53,6 +53,9 @@ func activityRow(e eventstore.Event, d domain.Event) (ActivityView, uuid.UUID, e
 		UserAgent: e.Metadata.UserAgent, cursor: e.Commit}
 	switch d := d.(type) {
 	case *domain.SessionStarted:
+		v.SessionID, v.Device, v.Method = &d.SessionID, d.Device, d.AMR
+	case *domain.Reauthenticated:
+		// A proof of who the user is, as a sign-in is: with its method.
 		v.SessionID, v.Device, v.Method = &d.SessionID, d.Device, d.AMR
 	case *domain.SessionRevoked:
 		v.SessionID = &d.SessionID

@@ -58,6 +58,8 @@ func TestActivityListsWhatHappenedToTheAccount(t *testing.T) {
 		Client: domain.Client{IP: ip, UserAgent: ua, Device: device}}
 	h.appendFor(t, user, ip, ua, domain.SessionStream(session), signIn)
 	h.appendFor(t, user, ip, ua, domain.SessionStream(session), &domain.SessionRefreshed{SessionID: session, Generation: 1})
+	h.appendFor(t, user, ip, ua, domain.SessionStream(session), &domain.Reauthenticated{SessionID: session, UserID: user, AMR: []string{"pwd", "mfa"}, Generation: 2,
+		Client: domain.Client{IP: ip, UserAgent: ua, Device: device}})
 	h.appendFor(t, other, "198.51.100.1", "curl/8", domain.SessionStream(uuid.New()), &domain.SessionStarted{SessionID: uuid.New(), UserID: other, AMR: []string{"pwd"}})
 	h.appendFor(t, user, "192.0.2.9", "curl/8", domain.LoginStream(user), &domain.LoginFailed{UserID: user, Reason: "wrong_password"})
 	h.appendFor(t, user, ip, ua, domain.TwoFactorStream(user), &domain.TotpEnabled{UserID: user, BackupCodes: 10},
@@ -87,6 +89,8 @@ func TestActivityListsWhatHappenedToTheAccount(t *testing.T) {
 		switch v.Type {
 		case domain.TypeSessionStarted:
 			want.IP, want.UserAgent, want.Device, want.SessionID, want.Method = ip, ua, device, &session, []string{"pwd", "otp"}
+		case domain.TypeReauthenticated:
+			want.IP, want.UserAgent, want.Device, want.SessionID, want.Method = ip, ua, device, &session, []string{"pwd", "mfa"}
 		case domain.TypeSessionRevoked, domain.TypeRefreshTokenReused:
 			want.Device, want.SessionID = device, &session // the session's, from its sign-in
 		case domain.TypeLoginFailed, domain.TypeCodeGuessingDetected:

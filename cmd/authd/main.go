@@ -190,6 +190,7 @@ func serve(ctx context.Context, getenv func(string) string, logOut io.Writer, cp
 		Now:          opts.now,
 		RefreshGrace: cfg.RefreshReuseGrace,
 		RefreshTTL:   cfg.RefreshTokenTTL,
+		ReauthMaxAge: cfg.ReauthMaxAge,
 		WaitTimeout:  cfg.ReadYourWritesTimeout,
 		Product:      cfg.ProductName,
 		TwoFactor:    twoFactorConfig(keys[0], pool),

@@ -73,6 +73,9 @@ type Config struct {
 	MailTemplates string
 	// Notices runs the consumer that mails security notices (AUTHD_NOTICES).
 	Notices bool
+	// ReauthMaxAge is how old an access token's auth_time may be for a
+	// "fresh" endpoint (AUTHD_REAUTH_MAX_AGE).
+	ReauthMaxAge time.Duration
 }
 
 // The defaults are the ones documented in API.md.
@@ -94,6 +97,7 @@ const (
 	DefaultRefreshTokenTTL       = 7 * 24 * time.Hour
 	DefaultPendingSignupTTL      = 168 * time.Hour
 	DefaultProductName           = "authd"
+	DefaultReauthMaxAge          = 10 * time.Minute
 )
 
 // Token lifetime bounds. An access token cannot be revoked by anything but
@@ -114,6 +118,10 @@ const (
 	// MinPendingSignupTTL is an emailed code's life: a signup that expired
 	// sooner would leave its code in a mailbox with no signup behind it.
 	MinPendingSignupTTL = 10 * time.Minute
+	// MaxReauthMaxAge bounds how long a proof of who the user is lets them
+	// make sensitive changes: past a day, a stolen token would be as good as
+	// the user, which is what fresh authentication is there to prevent.
+	MaxReauthMaxAge = 24 * time.Hour
 )
 
 // reservedNATSPort is the standard NATS port; the machine's own NATS server
@@ -156,6 +164,7 @@ func Load(getenv func(string) string) (Config, error) {
 		ProductName:           l.str("AUTHD_PRODUCT_NAME", DefaultProductName),
 		MailTemplates:         l.str("AUTHD_MAIL_TEMPLATES", ""),
 		Notices:               l.onOff("AUTHD_NOTICES", true),
+		ReauthMaxAge:          l.duration("AUTHD_REAUTH_MAX_AGE", DefaultReauthMaxAge, false),
 	}
 
 	// The passkey dialog names the product as the mails do, unless told
@@ -179,6 +188,7 @@ func Load(getenv func(string) string) (Config, error) {
 	l.check("AUTHD_CORS_ORIGINS", checkCORSOrigins(c.CORSOrigins))
 	l.check("AUTHD_ACCESS_TOKEN_TTL", checkBetween(c.AccessTokenTTL, minAccessTokenTTL, tokens.MaxAccessTTL))
 	l.check("AUTHD_REFRESH_TOKEN_TTL", checkBetween(c.RefreshTokenTTL, max(minRefreshTokenTTL, c.AccessTokenTTL), maxRefreshTokenTTL))
+	l.check("AUTHD_REAUTH_MAX_AGE", checkBetween(c.ReauthMaxAge, time.Second, MaxReauthMaxAge))
 	if c.NATSReplicas > 1 && c.NATSURL == "" {
 		l.check("AUTHD_NATS_REPLICAS", fmt.Errorf("%d needs a JetStream cluster in NATS_URL: the embedded server is one node", c.NATSReplicas))
 	}
@@ -690,6 +700,7 @@ func (c Config) LogValue() slog.Value {
 		slog.String("product_name", c.ProductName),
 		slog.String("mail_templates", c.MailTemplates),
 		slog.Bool("notices", c.Notices),
+		slog.Duration("reauth_max_age", c.ReauthMaxAge),
 	)
 }
 

@@ -47,6 +47,7 @@ func TestLoadDefaults(t *testing.T) {
 		PendingSignupTTL:      168 * time.Hour,
 		ProductName:           "authd",
 		Notices:               true,
+		ReauthMaxAge:          10 * time.Minute,
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("defaults:\n got %s\nwant %s", got.fields(), want.fields())
@@ -92,6 +93,7 @@ func TestLoadValues(t *testing.T) {
 		"AUTHD_PRODUCT_NAME":             " Acme Cloud – Straße ",
 		"AUTHD_MAIL_TEMPLATES":           "/etc/authd/mails",
 		"AUTHD_NOTICES":                  "off",
+		"AUTHD_REAUTH_MAX_AGE":           "2m30s",
 	}
 	got, err := Load(env(m))
 	if err != nil {
@@ -128,6 +130,7 @@ func TestLoadValues(t *testing.T) {
 		ProductName:           "Acme Cloud – Straße",
 		MailTemplates:         "/etc/authd/mails",
 		Notices:               false,
+		ReauthMaxAge:          150 * time.Second,
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("values:\n got %s\nwant %s", got.fields(), want.fields())
@@ -236,6 +239,10 @@ func TestLoadRejects(t *testing.T) {
 		{"AUTHD_PENDING_SIGNUP_TTL", "0", "must be greater than zero"},
 		{"AUTHD_PENDING_SIGNUP_TTL", "-1h", "is negative"},
 		{"AUTHD_PENDING_SIGNUP_TTL", "5m", "5m0s is shorter than an emailed code's life (10m0s)"},
+		{"AUTHD_REAUTH_MAX_AGE", "0", "must be greater than zero"},
+		{"AUTHD_REAUTH_MAX_AGE", "-5m", "is negative"},
+		{"AUTHD_REAUTH_MAX_AGE", "500ms", "500ms is outside 1s to 24h0m0s"},
+		{"AUTHD_REAUTH_MAX_AGE", "25h", "25h0m0s is outside 1s to 24h0m0s"},
 		{"AUTHD_PRODUCT_NAME", "Acme\r\nBcc: victim@example.com", "has a line break or other unprintable character"},
 		{"AUTHD_PRODUCT_NAME", "Acme\nCloud", "has a line break or other unprintable character"},
 		{"AUTHD_PRODUCT_NAME", "Acme\tCloud", "has a line break or other unprintable character"},

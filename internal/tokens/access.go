@@ -28,15 +28,21 @@ type Claims struct {
 	IssuedAt  time.Time // iat, whole seconds on the wire
 	ExpiresAt time.Time // exp, whole seconds on the wire
 	ID        string    // jti
+	// AuthTime (auth_time, whole seconds on the wire) is when the user last
+	// proved who they are in this session: the sign-in or a
+	// re-authentication. Zero leaves the claim out; such a token is never
+	// fresh (API.md: "Fresh" endpoints).
+	AuthTime time.Time
 }
 
-// wireClaims is the JWT payload: iss, sub, tid, sid, iat, exp, jti, amr and
-// nothing else (RegisteredClaims omits its empty fields).
+// wireClaims is the JWT payload: iss, sub, tid, sid, iat, exp, jti,
+// auth_time, amr and nothing else (RegisteredClaims omits its empty fields).
 type wireClaims struct {
 	jwt.RegisteredClaims
-	TenantID  string   `json:"tid"`
-	SessionID string   `json:"sid"`
-	AMR       []string `json:"amr"`
+	TenantID  string           `json:"tid"`
+	SessionID string           `json:"sid"`
+	AuthTime  *jwt.NumericDate `json:"auth_time,omitempty"`
+	AMR       []string         `json:"amr"`
 }
 
 // Issue signs an access token with the signing key active at the clock's now.
@@ -66,6 +72,13 @@ func (k *Keyring) Issue(c Claims) (token string, err error) {
 	if amr == nil {
 		amr = []string{} // "amr":[] rather than null, for strict clients
 	}
+	if c.AuthTime.After(c.IssuedAt) {
+		return "", errors.New("tokens: issue: auth_time is after iat")
+	}
+	var authTime *jwt.NumericDate
+	if !c.AuthTime.IsZero() {
+		authTime = jwt.NewNumericDate(c.AuthTime)
+	}
 	s := k.keys.Load().signer(k.now())
 	t := jwt.NewWithClaims(jwt.SigningMethodEdDSA, wireClaims{
 		RegisteredClaims: jwt.RegisteredClaims{
@@ -77,6 +90,7 @@ func (k *Keyring) Issue(c Claims) (token string, err error) {
 		},
 		TenantID:  c.TenantID.String(),
 		SessionID: c.SessionID.String(),
+		AuthTime:  authTime,
 		AMR:       amr,
 	})
 	t.Header["kid"] = s.kid
@@ -201,6 +215,15 @@ func (wc *wireClaims) claims() (Claims, error) {
 	if wc.IssuedAt == nil || wc.ID == "" {
 		return Claims{}, fmt.Errorf("%w: missing iat or jti", ErrInvalidToken)
 	}
+	var authTime time.Time
+	if wc.AuthTime != nil {
+		// Issue never signs a proof later than the token: one would be a
+		// token made elsewhere, claiming a freshness it never had.
+		if wc.AuthTime.After(wc.IssuedAt.Time) {
+			return Claims{}, fmt.Errorf("%w: auth_time is after iat", ErrInvalidToken)
+		}
+		authTime = wc.AuthTime.Time
+	}
 	return Claims{
 		UserID:    user,
 		TenantID:  tenant,
@@ -209,6 +232,7 @@ func (wc *wireClaims) claims() (Claims, error) {
 		IssuedAt:  wc.IssuedAt.Time,
 		ExpiresAt: wc.ExpiresAt.Time,
 		ID:        wc.ID,
+		AuthTime:  authTime,
 	}, nil
 }
 

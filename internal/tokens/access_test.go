@@ -471,3 +471,41 @@ func TestAccessTTLIsConfigurable(t *testing.T) {
 		}
 	}
 }
+
+func TestAuthTime(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	ctx := context.Background()
+	now := f.clock.Now()
+	c := testClaims()
+	c.AuthTime = now.Add(-time.Hour)
+	token, err := f.k.Issue(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var payload map[string]any
+	decodeSegment(t, strings.Split(token, ".")[1], &payload)
+	if at, ok := payload["auth_time"].(float64); !ok || int64(at) != c.AuthTime.Unix() {
+		t.Fatalf("auth_time on the wire = %#v, want %d (a NumericDate)", payload["auth_time"], c.AuthTime.Unix())
+	}
+	got, err := f.k.Verify(ctx, token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !got.AuthTime.Equal(c.AuthTime) {
+		t.Fatalf("auth_time = %v, want %v", got.AuthTime, c.AuthTime)
+	}
+
+	// A proof later than the token is not one authd makes, nor accepts.
+	c.AuthTime = now.Add(time.Minute)
+	if _, err := f.k.Issue(c); err == nil {
+		t.Fatal("Issue signed an auth_time after iat")
+	}
+	kid := f.k.SigningKID()
+	later := signRaw(t, f.k.signingKey(), map[string]any{"alg": "EdDSA", "kid": kid},
+		map[string]any{"iss": testIssuer, "sub": c.UserID.String(), "tid": c.TenantID.String(), "sid": c.SessionID.String(),
+			"iat": now.Unix(), "exp": now.Add(time.Hour).Unix(), "jti": "x", "amr": []string{}, "auth_time": now.Add(time.Minute).Unix()})
+	if _, err := f.k.Verify(ctx, later); !errors.Is(err, ErrInvalidToken) {
+		t.Fatalf("auth_time after iat: err = %v, want ErrInvalidToken", err)
+	}
+}
