@@ -156,6 +156,12 @@ func TestActivityWhileTheReadModelLagsListsTheWrites(t *testing.T) {
 	if r := in.call(t, "POST", api+"/login", "", map[string]any{"email": email, "password": "wrong " + pw}); r.status != 401 {
 		t.Fatalf("a wrong password = %d %s", r.status, r.raw)
 	}
+	// The failure is recorded after the answer (the same work for known and
+	// unknown addresses): wait for it, so that it comes before the revocation.
+	testenv.Eventually(t, 15*time.Second, func() bool {
+		events, _ := activityOf(t, in, access, "")
+		return slices.Contains(fieldsOf(events, "type"), any("LoginFailed"))
+	})
 	in.must(t, 204, "DELETE", api+"/sessions/"+first.str("session_id"), access, nil)
 	second := in.must(t, 200, "POST", api+"/login", "", map[string]any{"email": email, "password": pw})
 
