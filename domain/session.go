@@ -206,6 +206,12 @@ func (s *Session) Refresh(generation uint64, now time.Time, rules RefreshRules, 
 		}
 		return RefreshDecision{Answer: true, Events: []Event{e}}, nil
 	case generation+1 == s.Generation && grace > 0 && !now.After(s.RotatedAt.Add(grace)):
+		if s.rotatedByProof() {
+			// The current pair carries a proof the token's holder did not
+			// give: the grace is for tabs racing a refresh, not a way to a
+			// fresh pair for whoever held the session's refresh token.
+			return RefreshDecision{}, ErrRefreshInvalid
+		}
 		return RefreshDecision{Answer: true}, nil
 	default:
 		return RefreshDecision{Events: []Event{
@@ -218,6 +224,13 @@ func (s *Session) Refresh(generation uint64, now time.Time, rules RefreshRules, 
 // ErrSessionEnded is a re-authentication of a session that is revoked or
 // never started.
 var ErrSessionEnded = errors.New("session has ended")
+
+// rotatedByProof says the current refresh token was issued by a
+// re-authentication, not by a refresh: that rotation moved auth_time to its
+// own time, and a refresh since would have moved RotatedAt past it.
+func (s *Session) rotatedByProof() bool {
+	return s.Reauthenticated && s.RotatedAt.Equal(s.AuthTime)
+}
 
 // Reauthenticate decides on a user's new proof of who they are, amr, in this
 // session: it moves auth_time to now and rotates the refresh token, so the

@@ -175,3 +175,32 @@ func TestReauthenticateMovesTheProofThroughRefreshes(t *testing.T) {
 		t.Fatalf("a revoked session re-authenticated: %v", err)
 	}
 }
+
+// The grace answers a token just rotated away with the current pair, for
+// tabs racing a refresh. When the rotation was a re-authentication, that
+// pair carries a proof the token's holder never gave: the grace must not
+// hand it out. A refresh after it is an ordinary rotation again.
+func TestTheGraceDoesNotHandOutAReauthenticatedPair(t *testing.T) {
+	t0 := time.Unix(1_700_000_000, 0)
+	rules := RefreshRules{TTL: week, Grace: 10 * time.Second}
+	s := startedSession(t0)
+	events, err := s.Reauthenticate([]string{"pwd"}, Client{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := t0.Add(time.Hour)
+	s.Apply(events[0], at)
+	d, err := s.Refresh(0, at.Add(time.Second), rules, Client{})
+	if !errors.Is(err, ErrRefreshInvalid) || d.Answer || len(d.Events) != 0 {
+		t.Fatalf("token rotated away by a re-authentication, within the grace = %+v, %v; want refused, no events", d, err)
+	}
+
+	d, err = s.Refresh(1, at.Add(time.Minute), rules, Client{})
+	if err != nil || len(d.Events) != 1 {
+		t.Fatalf("refresh of the re-authenticated token = %+v, %v", d, err)
+	}
+	s.Apply(d.Events[0], at.Add(time.Minute))
+	if d, err := s.Refresh(1, at.Add(time.Minute+time.Second), rules, Client{}); err != nil || !d.Answer {
+		t.Fatalf("token rotated away by a refresh, within the grace = %+v, %v; want the current pair", d, err)
+	}
+}
