@@ -31,7 +31,7 @@ func TestAFlushingRelayReturnsOnceCaughtUp(t *testing.T) {
 	r := NewRelay(s, bus, RelayConfig{}, slog.New(slog.DiscardHandler), nil)
 	// Other tests' transactions on the server may hold the events back from
 	// one flush: each flush publishes what it can read, and returns.
-	eventually(t, "the flushes publish all three events", func() bool {
+	testenv.Eventually(t, 60*time.Second, func() bool {
 		flush, cancel := context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()
 		if err := r.leadOnce(flush, true); err != nil {

@@ -374,17 +374,6 @@ func gatherGauge(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	return -1
 }
 
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within 60s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // countingBus is the real bus, counting the relay's publishes so a test
 // knows when one is in flight.
 type countingBus struct {
@@ -452,7 +441,7 @@ func TestRelayRecoversWhenTheStreamsNodeDiesMidPublish(t *testing.T) {
 	// Once the relay has published again, and front has answered a ping sent
 	// after it (so it has passed the publish on to the frozen holder), the
 	// publish dies with the holder.
-	eventually(t, "the relay publishes to the frozen holder", func() bool { return bus.published.Load() > sent })
+	testenv.Eventually(t, 60*time.Second, func() bool { return bus.published.Load() > sent })
 	if err := bus.Conn().Flush(); err != nil {
 		t.Fatal(err)
 	}
@@ -489,19 +478,19 @@ func TestRelayLagGrowsWhileNothingIsPublished(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitForMessages(t, bus, 1, 30*time.Second)
-	eventually(t, "lag back to 0 once published", func() bool { return lag() == 0 })
+	testenv.Eventually(t, 60*time.Second, func() bool { return lag() == 0 })
 
 	srv.Freeze()
 	if _, err := s.Append(context.Background(), "stuck", 0, ev("Tick", `{}`)); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "lag above a second while NATS answers nothing", func() bool { return lag() > 1 })
+	testenv.Eventually(t, 60*time.Second, func() bool { return lag() > 1 })
 	if gatherGauge(t, reg, "authd_relay_leader") != 1 {
 		t.Fatal("the relay is not leading")
 	}
 	srv.Thaw()
 	waitForMessages(t, bus, 2, 60*time.Second)
-	eventually(t, "lag back to 0 once published", func() bool { return lag() == 0 })
+	testenv.Eventually(t, 60*time.Second, func() bool { return lag() == 0 })
 }
 
 // An instance standing by while another relays passes each of its appends

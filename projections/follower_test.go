@@ -32,7 +32,7 @@ func TestAFollowerMovesItsWaitersWhenTheLeaderNudges(t *testing.T) {
 	}
 	background(t, func(ctx context.Context) { r.follow(ctx, Users{}, st, time.Hour) })
 	// Its first look, for the checkpoint metric, comes once it listens.
-	eventually(t, func() bool { return gaugeValue(r.position.WithLabelValues("users")) == float64(before.Position) })
+	testenv.Eventually(t, 30*time.Second, func() bool { return gaugeValue(r.position.WithLabelValues("users")) == float64(before.Position) })
 
 	// A waiter counted without the word a Wait sends the follower: only the
 	// leader's nudge has it look again now.
@@ -44,7 +44,7 @@ func TestAFollowerMovesItsWaitersWhenTheLeaderNudges(t *testing.T) {
 	if err := h.bus.Signal(checkpointSignal("users")); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, func() bool { done, _ := st.reached(after); return done })
+	testenv.Eventually(t, 30*time.Second, func() bool { done, _ := st.reached(after); return done })
 }
 
 // A follower gives the projection's lock another try after its time.

@@ -375,7 +375,7 @@ func TestAFailedRebuildLeavesNoScratchSchema(t *testing.T) {
 	h.registerUsers(t, 3)
 	// The log is read below the oldest transaction running anywhere on the
 	// server (other tests' included): wait until the events can be read.
-	waitUntil(t, func() bool {
+	testenv.Eventually(t, 10*time.Second, func() bool {
 		events, err := h.store.ReadLog(context.Background(), eventstore.Cursor{}, 10)
 		return err == nil && len(events) > 0
 	})
@@ -412,7 +412,7 @@ func TestSkippedEventsMoveTheCheckpoint(t *testing.T) {
 				last = c.Last
 			}
 			waitFor(t, r, "users", last)
-			waitUntil(t, func() bool {
+			testenv.Eventually(t, 10*time.Second, func() bool {
 				cp, err := loadCheckpoint(context.Background(), h.pool, "users")
 				return err == nil && !cp.Cursor.Before(last)
 			})
@@ -432,7 +432,7 @@ func TestAFollowerHearsTheLeadersCheckpoints(t *testing.T) {
 	h.startRelay(t)
 	leader := h.startRunner(t)
 	waitFor(t, leader, "users", h.registerUsers(t, 1))
-	waitUntil(t, func() bool { return leader.Statuses()[0].Leading })
+	testenv.Eventually(t, 10*time.Second, func() bool { return leader.Statuses()[0].Leading })
 	follower := NewRunner(h.pool, h.bus, All(), Config{Poll: time.Hour, Takeover: time.Hour, Backoff: 50 * time.Millisecond}, testenv.Logger(t), nil)
 	background(t, follower.Run)
 	for range 3 {
@@ -517,7 +517,7 @@ func TestAnInstanceThatLostAProjectionReportsWhatItSeesNow(t *testing.T) {
 	a := NewRunner(h.pool, h.bus, []Projection{failingUsers{}}, Config{Backoff: 3 * time.Second}, testenv.Logger(t), nil)
 	background(t, a.Run)
 	h.registerUsers(t, 2)
-	eventually(t, func() bool { return a.Statuses()[0].Err != nil })
+	testenv.Eventually(t, 30*time.Second, func() bool { return a.Statuses()[0].Err != nil })
 
 	b := h.startRunner(t)
 	last := h.registerUsers(t, 3)
@@ -525,7 +525,7 @@ func TestAnInstanceThatLostAProjectionReportsWhatItSeesNow(t *testing.T) {
 	if !b.Statuses()[0].Leading {
 		t.Fatal("the healthy instance does not apply the projection")
 	}
-	eventually(t, func() bool {
+	testenv.Eventually(t, 30*time.Second, func() bool {
 		st := a.Statuses()[0]
 		return st.Err == nil && !st.Leading && gaugeValue(a.failing.WithLabelValues("users")) == 0 &&
 			gaugeValue(a.position.WithLabelValues("users")) == float64(last.Position)
@@ -541,7 +541,7 @@ func TestAProjectionCaughtUpAgainIsNotFailing(t *testing.T) {
 	h.startRelay(t)
 	r := h.startRunner(t)
 	waitFor(t, r, "users", h.registerUsers(t, 2))
-	eventually(t, func() bool { return r.Statuses()[0].Leading })
+	testenv.Eventually(t, 30*time.Second, func() bool { return r.Statuses()[0].Leading })
 
 	ctx := context.Background()
 	stream, err := h.bus.EnsureStream(ctx)
@@ -552,28 +552,14 @@ func TestAProjectionCaughtUpAgainIsNotFailing(t *testing.T) {
 	if err := stream.DeleteConsumer(ctx, "authd_projection_users"); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, func() bool {
+	testenv.Eventually(t, 30*time.Second, func() bool {
 		c, err := stream.Consumer(ctx, "authd_projection_users")
 		return err == nil && c.CachedInfo().Created.After(deleted)
 	})
-	eventually(t, func() bool {
+	testenv.Eventually(t, 30*time.Second, func() bool {
 		st := r.Statuses()[0]
 		return st.Err == nil && st.Leading && gaugeValue(r.failing.WithLabelValues("users")) == 0
 	})
-}
-
-// eventually waits for cond, polling, for as long as a loaded machine may
-// need: a projection retries after its backoff, a follower looks again after
-// its takeover interval.
-func eventually(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met within 30s")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 // gaugeValue reads a gauge as a scrape would.

@@ -79,7 +79,7 @@ func TestUserReaderAnswersReadsThatWaitedInOneQuery(t *testing.T) {
 		results[i].want = want
 		wg.Go(func() { results[i].got, results[i].err = r.Get(readCtx, want) })
 	}
-	waitUntil(t, func() bool {
+	testenv.Eventually(t, 10*time.Second, func() bool {
 		r.mu.Lock()
 		defer r.mu.Unlock()
 		first := int(q.first.Load())
@@ -108,17 +108,6 @@ func TestUserReaderAnswersReadsThatWaitedInOneQuery(t *testing.T) {
 			res.got.TwoFactorEnabled != (res.want == ids[7]) || res.got.Email != fmt.Sprintf("u%d@example.com", i%users):
 			t.Errorf("read %d: got %+v for user %s", i, res.got, res.want)
 		}
-	}
-}
-
-func waitUntil(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met within 10s")
-		}
-		time.Sleep(time.Millisecond)
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/authd/authd/eventstore"
+	"github.com/authd/authd/internal/testenv"
 )
 
 // A waiter tells the follower it arrived, and returns once the checkpoint
@@ -22,7 +23,7 @@ func TestAWaitEndsOnceTheCheckpointReachesItsCursor(t *testing.T) {
 	defer cancel()
 	result := make(chan error, 1)
 	go func() { result <- r.Wait(ctx, Users{}, target) }()
-	eventually(t, func() bool { return len(st.waiting) == 1 })
+	testenv.Eventually(t, 30*time.Second, func() bool { return len(st.waiting) == 1 })
 	select {
 	case err := <-result:
 		t.Fatalf("Wait for %s returned %v with the checkpoint short of it", target, err)
