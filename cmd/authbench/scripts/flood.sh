@@ -30,33 +30,13 @@ rate_limit=${RATE_LIMIT:-off}
 db=authd_bench_flood
 [[ $rounds =~ ^[1-9][0-9]*$ ]] || { echo "ROUNDS must be a positive number, not $rounds" >&2; exit 2; }
 
-export PATH="$PATH:$(go env GOPATH)/bin"
-command -v mailpit >/dev/null || { echo "mailpit not found: go install github.com/axllent/mailpit@v1.33.1" >&2; exit 2; }
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-psql_() { psql -X -q -h "$host" -p "$port" -U "$user" -d postgres "$@"; }
-
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  psql_ -c "DROP DATABASE IF EXISTS $db" || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+# shellcheck source=cmd/authbench/scripts/lib.sh
+source cmd/authbench/scripts/lib.sh
 
 echo "==> building authd at $before and at the working tree, authbench and the hasher benchmark"
-mkdir "$work/before"
-git archive "$before" | tar -x -C "$work/before"
-(cd "$work/before" && go build -o "$work/authd-before" ./cmd/authd)
-go build -o "$work/authd-after" ./cmd/authd
-go build -o "$work/authbench" ./cmd/authbench
+build_pair "$before"
 go test -c -o "$work/password.test" ./internal/password
-
-smtp=$(free_port) web=$(free_port)
-mailpit --smtp "127.0.0.1:$smtp" --listen "127.0.0.1:$web" --max 100000 >"$work/mailpit.log" 2>&1 &
-pids+=($!)
+start_mailpit
 
 hashes() {
   "$work/password.test" -test.run '^$' -test.bench HashOWASPParallel -test.benchtime "$hash_time" |
@@ -74,11 +54,7 @@ flood() {
     AUTHD_TRUSTED_PROXIES=127.0.0.1/32 SMTP_URL="smtp://127.0.0.1:$smtp" AUTHD_LOG_LEVEL=warn \
     "$bin" >"$work/authd.log" 2>&1 &
   authd=$!
-  for _ in $(seq 1 150); do
-    curl -sf "http://127.0.0.1:$http/readyz" >/dev/null && break
-    sleep 0.2
-  done
-  curl -sf "http://127.0.0.1:$http/readyz" >/dev/null || { echo "authd did not get ready:" >&2; cat "$work/authd.log" >&2; exit 1; }
+  wait_ready "http://127.0.0.1:$http" "$work/authd.log"
   # shellcheck disable=SC2086 # FLOOD_ARGS is a list of flags
   "$work/authbench" -url "http://127.0.0.1:$http" -mailpit "http://127.0.0.1:$web" -authd-pid "$authd" -pg-db "$db" \
     -scenario flood -engine raw -flood-rate "$rate" $flood_args || true

@@ -28,32 +28,12 @@ user=${PGUSER:-postgres}
 db=authd_bench_pair
 [[ $rounds =~ ^[1-9][0-9]*$ ]] || { echo "ROUNDS must be a positive number, not $rounds" >&2; exit 2; }
 
-export PATH="$PATH:$(go env GOPATH)/bin"
-command -v mailpit >/dev/null || { echo "mailpit not found: go install github.com/axllent/mailpit@v1.33.1" >&2; exit 2; }
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-psql_() { psql -X -q -h "$host" -p "$port" -U "$user" -d postgres "$@"; }
-
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  psql_ -c "DROP DATABASE IF EXISTS $db" || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+# shellcheck source=cmd/authbench/scripts/lib.sh
+source cmd/authbench/scripts/lib.sh
 
 echo "==> building authd at $before and at the working tree, and authbench"
-mkdir "$work/before"
-git archive "$before" | tar -x -C "$work/before"
-(cd "$work/before" && go build -o "$work/authd-before" ./cmd/authd)
-go build -o "$work/authd-after" ./cmd/authd
-go build -o "$work/authbench" ./cmd/authbench
-
-smtp=$(free_port) web=$(free_port)
-mailpit --smtp "127.0.0.1:$smtp" --listen "127.0.0.1:$web" --max 100000 >"$work/mailpit.log" 2>&1 &
-pids+=($!)
+build_pair "$before"
+start_mailpit
 
 # run NAME SCENARIO starts authd-NAME on a fresh database and loads it.
 run() {
@@ -66,11 +46,7 @@ run() {
     SMTP_URL="smtp://127.0.0.1:$smtp" AUTHD_LOG_LEVEL=warn AUTHD_REQUEST_LOG=off \
     "$work/authd-$name" >"$work/authd.log" 2>&1 &
   authd=$!
-  for _ in $(seq 1 150); do
-    curl -sf "http://127.0.0.1:$http/readyz" >/dev/null && break
-    sleep 0.2
-  done
-  curl -sf "http://127.0.0.1:$http/readyz" >/dev/null || { echo "authd did not get ready:" >&2; cat "$work/authd.log" >&2; exit 1; }
+  wait_ready "http://127.0.0.1:$http" "$work/authd.log"
   # shellcheck disable=SC2086 # PAIR_ARGS is a list of flags
   out=$("$work/authbench" -url "http://127.0.0.1:$http" -mailpit "http://127.0.0.1:$web" -authd-pid "$authd" \
     -pg-db "$db" -scenario "$scenario" -engine raw -json $pair_args) || true

@@ -25,33 +25,20 @@ port=${PGPORT:-5432}
 user=${PGUSER:-postgres}
 db=authd_bench_soak
 
-export PATH="$PATH:$(go env GOPATH)/bin"
-command -v mailpit >/dev/null || { echo "mailpit not found: go install github.com/axllent/mailpit@v1.33.1" >&2; exit 2; }
+# shellcheck source=cmd/authbench/scripts/lib.sh
+source cmd/authbench/scripts/lib.sh
 command -v nats-server >/dev/null || [ -x /usr/sbin/nats-server ] || { echo "nats-server not found" >&2; exit 2; }
 nats_bin=$(command -v nats-server || echo /usr/sbin/nats-server)
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-psql_() { psql -X -q -h "$host" -p "$port" -U "$user" -d postgres "$@"; }
 seconds() { python3 -c 'import sys,re; m=re.fullmatch(r"(\d+)([smh])", sys.argv[1]); print(int(m[1])*{"s":1,"m":60,"h":3600}[m[2]])' "$1"; }
-
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  psql_ -c "DROP DATABASE IF EXISTS $db" || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
 
 echo "==> building authd and authbench"
 go build -o "$work/authd" ./cmd/authd
 go build -o "$work/authbench" ./cmd/authbench
 psql_ -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db"
 
-smtp=$(free_port) web=$(free_port) nats=$(free_port)
-mailpit --smtp "127.0.0.1:$smtp" --listen "127.0.0.1:$web" --max 200000 >"$work/mailpit.log" 2>&1 &
-pids+=($!)
+start_mailpit
+nats=$(free_port)
 "$nats_bin" -a 127.0.0.1 -p "$nats" -js -sd "$work/nats" >"$work/nats.log" 2>&1 &
 pids+=($!)
 
@@ -67,11 +54,7 @@ for name in a b; do
   pid[$name]=$!
   pids+=("${pid[$name]}")
   url[$name]="http://127.0.0.1:$http"
-  for _ in $(seq 1 150); do
-    curl -sf "${url[$name]}/readyz" >/dev/null && break
-    sleep 0.2
-  done
-  curl -sf "${url[$name]}/readyz" >/dev/null || { echo "authd $name did not get ready:" >&2; cat "$work/authd-$name.log" >&2; exit 1; }
+  wait_ready "${url[$name]}" "$work/authd-$name.log"
 done
 
 # metric INSTANCE NAME prints one sample of a metric from /metrics.
