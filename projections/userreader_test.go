@@ -2,6 +2,7 @@ package projections
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"sync"
@@ -127,6 +128,86 @@ func TestUserReaderIsNotPlannedOnEveryRead(t *testing.T) {
 	}
 	if generic, custom := testenv.Plans(t, pool, "u.id = ANY"); generic == 0 || custom > 5 {
 		t.Errorf("%d reads ran %d generic and %d custom plans; want at most the 5 custom plans Postgres tries first", reads, generic, custom)
+	}
+}
+
+// explainingQuerier runs every query under EXPLAIN ANALYZE before running
+// it, and keeps the last plan.
+type explainingQuerier struct {
+	Querier
+	t    *testing.T
+	plan []struct{ Plan planNode }
+}
+
+type planNode struct {
+	Relation string     `json:"Relation Name"`
+	Rows     float64    `json:"Actual Rows"`
+	Removed  float64    `json:"Rows Removed by Filter"`
+	Loops    float64    `json:"Actual Loops"`
+	Plans    []planNode `json:"Plans"`
+}
+
+func (e *explainingQuerier) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
+	var plan []byte
+	if err := e.Querier.QueryRow(ctx, `EXPLAIN (ANALYZE, FORMAT JSON) `+sql, args...).Scan(&plan); err != nil {
+		e.t.Fatalf("explain: %v", err)
+	}
+	if err := json.Unmarshal(plan, &e.plan); err != nil {
+		e.t.Fatalf("read the plan: %v", err)
+	}
+	return e.Querier.Query(ctx, sql, args...)
+}
+
+// rowsRead sums, over the plan's scans of table, the rows they went through.
+func (n planNode) rowsRead(table string) float64 {
+	read := 0.0
+	if n.Relation == table {
+		read = (n.Rows + n.Removed) * n.Loops
+	}
+	for _, child := range n.Plans {
+		read += child.rowsRead(table)
+	}
+	return read
+}
+
+// A read of a few users reads a few rows of tenants and two_factor, however
+// many other users signed up: joined, these tables were hashed whole for
+// every batch of reads, and GET /me slowed with every signup (issue 19's
+// soak).
+func TestUserReaderReadsOnlyTheRowsOfItsUsers(t *testing.T) {
+	t.Parallel()
+	pool, _ := testenv.Database(t)
+	ctx := context.Background()
+	const others = 3000
+	if _, err := pool.Exec(ctx, `WITH t AS (INSERT INTO tenants (id, name, owner_id, created_at)
+			SELECT gen_random_uuid(), 'Tenant ' || g, gen_random_uuid(), now() FROM generate_series(1, $1) g RETURNING id, name),
+		u AS (INSERT INTO users (id, tenant_id, email, name, email_verified, created_at, updated_at)
+			SELECT gen_random_uuid(), t.id, t.name || '@example.com', t.name, true, now(), now() FROM t RETURNING id)
+		INSERT INTO two_factor (user_id, enabled, enabled_at, backup_codes_remaining, updated_at)
+			SELECT id, true, now(), 10, now() FROM u`, others); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, `ANALYZE tenants, users, two_factor`); err != nil {
+		t.Fatal(err)
+	}
+	var ids []uuid.UUID
+	if err := pool.QueryRow(ctx, `SELECT array_agg(id) FROM (SELECT id FROM users LIMIT 4) u`).Scan(&ids); err != nil {
+		t.Fatal(err)
+	}
+
+	q := &explainingQuerier{Querier: pool, t: t}
+	r := NewUserReader(q)
+	found, err := r.query(ctx, []*userRead{{id: ids[0]}, {id: ids[1]}, {id: ids[2]}, {id: ids[3]}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(found) != len(ids) || !found[ids[0]].view.TwoFactorEnabled || found[ids[0]].view.Tenant.Name == "" {
+		t.Fatalf("read %d users: %+v", len(ids), found)
+	}
+	for _, table := range []string{"tenants", "two_factor", "users"} {
+		if read := q.plan[0].Plan.rowsRead(table); read > 2*float64(len(ids)) {
+			t.Errorf("a read of %d users went through %.0f rows of %s (of %d)", len(ids), read, table, others)
+		}
 	}
 }
 
