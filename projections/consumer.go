@@ -9,15 +9,44 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// resetConsumer (re)creates the projection's durable consumer so that it
-// delivers from just after the checkpoint's stream sequence.
+// resetConsumer positions the projection's durable consumer to deliver from
+// just after the checkpoint's stream sequence. A consumer left by the last
+// leader that stopped exactly there is kept (its settings updated if they
+// changed): deleting and creating a replicated consumer each wait for its
+// Raft group, and after a NATS node loss that cost seconds of every
+// projection's restart. Any other consumer is replaced, since JetStream
+// cannot move one's position.
 func (r *Runner) resetConsumer(ctx context.Context, stream jetstream.Stream, name string, seq uint64) (jetstream.Consumer, error) {
-	durable := "authd_projection_" + name
-	if err := stream.DeleteConsumer(ctx, durable); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
-		return nil, fmt.Errorf("projection %s: delete consumer: %w", name, err)
+	cfg := r.consumerConfig(name, seq)
+	cons, err := stream.Consumer(ctx, cfg.Durable)
+	switch {
+	case errors.Is(err, jetstream.ErrConsumerNotFound):
+	case err != nil:
+		return nil, fmt.Errorf("projection %s: look up consumer: %w", name, err)
+	case stoppedAt(cons.CachedInfo(), cfg, seq):
+		if settingsMatch(cons.CachedInfo().Config, cfg) {
+			return cons, nil
+		}
+		// Its position is what it is; only the settings change.
+		cfg.DeliverPolicy, cfg.OptStartSeq = cons.CachedInfo().Config.DeliverPolicy, cons.CachedInfo().Config.OptStartSeq
+		if cons, err = stream.UpdateConsumer(ctx, cfg); err != nil {
+			return nil, fmt.Errorf("projection %s: update consumer: %w", name, err)
+		}
+		return cons, nil
+	default:
+		if err := stream.DeleteConsumer(ctx, cfg.Durable); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+			return nil, fmt.Errorf("projection %s: delete consumer: %w", name, err)
+		}
 	}
+	if cons, err = stream.CreateOrUpdateConsumer(ctx, cfg); err != nil {
+		return nil, fmt.Errorf("projection %s: create consumer: %w", name, err)
+	}
+	return cons, nil
+}
+
+func (r *Runner) consumerConfig(name string, seq uint64) jetstream.ConsumerConfig {
 	cfg := jetstream.ConsumerConfig{
-		Durable:       durable,
+		Durable:       "authd_projection_" + name,
 		Description:   "authd projection " + name + "; positioned from its Postgres checkpoint",
 		AckPolicy:     jetstream.AckAllPolicy,
 		AckWait:       r.cfg.AckWait,
@@ -28,11 +57,21 @@ func (r *Runner) resetConsumer(ctx context.Context, stream jetstream.Stream, nam
 	if seq > 0 {
 		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, seq+1
 	}
-	cons, err := stream.CreateOrUpdateConsumer(ctx, cfg)
-	if err != nil {
-		return nil, fmt.Errorf("projection %s: create consumer: %w", name, err)
-	}
-	return cons, nil
+	return cfg
+}
+
+// stoppedAt says whether a consumer delivers seq+1 next: it delivered and
+// had acknowledged everything up to seq and nothing after it, on the same
+// subjects with the same acknowledgements.
+func stoppedAt(info *jetstream.ConsumerInfo, want jetstream.ConsumerConfig, seq uint64) bool {
+	return info.Config.FilterSubject == want.FilterSubject && info.Config.AckPolicy == want.AckPolicy &&
+		info.Delivered.Stream == seq && info.AckFloor.Stream == seq && info.NumAckPending == 0 && info.NumRedelivered == 0
+}
+
+// settingsMatch says whether a consumer's settings that JetStream can
+// update are the ones wanted.
+func settingsMatch(have, want jetstream.ConsumerConfig) bool {
+	return have.Description == want.Description && have.AckWait == want.AckWait && have.MaxAckPending == want.MaxAckPending
 }
 
 // delivery hands the consumer's messages to the leader's loop, and the
