@@ -104,7 +104,7 @@ func (r *UserReader) query(ctx context.Context, batch []*userRead) (map[uuid.UUI
 		ids[i] = pgUUID(read.id)
 	}
 	rows, err := r.q.Query(ctx, `SELECT u.id, u.email, u.name, u.email_verified, u.tenant_id, coalesce(t.name, ''),
-		coalesce(tf.enabled, false), u.created_at,
+		coalesce(tf.enabled, false), u.created_at, u.locale,
 		`+behindSQL("$2 || u.id::text", "$4", "$6")+` OR `+behindSQL("$3 || u.id::text", "$5", "$7")+`
 		FROM users u LEFT JOIN tenants t ON t.id = u.tenant_id LEFT JOIN two_factor tf ON tf.user_id = u.id
 		WHERE u.id = ANY((SELECT $1::uuid[])::uuid[])`,
@@ -119,7 +119,7 @@ func (r *UserReader) query(ctx context.Context, batch []*userRead) (map[uuid.UUI
 		var u UserView
 		var behind bool
 		var id, tenant pgtype.UUID
-		if err := rows.Scan(&id, &u.Email, &u.Name, &u.EmailVerified, &tenant, &u.Tenant.Name, &u.TwoFactorEnabled, &u.CreatedAt, &behind); err != nil {
+		if err := rows.Scan(&id, &u.Email, &u.Name, &u.EmailVerified, &tenant, &u.Tenant.Name, &u.TwoFactorEnabled, &u.CreatedAt, &u.Locale, &behind); err != nil {
 			return nil, fmt.Errorf("read %d users: %w", len(batch), err)
 		}
 		u.ID, u.Tenant.ID, u.CreatedAt = id.Bytes, tenant.Bytes, u.CreatedAt.UTC()
