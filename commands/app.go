@@ -442,8 +442,15 @@ func (a *Accounts) issueCode(ctx context.Context, email, purpose string, kind ma
 // issueCodeIn is issueCode for a code of class, counted against that class's
 // quota. It does the same work whether or not send is set (the address has
 // an account): the code is issued and a mail handed off either way, the
-// one for an address without an account a job that sends nothing.
+// one for an address without an account a job that sends nothing. The
+// mail is in the locale of the address's account, found after the answer.
 func (a *Accounts) issueCodeIn(ctx context.Context, class ratelimit.Class, email, purpose string, kind mail.Purpose, send bool) error {
+	return a.issueCodeFor(ctx, class, email, "", purpose, kind, nil, send)
+}
+
+// issueCodeFor is issueCodeIn with the mail's locale (empty: the locale of
+// the address's account, if any) and the code's payload.
+func (a *Accounts) issueCodeFor(ctx context.Context, class ratelimit.Class, email, locale, purpose string, kind mail.Purpose, payload []byte, send bool) error {
 	ok, _, err := a.limits.Allow(ctx, codesKey(email, class), codesPerEmail())
 	if err != nil {
 		return err
@@ -452,7 +459,7 @@ func (a *Accounts) issueCodeIn(ctx context.Context, class ratelimit.Class, email
 		a.log.Info("code not sent: too many codes for this address lately", "purpose", purpose, "class", string(class))
 		return nil
 	}
-	code, err := a.codes.IssueIn(ctx, class, email, purpose, CodeTTL, nil)
+	code, err := a.codes.IssueIn(ctx, class, email, purpose, CodeTTL, payload)
 	if err != nil {
 		return err
 	}
@@ -460,24 +467,42 @@ func (a *Accounts) issueCodeIn(ctx context.Context, class ratelimit.Class, email
 		a.handOff("code email", func(context.Context) {})
 		return nil
 	}
-	email = strings.Clone(email) // the request's buffer may hold it, and is reused after the answer
-	a.handOff("code email", func(ctx context.Context) { a.sendCode(ctx, email, code, kind, CodeTTL) })
+	email, locale = strings.Clone(email), strings.Clone(locale) // the request's buffer may hold them, and is reused after the answer
+	a.handOff("code email", func(ctx context.Context) { a.sendCode(ctx, email, locale, code, kind, CodeTTL) })
 	return nil
 }
 
-// sendCode emails a code. It runs after the answer (handOff): the answer
-// must not take longer for an address that exists (no enumeration by
-// timing), and a slow mail server must not stall signups.
-func (a *Accounts) sendCode(ctx context.Context, email, code string, purpose mail.Purpose, ttl time.Duration) {
+// sendCode emails a code, in locale or, when that is empty, in the locale
+// of the account the address belongs to. It runs after the answer
+// (handOff): the answer must not take longer for an address that exists
+// (no enumeration by timing), and a slow mail server must not stall
+// signups.
+func (a *Accounts) sendCode(ctx context.Context, email, locale, code string, purpose mail.Purpose, ttl time.Duration) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	// An account has no locale until PATCH /me gives it one (issue 17), so
-	// the code mails are English or the operator's "en" templates.
-	msg, err := a.mails.Code(email, "", code, purpose, ttl)
+	if locale == "" {
+		locale = a.localeOf(ctx, email)
+	}
+	msg, err := a.mails.Code(email, locale, code, purpose, ttl)
 	if err == nil {
 		err = a.mail.Send(ctx, msg)
 	}
 	if err != nil {
 		a.log.Error("sending a code email failed", "purpose", purpose.String(), "err", err)
 	}
+}
+
+// localeOf is the locale of the account whose address email is, or ""
+// (English) when there is none or it cannot be read: a mail in English is
+// better than none.
+func (a *Accounts) localeOf(ctx context.Context, email string) string {
+	id, found, err := a.emailOwner(ctx, email)
+	if err != nil || !found {
+		return ""
+	}
+	u, err := a.loadUser(ctx, id)
+	if err != nil || u.Email != email {
+		return ""
+	}
+	return u.Locale
 }

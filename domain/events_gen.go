@@ -30,6 +30,10 @@ func (PasswordReset) EventType() string          { return TypePasswordReset }
 func (PasswordRehashed) EventType() string       { return TypePasswordRehashed }
 func (SignupExpired) EventType() string          { return TypeSignupExpired }
 func (SignupAttempted) EventType() string        { return TypeSignupAttempted }
+func (ProfileUpdated) EventType() string         { return TypeProfileUpdated }
+func (PasswordChanged) EventType() string        { return TypePasswordChanged }
+func (EmailChangeRequested) EventType() string   { return TypeEmailChangeRequested }
+func (EmailChanged) EventType() string           { return TypeEmailChanged }
 
 // generatedKinds lists the event types in the order their files declare them.
 func generatedKinds() []Kind {
@@ -62,5 +66,9 @@ func generatedKinds() []Kind {
 		kind[PasswordRehashed](),
 		kind[SignupExpired](),
 		kind[SignupAttempted](),
+		kind[ProfileUpdated](),
+		kind[PasswordChanged](),
+		kind[EmailChangeRequested](),
+		kind[EmailChanged](),
 	}
 }

@@ -118,6 +118,9 @@ const (
 	RevokedByUser     = "revoked"
 	RevokedByReuse    = "refresh_token_reused"
 	RevokedByPassword = "password_reset"
+	// RevokedByPasswordChange: the user changed their password in another
+	// session (POST /me/password).
+	RevokedByPasswordChange = "password_changed"
 )
 
 // SessionRevoked ends a session: its refresh and access tokens stop working.

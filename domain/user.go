@@ -1,6 +1,7 @@
 package domain
 
 import (
+	"errors"
 	"time"
 
 	"github.com/google/uuid"
@@ -15,6 +16,11 @@ const (
 	TypePasswordRehashed    = "PasswordRehashed"
 	TypeSignupExpired       = "SignupExpired"
 	TypeSignupAttempted     = "SignupAttempted"
+	// Self-service (PATCH /me, POST /me/password, POST /me/email[/verify]).
+	TypeProfileUpdated       = "ProfileUpdated"
+	TypePasswordChanged      = "PasswordChanged"
+	TypeEmailChangeRequested = "EmailChangeRequested"
+	TypeEmailChanged         = "EmailChanged"
 )
 
 // UserStream names a user's stream.
@@ -94,6 +100,45 @@ type SignupAttempted struct {
 	UserID uuid.UUID `json:"user_id"`
 }
 
+// ProfileUpdated changes what the user says of themselves: only the fields
+// that changed are set.
+type ProfileUpdated struct {
+	UserID uuid.UUID `json:"user_id"`
+	Name   *string   `json:"name,omitempty"`
+	// Locale is canonical BCP 47 ("de", "pt-BR"): the language of the
+	// user's mails.
+	Locale *string `json:"locale,omitempty"`
+}
+
+// PasswordChanged sets the password of a signed-in user who proved who they
+// are lately. Unlike PasswordReset it cuts no session by time: the one that
+// changed it lives on, and the others are revoked with it, each by its own
+// SessionRevoked in the same commit.
+type PasswordChanged struct {
+	UserID uuid.UUID `json:"user_id"`
+
+	Secret PasswordSecret `json:"-"`
+}
+
+func (e *PasswordChanged) Secrets() any { return &e.Secret }
+
+// EmailChangeRequested records that the user asked to move their account to
+// NewEmail; a code mailed there confirms it. Email is the address the
+// account had then, which its notice goes to: by the time the notice is
+// sent, the change may have completed.
+type EmailChangeRequested struct {
+	UserID   uuid.UUID `json:"user_id"`
+	Email    string    `json:"email"`
+	NewEmail string    `json:"new_email"`
+}
+
+// EmailChanged moves the account to a new, proven address; OldEmail is told.
+type EmailChanged struct {
+	UserID   uuid.UUID `json:"user_id"`
+	OldEmail string    `json:"old_email"`
+	NewEmail string    `json:"new_email"`
+}
+
 // User is the write-side account, rebuilt from its stream.
 type User struct {
 	ID            uuid.UUID
@@ -101,6 +146,7 @@ type User struct {
 	TenantName    string
 	Email         string
 	Name          string
+	Locale        string // canonical BCP 47; empty: English
 	PasswordHash  string
 	EmailVerified bool
 	CreatedAt     time.Time
@@ -109,6 +155,9 @@ type User struct {
 	// PendingSince is when the signup was last made or renewed: an
 	// unverified account expires a while after it.
 	PendingSince time.Time
+	// PendingEmail is the address the last email change asked for, until
+	// it completes.
+	PendingEmail string
 	// Expired: the signup was never verified and has ended.
 	Expired bool
 	Version int64
@@ -135,6 +184,19 @@ func (u *User) Apply(e Event, at time.Time) {
 		u.PasswordHash = e.Secret.PasswordHash
 	case *SignupExpired:
 		u.Expired = true
+	case *ProfileUpdated:
+		if e.Name != nil {
+			u.Name = *e.Name
+		}
+		if e.Locale != nil {
+			u.Locale = *e.Locale
+		}
+	case *PasswordChanged:
+		u.PasswordHash = e.Secret.PasswordHash
+	case *EmailChangeRequested:
+		u.PendingEmail = e.NewEmail
+	case *EmailChanged:
+		u.Email, u.EmailVerified, u.PendingEmail = e.NewEmail, true, ""
 	}
 	u.Version++
 }
@@ -163,4 +225,47 @@ func (u *User) ExpireSignup(now time.Time, ttl time.Duration) []Event {
 		return nil
 	}
 	return []Event{&SignupExpired{UserID: u.ID}}
+}
+
+// UpdateProfile decides a profile change: a ProfileUpdated with the fields
+// that differ from what the user has (nil: not asked to change), or nothing
+// when none does.
+func (u *User) UpdateProfile(name, locale *string) []Event {
+	e := &ProfileUpdated{UserID: u.ID}
+	if name != nil && *name != u.Name {
+		e.Name = name
+	}
+	if locale != nil && *locale != u.Locale {
+		e.Locale = locale
+	}
+	if e.Name == nil && e.Locale == nil {
+		return nil
+	}
+	return []Event{e}
+}
+
+// ChangePassword decides a new password (its hash): with or without one
+// before, a Google-only or passwordless user included.
+func (u *User) ChangePassword(hash string) []Event {
+	e := &PasswordChanged{UserID: u.ID}
+	e.Secret.PasswordHash = hash
+	return []Event{e}
+}
+
+// RequestEmailChange decides a request to move the account to newEmail.
+func (u *User) RequestEmailChange(newEmail string) []Event {
+	return []Event{&EmailChangeRequested{UserID: u.ID, Email: u.Email, NewEmail: newEmail}}
+}
+
+// ErrNoEmailChange refuses to complete an email change nobody asked for, or
+// one to the address the account has.
+var ErrNoEmailChange = errors.New("no email change is pending")
+
+// ChangeEmail decides the completion of the pending email change to
+// newEmail, the address a code was proven for.
+func (u *User) ChangeEmail(newEmail string) ([]Event, error) {
+	if u.PendingEmail == "" || u.PendingEmail != newEmail || newEmail == u.Email {
+		return nil, ErrNoEmailChange
+	}
+	return []Event{&EmailChanged{UserID: u.ID, OldEmail: u.Email, NewEmail: newEmail}}, nil
 }

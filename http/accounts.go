@@ -70,6 +70,7 @@ func (a *Accounts) routes(r fiber.Router) {
 	a.passkeyRoutes(r)
 	a.googleRoutes(r)
 	a.reauthRoutes(r)
+	a.selfRoutes(r)
 }
 
 // limit refuses a client past lim within the group, before the handler does
@@ -396,6 +397,6 @@ func writeSideView(u *domain.User, tf *domain.TwoFactor) projections.UserView {
 	return projections.UserView{
 		ID: u.ID, Email: u.Email, Name: u.Name, EmailVerified: u.EmailVerified,
 		Tenant: projections.Tenant{ID: u.TenantID, Name: tenant}, TwoFactorEnabled: tf != nil && tf.Enabled,
-		CreatedAt: u.CreatedAt.UTC(),
+		CreatedAt: u.CreatedAt.UTC(), Locale: u.Locale,
 	}
 }

@@ -30,7 +30,8 @@ func (Activity) types() []string {
 	return []string{domain.TypeSessionStarted, domain.TypeLoginFailed, domain.TypePasswordReset,
 		domain.TypeSessionRevoked, domain.TypeRefreshTokenReused, domain.TypeTotpEnabled, domain.TypeTotpDisabled,
 		domain.TypeBackupCodesRegenerated, domain.TypePasskeyAdded, domain.TypePasskeyRemoved,
-		domain.TypeGoogleLinked, domain.TypeEmailVerified, domain.TypeCodeGuessingDetected, domain.TypeReauthenticated}
+		domain.TypeGoogleLinked, domain.TypeEmailVerified, domain.TypeCodeGuessingDetected, domain.TypeReauthenticated,
+		domain.TypePasswordChanged, domain.TypeEmailChangeRequested, domain.TypeEmailChanged, domain.TypeProfileUpdated}
 }
 
 // activityRow is one event as the read model holds it. The user is the

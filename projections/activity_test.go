@@ -67,7 +67,9 @@ func TestActivityListsWhatHappenedToTheAccount(t *testing.T) {
 	passkey := uuid.New()
 	h.appendFor(t, user, ip, ua, domain.UserStream(user), &domain.EmailVerified{UserID: user}, &domain.GoogleLinked{UserID: user, Subject: "g"},
 		&domain.PasskeyAdded{PasskeyID: passkey, UserID: user, Name: "key"}, &domain.PasskeyRemoved{PasskeyID: passkey, UserID: user},
-		&domain.PasswordReset{UserID: user, At: time.Now()})
+		&domain.PasswordReset{UserID: user, At: time.Now()}, &domain.PasswordChanged{UserID: user},
+		&domain.EmailChangeRequested{UserID: user, Email: "a@example.com", NewEmail: "b@example.com"},
+		&domain.EmailChanged{UserID: user, OldEmail: "a@example.com", NewEmail: "b@example.com"}, &domain.ProfileUpdated{UserID: user})
 	h.appendFor(t, user, "192.0.2.9", "curl/8", domain.CodeGuessingStream(user, time.Now()), &domain.CodeGuessingDetected{UserID: user, Kind: "totp", Failures: 20})
 	h.appendFor(t, user, "192.0.2.9", "curl/8", domain.SessionStream(session), &domain.RefreshTokenReused{SessionID: session, Generation: 0, Current: 1})
 	last := h.appendFor(t, user, "192.0.2.9", "curl/8", domain.SessionStream(session), &domain.SessionRevoked{SessionID: session, UserID: user, Reason: domain.RevokedByReuse})

@@ -35,6 +35,8 @@ type UserView struct {
 	Tenant           Tenant    `json:"tenant"`
 	TwoFactorEnabled bool      `json:"two_factor_enabled"`
 	CreatedAt        time.Time `json:"created_at"`
+	// Locale is the language of the user's mails (BCP 47); empty: English.
+	Locale string `json:"locale"`
 }
 
 // Tenant is a user's organization.

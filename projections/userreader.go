@@ -115,7 +115,7 @@ func (r *UserReader) query(ctx context.Context, batch []*userRead) (map[uuid.UUI
 		var u UserView
 		var behind bool
 		var id, tenant pgtype.UUID
-		if err := rows.Scan(&id, &u.Email, &u.Name, &u.EmailVerified, &tenant, &u.Tenant.Name, &u.TwoFactorEnabled, &u.CreatedAt, &behind); err != nil {
+		if err := rows.Scan(&id, &u.Email, &u.Name, &u.EmailVerified, &tenant, &u.Tenant.Name, &u.TwoFactorEnabled, &u.CreatedAt, &u.Locale, &behind); err != nil {
 			return nil, fmt.Errorf("read %d users: %w", len(batch), err)
 		}
 		u.ID, u.Tenant.ID, u.CreatedAt = id.Bytes, tenant.Bytes, u.CreatedAt.UTC()
@@ -139,7 +139,7 @@ func (r *UserReader) query(ctx context.Context, batch []*userRead) (map[uuid.UUI
 // signups). A batch now costs the same whatever the size of those tables.
 var userReadSQL = `SELECT u.id, u.email, u.name, u.email_verified, u.tenant_id,
 		coalesce((SELECT t.name FROM tenants t WHERE t.id = u.tenant_id), ''),
-		coalesce((SELECT tf.enabled FROM two_factor tf WHERE tf.user_id = u.id), false), u.created_at,
+		coalesce((SELECT tf.enabled FROM two_factor tf WHERE tf.user_id = u.id), false), u.created_at, u.locale,
 		` + behindSQL("$2 || u.id::text", "$4", "$6") + ` OR ` + behindSQL("$3 || u.id::text", "$5", "$7") + `
 	FROM users u
 	WHERE u.id = ANY((SELECT $1::uuid[])::uuid[])`

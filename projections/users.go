@@ -1,6 +1,7 @@
 package projections
 
 import (
+	"cmp"
 	"fmt"
 	"slices"
 	"time"
@@ -25,18 +26,21 @@ func (u Users) Uses(eventType string) bool { return slices.Contains(u.types(), e
 // checkpoint makes a user's row stale (UserReader).
 func (Users) types() []string {
 	return []string{domain.TypeUserRegistered, domain.TypeRegistrationRenewed, domain.TypeEmailVerified,
-		domain.TypeTenantCreated, domain.TypeSignupExpired}
+		domain.TypeTenantCreated, domain.TypeSignupExpired, domain.TypeProfileUpdated, domain.TypeEmailChanged}
 }
 
 type userRow struct {
 	id, tenant     uuid.UUID
 	email, name    string
+	locale         string
 	verified       bool
 	created, moved time.Time
 }
 
 type userChange struct {
 	name     *string
+	email    *string
+	locale   *string
 	verified bool
 	at       time.Time
 }
@@ -80,6 +84,20 @@ func (u Users) Apply(b *Batch, events []eventstore.Event) error {
 			} else {
 				change(v.UserID, e.OccurredAt).verified = true
 			}
+		case *domain.ProfileUpdated:
+			if r, ok := created[v.UserID]; ok {
+				r.name, r.locale, r.moved = deref(v.Name, r.name), deref(v.Locale, r.locale), e.OccurredAt
+			} else {
+				c := change(v.UserID, e.OccurredAt)
+				c.name, c.locale = cmp.Or(v.Name, c.name), cmp.Or(v.Locale, c.locale)
+			}
+		case *domain.EmailChanged:
+			if r, ok := created[v.UserID]; ok {
+				r.email, r.verified, r.moved = v.NewEmail, true, e.OccurredAt
+			} else {
+				c := change(v.UserID, e.OccurredAt)
+				c.email, c.verified = &v.NewEmail, true
+			}
 		case *domain.TenantCreated:
 			tenants, tenantsAt = append(tenants, *v), append(tenantsAt, e.OccurredAt)
 		case *domain.SignupExpired:
@@ -110,16 +128,17 @@ func insertUsers(b *Batch, created map[uuid.UUID]*userRow, order []uuid.UUID) {
 	}
 	n := len(order)
 	ids, tenants := make([]pgtype.UUID, n), make([]pgtype.UUID, n)
-	emails, names := make([]string, n), make([]string, n)
+	emails, names, locales := make([]string, n), make([]string, n), make([]string, n)
 	flags := make([]bool, n)
 	createdAt, updatedAt := make([]time.Time, n), make([]time.Time, n)
 	for i, id := range order {
 		r := created[id]
 		ids[i], tenants[i], emails[i], names[i], flags[i], createdAt[i], updatedAt[i] = pgUUID(r.id), pgUUID(r.tenant), r.email, r.name, r.verified, r.created, r.moved
+		locales[i] = r.locale
 	}
-	b.Rows(fmt.Sprintf("insert %d users", n), n, `INSERT INTO users (id, tenant_id, email, name, email_verified, created_at, updated_at)
-		SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::bool[], $6::timestamptz[], $7::timestamptz[])`,
-		ids, tenants, emails, names, flags, createdAt, updatedAt)
+	b.Rows(fmt.Sprintf("insert %d users", n), n, `INSERT INTO users (id, tenant_id, email, name, email_verified, created_at, updated_at, locale)
+		SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::bool[], $6::timestamptz[], $7::timestamptz[], $8::text[])`,
+		ids, tenants, emails, names, flags, createdAt, updatedAt, locales)
 }
 
 // updateUsers applies changes to users registered in earlier batches; a
@@ -131,15 +150,17 @@ func updateUsers(b *Batch, changed map[uuid.UUID]*userChange) {
 	}
 	n := len(changed)
 	ids, at := make([]pgtype.UUID, 0, n), make([]time.Time, 0, n)
-	names := make([]*string, 0, n)
+	names, emails, locales := make([]*string, 0, n), make([]*string, 0, n), make([]*string, 0, n)
 	verified := make([]bool, 0, n)
 	for id, c := range changed {
 		ids, at, names, verified = append(ids, pgUUID(id)), append(at, c.at), append(names, c.name), append(verified, c.verified)
+		emails, locales = append(emails, c.email), append(locales, c.locale)
 	}
 	b.Rows(fmt.Sprintf("update %d users", n), n, `UPDATE users u
-		SET name = coalesce(v.name, u.name), email_verified = u.email_verified OR v.verified, updated_at = v.at
-		FROM unnest($1::uuid[], $2::timestamptz[], $3::text[], $4::bool[]) AS v(id, at, name, verified)
-		WHERE u.id = v.id`, ids, at, names, verified)
+		SET name = coalesce(v.name, u.name), email_verified = u.email_verified OR v.verified, updated_at = v.at,
+			email = coalesce(v.email, u.email), locale = coalesce(v.locale, u.locale)
+		FROM unnest($1::uuid[], $2::timestamptz[], $3::text[], $4::bool[], $5::text[], $6::text[]) AS v(id, at, name, verified, email, locale)
+		WHERE u.id = v.id`, ids, at, names, verified, emails, locales)
 }
 
 // deleteUsers removes the rows of users registered in earlier batches.
@@ -164,6 +185,14 @@ func insertTenants(b *Batch, tenants []domain.TenantCreated, at []time.Time) {
 	}
 	b.Rows(fmt.Sprintf("insert %d tenants", len(tenants)), len(tenants), `INSERT INTO tenants (id, name, owner_id, created_at)
 		SELECT * FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::timestamptz[])`, ids, names, owners, at)
+}
+
+// deref is *p, or else when p is nil (a field an event leaves as it was).
+func deref(p *string, otherwise string) string {
+	if p == nil {
+		return otherwise
+	}
+	return *p
 }
 
 // pgUUID hands pgx a uuid it encodes directly; a uuid.UUID goes through its

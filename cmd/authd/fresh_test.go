@@ -72,6 +72,8 @@ func freshSteps(passkeyID string) []freshStep {
 		{"DELETE", "/passkey/" + passkeyID, nil, nil},
 		{"DELETE", "/passkey/not-a-uuid", nil, nil},
 		{"DELETE", "/sessions", nil, "{"},
+		{"POST", "/me/password", map[string]any{"new_password": "a whole new passphrase"}, map[string]any{"new_password": 7}},
+		{"POST", "/me/email", map[string]any{"new_email": "elsewhere@example.com"}, "{"},
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 type account struct {
 	exists   bool   // verified and not gone: there is someone to tell
 	email    string // the address the account has now
+	locale   string // the language of its mails; empty: English
 	passkeys map[uuid.UUID]string
 }
 
@@ -39,6 +40,6 @@ func (c *Consumer) loadAccount(ctx context.Context, user uuid.UUID) (account, er
 			acc.passkeys[d.PasskeyID] = d.Name
 		}
 	}
-	acc.exists, acc.email = u.Exists() && u.EmailVerified, u.Email
+	acc.exists, acc.email, acc.locale = u.Exists() && u.EmailVerified, u.Email, u.Locale
 	return acc, nil
 }

@@ -8,6 +8,7 @@ import (
 
 // detail fills in what a notice's mail says about its event beyond the time,
 // device and IP every notice has; acc is the account as its stream stands.
+// Setting n.Email sends the notice there instead of the account's address.
 type detail func(e domain.Event, acc account, n *mail.Notice)
 
 // kinds is every event type that tells the account's owner by mail (API.md,
@@ -17,6 +18,9 @@ func kinds() map[string]detail {
 	return map[string]detail{
 		domain.TypeSessionStarted:         nothing, // only from a device and network new to the account: devices.go
 		domain.TypePasswordReset:          nothing,
+		domain.TypePasswordChanged:        nothing,
+		domain.TypeEmailChangeRequested:   emailChange,
+		domain.TypeEmailChanged:           emailChange,
 		domain.TypeTotpEnabled:            nothing,
 		domain.TypeTotpDisabled:           nothing,
 		domain.TypeBackupCodesRegenerated: nothing,
@@ -40,6 +44,18 @@ func passkeyName(e domain.Event, acc account, n *mail.Notice) {
 		}
 	case *domain.PasskeyRemoved:
 		n.PasskeyName = acc.passkeys[e.PasskeyID]
+	}
+}
+
+// emailChange names the new address, and sends the notice to the address
+// the account had when the change was asked for or made: the owner is told
+// there, not at the address that may be someone else's.
+func emailChange(e domain.Event, _ account, n *mail.Notice) {
+	switch e := e.(type) {
+	case *domain.EmailChangeRequested:
+		n.Email, n.NewEmail = e.Email, e.NewEmail
+	case *domain.EmailChanged:
+		n.Email, n.NewEmail = e.OldEmail, e.NewEmail
 	}
 }
 

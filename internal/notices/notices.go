@@ -420,7 +420,11 @@ func (c *Consumer) send(ctx context.Context, m jetstream.Msg, e eventstore.Event
 		n.Device, n.IP = s.Device, s.IP
 	}
 	tell(d, acc, &n)
-	msg, err := c.d.Compose.Notice(acc.email, "", e.Type, n)
+	to := acc.email
+	if n.Email != "" {
+		to = n.Email // an email change's notice: the old address (kinds)
+	}
+	msg, err := c.d.Compose.Notice(to, acc.locale, e.Type, n)
 	if err != nil {
 		c.failed.WithLabelValues(e.Type).Inc()
 		log.Error("notices: cannot write the mail; trying again later", "err", err)
