@@ -219,6 +219,9 @@ func TestUpdateProfileAndMailsInTheUsersLocale(t *testing.T) {
 	}
 
 	for _, to := range []string{de, en} {
+		// The signup's verify mail is not the one this test reads: claim it,
+		// so that WaitForMessage below waits for the sign-in mail.
+		c.mail.WaitForMessage(t, to, 15*time.Second)
 		a.must(t, 202, "POST", api+"/otp/send", "", map[string]any{"email": to, "purpose": "login"})
 	}
 	if m := c.mail.WaitForMessage(t, de, 15*time.Second); m.Subject != "Ihr Anmeldecode" || !strings.HasPrefix(m.Text, "Ihr Code: ") {
