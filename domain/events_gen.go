@@ -34,6 +34,7 @@ func (ProfileUpdated) EventType() string         { return TypeProfileUpdated }
 func (PasswordChanged) EventType() string        { return TypePasswordChanged }
 func (EmailChangeRequested) EventType() string   { return TypeEmailChangeRequested }
 func (EmailChanged) EventType() string           { return TypeEmailChanged }
+func (AccountDeleted) EventType() string         { return TypeAccountDeleted }
 
 // generatedKinds lists the event types in the order their files declare them.
 func generatedKinds() []Kind {
@@ -70,5 +71,6 @@ func generatedKinds() []Kind {
 		kind[PasswordChanged](),
 		kind[EmailChangeRequested](),
 		kind[EmailChanged](),
+		kind[AccountDeleted](),
 	}
 }

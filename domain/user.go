@@ -21,6 +21,8 @@ const (
 	TypePasswordChanged      = "PasswordChanged"
 	TypeEmailChangeRequested = "EmailChangeRequested"
 	TypeEmailChanged         = "EmailChanged"
+	// Erasure (DELETE /me).
+	TypeAccountDeleted = "AccountDeleted"
 )
 
 // UserStream names a user's stream.
@@ -87,6 +89,14 @@ func (e *PasswordRehashed) Secrets() any { return &e.Secret }
 // has the time), so it says nothing about the person.
 type SignupExpired struct {
 	UserID uuid.UUID `json:"user_id"`
+}
+
+// AccountDeleted ends an account at its owner's request: every read model
+// forgets the user, and audit consumers are told to forget their copies. It
+// holds ids only (the envelope has the time), like SignupExpired.
+type AccountDeleted struct {
+	UserID   uuid.UUID `json:"user_id"`
+	TenantID uuid.UUID `json:"tenant_id"`
 }
 
 // SignupAttemptStream names the stream of the signups tried with a verified
