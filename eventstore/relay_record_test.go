@@ -1,0 +1,199 @@
+package eventstore
+
+import (
+	"context"
+	"errors"
+	"maps"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/authd/authd/domain"
+	"github.com/authd/authd/internal/natsbus"
+	"github.com/authd/authd/internal/testenv"
+)
+
+// userEv is an event of user's, as commands append them.
+func userEv(user uuid.UUID, typ string) Event {
+	e := ev(typ, `{}`)
+	e.UserID = user
+	return e
+}
+
+// appendFor appends events to user's own stream, after the version it is at.
+func appendFor(t *testing.T, s *Store, user uuid.UUID, events ...Event) {
+	t.Helper()
+	ctx := context.Background()
+	stream := "user-" + user.String()
+	have, err := s.Load(ctx, stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Append(ctx, stream, int64(len(have)), events...); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// streamMessages is the stream's messages by sequence; deleted ones are not
+// there.
+func streamMessages(t *testing.T, bus *natsbus.Bus) map[uint64]Event {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	stream, err := bus.EnsureStream(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := stream.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[uint64]Event{}
+	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
+		msg, err := stream.GetMsg(ctx, seq)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue
+		}
+		if err != nil {
+			t.Fatalf("get message %d: %v", seq, err)
+		}
+		e, err := FromMessage(msg.Header, msg.Data)
+		if err != nil {
+			t.Fatalf("message %d: %v", seq, err)
+		}
+		out[seq] = e
+	}
+	return out
+}
+
+// erasableIn is what stream_messages must hold for msgs: every message with
+// a user id but those that end an account.
+func erasableIn(msgs map[uint64]Event) map[streamRecord]bool {
+	want := map[streamRecord]bool{}
+	for seq, e := range msgs {
+		if e.UserID != uuid.Nil && e.Type != domain.TypeAccountDeleted && e.Type != domain.TypeSignupExpired {
+			want[streamRecord{user: e.UserID, seq: seq}] = true
+		}
+	}
+	return want
+}
+
+func recorded(t *testing.T, pool *pgxpool.Pool) map[streamRecord]bool {
+	t.Helper()
+	rows, err := pool.Query(context.Background(), `SELECT user_id, seq FROM stream_messages`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	got := map[streamRecord]bool{}
+	for rows.Next() {
+		var r streamRecord
+		var seq int64
+		if err := rows.Scan(&r.user, &seq); err != nil {
+			t.Fatal(err)
+		}
+		r.seq = uint64(seq)
+		got[r] = true
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return got
+}
+
+func checkRecorded(t *testing.T, pool *pgxpool.Pool, bus *natsbus.Bus) {
+	t.Helper()
+	want, got := erasableIn(streamMessages(t, bus)), recorded(t, pool)
+	if !maps.Equal(got, want) {
+		t.Fatalf("stream_messages holds %d records %v, want the %d erasable messages of the stream %v", len(got), got, len(want), want)
+	}
+}
+
+// savedCheckpoint is the relay's checkpoint as saved.
+func savedCheckpoint(t *testing.T, pool *pgxpool.Pool) relayed {
+	t.Helper()
+	var c relayed
+	var tx string
+	var seq int64
+	if err := pool.QueryRow(context.Background(), `SELECT tx_id::text, position, stream_seq FROM relay_checkpoint`).Scan(&tx, &c.cp.Position, &seq); err != nil {
+		t.Fatal(err)
+	}
+	var err error
+	if c.cp.Tx, err = ParseTx(tx); err != nil {
+		t.Fatal(err)
+	}
+	c.seq = uint64(seq)
+	return c
+}
+
+// Every published message of a user, but those that end an account, is
+// recorded with its stream sequence, and the checkpoint saved with the
+// sequence of its event.
+func TestRelayRecordsEachUsersMessages(t *testing.T) {
+	t.Parallel()
+	onEachNATS(t, func(t *testing.T, s *Store, pool *pgxpool.Pool, bus *natsbus.Bus) {
+		alice, bob := uuid.New(), uuid.New()
+		appendFor(t, s, alice, userEv(alice, "UserRegistered"), userEv(alice, "EmailVerified"))
+		appendFor(t, s, bob, userEv(bob, "UserRegistered"))
+		if _, err := s.Append(context.Background(), "tenant-x", 0, ev("TenantCreated", `{}`)); err != nil {
+			t.Fatal(err)
+		}
+		appendFor(t, s, alice, userEv(alice, domain.TypeAccountDeleted))
+		appendFor(t, s, bob, userEv(bob, domain.TypeSignupExpired))
+		_, stop := runRelay(t, s, bus, RelayConfig{})
+		waitForMessages(t, bus, 6, 10*time.Second)
+		stop()
+		checkRecorded(t, pool, bus)
+		if got := len(recorded(t, pool)); got != 3 {
+			t.Fatalf("%d records, want 3: alice's two messages and bob's first", got)
+		}
+		msgs := streamMessages(t, bus)
+		if cp := savedCheckpoint(t, pool); cp.seq != 6 || cp.cp != msgs[6].Commit {
+			t.Fatalf("checkpoint %s at stream sequence %d, want %s at 6", cp.cp, cp.seq, msgs[6].Commit)
+		}
+	})
+}
+
+// A relay that dies after publishing but before saving its checkpoint has
+// not saved the records of what it published either: the next one reads
+// them back from the stream as it moves the checkpoint forward.
+func TestRelayRecordsWhatItPublishedBeforeACrash(t *testing.T) {
+	t.Parallel()
+	onEachNATS(t, func(t *testing.T, s *Store, pool *pgxpool.Pool, bus *natsbus.Bus) {
+		ctx := context.Background()
+		users := []uuid.UUID{uuid.New(), uuid.New(), uuid.New()}
+		for _, u := range users {
+			appendFor(t, s, u, userEv(u, "UserRegistered"))
+		}
+		_, stop := runRelay(t, s, bus, RelayConfig{})
+		waitForMessages(t, bus, 3, 10*time.Second)
+		stop()
+		before := savedCheckpoint(t, pool)
+		for _, u := range users {
+			appendFor(t, s, u, userEv(u, "SessionStarted"), userEv(u, "SessionRefreshed"))
+		}
+		_, stop = runRelay(t, s, bus, RelayConfig{})
+		waitForMessages(t, bus, 9, 10*time.Second)
+		stop()
+		// The crash: neither the checkpoint nor the records of the second
+		// run were saved.
+		if _, err := pool.Exec(ctx, `WITH f AS (DELETE FROM stream_messages WHERE seq > $3)
+			UPDATE relay_checkpoint SET tx_id = $1::text::xid8, position = $2, stream_seq = $3`,
+			before.cp.txText(), before.cp.Position, int64(before.seq)); err != nil {
+			t.Fatal(err)
+		}
+		if got := len(recorded(t, pool)); got != 3 {
+			t.Fatalf("%d records after the crash, want the first run's 3", got)
+		}
+		_, stop = runRelay(t, s, bus, RelayConfig{})
+		testenv.Eventually(t, 10*time.Second, func() bool { return savedCheckpoint(t, pool).seq == 9 })
+		stop()
+		checkRecorded(t, pool, bus)
+		if got := len(streamMessages(t, bus)); got != 9 {
+			t.Fatalf("stream holds %d messages, want 9: nothing published twice", got)
+		}
+	})
+}
