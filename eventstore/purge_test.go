@@ -55,7 +55,7 @@ func checkErased(t *testing.T, pool *pgxpool.Pool, bus *natsbus.Bus, before map[
 	for seq, e := range before {
 		gone := false
 		for _, u := range erased {
-			gone = gone || (e.UserID == u && erasable(e))
+			gone = gone || (e.UserID == u && Erasable(e))
 		}
 		if _, there := now[seq]; there == gone {
 			t.Errorf("message %d (%s of user %s): in the stream %t, want %t", seq, e.Type, e.UserID, there, !gone)

@@ -83,7 +83,7 @@ func (r *Relay) lead(ctx context.Context, conn *pgxpool.Conn, flushing bool) err
 	t := &relayTerm{r: r, conn: conn, cp: cp, lastSeq: lastSeq, saved: cp, savedAt: time.Now(), nudged: nudged, poll: poll.C, purge: purge}
 	t.record = func(e Event, seq uint64) {
 		t.cp = relayed{cp: e.Commit, seq: seq}
-		if erasable(e) {
+		if Erasable(e) {
 			t.records = append(t.records, streamRecord{user: e.UserID, seq: seq})
 		}
 	}

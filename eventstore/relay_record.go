@@ -18,12 +18,12 @@ type streamRecord struct {
 	seq  uint64
 }
 
-// erasable says whether e's message goes when its user is erased: every
+// Erasable says whether e's message goes when its user is erased: every
 // message with a user id but the two that end an account, AccountDeleted
 // and SignupExpired. They hold ids only, and outside consumers must still
 // receive them, after the erasure, to erase their own copies (API.md). Not
 // recording them makes stream_messages exactly what an erasure deletes.
-func erasable(e Event) bool {
+func Erasable(e Event) bool {
 	return e.UserID != uuid.Nil && e.Type != domain.TypeAccountDeleted && e.Type != domain.TypeSignupExpired
 }
 
@@ -84,7 +84,7 @@ func readBack(ctx context.Context, stream jetstream.Stream, first, last uint64) 
 		if meta.Sequence.Stream > last {
 			return records, nil
 		}
-		if e, err := FromMessage(msg.Headers(), msg.Data()); err == nil && erasable(e) {
+		if e, err := FromMessage(msg.Headers(), msg.Data()); err == nil && Erasable(e) {
 			records = append(records, streamRecord{user: e.UserID, seq: meta.Sequence.Stream})
 		}
 		if meta.Sequence.Stream == last || meta.NumPending == 0 {
