@@ -23,14 +23,8 @@ import (
 // transaction, as DELETE /me does.
 func erase(t *testing.T, s *Store, user uuid.UUID) {
 	t.Helper()
-	ctx := context.Background()
-	stream := "user-" + user.String()
-	have, err := s.Load(ctx, stream)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.Write(ctx, Change{
-		Appends: []StreamAppend{{Stream: stream, Expected: int64(len(have)), Events: []Event{userEv(user, domain.TypeAccountDeleted)}}},
+	if _, err := s.Write(context.Background(), Change{
+		Appends: []StreamAppend{userAppend(t, s, user, userEv(user, domain.TypeAccountDeleted))},
 		Also:    []Statement{QueueStreamErasure(user)},
 	}); err != nil {
 		t.Fatal(err)
@@ -115,14 +109,7 @@ func TestStreamErasureWaitsForTheRelayAndShowsItsLag(t *testing.T) {
 		waitForMessages(t, bus, 2, 10*time.Second)
 		before := streamMessages(t, bus)
 
-		older, err := pool.Begin(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer older.Rollback(ctx)
-		if _, err := older.Exec(ctx, `SELECT pg_current_xact_id()`); err != nil {
-			t.Fatal(err)
-		}
+		older := holdBack(t, pool)
 		erase(t, s, alice)
 		testenv.Eventually(t, 30*time.Second, func() bool {
 			return gatherGauge(t, reg, "authd_stream_erasures_pending") == 1 && gatherGauge(t, reg, "authd_stream_erasure_lag_seconds") > 1

@@ -2,14 +2,12 @@ package eventstore
 
 import (
 	"context"
-	"errors"
 	"maps"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/authd/authd/domain"
 	"github.com/authd/authd/internal/natsbus"
@@ -26,47 +24,21 @@ func userEv(user uuid.UUID, typ string) Event {
 // appendFor appends events to user's own stream, after the version it is at.
 func appendFor(t *testing.T, s *Store, user uuid.UUID, events ...Event) {
 	t.Helper()
-	ctx := context.Background()
-	stream := "user-" + user.String()
-	have, err := s.Load(ctx, stream)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.Append(ctx, stream, int64(len(have)), events...); err != nil {
+	if _, err := s.Write(context.Background(), Change{Appends: []StreamAppend{userAppend(t, s, user, events...)}}); err != nil {
 		t.Fatal(err)
 	}
 }
 
-// streamMessages is the stream's messages by sequence; deleted ones are not
-// there.
-func streamMessages(t *testing.T, bus *natsbus.Bus) map[uint64]Event {
+// userAppend is an append of events to user's own stream, after the version
+// it is at.
+func userAppend(t *testing.T, s *Store, user uuid.UUID, events ...Event) StreamAppend {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	stream, err := bus.EnsureStream(ctx)
+	stream := "user-" + user.String()
+	have, err := s.Load(context.Background(), stream)
 	if err != nil {
 		t.Fatal(err)
 	}
-	info, err := stream.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := map[uint64]Event{}
-	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
-		msg, err := stream.GetMsg(ctx, seq)
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			continue
-		}
-		if err != nil {
-			t.Fatalf("get message %d: %v", seq, err)
-		}
-		e, err := FromMessage(msg.Header, msg.Data)
-		if err != nil {
-			t.Fatalf("message %d: %v", seq, err)
-		}
-		out[seq] = e
-	}
-	return out
+	return StreamAppend{Stream: stream, Expected: int64(len(have)), Events: events}
 }
 
 // erasableIn is what stream_messages must hold for msgs: every message with
