@@ -169,3 +169,27 @@ func TestRelayRecordsWhatItPublishedBeforeACrash(t *testing.T) {
 		}
 	})
 }
+
+// A checkpoint saved before the relay recorded anything (stream_seq 0, an
+// upgrade) has the next relay record the whole stream once.
+func TestRelayRecordsTheStreamPublishedBeforeItRecorded(t *testing.T) {
+	t.Parallel()
+	onEachNATS(t, func(t *testing.T, s *Store, pool *pgxpool.Pool, bus *natsbus.Bus) {
+		alice, bob := uuid.New(), uuid.New()
+		appendFor(t, s, alice, userEv(alice, "UserRegistered"))
+		appendFor(t, s, bob, userEv(bob, "UserRegistered"), userEv(bob, "EmailVerified"))
+		_, stop := runRelay(t, s, bus, RelayConfig{})
+		waitForMessages(t, bus, 3, 10*time.Second)
+		stop()
+		if _, err := pool.Exec(context.Background(), `WITH f AS (DELETE FROM stream_messages) UPDATE relay_checkpoint SET stream_seq = 0`); err != nil {
+			t.Fatal(err)
+		}
+		_, stop = runRelay(t, s, bus, RelayConfig{})
+		testenv.Eventually(t, 10*time.Second, func() bool { return savedCheckpoint(t, pool).seq == 3 })
+		stop()
+		checkRecorded(t, pool, bus)
+		if got := len(recorded(t, pool)); got != 3 {
+			t.Fatalf("%d records, want 3", got)
+		}
+	})
+}
