@@ -6,7 +6,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/authd/authd/domain"
@@ -32,7 +32,7 @@ func Erasable(e Event) bool {
 // checkpoint past a message that is not recorded. With forget, it also drops
 // the records of sequences past to's, which a stream restored or recreated
 // behind the checkpoint does not hold as they were.
-func saveCheckpoint(ctx context.Context, conn *pgxpool.Conn, to relayed, records []streamRecord, forget bool) error {
+func saveCheckpoint(ctx context.Context, conn execer, to relayed, records []streamRecord, forget bool) error {
 	users := make([]uuid.UUID, len(records))
 	seqs := make([]int64, len(records))
 	for i, rec := range records {
@@ -47,6 +47,11 @@ func saveCheckpoint(ctx context.Context, conn *pgxpool.Conn, to relayed, records
 		return fmt.Errorf("relay: save checkpoint %s: %w", to.cp, err)
 	}
 	return nil
+}
+
+// execer is a connection or the pool.
+type execer interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
 }
 
 // readBackWait bounds the wait for each message read back from the stream.
