@@ -193,3 +193,39 @@ func TestRelayRecordsTheStreamPublishedBeforeItRecorded(t *testing.T) {
 		}
 	})
 }
+
+// A save of the checkpoint that fails hands its records on to the next
+// save, which is past them: none may be left out.
+func TestRelayRecordsWhatAFailedSaveHeld(t *testing.T) {
+	t.Parallel()
+	s, pool := newStore(t)
+	bus := testenv.NATS(t, testenv.EmbeddedNATS)
+	// The first statement that records anything fails, once.
+	if _, err := pool.Exec(context.Background(), `CREATE SEQUENCE record_attempts;
+		CREATE FUNCTION fail_first_record() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN
+			IF nextval('record_attempts') = 1 THEN RAISE EXCEPTION 'the first save fails'; END IF;
+			RETURN NULL;
+		END $$;
+		CREATE TRIGGER fail_first_record AFTER INSERT ON stream_messages FOR EACH STATEMENT EXECUTE FUNCTION fail_first_record()`); err != nil {
+		t.Fatal(err)
+	}
+	users := []uuid.UUID{uuid.New(), uuid.New(), uuid.New()}
+	for _, u := range users {
+		appendFor(t, s, u, userEv(u, "UserRegistered"))
+	}
+	_, stop := runRelay(t, s, bus, RelayConfig{Backoff: 50 * time.Millisecond})
+	waitForMessages(t, bus, 3, 10*time.Second)
+	// Saved by the next save, after the first failed: a relay stopped
+	// before then would read its records back from the stream instead.
+	testenv.Eventually(t, 10*time.Second, func() bool { return savedCheckpoint(t, pool).seq == 3 })
+	stop()
+	checkRecorded(t, pool, bus)
+	if got := len(recorded(t, pool)); got != 3 {
+		t.Fatalf("%d records, want 3", got)
+	}
+	var attempts int64
+	if err := pool.QueryRow(context.Background(), `SELECT last_value FROM record_attempts`).Scan(&attempts); err != nil || attempts < 2 {
+		t.Fatalf("%d saves recorded (%v): the first never failed, and this test proved nothing", attempts, err)
+	}
+}
