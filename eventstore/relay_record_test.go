@@ -84,6 +84,19 @@ func checkRecorded(t *testing.T, pool *pgxpool.Pool, bus *natsbus.Bus) {
 	}
 }
 
+// relayUntilSaved runs a relay until it has saved its checkpoint at stream
+// sequence seq, and checks that what the stream holds is recorded: n records.
+func relayUntilSaved(t *testing.T, s *Store, pool *pgxpool.Pool, bus *natsbus.Bus, cfg RelayConfig, seq uint64, n int) {
+	t.Helper()
+	_, stop := runRelay(t, s, bus, cfg)
+	testenv.Eventually(t, 10*time.Second, func() bool { return savedCheckpoint(t, pool).seq == seq })
+	stop()
+	checkRecorded(t, pool, bus)
+	if got := len(recorded(t, pool)); got != n {
+		t.Fatalf("%d records, want %d", got, n)
+	}
+}
+
 // savedCheckpoint is the relay's checkpoint as saved.
 func savedCheckpoint(t *testing.T, pool *pgxpool.Pool) relayed {
 	t.Helper()
@@ -160,10 +173,7 @@ func TestRelayRecordsWhatItPublishedBeforeACrash(t *testing.T) {
 		if got := len(recorded(t, pool)); got != 3 {
 			t.Fatalf("%d records after the crash, want the first run's 3", got)
 		}
-		_, stop = runRelay(t, s, bus, RelayConfig{})
-		testenv.Eventually(t, 10*time.Second, func() bool { return savedCheckpoint(t, pool).seq == 9 })
-		stop()
-		checkRecorded(t, pool, bus)
+		relayUntilSaved(t, s, pool, bus, RelayConfig{}, 9, 9)
 		if got := len(streamMessages(t, bus)); got != 9 {
 			t.Fatalf("stream holds %d messages, want 9: nothing published twice", got)
 		}
@@ -184,13 +194,7 @@ func TestRelayRecordsTheStreamPublishedBeforeItRecorded(t *testing.T) {
 		if _, err := pool.Exec(context.Background(), `WITH f AS (DELETE FROM stream_messages) UPDATE relay_checkpoint SET stream_seq = 0`); err != nil {
 			t.Fatal(err)
 		}
-		_, stop = runRelay(t, s, bus, RelayConfig{})
-		testenv.Eventually(t, 10*time.Second, func() bool { return savedCheckpoint(t, pool).seq == 3 })
-		stop()
-		checkRecorded(t, pool, bus)
-		if got := len(recorded(t, pool)); got != 3 {
-			t.Fatalf("%d records, want 3", got)
-		}
+		relayUntilSaved(t, s, pool, bus, RelayConfig{}, 3, 3)
 	})
 }
 
@@ -214,16 +218,9 @@ func TestRelayRecordsWhatAFailedSaveHeld(t *testing.T) {
 	for _, u := range users {
 		appendFor(t, s, u, userEv(u, "UserRegistered"))
 	}
-	_, stop := runRelay(t, s, bus, RelayConfig{Backoff: 50 * time.Millisecond})
-	waitForMessages(t, bus, 3, 10*time.Second)
 	// Saved by the next save, after the first failed: a relay stopped
 	// before then would read its records back from the stream instead.
-	testenv.Eventually(t, 10*time.Second, func() bool { return savedCheckpoint(t, pool).seq == 3 })
-	stop()
-	checkRecorded(t, pool, bus)
-	if got := len(recorded(t, pool)); got != 3 {
-		t.Fatalf("%d records, want 3", got)
-	}
+	relayUntilSaved(t, s, pool, bus, RelayConfig{Backoff: 50 * time.Millisecond}, 3, 3)
 	var attempts int64
 	if err := pool.QueryRow(context.Background(), `SELECT last_value FROM record_attempts`).Scan(&attempts); err != nil || attempts < 2 {
 		t.Fatalf("%d saves recorded (%v): the first never failed, and this test proved nothing", attempts, err)
