@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -64,16 +65,31 @@ func (h *harness) append(t testing.TB, stream string, expected int64, events ...
 	t.Helper()
 	out := make([]eventstore.Event, len(events))
 	for i, e := range events {
-		var err error
-		if out[i], err = eventstore.Encode(e); err != nil {
-			t.Fatal(err)
-		}
+		out[i] = encodeOwned(t, e)
 	}
 	c, err := h.store.Append(context.Background(), stream, expected, out...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return c.Last
+}
+
+// encodeOwned encodes e with the user it is about as its owner, as commands
+// record it: the store seals its personal fields under that user's key.
+func encodeOwned(t testing.TB, e domain.Event) eventstore.Event {
+	t.Helper()
+	enc, err := eventstore.Encode(e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := reflect.Indirect(reflect.ValueOf(e))
+	for _, name := range []string{"UserID", "OwnerID"} {
+		if f := v.FieldByName(name); f.IsValid() {
+			enc.UserID = f.Interface().(uuid.UUID)
+			break
+		}
+	}
+	return enc
 }
 
 // registerUsers registers n users, verifying every other one, and returns the

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -23,13 +24,25 @@ import (
 	"github.com/authd/authd/domain"
 	"github.com/authd/authd/eventstore"
 	"github.com/authd/authd/internal/natsbus"
+	"github.com/authd/authd/internal/seal"
 	"github.com/authd/authd/internal/testenv"
 )
 
 // env is the environment run reads in a test.
 type env map[string]string
 
-func (e env) get(k string) string { return e[k] }
+// get is e's value of k. Like authd's environment, an env has authd's
+// master key (testMasterKey) unless it says otherwise.
+func (e env) get(k string) string {
+	if v, ok := e[k]; ok || k != "AUTHD_MASTER_KEY" {
+		return v
+	}
+	return base64.StdEncoding.EncodeToString(testMasterKey)
+}
+
+// testMasterKey is the master key of the tests' stores (newStore) and, unless
+// a test says otherwise, of the authctl they run.
+var testMasterKey = []byte("authctl-tests-master-key-32bytes")
 
 // withNATS points authctl at cfg's server, stream and subjects.
 func (e env) withNATS(cfg natsbus.Config) env {
@@ -122,7 +135,11 @@ func (b *background) waitLines(t *testing.T, n int) []string {
 
 func newStore(t *testing.T, pool *pgxpool.Pool) *eventstore.Store {
 	t.Helper()
-	return eventstore.NewStore(pool, testenv.Sealer(t), nil)
+	sealer, err := seal.New(testMasterKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return eventstore.NewStore(pool, sealer, nil)
 }
 
 // userEvent encodes e as the user's event, with its envelope ids set.
