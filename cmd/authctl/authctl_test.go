@@ -371,6 +371,50 @@ func TestEventsLsPrintsPublicEnvelopes(t *testing.T) {
 	}
 }
 
+// events ls opens personal fields with authd's master key, and shows those
+// of an erased user as [erased], ids and request id intact. Without the
+// master key it refuses: it could show neither.
+func TestEventsLsShowsErasedPersonalFields(t *testing.T) {
+	t.Parallel()
+	pool, url := testenv.Database(t)
+	store := newStore(t, pool)
+	ctx := context.Background()
+	user, tenant := uuid.New(), uuid.New()
+	register(t, store, user, tenant, "ada@example.com")
+	stream := "user-" + user.String()
+
+	r := runCLI(t, env{"DATABASE_URL": url}, "events", "ls", "--stream", stream)
+	if r.code != exitOK || !strings.Contains(r.stdout, "ada@example.com") || !strings.Contains(r.stdout, "192.0.2.7") || strings.Contains(r.stdout, "erased") {
+		t.Fatalf("a live user's events: %s", r)
+	}
+
+	if _, err := store.Write(ctx, eventstore.Change{Also: []eventstore.Statement{eventstore.Shred(user)}}); err != nil {
+		t.Fatal(err)
+	}
+	r = runCLI(t, env{"DATABASE_URL": url}, "events", "ls", "--stream", stream)
+	if r.code != exitOK || strings.Contains(r.stdout, "ada@example.com") || strings.Contains(r.stdout, "192.0.2.7") {
+		t.Fatalf("an erased user's events: %s", r)
+	}
+	var erased struct {
+		UserID   uuid.UUID           `json:"user_id"`
+		Metadata eventstore.Metadata `json:"metadata"`
+		Data     map[string]string   `json:"data"`
+		Erased   bool                `json:"erased"`
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &erased); err != nil {
+		t.Fatal(err)
+	}
+	if !erased.Erased || erased.UserID != user || erased.Metadata != (eventstore.Metadata{IP: "[erased]", UserAgent: "[erased]", RequestID: "req-1"}) ||
+		erased.Data["email"] != "[erased]" || erased.Data["name"] != "[erased]" || erased.Data["tenant_name"] != "[erased]" || erased.Data["user_id"] != user.String() {
+		t.Errorf("erased envelope %s", r.stdout)
+	}
+
+	r = runCLI(t, env{"DATABASE_URL": url, "AUTHD_MASTER_KEY": "", "AUTHD_DATA_DIR": t.TempDir()}, "events", "ls", "--stream", stream)
+	if r.code != exitFailure || !strings.Contains(r.stderr, "no AUTHD_MASTER_KEY") || r.stdout != "" {
+		t.Fatalf("without the master key: %s", r)
+	}
+}
+
 type projectionJSON struct {
 	Name       string             `json:"name"`
 	NeverRun   bool               `json:"never_run"`
