@@ -38,24 +38,27 @@ func revokeInLog(t *testing.T, pool *pgxpool.Pool, session uuid.UUID) {
 func TestLoadKnowsRevocationsTheReadModelLacks(t *testing.T) {
 	t.Parallel()
 	pool, _ := testenv.Database(t)
-	ctx := context.Background()
 	session := uuid.New()
 	revokeInLog(t, pool, session)
+	if loadedSet(t, pool).Allows(session, uuid.New(), time.Now()) {
+		t.Fatal("a session revoked in the log but not in the read model is allowed after Load")
+	}
+}
 
+// loadedSet is a set whose feed has loaded the revocations of pool's log.
+func loadedSet(t *testing.T, pool *pgxpool.Pool) *Set {
+	t.Helper()
 	s := New(time.Now)
 	bus := testenv.NATS(t, testenv.MachineNATS)
 	feed, err := s.Follow(bus.Conn(), bus.Subject, testenv.Logger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer feed.Stop()
-	if err := feed.Load(ctx, pool); err != nil {
+	t.Cleanup(feed.Stop)
+	if err := feed.Load(context.Background(), pool); err != nil {
 		t.Fatal(err)
 	}
-	if s.Allows(session, uuid.New(), time.Now()) {
-		t.Fatal("a session revoked in the log but not in the read model is allowed after Load")
-	}
-
+	return s
 }
 
 // An erased user's revocation still revokes: it carries ids, which
@@ -80,18 +83,7 @@ func TestAnErasedUsersRevocationStillRevokes(t *testing.T) {
 	if logged, err := store.ReadStream(ctx, domain.SessionStream(session)); err != nil || len(logged) != 1 || !logged[0].Erased {
 		t.Fatalf("setup: the revocation is not erased in the log: %+v (%v)", logged, err)
 	}
-
-	s := New(time.Now)
-	bus := testenv.NATS(t, testenv.MachineNATS)
-	feed, err := s.Follow(bus.Conn(), bus.Subject, testenv.Logger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer feed.Stop()
-	if err := feed.Load(ctx, pool); err != nil {
-		t.Fatal(err)
-	}
-	if s.Allows(session, user, time.Now()) {
+	if loadedSet(t, pool).Allows(session, user, time.Now()) {
 		t.Fatal("an erased user's revoked session is allowed")
 	}
 }
