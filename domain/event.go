@@ -6,6 +6,11 @@ package domain
 
 // Event is something that happened to an aggregate. Its exported fields with
 // JSON tags are the public part: published on NATS and seen by projections.
+// A field tagged `personal:"true"` (an email, a name, an IP address) is
+// personal data: the log keeps it sealed under its user's own key, so that
+// destroying that key erases it from every copy of the log (API.md,
+// "Erasure"). It is still published and applied in clear while the user
+// lives; after the erasure it reads as empty.
 type Event interface {
 	EventType() string
 }

@@ -13,10 +13,11 @@ const TypeGoogleLinked = "GoogleLinked"
 
 // GoogleLinked links a user to a Google account, found from then on by its
 // subject (the sub claim of its ID tokens). The subject is an identifier,
-// not a secret, so it is all public.
+// not a secret, so it is not sealed with the secrets; but it names a person
+// at Google, so it is personal data, erased with the account.
 type GoogleLinked struct {
 	UserID  uuid.UUID `json:"user_id"`
-	Subject string    `json:"subject"`
+	Subject string    `json:"subject" personal:"true"`
 }
 
 // ErrLinkedToOtherGoogle refuses to link an account to a Google account when

@@ -57,7 +57,7 @@ type PasskeyCredential struct {
 type PasskeyAdded struct {
 	PasskeyID uuid.UUID `json:"passkey_id"`
 	UserID    uuid.UUID `json:"user_id"`
-	Name      string    `json:"name"`
+	Name      string    `json:"name" personal:"true"`
 	AAGUID    uuid.UUID `json:"aaguid"`
 	CreatedAt time.Time `json:"created_at"`
 
@@ -70,7 +70,7 @@ func (e *PasskeyAdded) Secrets() any { return &e.Credential }
 type PasskeyRenamed struct {
 	PasskeyID uuid.UUID `json:"passkey_id"`
 	UserID    uuid.UUID `json:"user_id"`
-	Name      string    `json:"name"`
+	Name      string    `json:"name" personal:"true"`
 }
 
 // PasskeyUsed records a verified passkey sign-in and the authenticator's

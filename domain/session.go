@@ -52,9 +52,9 @@ func LoginStream(userID uuid.UUID) string { return "logins-" + userID.String() }
 
 // Client is where a request came from.
 type Client struct {
-	IP        string `json:"ip"`
-	UserAgent string `json:"user_agent"`
-	Device    string `json:"device"`
+	IP        string `json:"ip" personal:"true"`
+	UserAgent string `json:"user_agent" personal:"true"`
+	Device    string `json:"device" personal:"true"`
 }
 
 // SessionStarted opens a session after a successful login.

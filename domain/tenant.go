@@ -11,7 +11,7 @@ func TenantStream(id uuid.UUID) string { return "tenant-" + id.String() }
 // TenantCreated creates an organization; its owner is the user who signed up.
 type TenantCreated struct {
 	TenantID uuid.UUID `json:"tenant_id"`
-	Name     string    `json:"name"`
+	Name     string    `json:"name" personal:"true"`
 	OwnerID  uuid.UUID `json:"owner_id"`
 }
 

@@ -33,9 +33,9 @@ func UserStream(id uuid.UUID) string { return "user-" + id.String() }
 type UserRegistered struct {
 	UserID     uuid.UUID `json:"user_id"`
 	TenantID   uuid.UUID `json:"tenant_id"`
-	TenantName string    `json:"tenant_name"`
-	Email      string    `json:"email"`
-	Name       string    `json:"name"`
+	TenantName string    `json:"tenant_name" personal:"true"`
+	Email      string    `json:"email" personal:"true"`
+	Name       string    `json:"name" personal:"true"`
 
 	Secret PasswordSecret `json:"-"`
 }
@@ -51,8 +51,8 @@ func (e *UserRegistered) Secrets() any { return &e.Secret }
 // has verified yet: signing up again with the same email before verifying.
 type RegistrationRenewed struct {
 	UserID     uuid.UUID `json:"user_id"`
-	Name       string    `json:"name"`
-	TenantName string    `json:"tenant_name"`
+	Name       string    `json:"name" personal:"true"`
+	TenantName string    `json:"tenant_name" personal:"true"`
 
 	Secret PasswordSecret `json:"-"`
 }
@@ -114,7 +114,7 @@ type SignupAttempted struct {
 // that changed are set.
 type ProfileUpdated struct {
 	UserID uuid.UUID `json:"user_id"`
-	Name   *string   `json:"name,omitempty"`
+	Name   *string   `json:"name,omitempty" personal:"true"`
 	// Locale is canonical BCP 47 ("de", "pt-BR"): the language of the
 	// user's mails.
 	Locale *string `json:"locale,omitempty"`
@@ -138,15 +138,15 @@ func (e *PasswordChanged) Secrets() any { return &e.Secret }
 // sent, the change may have completed.
 type EmailChangeRequested struct {
 	UserID   uuid.UUID `json:"user_id"`
-	Email    string    `json:"email"`
-	NewEmail string    `json:"new_email"`
+	Email    string    `json:"email" personal:"true"`
+	NewEmail string    `json:"new_email" personal:"true"`
 }
 
 // EmailChanged moves the account to a new, proven address; OldEmail is told.
 type EmailChanged struct {
 	UserID   uuid.UUID `json:"user_id"`
-	OldEmail string    `json:"old_email"`
-	NewEmail string    `json:"new_email"`
+	OldEmail string    `json:"old_email" personal:"true"`
+	NewEmail string    `json:"new_email" personal:"true"`
 }
 
 // User is the write-side account, rebuilt from its stream.

@@ -1,8 +1,11 @@
 package eventstore
 
 import (
+	"encoding/json"
 	"fmt"
+	"maps"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -162,5 +165,74 @@ func TestDecodeRefusesAnUnknownType(t *testing.T) {
 func TestTheTwoFactorSnapshotIsOneLoadsStartFrom(t *testing.T) {
 	if !strings.HasSuffix(domain.TypeTwoFactorSnapshotTaken, SnapshotSuffix) {
 		t.Fatalf("%s does not end in %s: loads would not start from it", domain.TypeTwoFactorSnapshotTaken, SnapshotSuffix)
+	}
+}
+
+// Every event's personal fields (an email, a name, an IP address, a user
+// agent, a device, a Google subject) are in its personal part, sealed under
+// its user's key, and none is left in the public data: a field whose name
+// says it is personal and is not tagged so fails here.
+func TestPersonalFieldsOfEveryEventLandInItsPersonalPart(t *testing.T) {
+	client := []string{"device", "ip", "user_agent"}
+	want := map[string][]string{
+		domain.TypeUserRegistered:       {"email", "name", "tenant_name"},
+		domain.TypeRegistrationRenewed:  {"name", "tenant_name"},
+		domain.TypeProfileUpdated:       {"name"},
+		domain.TypeEmailChangeRequested: {"email", "new_email"},
+		domain.TypeEmailChanged:         {"new_email", "old_email"},
+		domain.TypeTenantCreated:        {"name"},
+		domain.TypePasskeyAdded:         {"name"},
+		domain.TypePasskeyRenamed:       {"name"},
+		domain.TypeGoogleLinked:         {"subject"},
+		domain.TypeSessionStarted:       client,
+		domain.TypeSessionRefreshed:     client,
+		domain.TypeReauthenticated:      client,
+	}
+	personalWords := []string{"email", "name", "ip", "agent", "device", "subject", "address", "phone"}
+	for _, k := range domain.Kinds() {
+		in, _ := filled(k)
+		enc, err := Encode(in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var data, personal map[string]json.RawMessage
+		if err := json.Unmarshal(enc.Data, &data); err != nil {
+			t.Fatal(err)
+		}
+		if len(enc.Personal) > 0 {
+			if err := json.Unmarshal(enc.Personal, &personal); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if got := slices.Sorted(maps.Keys(personal)); !slices.Equal(got, want[k.Name]) {
+			t.Errorf("%s: personal part has %q, want %q", k.Name, got, want[k.Name])
+		}
+		if got := PersonalFields(k.Name); !slices.Equal(slices.Sorted(slices.Values(got)), want[k.Name]) {
+			t.Errorf("%s: PersonalFields %q, want %q", k.Name, got, want[k.Name])
+		}
+		for key := range data {
+			for _, word := range strings.Split(key, "_") {
+				if slices.Contains(personalWords, word) {
+					t.Errorf("%s: field %q looks personal but is in the public data", k.Name, key)
+				}
+			}
+		}
+	}
+}
+
+// The personal part splices back into the data as one JSON object,
+// whatever either side holds.
+func TestMergeObjects(t *testing.T) {
+	for _, c := range []struct{ a, b, want string }{
+		{`{"a": 1}`, `{"b":"x"}`, `{"a": 1,"b":"x"}`},
+		{`{}`, `{"b":"x"}`, `{"b":"x"}`},
+		{`{"a":1}`, ``, `{"a":1}`},
+		{`{"a":1}`, `{ }`, `{"a":1}`},
+		{``, `{"b":2}`, `{"b":2}`},
+	} {
+		got := string(mergeObjects([]byte(c.a), []byte(c.b)))
+		if got != c.want || (got != "" && !json.Valid([]byte(got))) {
+			t.Errorf("merge %s and %s = %s, want %s", c.a, c.b, got, c.want)
+		}
 	}
 }

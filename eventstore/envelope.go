@@ -34,7 +34,8 @@ func CommitFromHeaders(tx, position string) (c Cursor, ok bool) {
 }
 
 // envelope is the published form of an event, as API.md defines it. It has no
-// field for the secret part.
+// field for the secret part. A live user's personal fields are in data and
+// metadata; an erased user's are gone, and the envelope says so (erased).
 type envelope struct {
 	ID         uuid.UUID       `json:"id"`
 	Type       string          `json:"type"`
@@ -46,13 +47,14 @@ type envelope struct {
 	UserID     *uuid.UUID      `json:"user_id"`
 	Metadata   Metadata        `json:"metadata"`
 	Data       json.RawMessage `json:"data"`
+	Erased     bool            `json:"erased,omitempty"`
 }
 
 // MarshalEnvelope returns the event's public JSON envelope.
 func (e Event) MarshalEnvelope() ([]byte, error) {
 	env := envelope{
 		ID: e.ID, Type: e.Type, StreamID: e.StreamID, Version: e.Version, Position: e.Position,
-		OccurredAt: e.OccurredAt.UTC(), Metadata: e.Metadata, Data: e.Data,
+		OccurredAt: e.OccurredAt.UTC(), Metadata: e.Metadata, Data: mergeObjects(e.Data, e.Personal), Erased: e.Erased,
 	}
 	if e.TenantID != uuid.Nil {
 		env.TenantID = &e.TenantID
@@ -87,7 +89,7 @@ func FromMessage(h nats.Header, body []byte) (Event, error) {
 	e := Event{
 		ID: env.ID, Type: env.Type, StreamID: env.StreamID, Version: env.Version, Position: env.Position,
 		Commit: Cursor{Tx: tx, Position: env.Position}, OccurredAt: env.OccurredAt,
-		Metadata: env.Metadata, Data: env.Data,
+		Metadata: env.Metadata, Data: env.Data, Erased: env.Erased,
 	}
 	if env.TenantID != nil {
 		e.TenantID = *env.TenantID

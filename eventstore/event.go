@@ -19,8 +19,10 @@ type Metadata struct {
 	RequestID string `json:"request_id"`
 }
 
-// Event is one entry of the log. A command fills in Type, Data and, where the
-// event carries secrets, Secret; the store assigns the rest on append.
+// Event is one entry of the log. A command fills in Type, Data, Personal
+// and, where the event carries secrets, Secret, and UserID whenever it
+// carries personal data (Personal or metadata ip and user agent): its
+// owner, whose key seals it. The store assigns the rest on append.
 type Event struct {
 	ID         uuid.UUID
 	Type       string
@@ -33,8 +35,17 @@ type Event struct {
 	UserID     uuid.UUID // uuid.Nil when the event belongs to no user
 	Metadata   Metadata
 
-	// Data is the public part: published on NATS and readable by projections.
+	// Data is the part published on NATS and readable by projections. An
+	// event from a read has its personal fields in it (none once Erased).
 	Data json.RawMessage
+	// Personal is, in an event from Encode, the personal fields of its data
+	// (domain's personal tag), which the store seals with the metadata's ip
+	// and user agent under the user's data key; Decode and MarshalEnvelope
+	// take them as part of Data. Reads merge them into Data.
+	Personal json.RawMessage
+	// Erased: the event's user was erased, and its personal fields (data
+	// and metadata ip, user agent) can no longer be read: they are empty.
+	Erased bool
 	// Secret is the part sealed at rest (password hashes, TOTP secrets, token
 	// hashes). Only Load opens it; it is never read by the relay or published.
 	Secret json.RawMessage

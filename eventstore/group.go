@@ -2,6 +2,7 @@ package eventstore
 
 import (
 	"context"
+	"crypto/cipher"
 	"errors"
 	"fmt"
 	"slices"
@@ -9,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 )
@@ -41,6 +43,11 @@ type pending struct {
 	ch    Change
 	batch []Statement
 	start time.Time
+	// newKeys are the data keys made for the users of the change this Store
+	// had none for; unsaved those the append statement being built is to
+	// insert (each with the first statement that seals with it).
+	newKeys map[uuid.UUID]cipher.AEAD
+	unsaved []newKey
 
 	out  Committed
 	err  error
@@ -141,7 +148,7 @@ func (s *Store) send(ctx context.Context, group []*pending) {
 		failed := -1
 		for i, p := range group {
 			p.out = Committed{}
-			errs[i] = s.readResults(br, p.ch, &p.out)
+			errs[i] = s.readResults(br, p)
 			var pgErr *pgconn.PgError
 			if errors.As(errs[i], &pgErr) {
 				failed = i

@@ -147,7 +147,7 @@ type relayTerm struct {
 // them and saves the checkpoint when due. It returns how many it read and
 // whether an open transaction holds more back.
 func (t *relayTerm) relayBatch(ctx, db context.Context) (n int, held bool, err error) {
-	events, held, err := readLog(db, t.conn, t.cp.cp, t.r.cfg.BatchSize)
+	events, held, err := t.r.store.readLog(db, t.conn, t.cp.cp, t.r.cfg.BatchSize)
 	if err != nil {
 		return 0, false, fmt.Errorf("relay: %w", err)
 	}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgtype"
@@ -25,6 +26,10 @@ type Store struct {
 	sealer    *seal.Sealer
 	committed chan struct{}
 	groups    groups
+	// keys are users' data keys as reads and appends last saw them, opened:
+	// the read of a command's aggregate brings its user's key (reads join
+	// user_keys), so that the append after it seals with no round trip.
+	keys *lru.Cache[uuid.UUID, userKey]
 
 	appends   prometheus.Counter
 	events    prometheus.Counter
@@ -34,13 +39,23 @@ type Store struct {
 	deadlocks prometheus.Counter
 }
 
-// NewStore returns a Store over pool whose secret parts are sealed by sealer.
+// keyCacheSize bounds the data keys a Store keeps opened: an AEAD each,
+// about a kilobyte. A user beyond it costs a read an open of their key under
+// the master key, an append nothing more (its command's load brought it).
+const keyCacheSize = 8192
+
+// NewStore returns a Store over pool whose secret parts, and users' data
+// keys, are sealed by sealer. A Store with no sealer (authctl's check and
+// status, which read ids and places) leaves personal fields out of what it
+// reads and refuses to append any.
 // Its metrics are registered with reg when reg is not nil.
 func NewStore(pool *pgxpool.Pool, sealer *seal.Sealer, reg prometheus.Registerer) *Store {
 	f := promauto.With(reg)
+	keys, _ := lru.New[uuid.UUID, userKey](keyCacheSize) // fails only for a size under 1
 	return &Store{
 		pool:      pool,
 		sealer:    sealer,
+		keys:      keys,
 		committed: make(chan struct{}, 1),
 		appends:   f.NewCounter(prometheus.CounterOpts{Name: "authd_eventstore_appends_total", Help: "Committed appends (one transaction each)."}),
 		events:    f.NewCounter(prometheus.CounterOpts{Name: "authd_eventstore_events_total", Help: "Events committed to the log."}),
@@ -148,11 +163,21 @@ const releaseSQL = `DELETE FROM unique_keys WHERE scope = $1 AND key = $2 AND ow
 
 // The scalar subquery runs the version check once, before any row is inserted.
 // Versions follow the order of the events in the call, and so do positions.
+//
+// A data key made for a user in the change goes in with the first append
+// that seals with it, by the same statement: so an append costs the same
+// statements whether or not its user had a key (a signup with a new address
+// and one with a taken address do the same work), and an erasure in
+// Change.Also (Shred) finds the key to destroy. It is a plain INSERT: a user
+// with a key, or a tombstone, fails it (user_keys_pkey) and never gets a
+// second one.
 const appendSQL = `
-INSERT INTO events (id, stream_id, version, type, occurred_at, tenant_id, user_id, metadata, data, sealed, sealed_kid)
-SELECT e.id, $1, base.v + e.n, e.type, e.occurred_at, e.tenant_id, e.user_id, e.metadata, e.data, e.sealed, e.sealed_kid
-FROM unnest($3::uuid[], $4::text[], $5::timestamptz[], $6::uuid[], $7::uuid[], $8::jsonb[], $9::jsonb[], $10::bytea[], $11::text[])
-     WITH ORDINALITY AS e(id, type, occurred_at, tenant_id, user_id, metadata, data, sealed, sealed_kid, n),
+WITH new_keys AS (INSERT INTO user_keys (user_id, kid, sealed_key)
+	SELECT * FROM unnest($13::uuid[], $14::text[], $15::bytea[]))
+INSERT INTO events (id, stream_id, version, type, occurred_at, tenant_id, user_id, metadata, data, sealed, sealed_kid, personal)
+SELECT e.id, $1, base.v + e.n, e.type, e.occurred_at, e.tenant_id, e.user_id, e.metadata, e.data, e.sealed, e.sealed_kid, e.personal
+FROM unnest($3::uuid[], $4::text[], $5::timestamptz[], $6::uuid[], $7::uuid[], $8::jsonb[], $9::jsonb[], $10::bytea[], $11::text[], $12::bytea[])
+     WITH ORDINALITY AS e(id, type, occurred_at, tenant_id, user_id, metadata, data, sealed, sealed_kid, personal, n),
      (SELECT CASE WHEN $2 = -1
                   THEN (SELECT coalesce(max(version), 0) FROM events WHERE stream_id = $1)
                   ELSE $2 END AS v) AS base
@@ -165,11 +190,13 @@ RETURNING id, position, tx_id::text, version`
 // encoding and unnesting nine arrays of one element was a good part of what
 // an append cost both sides.
 const appendOneSQL = `
-INSERT INTO events (id, stream_id, version, type, occurred_at, tenant_id, user_id, metadata, data, sealed, sealed_kid)
+WITH new_key AS (INSERT INTO user_keys (user_id, kid, sealed_key)
+	SELECT $7, $13, $14::bytea WHERE $14::bytea IS NOT NULL)
+INSERT INTO events (id, stream_id, version, type, occurred_at, tenant_id, user_id, metadata, data, sealed, sealed_kid, personal)
 SELECT $3, $1, CASE WHEN $2::bigint = -1
                     THEN (SELECT coalesce(max(version), 0) FROM events WHERE stream_id = $1)
                     ELSE $2::bigint END + 1,
-       $4, $5, $6, $7, $8, $9, $10, $11
+       $4, $5, $6, $7, $8, $9, $10, $11, $12::bytea
 WHERE (SELECT eventstore_expect_version($1, $2::bigint))
 RETURNING id, position, tx_id::text, version`
 
@@ -179,12 +206,33 @@ RETURNING id, position, tx_id::text, version`
 // also carries the changes of other callers (see group.go); a change that
 // fails is taken out and fails alone.
 func (s *Store) Write(ctx context.Context, ch Change) (Committed, error) {
+	keyAttempts := 0
 	for attempt := 1; ; attempt++ {
-		c, err := s.write(ctx, ch)
+		p, err := s.prepare(ch)
+		if err != nil {
+			return Committed{}, err
+		}
+		c, err := s.commit(ctx, p)
 		// Two appends at AnyVersion can pick the same version; going again is
 		// safe because they expected nothing, and each round has a winner.
 		if errors.Is(err, ErrConflict) && attempt < 20 && onlyAnyVersion(ch) {
 			continue
+		}
+		// A user this Store had no key for has one already (made elsewhere,
+		// or erased): take it, or its erasure, and seal again. A third
+		// failure is a key still being made by a transaction not yet
+		// committed, twice over: it fails.
+		if errors.Is(err, errKeyExists) && keyAttempts < 2 {
+			keyAttempts++
+			if err := s.loadKeys(ctx, p.newKeyUsers()); err != nil {
+				return Committed{}, err
+			}
+			continue
+		}
+		if err == nil {
+			for user, k := range p.newKeys {
+				s.keys.Add(user, userKey{aead: k})
+			}
 		}
 		return c, err
 	}
@@ -199,14 +247,6 @@ func onlyAnyVersion(ch Change) bool {
 	return true
 }
 
-func (s *Store) write(ctx context.Context, ch Change) (Committed, error) {
-	p, err := s.prepare(ch)
-	if err != nil {
-		return Committed{}, err
-	}
-	return s.commit(ctx, p)
-}
-
 // prepare builds the statements of ch, ready to join a group.
 func (s *Store) prepare(ch Change) (*pending, error) {
 	p := &pending{ch: ch, start: time.Now(), done: make(chan struct{}), lead: make(chan []*pending, 1)}
@@ -216,24 +256,27 @@ func (s *Store) prepare(ch Change) (*pending, error) {
 	for _, c := range ch.Releases {
 		p.batch = append(p.batch, Statement{SQL: releaseSQL, Args: []any{c.Scope, c.Key, c.Owner}})
 	}
+	appends := make([]Statement, 0, len(ch.Appends))
 	for i := range ch.Appends {
 		a := &ch.Appends[i]
 		if len(a.Events) == 0 {
 			return nil, fmt.Errorf("append to %q: no events", a.Stream)
 		}
-		query, args, err := s.appendArgs(a, p.start)
+		query, args, err := s.appendArgs(a, p)
 		if err != nil {
 			return nil, err
 		}
-		p.batch = append(p.batch, Statement{SQL: query, Args: args})
+		appends = append(appends, Statement{SQL: query, Args: args})
 	}
+	p.batch = append(p.batch, appends...)
 	p.batch = append(p.batch, ch.Also...)
 	return p, nil
 }
 
-// appendArgs fills in what the store assigns to a's events and returns the
-// statement that appends them, with its arguments.
-func (s *Store) appendArgs(a *StreamAppend, now time.Time) (string, []any, error) {
+// appendArgs fills in what the store assigns to a's events, seals their
+// personal parts, and returns the statement that appends them, with its
+// arguments.
+func (s *Store) appendArgs(a *StreamAppend, p *pending) (string, []any, error) {
 	n := len(a.Events)
 	ids := make([]pgtype.UUID, n)
 	types := make([]string, n)
@@ -244,6 +287,7 @@ func (s *Store) appendArgs(a *StreamAppend, now time.Time) (string, []any, error
 	datas := make([]json.RawMessage, n)
 	sealed := make([][]byte, n)
 	kids := make([]pgtype.Text, n)
+	personal := make([][]byte, n)
 	for i := range a.Events {
 		e := &a.Events[i]
 		if e.Type == "" {
@@ -253,16 +297,23 @@ func (s *Store) appendArgs(a *StreamAppend, now time.Time) (string, []any, error
 			e.ID = uuid.New()
 		}
 		if e.OccurredAt.IsZero() {
-			e.OccurredAt = now
+			e.OccurredAt = p.start
 		}
 		e.StreamID = a.Stream
-		meta, err := json.Marshal(e.Metadata)
+		// The ip and user agent are personal: only the request id stays
+		// in the clear.
+		meta, err := json.Marshal(struct {
+			RequestID string `json:"request_id"`
+		}{e.Metadata.RequestID})
 		if err != nil {
 			return "", nil, fmt.Errorf("append to %q: metadata: %w", a.Stream, err)
 		}
 		data := e.Data
 		if len(data) == 0 {
 			data = json.RawMessage("{}")
+		}
+		if personal[i], err = s.sealPersonal(e, p); err != nil {
+			return "", nil, fmt.Errorf("append to %q: %w", a.Stream, err)
 		}
 		if len(e.Secret) > 0 {
 			kid, box, err := s.sealer.Seal(e.Secret, e.ID[:])
@@ -279,13 +330,25 @@ func (s *Store) appendArgs(a *StreamAppend, now time.Time) (string, []any, error
 		metas[i] = meta
 		datas[i] = data
 	}
+	keys := p.unsaved
+	p.unsaved = nil
 	if n == 1 {
-		return appendOneSQL, []any{a.Stream, a.Expected, ids[0], types[0], times[0], tenants[0], users[0], metas[0], datas[0], sealed[0], kids[0]}, nil
+		var kid pgtype.Text
+		var box []byte
+		if len(keys) == 1 { // the event's own user's
+			kid, box = pgtype.Text{String: keys[0].kid, Valid: true}, keys[0].box
+		}
+		return appendOneSQL, []any{a.Stream, a.Expected, ids[0], types[0], times[0], tenants[0], users[0], metas[0], datas[0], sealed[0], kids[0], personal[0], kid, box}, nil
 	}
-	return appendSQL, []any{a.Stream, a.Expected, ids, types, times, tenants, users, metas, datas, sealed, kids}, nil
+	keyUsers, keyKids, keyBoxes := make([]uuid.UUID, len(keys)), make([]string, len(keys)), make([][]byte, len(keys))
+	for i, k := range keys {
+		keyUsers[i], keyKids[i], keyBoxes[i] = k.user, k.kid, k.box
+	}
+	return appendSQL, []any{a.Stream, a.Expected, ids, types, times, tenants, users, metas, datas, sealed, kids, personal, keyUsers, keyKids, keyBoxes}, nil
 }
 
-func (s *Store) readResults(br pgx.BatchResults, ch Change, out *Committed) error {
+func (s *Store) readResults(br pgx.BatchResults, p *pending) error {
+	ch, out := p.ch, &p.out
 	for range ch.Claims {
 		if _, err := br.Exec(); err != nil {
 			return err
@@ -356,6 +419,8 @@ func (s *Store) mapError(err error, ch Change) error {
 		return &ConflictError{Stream: conflictStream(pgErr, ch)}
 	case pgErr.Code == "23505" && pgErr.ConstraintName == "unique_keys_pkey":
 		return &KeyTakenError{Scope: claimScope(pgErr, ch)}
+	case pgErr.Code == "23505" && pgErr.ConstraintName == "user_keys_pkey":
+		return fmt.Errorf("append: %w", errKeyExists)
 	}
 	return fmt.Errorf("append: %w", err)
 }

@@ -514,7 +514,8 @@ func TestReadLogOrdersByTransactionWhenPositionsCross(t *testing.T) {
 func appendInTx(t *testing.T, s *Store, tx pgx.Tx, stream string, e Event) Event {
 	t.Helper()
 	a := StreamAppend{Stream: stream, Events: []Event{e}}
-	query, args, err := s.appendArgs(&a, time.Now())
+	p := &pending{start: time.Now()}
+	query, args, err := s.appendArgs(&a, p)
 	if err != nil {
 		t.Fatal(err)
 	}

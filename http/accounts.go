@@ -16,6 +16,7 @@ import (
 
 	"github.com/authd/authd/commands"
 	"github.com/authd/authd/domain"
+	"github.com/authd/authd/eventstore"
 	"github.com/authd/authd/internal/ratelimit"
 	"github.com/authd/authd/internal/revocation"
 	"github.com/authd/authd/internal/tokens"
@@ -33,6 +34,7 @@ type Accounts struct {
 	Keys      *tokens.Keyring
 	Revoked   *revocation.Set
 	Reads     projections.Querier
+	Store     *eventstore.Store // opens the personal parts of the log's events a read shows
 	Users     *projections.UserReader
 	Limiter   Limiter
 	RateLimit bool

@@ -32,7 +32,7 @@ func (a *Accounts) activity(c *fiber.Ctx) error {
 		}
 		before = &cursor
 	}
-	page, err := projections.UserActivity(c.UserContext(), a.Reads, claimsOf(c).UserID, before, limit)
+	page, err := projections.UserActivity(c.UserContext(), a.Reads, a.Store, claimsOf(c).UserID, before, limit)
 	if err != nil {
 		return err
 	}

@@ -39,7 +39,7 @@ func (h *harness) appendFor(t *testing.T, user uuid.UUID, ip, ua, stream string,
 // activityPage reads a page and fails the test on an error.
 func activityPage(t *testing.T, h *harness, user uuid.UUID, before *eventstore.Cursor, limit int) ActivityPage {
 	t.Helper()
-	page, err := UserActivity(context.Background(), h.pool, user, before, limit)
+	page, err := UserActivity(context.Background(), h.pool, h.store, user, before, limit)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -80,11 +80,12 @@ const activityPageSQL = `WITH cp AS (
 		SELECT coalesce((SELECT tx_id FROM projection_checkpoints WHERE name = $3), '0') AS tx_id,
 		       coalesce((SELECT position FROM projection_checkpoints WHERE name = $3), 0) AS position)
 	(SELECT e.id, e.type, e.tx_id::text, e.position, e.occurred_at, coalesce(e.metadata->>'ip', ''),
-		coalesce(e.metadata->>'user_agent', ''), '', NULL::uuid, NULL::text[], e.data
-	FROM events e, cp
+		coalesce(e.metadata->>'user_agent', ''), '', NULL::uuid, NULL::text[], e.data, ` + eventstore.PersonalColumns + `
+	FROM cp, events e ` + eventstore.PersonalJoin + `
 	WHERE (e.tx_id, e.position) > (cp.tx_id, cp.position) AND e.user_id = $1 AND e.type = ANY($2::text[]))
 	UNION ALL
-	(SELECT a.id, a.type, a.tx_id::text, a.position, a.occurred_at, a.ip, a.user_agent, a.device, a.session_id, a.method, NULL
+	(SELECT a.id, a.type, a.tx_id::text, a.position, a.occurred_at, a.ip, a.user_agent, a.device, a.session_id, a.method, NULL,
+		NULL, NULL, NULL, false
 	FROM activity a
 	WHERE a.user_id = $1 AND (a.tx_id, a.position) < ($4::text::xid8, $5)
 	ORDER BY a.tx_id DESC, a.position DESC
@@ -92,8 +93,9 @@ const activityPageSQL = `WITH cp AS (
 
 // UserActivity reads a page of the user's activity, newest first: at most
 // limit events from before the cursor before, or from the newest when before
-// is nil.
-func UserActivity(ctx context.Context, q Querier, user uuid.UUID, before *eventstore.Cursor, limit int) (ActivityPage, error) {
+// is nil. The events it reads from the log have their personal parts opened
+// by store.
+func UserActivity(ctx context.Context, q Querier, store *eventstore.Store, user uuid.UUID, before *eventstore.Cursor, limit int) (ActivityPage, error) {
 	// The first page is before the end of all logs, so that every page's
 	// bound is an index condition rather than a filter.
 	bound := eventstore.Cursor{Tx: math.MaxUint64, Position: math.MaxInt64}
@@ -104,7 +106,7 @@ func UserActivity(ctx context.Context, q Querier, user uuid.UUID, before *events
 	if err != nil {
 		return ActivityPage{}, fmt.Errorf("activity of %s: %w", user, err)
 	}
-	list, signIns, err := scanActivity(rows, user, bound)
+	list, signIns, err := scanActivity(rows, store, user, bound)
 	if err != nil {
 		return ActivityPage{}, fmt.Errorf("activity of %s: %w", user, err)
 	}
@@ -127,7 +129,7 @@ func UserActivity(ctx context.Context, q Querier, user uuid.UUID, before *events
 // they are, those of the log through the codec, as the projection would
 // apply them, keeping the ones before before. It also returns the devices
 // of the sign-ins the log gave, which later rows of their sessions show.
-func scanActivity(rows pgx.Rows, user uuid.UUID, before eventstore.Cursor) ([]ActivityView, map[uuid.UUID]string, error) {
+func scanActivity(rows pgx.Rows, store *eventstore.Store, user uuid.UUID, before eventstore.Cursor) ([]ActivityView, map[uuid.UUID]string, error) {
 	defer rows.Close()
 	list := []ActivityView{}
 	signIns := map[uuid.UUID]string{}
@@ -135,8 +137,9 @@ func scanActivity(rows pgx.Rows, user uuid.UUID, before eventstore.Cursor) ([]Ac
 		var v ActivityView
 		var tx string
 		var data []byte
-		if err := rows.Scan(&v.ID, &v.Type, &tx, &v.cursor.Position, &v.OccurredAt, &v.IP, &v.UserAgent, &v.Device,
-			&v.SessionID, &v.Method, &data); err != nil {
+		var sealed eventstore.SealedPart
+		if err := rows.Scan(append([]any{&v.ID, &v.Type, &tx, &v.cursor.Position, &v.OccurredAt, &v.IP, &v.UserAgent, &v.Device,
+			&v.SessionID, &v.Method, &data}, sealed.Targets()...)...); err != nil {
 			return nil, nil, err
 		}
 		t, err := eventstore.ParseTx(tx)
@@ -147,6 +150,9 @@ func scanActivity(rows pgx.Rows, user uuid.UUID, before eventstore.Cursor) ([]Ac
 		if data != nil {
 			e := eventstore.Event{ID: v.ID, Type: v.Type, Commit: v.cursor, OccurredAt: v.OccurredAt, UserID: user,
 				Metadata: eventstore.Metadata{IP: v.IP, UserAgent: v.UserAgent}, Data: data}
+			if err := store.Unseal(&e, &sealed); err != nil {
+				return nil, nil, err
+			}
 			d, err := eventstore.Decode(e)
 			if err != nil {
 				return nil, nil, err

@@ -40,7 +40,7 @@ func TestLagIsTheAgeOfTheOldestEventNotApplied(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.OccurredAt = time.Now().Add(-time.Hour)
+	e.UserID, e.OccurredAt = id, time.Now().Add(-time.Hour)
 	c, err := h.store.Append(ctx, domain.UserStream(id), 0, e)
 	if err != nil {
 		t.Fatal(err)

@@ -45,11 +45,7 @@ func appendEvents(t *testing.T, h *harness, events ...domain.Event) []eventstore
 	t.Helper()
 	out := make([]eventstore.Event, 0, len(events))
 	for _, e := range events {
-		encoded, err := eventstore.Encode(e)
-		if err != nil {
-			t.Fatal(err)
-		}
-		c, err := h.store.Append(context.Background(), "leader-test-"+uuid.NewString(), 0, encoded)
+		c, err := h.store.Append(context.Background(), "leader-test-"+uuid.NewString(), 0, encodeOwned(t, e))
 		if err != nil {
 			t.Fatal(err)
 		}

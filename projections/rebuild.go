@@ -202,7 +202,7 @@ func swap(ctx context.Context, pool *pgxpool.Pool, store *eventstore.Store, p Pr
 	// so that nothing can slip between the read and the swap.
 	var tail int64
 	for {
-		events, err := eventstore.ReadLogIn(ctx, tx, cursor, batchSize)
+		events, err := store.ReadLogIn(ctx, tx, cursor, batchSize)
 		if err != nil {
 			return 0, fmt.Errorf("rebuild %s: %w", name, err)
 		}

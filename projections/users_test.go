@@ -31,6 +31,7 @@ func TestUsersProjectionDropsExpiredSignups(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	renewed.UserID = renewedThenExpired
 	if _, err := store.Append(ctx, domain.UserStream(renewedThenExpired), 1, renewed); err != nil {
 		t.Fatal(err)
 	}

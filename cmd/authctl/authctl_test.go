@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -23,13 +24,25 @@ import (
 	"github.com/authd/authd/domain"
 	"github.com/authd/authd/eventstore"
 	"github.com/authd/authd/internal/natsbus"
+	"github.com/authd/authd/internal/seal"
 	"github.com/authd/authd/internal/testenv"
 )
 
 // env is the environment run reads in a test.
 type env map[string]string
 
-func (e env) get(k string) string { return e[k] }
+// get is e's value of k. Like authd's environment, an env has authd's
+// master key (testMasterKey) unless it says otherwise.
+func (e env) get(k string) string {
+	if v, ok := e[k]; ok || k != "AUTHD_MASTER_KEY" {
+		return v
+	}
+	return base64.StdEncoding.EncodeToString(testMasterKey)
+}
+
+// testMasterKey is the master key of the tests' stores (newStore) and, unless
+// a test says otherwise, of the authctl they run.
+var testMasterKey = []byte("authctl-tests-master-key-32bytes")
 
 // withNATS points authctl at cfg's server, stream and subjects.
 func (e env) withNATS(cfg natsbus.Config) env {
@@ -122,7 +135,11 @@ func (b *background) waitLines(t *testing.T, n int) []string {
 
 func newStore(t *testing.T, pool *pgxpool.Pool) *eventstore.Store {
 	t.Helper()
-	return eventstore.NewStore(pool, testenv.Sealer(t), nil)
+	sealer, err := seal.New(testMasterKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return eventstore.NewStore(pool, sealer, nil)
 }
 
 // userEvent encodes e as the user's event, with its envelope ids set.
@@ -351,6 +368,50 @@ func TestEventsLsPrintsPublicEnvelopes(t *testing.T) {
 	r = runCLI(t, env{"DATABASE_URL": url}, "events", "ls", "--stream", "user-nobody")
 	if r.code != exitFailure || r.stderr != "authctl: events ls: stream \"user-nobody\" has no events\n" {
 		t.Fatal(r)
+	}
+}
+
+// events ls opens personal fields with authd's master key, and shows those
+// of an erased user as [erased], ids and request id intact. Without the
+// master key it refuses: it could show neither.
+func TestEventsLsShowsErasedPersonalFields(t *testing.T) {
+	t.Parallel()
+	pool, url := testenv.Database(t)
+	store := newStore(t, pool)
+	ctx := context.Background()
+	user, tenant := uuid.New(), uuid.New()
+	register(t, store, user, tenant, "ada@example.com")
+	stream := "user-" + user.String()
+
+	r := runCLI(t, env{"DATABASE_URL": url}, "events", "ls", "--stream", stream)
+	if r.code != exitOK || !strings.Contains(r.stdout, "ada@example.com") || !strings.Contains(r.stdout, "192.0.2.7") || strings.Contains(r.stdout, "erased") {
+		t.Fatalf("a live user's events: %s", r)
+	}
+
+	if _, err := store.Write(ctx, eventstore.Change{Also: []eventstore.Statement{eventstore.Shred(user)}}); err != nil {
+		t.Fatal(err)
+	}
+	r = runCLI(t, env{"DATABASE_URL": url}, "events", "ls", "--stream", stream)
+	if r.code != exitOK || strings.Contains(r.stdout, "ada@example.com") || strings.Contains(r.stdout, "192.0.2.7") {
+		t.Fatalf("an erased user's events: %s", r)
+	}
+	var erased struct {
+		UserID   uuid.UUID           `json:"user_id"`
+		Metadata eventstore.Metadata `json:"metadata"`
+		Data     map[string]string   `json:"data"`
+		Erased   bool                `json:"erased"`
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &erased); err != nil {
+		t.Fatal(err)
+	}
+	if !erased.Erased || erased.UserID != user || erased.Metadata != (eventstore.Metadata{IP: "[erased]", UserAgent: "[erased]", RequestID: "req-1"}) ||
+		erased.Data["email"] != "[erased]" || erased.Data["name"] != "[erased]" || erased.Data["tenant_name"] != "[erased]" || erased.Data["user_id"] != user.String() {
+		t.Errorf("erased envelope %s", r.stdout)
+	}
+
+	r = runCLI(t, env{"DATABASE_URL": url, "AUTHD_MASTER_KEY": "", "AUTHD_DATA_DIR": t.TempDir()}, "events", "ls", "--stream", stream)
+	if r.code != exitFailure || !strings.Contains(r.stderr, "no AUTHD_MASTER_KEY") || r.stdout != "" {
+		t.Fatalf("without the master key: %s", r)
 	}
 }
 

@@ -142,12 +142,17 @@ type checkOptions struct {
 
 func check(ctx context.Context, c *cli, cfg config.Config, opt checkOptions) (checkReport, error) {
 	report := checkReport{Options: checkOptionsInReport{Sample: opt.sample, PendingMaxSeconds: opt.pendingMax.Seconds()}}
+	// Comparing the read models with a rebuild reads personal fields.
+	sealer, err := openSealer(cfg)
+	if err != nil {
+		return report, err
+	}
 	pool, err := openDB(ctx, cfg.DatabaseURL)
 	if err != nil {
 		return report, err
 	}
 	defer pool.Close()
-	store := eventstore.NewStore(pool, nil, nil) // the public parts are all a check reads
+	store := eventstore.NewStore(pool, sealer, nil)
 
 	nc, err := connectNATS(ctx, cfg, c.logger(cfg))
 	if err != nil {

@@ -187,14 +187,18 @@ func setupList(fs *flag.FlagSet) func(context.Context, *cli, []string) error {
 		if err != nil {
 			return err
 		}
+		// The master key opens the personal fields (ReadStream never reads
+		// the secrets): without it, they could not be shown.
+		sealer, err := openSealer(cfg)
+		if err != nil {
+			return err
+		}
 		pool, err := openDB(ctx, cfg.DatabaseURL)
 		if err != nil {
 			return err
 		}
 		defer pool.Close()
-		// No sealer: ReadStream reads the public columns only, so an operator
-		// needs no master key, and nothing sealed can be printed.
-		store := eventstore.NewStore(pool, nil, nil)
+		store := eventstore.NewStore(pool, sealer, nil)
 		events, err := store.ReadStream(ctx, *streamID)
 		if err != nil {
 			return schemaHint(err)
@@ -204,6 +208,11 @@ func setupList(fs *flag.FlagSet) func(context.Context, *cli, []string) error {
 		}
 		w := bufio.NewWriter(c.stdout)
 		for _, e := range events {
+			if e.Erased {
+				if e, err = showErased(e); err != nil {
+					return err
+				}
+			}
 			b, err := e.MarshalEnvelope()
 			if err != nil {
 				return err
@@ -213,4 +222,27 @@ func setupList(fs *flag.FlagSet) func(context.Context, *cli, []string) error {
 		}
 		return w.Flush()
 	}
+}
+
+// erasedMark stands in events ls for a personal field of an erased user.
+const erasedMark = "[erased]"
+
+// showErased marks the personal fields of an erased event, which reads
+// leave out, as erasedMark: the metadata's ip and user agent, and each of
+// its type's personal fields (all of them: which ones the event had set is
+// erased too).
+func showErased(e eventstore.Event) (eventstore.Event, error) {
+	e.Metadata.IP, e.Metadata.UserAgent = erasedMark, erasedMark
+	marks := map[string]string{}
+	for _, f := range eventstore.PersonalFields(e.Type) {
+		marks[f] = erasedMark
+	}
+	if len(marks) == 0 {
+		return e, nil
+	}
+	var err error
+	if e.Personal, err = json.Marshal(marks); err != nil {
+		return e, fmt.Errorf("event %s: %w", e.ID, err)
+	}
+	return e, nil
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/authd/authd/internal/config"
 	"github.com/authd/authd/internal/seal"
 	"github.com/authd/authd/internal/tokens"
 )
@@ -26,15 +27,7 @@ func setupRotate(fs *flag.FlagSet) func(context.Context, *cli, []string) error {
 		if err != nil {
 			return err
 		}
-		keys, created, err := cfg.SealingKeys()
-		if err != nil {
-			return err
-		}
-		if created {
-			// Development: there was no key authd generated in the same data dir.
-			return fmt.Errorf("no AUTHD_MASTER_KEY and no dev key in %s: run authctl with authd's environment", cfg.DataDir)
-		}
-		sealer, err := seal.New(keys...)
+		sealer, err := openSealer(cfg)
 		if err != nil {
 			return err
 		}
@@ -73,4 +66,20 @@ func setupRotate(fs *flag.FlagSet) func(context.Context, *cli, []string) error {
 		}
 		return nil
 	}
+}
+
+// openSealer is authd's master key, for the commands that open what authd
+// sealed: keys, and the personal fields of events (events ls, projections
+// rebuild, check). Without it they refuse to run rather than show or
+// rebuild from events whose personal fields they cannot read.
+func openSealer(cfg config.Config) (*seal.Sealer, error) {
+	keys, created, err := cfg.SealingKeys()
+	if err != nil {
+		return nil, err
+	}
+	if created {
+		// Development: there was no key authd generated in the same data dir.
+		return nil, fmt.Errorf("no AUTHD_MASTER_KEY and no dev key in %s: run authctl with authd's environment", cfg.DataDir)
+	}
+	return seal.New(keys...)
 }

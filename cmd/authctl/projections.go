@@ -217,12 +217,17 @@ func setupRebuild(fs *flag.FlagSet) func(context.Context, *cli, []string) error 
 			return err
 		}
 		log := c.logger(cfg)
+		// A rebuild applies personal fields too (a user's email, say).
+		sealer, err := openSealer(cfg)
+		if err != nil {
+			return err
+		}
 		pool, err := openDB(ctx, cfg.DatabaseURL)
 		if err != nil {
 			return err
 		}
 		defer pool.Close()
-		store := eventstore.NewStore(pool, nil, nil) // Rebuild reads public parts only
+		store := eventstore.NewStore(pool, sealer, nil)
 
 		for _, p := range todo {
 			prog := newProgress(c.stderr, log, p.Name())

@@ -42,11 +42,11 @@ func commandTable() []command {
 	return []command{
 		{"migrate", "", "create the database if missing and apply pending migrations", setupMigrate},
 		{"projections status", "[--json]", "checkpoint, lag and last progress of each projection and of the relay", setupStatus},
-		{"projections rebuild", "NAME...|--all [--batch N]", "rebuild projections from the event log (safe while authd runs)", setupRebuild},
+		{"projections rebuild", "NAME...|--all [--batch N]", "rebuild projections from the event log (safe while authd runs; needs the master key)", setupRebuild},
 		{"events tail", "[--type T] [--user ID] [--from-start]", "print events from JetStream as JSON lines until interrupted", setupTail},
-		{"events ls", "--stream S", "print a stream's events (public part) as JSON lines", setupList},
+		{"events ls", "--stream S", "print a stream's events, without secrets, as JSON lines; an erased user's personal fields as [erased] (needs the master key)", setupList},
 		{"keys rotate", "[--retire-after D]", "add a new JWT signing key; old keys keep verifying until retired", setupRotate},
-		{"check", "[--timeout D] [--sample N] [--pending-max D]", "audit the log, the stream and every projection; JSON report, exit 0 clean, 1 inconsistent, 2 could not check", setupCheck},
+		{"check", "[--timeout D] [--sample N] [--pending-max D]", "audit the log, the stream and every projection; JSON report, exit 0 clean, 1 inconsistent, 2 could not check (needs the master key)", setupCheck},
 		{"health", "[URL]", "GET URL (default /readyz on AUTHD_ADDR); exit 0 on 200, 1 otherwise", setupHealth},
 		{"help", "[COMMAND]", "show this text, or a command's flags", nil},
 	}

@@ -233,7 +233,7 @@ func serve(ctx context.Context, getenv func(string) string, logOut io.Writer, cp
 		CORSOrigins:    cfg.CORSOrigins,
 		RequestLogRate: cfg.RequestLogRate,
 		Accounts: &authhttp.Accounts{
-			App: app, Keys: keyring, Revoked: revoked, Reads: pool, Users: projections.NewUserReader(pool), Limiter: limiter,
+			App: app, Keys: keyring, Revoked: revoked, Reads: pool, Store: store, Users: projections.NewUserReader(pool), Limiter: limiter,
 			RateLimit: cfg.RateLimit, Now: time.Now, Log: log,
 		},
 	})

@@ -11,7 +11,7 @@ import (
 
 // account is what a notice needs of the account its event belongs to.
 type account struct {
-	exists   bool   // verified and not gone: there is someone to tell
+	exists   bool   // verified and not gone (expired, erased): there is someone to tell
 	email    string // the address the account has now
 	locale   string // the language of its mails; empty: English
 	passkeys map[uuid.UUID]string
@@ -40,6 +40,8 @@ func (c *Consumer) loadAccount(ctx context.Context, user uuid.UUID) (account, er
 			acc.passkeys[d.PasskeyID] = d.Name
 		}
 	}
-	acc.exists, acc.email, acc.locale = u.Exists() && u.EmailVerified, u.Email, u.Locale
+	// An erased account reads with no address (its personal fields are
+	// gone): there is nobody to tell, and nowhere to send.
+	acc.exists, acc.email, acc.locale = u.Exists() && u.EmailVerified && u.Email != "", u.Email, u.Locale
 	return acc, nil
 }

@@ -240,6 +240,25 @@ func TestEachNoticeArrivesOnceWithDeviceAndIP(t *testing.T) {
 	}
 }
 
+// An erased account's events, published before or after the erasure,
+// send no mail: the account has no address left. Each is settled all the
+// same, not tried again.
+func TestAnErasedAccountIsSentNothing(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	f.signIn(t, laptop, "Firefox on Linux", time.Now())
+	f.everyNotice(t)
+	if _, err := f.store.Write(context.Background(), eventstore.Change{Also: []eventstore.Statement{eventstore.Shred(f.user)}}); err != nil {
+		t.Fatal(err)
+	}
+	f.add(t, domain.UserStream(f.user), stranger, time.Now(), &domain.PasswordReset{UserID: f.user, At: time.Now()})
+	run(t, f.consumer(t, Config{}, nil))
+	f.settled(t, "authd_notices")
+	if n := len(f.mp.Messages(t)); n != 0 {
+		t.Fatalf("%d mails about an erased account", n)
+	}
+}
+
 func TestNewDeviceAfterNinetyDays(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)

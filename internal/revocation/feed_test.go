@@ -38,24 +38,54 @@ func revokeInLog(t *testing.T, pool *pgxpool.Pool, session uuid.UUID) {
 func TestLoadKnowsRevocationsTheReadModelLacks(t *testing.T) {
 	t.Parallel()
 	pool, _ := testenv.Database(t)
-	ctx := context.Background()
 	session := uuid.New()
 	revokeInLog(t, pool, session)
+	if loadedSet(t, pool).Allows(session, uuid.New(), time.Now()) {
+		t.Fatal("a session revoked in the log but not in the read model is allowed after Load")
+	}
+}
 
+// loadedSet is a set whose feed has loaded the revocations of pool's log.
+func loadedSet(t *testing.T, pool *pgxpool.Pool) *Set {
+	t.Helper()
 	s := New(time.Now)
 	bus := testenv.NATS(t, testenv.MachineNATS)
 	feed, err := s.Follow(bus.Conn(), bus.Subject, testenv.Logger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer feed.Stop()
-	if err := feed.Load(ctx, pool); err != nil {
+	t.Cleanup(feed.Stop)
+	if err := feed.Load(context.Background(), pool); err != nil {
 		t.Fatal(err)
 	}
-	if s.Allows(session, uuid.New(), time.Now()) {
-		t.Fatal("a session revoked in the log but not in the read model is allowed after Load")
-	}
+	return s
+}
 
+// An erased user's revocation still revokes: it carries ids, which
+// erasure keeps, and the feed reads nothing personal of it.
+func TestAnErasedUsersRevocationStillRevokes(t *testing.T) {
+	t.Parallel()
+	pool, _ := testenv.Database(t)
+	ctx := context.Background()
+	store := eventstore.NewStore(pool, testenv.Sealer(t), nil)
+	session, user := uuid.New(), uuid.New()
+	e, err := eventstore.Encode(&domain.SessionRevoked{SessionID: session, UserID: user, Reason: domain.RevokedByUser})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.UserID, e.Metadata = user, eventstore.Metadata{IP: "192.0.2.44", UserAgent: "test", RequestID: "r"}
+	if _, err := store.Write(ctx, eventstore.Change{
+		Appends: []eventstore.StreamAppend{{Stream: domain.SessionStream(session), Expected: eventstore.AnyVersion, Events: []eventstore.Event{e}}},
+		Also:    []eventstore.Statement{eventstore.Shred(user)},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if logged, err := store.ReadStream(ctx, domain.SessionStream(session)); err != nil || len(logged) != 1 || !logged[0].Erased {
+		t.Fatalf("setup: the revocation is not erased in the log: %+v (%v)", logged, err)
+	}
+	if loadedSet(t, pool).Allows(session, user, time.Now()) {
+		t.Fatal("an erased user's revoked session is allowed")
+	}
 }
 
 // While the relay lags, the backstop brings into the set a revocation that
