@@ -117,3 +117,26 @@ func TestUpdateProfile(t *testing.T) {
 		t.Fatalf("a malformed locale: %v; want a validation error of locale", err)
 	}
 }
+
+// A sign-in that decided on the account before a password change committed
+// starts no session after it: the change revoked every session it saw, and
+// one it did not see must not outlive it.
+func TestASignInRacingAPasswordChangeStartsNoSession(t *testing.T) {
+	t.Parallel()
+	a := newApp(t)
+	const email, pw = "race-pw@example.com", "correct horse battery"
+	mine := a.signUp(t, email, pw)
+	before, err := a.loadUser(t.Context(), mine.UserID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.ChangePassword(t.Context(), a.claims(t, mine.AccessToken), "a whole new passphrase", request); err != nil {
+		t.Fatal(err)
+	}
+	// The racing sign-in checked the old password against the account as it
+	// was before the change, and commits now.
+	_, err = a.Sessions.openSession(t.Context(), a.newChange(request), before, []string{"pwd"}, request)
+	if !errors.Is(err, ErrConflict) {
+		t.Fatalf("a sign-in on the account as it was before the password change: %v; want ErrConflict", err)
+	}
+}

@@ -45,13 +45,19 @@ type Tokens struct {
 	UserID       uuid.UUID
 }
 
-// startSession adds a new session for user to the change.
+// startSession adds a new session for user to the change. The session
+// starts only on the account the sign-in decided on: if the user's stream
+// moved meanwhile (a password change or reset, an email change, a deletion),
+// the change fails with a conflict. A sign-in that checked the old password
+// while the change committed would otherwise hold a session that change
+// never saw, and so never revoked.
 func (a *Sessions) startSession(c *change, u *domain.User, amr []string, r Request) (uuid.UUID, error) {
 	id := uuid.New()
 	err := c.record(&domain.Session{}, domain.SessionStream(id), u.TenantID, u.ID,
 		&domain.SessionStarted{SessionID: id, UserID: u.ID, TenantID: u.TenantID, AMR: amr, Client: r.client()},
 		&domain.LoginSucceeded{UserID: u.ID, SessionID: id, AMR: amr},
 	)
+	c.also(eventstore.ExpectVersion(domain.UserStream(u.ID), u.StreamVersion()))
 	return id, err
 }
 

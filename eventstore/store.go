@@ -110,6 +110,15 @@ type Statement struct {
 	Scan func(pgx.Row) error
 }
 
+// ExpectVersion is a Statement that fails its change with ErrConflict when
+// stream is no longer at version: for a change that decided on a stream it
+// does not append to (a sign-in decided on its user, whose password may
+// change meanwhile). In Change.Also it runs after the appends, so a change
+// that also appends to stream names the version after them.
+func ExpectVersion(stream string, version int64) Statement {
+	return Statement{SQL: `SELECT eventstore_expect_version($1, $2)`, Args: []any{stream, version}}
+}
+
 // run reads st's result from br.
 func (st Statement) run(br pgx.BatchResults) error {
 	if st.Scan != nil {
