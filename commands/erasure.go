@@ -8,6 +8,7 @@ import (
 
 	"github.com/authd/authd/domain"
 	"github.com/authd/authd/eventstore"
+	"github.com/authd/authd/internal/notices"
 	"github.com/authd/authd/internal/ratelimit"
 	"github.com/authd/authd/internal/tokens"
 	"github.com/authd/authd/projections"
@@ -44,17 +45,16 @@ func (e eraser) statements(u *domain.User) []eventstore.Statement {
 			keys = append(keys, loginKey(email, class), codesKey(email, class), emailCodeKey(email, class))
 		}
 	}
-	return []eventstore.Statement{
+	return append([]eventstore.Statement{
 		eventstore.Shred(u.ID),
 		eventstore.QueueStreamErasure(u.ID),
 		{SQL: `WITH codes AS (DELETE FROM email_codes WHERE email = ANY($2)),
 			networks AS (DELETE FROM known_networks WHERE user_id = $1),
-			devices AS (DELETE FROM notice_devices WHERE user_id = $1),
 			guessing AS (DELETE FROM code_guessing WHERE user_id = $1),
 			challenges AS (DELETE FROM two_factor_challenges WHERE user_id = $1)
 			DELETE FROM webauthn_ceremonies WHERE user_id = $1`, Args: []any{u.ID, emails}},
 		e.throttle.Forget(keys...),
-	}
+	}, notices.ForgetDevices(u.ID)...)
 }
 
 // erasable is an account as its erasure needs it: the user, the Google
