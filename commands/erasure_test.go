@@ -112,3 +112,22 @@ func TestDeleteAccountErasesInOneCommit(t *testing.T) {
 		return rows == 0
 	})
 }
+
+// A Google account's deletion releases its subject and address: the same
+// Google account then signs up anew, as a new user.
+func TestDeletedGoogleAccountSignsUpAnew(t *testing.T) {
+	t.Parallel()
+	idp := testenv.NewGoogleIdP(t)
+	a := newApp(t, google(idp))
+	const sub = "110169484474386270001"
+	first := a.googleSignIn(t, idp.Token(t, sub, "ada.google@example.com"))
+	caller := a.claims(t, first.AccessToken)
+	if err := a.DeleteAccount(t.Context(), caller, request); err != nil {
+		t.Fatal(err)
+	}
+	a.requireErased(t, caller.UserID, "ada.google@example.com")
+	again := a.googleSignIn(t, idp.Token(t, sub, "ada.google@example.com"))
+	if again.UserID == caller.UserID {
+		t.Fatal("the Google account signed in to the deleted account")
+	}
+}
