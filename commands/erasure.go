@@ -96,7 +96,6 @@ func (a erasable) releases() []eventstore.Claim {
 func (a *Accounts) DeleteAccount(ctx context.Context, caller tokens.Claims, r Request) error {
 	var revoked []uuid.UUID
 	committed, err := retry(ctx, func() (eventstore.Committed, error) {
-		revoked = revoked[:0]
 		acc := erasable{google: &domain.GoogleUser{}, passkeys: &domain.UserPasskeys{UserID: caller.UserID}}
 		if err := a.load(ctx, domain.UserStream(caller.UserID), acc); err != nil {
 			return eventstore.Committed{}, err
@@ -106,23 +105,9 @@ func (a *Accounts) DeleteAccount(ctx context.Context, caller tokens.Claims, r Re
 			return eventstore.Committed{}, ErrSessionEnded
 		}
 		c := a.newChange(Request{RequestID: r.RequestID})
-		active, err := a.sessions.activeSessionIDs(ctx, u.ID)
-		if err != nil {
+		var err error
+		if revoked, err = a.sessions.revokeIn(ctx, c, u.ID, uuid.Nil, domain.RevokedByErasure); err != nil {
 			return eventstore.Committed{}, err
-		}
-		for _, id := range active {
-			s, err := a.sessions.loadSession(ctx, id)
-			if err != nil {
-				return eventstore.Committed{}, err
-			}
-			events := s.Revoke(domain.RevokedByErasure)
-			if s.UserID != u.ID || len(events) == 0 {
-				continue // ended meanwhile
-			}
-			if err := c.record(s, domain.SessionStream(id), s.TenantID, s.UserID, events...); err != nil {
-				return eventstore.Committed{}, err
-			}
-			revoked = append(revoked, id)
 		}
 		email, locale := u.Email, u.Locale
 		events, err := u.Delete()
@@ -147,10 +132,7 @@ func (a *Accounts) DeleteAccount(ctx context.Context, caller tokens.Claims, r Re
 		return err
 	}
 	a.revoked.EraseUser(caller.UserID)
-	for _, id := range revoked {
-		a.revoked.RevokeSession(id)
-		a.sessions.cache.Remove(id)
-	}
+	a.sessions.revokedHere(revoked)
 	a.waitFor(ctx, committed, projections.Users{}, projections.Sessions{})
 	return nil
 }
