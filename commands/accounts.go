@@ -144,7 +144,8 @@ func (a *Accounts) VerifyRegistration(ctx context.Context, email, code string, r
 	if err != nil {
 		return SignIn{}, err
 	}
-	if _, err := a.codes.Consume(ctx, email, PurposeVerify, code); errors.Is(err, codes.ErrInvalidCode) {
+	_, use, err := a.codes.Check(ctx, email, PurposeVerify, code)
+	if errors.Is(err, codes.ErrInvalidCode) {
 		return SignIn{}, ErrInvalidCode
 	} else if err != nil {
 		// The database failed (a restart, a terminated connection): the
@@ -165,6 +166,7 @@ func (a *Accounts) VerifyRegistration(ctx context.Context, email, code string, r
 		}
 		signup = u.ID
 		c := a.newChange(r)
+		c.also(use)
 		if err := verifyEmail(c, u); err != nil {
 			return SignIn{}, err
 		}
@@ -344,31 +346,59 @@ func (a *Accounts) checkLogin(ctx context.Context, at loginAttempt, pw string) (
 // for, rehashing the password when its hash is due for new parameters. The
 // attempt's failures are forgotten with the sign-in's events, with no
 // statement and commit of their own; committed says whether that commit ran.
+//
+// The sign-in commits only on the account as it was checked (startSession).
+// When the account changed meanwhile, it is loaded again and signed in as it
+// is now: the password is checked again only if it changed, and a rehash
+// that lost the race is left to the next login.
 func (a *Accounts) passwordSignIn(ctx context.Context, at loginAttempt, pw string, rehash bool, r Request) (s SignIn, committed bool, err error) {
 	u, tf := at.user, at.twoFactor
-	signInChange := func() *change {
+	for attempt := 1; ; attempt++ {
 		c := a.newChange(r)
 		c.also(a.throttle.ResetStatement(at.key))
-		return c
-	}
-	c := signInChange()
-	if rehash {
-		if hash, err := a.hasher.Hash(ctx, pw); err == nil {
-			e := &domain.PasswordRehashed{UserID: u.ID}
-			e.Secret.PasswordHash = hash
-			if err := c.record(u, domain.UserStream(u.ID), u.TenantID, u.ID, e); err != nil {
-				return SignIn{}, false, err
+		if rehash {
+			if hash, err := a.hasher.Hash(ctx, pw); err == nil {
+				e := &domain.PasswordRehashed{UserID: u.ID}
+				e.Secret.PasswordHash = hash
+				if err := c.record(u, domain.UserStream(u.ID), u.TenantID, u.ID, e); err != nil {
+					return SignIn{}, false, err
+				}
 			}
 		}
-	}
-	s, err = a.twoFactor.signIn(ctx, c, u, tf, []string{"pwd"}, r)
-	if errors.Is(err, eventstore.ErrConflict) && rehash {
-		// The rehash lost a race with another change to the user: sign in
-		// without it; the next login rehashes.
-		c = signInChange()
 		s, err = a.twoFactor.signIn(ctx, c, u, tf, []string{"pwd"}, r)
+		if !errors.Is(err, eventstore.ErrConflict) || attempt == 3 {
+			return s, c.done, err
+		}
+		if u, tf, err = a.recheckLogin(ctx, at, u, pw); err != nil {
+			return SignIn{}, false, err
+		}
+		rehash = false
 	}
-	return s, c.done, err
+}
+
+// recheckLogin loads the account a right password was given for again,
+// after it changed while the sign-in was decided, and answers it as it is
+// now; ErrInvalidCredentials when its password is no longer pw.
+func (a *Accounts) recheckLogin(ctx context.Context, at loginAttempt, was *domain.User, pw string) (*domain.User, *domain.TwoFactor, error) {
+	u, tf, err := a.loadAccount(ctx, was.ID)
+	if errors.Is(err, ErrNotFound) {
+		return nil, nil, ErrInvalidCredentials
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	if u.PasswordHash == was.PasswordHash {
+		return u, tf, nil
+	}
+	// Changed, reset or rehashed by another login: only the hash can say.
+	ok, _, err := a.hasher.Verify(ctx, at.admission, u.PasswordHash, pw)
+	if err != nil {
+		return nil, nil, translate(err)
+	}
+	if !ok {
+		return nil, nil, ErrInvalidCredentials
+	}
+	return u, tf, nil
 }
 
 // loginAccount is what a login loads before it checks a password: the
@@ -481,27 +511,31 @@ func (a *Accounts) SendCode(ctx context.Context, email, purpose string, r Reques
 // network: against the code of its class, within that class's daily
 // guessing budget. A wrong one counts towards the owner's guessing notice.
 // It returns the id of the address's account (uuid.Nil when none) once the
-// code was right; every wrong or unusable code is ErrInvalidCode.
-func (a *Accounts) useCode(ctx context.Context, email, purpose, code string, r Request) (uuid.UUID, error) {
+// code was right, with the statement that uses the code up, for the caller
+// to commit with what the code earned; every wrong or unusable code is
+// ErrInvalidCode.
+func (a *Accounts) useCode(ctx context.Context, email, purpose, code string, r Request) (uuid.UUID, eventstore.Statement, error) {
+	none := eventstore.Statement{}
 	if !codes.WellFormed(code) {
-		return uuid.Nil, ErrInvalidCode // cannot be the code: no guess spent
+		return uuid.Nil, none, ErrInvalidCode // cannot be the code: no guess spent
 	}
 	id, found, err := a.ownerOrNobody(ctx, email)
 	if err != nil {
-		return uuid.Nil, err
+		return uuid.Nil, none, err
 	}
 	class, err := a.knownNetwork(ctx, id, r.IP)
 	if err != nil {
-		return uuid.Nil, err
+		return uuid.Nil, none, err
 	}
 	budget := emailCodeKey(email, class)
 	if err := a.spendGuess(ctx, budget, emailCodeGuessesPerDay); err != nil {
-		return uuid.Nil, err
+		return uuid.Nil, none, err
 	}
-	if _, err := a.codes.ConsumeIn(ctx, class, email, purpose, code); err != nil {
+	_, use, err := a.codes.CheckIn(ctx, class, email, purpose, code)
+	if err != nil {
 		if !errors.Is(err, codes.ErrInvalidCode) {
 			a.refundGuess(ctx, budget)
-			return uuid.Nil, err
+			return uuid.Nil, none, err
 		}
 		// Counted after the answer, for an address with an account and one
 		// without alike (the latter a job that does nothing): counting in
@@ -512,13 +546,13 @@ func (a *Accounts) useCode(ctx context.Context, email, purpose, code string, r R
 				a.missed(ctx, id, domain.GuessedEmailCode, r)
 			}
 		})
-		return uuid.Nil, ErrInvalidCode
+		return uuid.Nil, none, ErrInvalidCode
 	}
 	a.refundGuess(ctx, budget)
 	if !found {
-		return uuid.Nil, ErrInvalidCode
+		return uuid.Nil, none, ErrInvalidCode
 	}
-	return id, nil
+	return id, use, nil
 }
 
 // CodeLogin signs in with an emailed login code; the code also proves the
@@ -528,7 +562,7 @@ func (a *Accounts) CodeLogin(ctx context.Context, email, code string, r Request)
 	if err != nil {
 		return SignIn{}, err
 	}
-	id, err := a.useCode(ctx, email, PurposeLogin, code, r)
+	id, use, err := a.useCode(ctx, email, PurposeLogin, code, r)
 	if err != nil {
 		return SignIn{}, err
 	}
@@ -544,6 +578,7 @@ func (a *Accounts) CodeLogin(ctx context.Context, email, code string, r Request)
 			return SignIn{}, ErrInvalidCode // the address moved on since the code was sent
 		}
 		c := a.newChange(r)
+		c.also(use)
 		if err := verifyEmail(c, u); err != nil {
 			return SignIn{}, err
 		}
@@ -561,7 +596,8 @@ func (a *Accounts) ResetPassword(ctx context.Context, email, code, newPassword s
 	if err := checkPassword(newPassword); err != nil {
 		return &ValidationError{Field: "new_password", Message: err.(*ValidationError).Message}
 	}
-	if _, err := a.useCode(ctx, email, PurposeReset, code, r); err != nil {
+	_, use, err := a.useCode(ctx, email, PurposeReset, code, r)
+	if err != nil {
 		return err
 	}
 	hash, err := a.hasher.Hash(ctx, newPassword)
@@ -579,6 +615,7 @@ func (a *Accounts) ResetPassword(ctx context.Context, email, code, newPassword s
 			return eventstore.Cursor{}, err
 		}
 		c := a.newChange(r)
+		c.also(use)
 		reset := &domain.PasswordReset{UserID: u.ID, At: c.at}
 		reset.Secret.PasswordHash = hash
 		if err := c.record(u, domain.UserStream(u.ID), u.TenantID, u.ID, reset); err != nil {

@@ -441,3 +441,40 @@ func (a *testApp) guessingDetected(t *testing.T) []map[string]any {
 	}
 	return found
 }
+
+// An emailed code is used up by the commit of what it earned: when that
+// commit fails (here a trigger refuses the events, as a database restarting
+// under the request would), the client's retry with the same code signs in.
+func TestAVerifyWhoseCommitFailedWorksWhenTriedAgain(t *testing.T) {
+	t.Parallel()
+	a := newApp(t)
+	ctx := t.Context()
+	const email = "verify-retry@example.com"
+	if err := a.Register(ctx, RegisterInput{Email: email, Password: "correct horse battery"}, request); err != nil {
+		t.Fatal(err)
+	}
+	code := a.nextCode(t, email)
+	if _, err := a.pool.Exec(ctx, `CREATE TABLE fail_appends (on_purpose boolean);
+		INSERT INTO fail_appends VALUES (true);
+		CREATE FUNCTION fail_append() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN
+			IF EXISTS (SELECT 1 FROM fail_appends) THEN RAISE EXCEPTION 'the database failed the commit'; END IF;
+			RETURN NEW;
+		END $$;
+		CREATE TRIGGER fail_append BEFORE INSERT ON events FOR EACH ROW EXECUTE FUNCTION fail_append();`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.VerifyRegistration(ctx, email, code, request); err == nil || errors.Is(err, ErrInvalidCode) {
+		t.Fatalf("the verify whose commit fails: %v; want the database's error", err)
+	}
+	if _, err := a.pool.Exec(ctx, `DELETE FROM fail_appends`); err != nil {
+		t.Fatal(err)
+	}
+	in, err := a.VerifyRegistration(ctx, email, code, request)
+	if err != nil || in.Tokens == nil {
+		t.Fatalf("the same code again, the database back: %v; want a sign-in", err)
+	}
+	if _, err := a.VerifyRegistration(ctx, email, code, request); !errors.Is(err, ErrInvalidCode) {
+		t.Fatalf("the code a third time: %v; want ErrInvalidCode (used)", err)
+	}
+}

@@ -22,13 +22,15 @@ import (
 	"github.com/authd/authd/projections"
 )
 
-// Codes issues and consumes emailed one-time codes (codes.Store).
+// Codes issues and checks emailed one-time codes (codes.Store). A right
+// code is used up by the statement Check returns, committed with what the
+// code earned: a commit that fails leaves the code for the client's retry.
 type Codes interface {
 	Issue(ctx context.Context, email, purpose string, ttl time.Duration, payload []byte) (string, error)
-	Consume(ctx context.Context, email, purpose, code string) ([]byte, error)
-	// IssueIn and ConsumeIn are Issue and Consume of a class's code.
+	Check(ctx context.Context, email, purpose, code string) ([]byte, eventstore.Statement, error)
+	// IssueIn and CheckIn are Issue and Check of a class's code.
 	IssueIn(ctx context.Context, class ratelimit.Class, email, purpose string, ttl time.Duration, payload []byte) (string, error)
-	ConsumeIn(ctx context.Context, class ratelimit.Class, email, purpose, code string) ([]byte, error)
+	CheckIn(ctx context.Context, class ratelimit.Class, email, purpose, code string) ([]byte, eventstore.Statement, error)
 }
 
 // Throttle slows down the logins of an account that keeps getting its

@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/authd/authd/eventstore"
+	"github.com/authd/authd/internal/codes"
 	"github.com/authd/authd/internal/password"
 )
 
@@ -24,6 +25,10 @@ func translate(err error) error {
 		return fmt.Errorf("%w: %w", ErrConflict, err)
 	case errors.Is(err, password.ErrBusy):
 		return fmt.Errorf("%w: %w", ErrBusy, err)
+	case errors.Is(err, codes.ErrInvalidCode):
+		// An emailed code's use, committed with the change it earned, found
+		// the code used up by another request meanwhile.
+		return ErrInvalidCode
 	}
 	return err
 }

@@ -8,6 +8,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/authd/authd/domain"
+	"github.com/authd/authd/eventstore"
 	"github.com/authd/authd/internal/mail"
 	"github.com/authd/authd/internal/password"
 	"github.com/authd/authd/internal/tokens"
@@ -64,19 +65,23 @@ func (a *Accounts) Reauthenticate(ctx context.Context, caller tokens.Claims, in 
 	if in.EmailCode != "" {
 		amr, proof, check = []string{"otp"}, in.EmailCode, a.checkEmailCode
 	}
-	err = check(ctx, u, proof, r)
+	use, err := check(ctx, u, proof, r)
 	if err != nil {
 		return Tokens{}, err
 	}
 	if !needCode {
-		return retry(ctx, func() (Tokens, error) { return a.sessions.reauthenticate(ctx, a.newChange(r), caller, amr, r) })
+		return retry(ctx, func() (Tokens, error) {
+			c := a.newChange(r)
+			c.also(use...)
+			return a.sessions.reauthenticate(ctx, c, caller, amr, r)
+		})
 	}
 	key, err := a.twoFactor.admitSecondFactor(ctx, u.ID, r)
 	if err != nil {
 		return Tokens{}, err
 	}
 	t, err := retry(ctx, func() (Tokens, error) {
-		return a.twoFactor.reauthenticateWithCode(ctx, caller, code, withMFA(amr), r)
+		return a.twoFactor.reauthenticateWithCode(ctx, caller, code, withMFA(amr), r, use...)
 	})
 	a.settleCode(ctx, key, err)
 	if errors.Is(err, ErrInvalidCode) {
@@ -98,28 +103,29 @@ func countSet(set ...bool) int {
 
 // checkPassword checks the password of u as a login does: admitted by the
 // same throttle under the same key, so that guesses here and at POST /login
-// share the account's slow-down; a wrong one is recorded as LoginFailed.
-func (a *Accounts) checkPassword(ctx context.Context, u *domain.User, pw string, r Request) error {
+// share the account's slow-down; a wrong one is recorded as LoginFailed. A
+// password leaves nothing to commit with the re-authentication.
+func (a *Accounts) checkPassword(ctx context.Context, u *domain.User, pw string, r Request) ([]eventstore.Statement, error) {
 	if len(pw) > password.MaxLen {
-		return &ValidationError{Field: "password", Message: "is 1024 bytes at most"}
+		return nil, &ValidationError{Field: "password", Message: "is 1024 bytes at most"}
 	}
 	at, settle, err := a.admitLogin(ctx, u.Email, r)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	ok, _, err := a.checkLogin(ctx, at, pw)
 	switch {
 	case err != nil:
 		settle(endUnchecked)
-		return translate(err)
+		return nil, translate(err)
 	case !ok:
 		settle(endWrong)
 		u, r := at.user, r.detached()
 		a.handOff("failed login record", func(ctx context.Context) { a.recordLoginFailure(ctx, u, r) })
-		return ErrInvalidCredentials
+		return nil, ErrInvalidCredentials
 	}
 	settle(endRight)
-	return nil
+	return nil, nil
 }
 
 // SendReauthCode mails the caller a code that proves them again at POST
@@ -143,22 +149,25 @@ func (a *Accounts) SendReauthCode(ctx context.Context, caller tokens.Claims, r R
 
 // checkEmailCode uses a code of SendReauthCode, as a code login uses its
 // own: within the address's daily guessing budget, a wrong one counted
-// towards the owner's guessing notice.
-func (a *Accounts) checkEmailCode(ctx context.Context, u *domain.User, code string, r Request) error {
-	id, err := a.useCode(ctx, u.Email, PurposeReauthenticate, code, r)
+// towards the owner's guessing notice. The code is used up by the
+// re-authentication's commit.
+func (a *Accounts) checkEmailCode(ctx context.Context, u *domain.User, code string, r Request) ([]eventstore.Statement, error) {
+	id, use, err := a.useCode(ctx, u.Email, PurposeReauthenticate, code, r)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if id != u.ID {
-		return ErrInvalidCode // the address moved to another account since the code was sent
+		return nil, ErrInvalidCode // the address moved to another account since the code was sent
 	}
-	return nil
+	return []eventstore.Statement{use}, nil
 }
 
 // reauthenticateWithCode checks a second-factor code of the caller and, when
 // it is right, makes the session fresh in the same commit, which also marks
-// the code used: a TOTP step or backup code proves one thing once.
-func (a *TwoFactor) reauthenticateWithCode(ctx context.Context, caller tokens.Claims, code domain.Code, amr []string, r Request) (Tokens, error) {
+// the code used: a TOTP step or backup code proves one thing once. first
+// are the statements of the first proof (an emailed code's use), committed
+// with it.
+func (a *TwoFactor) reauthenticateWithCode(ctx context.Context, caller tokens.Claims, code domain.Code, amr []string, r Request, first ...eventstore.Statement) (Tokens, error) {
 	u, tf, err := a.loadAccount(ctx, caller.UserID)
 	if errors.Is(err, ErrNotFound) {
 		return Tokens{}, ErrSessionEnded
@@ -173,6 +182,7 @@ func (a *TwoFactor) reauthenticateWithCode(ctx context.Context, caller tokens.Cl
 		return Tokens{}, twoFactorError(err)
 	}
 	c := a.newChange(r)
+	c.also(first...)
 	if err := c.record(tf, domain.TwoFactorStream(u.ID), u.TenantID, u.ID, events...); err != nil {
 		return Tokens{}, err
 	}

@@ -193,7 +193,8 @@ func (a *Accounts) VerifyEmailChange(ctx context.Context, caller tokens.Claims, 
 		return ErrInvalidCode
 	}
 	newEmail := u.PendingEmail
-	if err := a.useChangeCode(ctx, u, newEmail, code, r); err != nil {
+	use, err := a.useChangeCode(ctx, u, newEmail, code, r)
+	if err != nil {
 		return err
 	}
 	committed, err := retry(ctx, func() (eventstore.Committed, error) {
@@ -207,6 +208,7 @@ func (a *Accounts) VerifyEmailChange(ctx context.Context, caller tokens.Claims, 
 		}
 		old := u.Email
 		c := a.newChange(r)
+		c.also(use)
 		if err := c.record(u, domain.UserStream(u.ID), u.TenantID, u.ID, events...); err != nil {
 			return eventstore.Committed{}, err
 		}
@@ -227,28 +229,30 @@ func (a *Accounts) VerifyEmailChange(ctx context.Context, caller tokens.Claims, 
 
 // useChangeCode checks the code of u's email change to newEmail within the
 // account's daily budget of emailed-code guesses; a wrong one counts
-// towards the owner's guessing notice.
-func (a *Accounts) useChangeCode(ctx context.Context, u *domain.User, newEmail, code string, r Request) error {
+// towards the owner's guessing notice. It returns the statement that uses
+// the code up, to commit with the change of address.
+func (a *Accounts) useChangeCode(ctx context.Context, u *domain.User, newEmail, code string, r Request) (eventstore.Statement, error) {
+	none := eventstore.Statement{}
 	class, err := a.knownNetwork(ctx, u.ID, r.IP)
 	if err != nil {
-		return err
+		return none, err
 	}
 	budget := emailCodeKey(u.Email, class)
 	if err := a.spendGuess(ctx, budget, emailCodeGuessesPerDay); err != nil {
-		return err
+		return none, err
 	}
-	payload, err := a.codes.ConsumeIn(ctx, ratelimit.Unknown, newEmail, PurposeEmailChange, code)
+	payload, use, err := a.codes.CheckIn(ctx, ratelimit.Unknown, newEmail, PurposeEmailChange, code)
 	if errors.Is(err, codes.ErrInvalidCode) {
 		id, r := u.ID, r.detached()
 		a.handOff("wrong code count", func(ctx context.Context) { a.missed(ctx, id, domain.GuessedEmailCode, r) })
-		return ErrInvalidCode
+		return none, ErrInvalidCode
 	}
 	a.refundGuess(ctx, budget)
 	if err != nil {
-		return err
+		return none, err
 	}
 	if string(payload) != string(u.ID[:]) {
-		return ErrInvalidCode // issued to another account's request
+		return none, ErrInvalidCode // issued to another account's request
 	}
-	return nil
+	return use, nil
 }

@@ -120,23 +120,44 @@ func TestUpdateProfile(t *testing.T) {
 
 // A sign-in that decided on the account before a password change committed
 // starts no session after it: the change revoked every session it saw, and
-// one it did not see must not outlive it.
+// one it did not see must not outlive it. A sign-in that raced a change that
+// left the password alone goes on.
 func TestASignInRacingAPasswordChangeStartsNoSession(t *testing.T) {
 	t.Parallel()
 	a := newApp(t)
+	ctx := t.Context()
 	const email, pw = "race-pw@example.com", "correct horse battery"
 	mine := a.signUp(t, email, pw)
-	before, err := a.loadUser(t.Context(), mine.UserID)
-	if err != nil {
+	caller := a.claims(t, mine.AccessToken)
+
+	// Each racing login checked the password against the account as it was
+	// before the change, and commits after it.
+	admitted := func() loginAttempt {
+		at, settle, err := a.admitLogin(ctx, email, request)
+		if err != nil {
+			t.Fatal(err)
+		}
+		settle(endSignedIn)
+		return at
+	}
+	before := admitted()
+	name := "Renamed"
+	if err := a.UpdateProfile(ctx, caller, ProfileInput{Name: &name}, request); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := a.ChangePassword(t.Context(), a.claims(t, mine.AccessToken), "a whole new passphrase", request); err != nil {
+	if s, _, err := a.passwordSignIn(ctx, before, pw, false, request); err != nil || s.Tokens == nil {
+		t.Fatalf("a sign-in racing a profile change: %+v, %v; want a session", s, err)
+	}
+
+	before = admitted()
+	stale := before.user
+	if _, err := a.ChangePassword(ctx, caller, "a whole new passphrase", request); err != nil {
 		t.Fatal(err)
 	}
-	// The racing sign-in checked the old password against the account as it
-	// was before the change, and commits now.
-	_, err = a.Sessions.openSession(t.Context(), a.newChange(request), before, []string{"pwd"}, request)
-	if !errors.Is(err, ErrConflict) {
-		t.Fatalf("a sign-in on the account as it was before the password change: %v; want ErrConflict", err)
+	if _, err := a.Sessions.openSession(ctx, a.newChange(request), stale, []string{"pwd"}, request); !errors.Is(err, ErrConflict) {
+		t.Fatalf("a session on the account as it was before the password change: %v; want ErrConflict", err)
+	}
+	if _, _, err := a.passwordSignIn(ctx, before, pw, false, request); !errors.Is(err, ErrInvalidCredentials) {
+		t.Fatalf("a sign-in with the old password racing the change: %v; want ErrInvalidCredentials", err)
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/authd/authd/eventstore"
 	"github.com/authd/authd/internal/ratelimit"
 )
 
@@ -108,7 +109,7 @@ func (s *Store) Issue(ctx context.Context, email, purpose string, ttl time.Durat
 	return s.IssueIn(ctx, ratelimit.Unknown, email, purpose, ttl, payload)
 }
 
-// IssueIn is Issue of a code of class, which only ConsumeIn of the same class
+// IssueIn is Issue of a code of class, which only CheckIn of the same class
 // can use.
 func (s *Store) IssueIn(ctx context.Context, class ratelimit.Class, email, purpose string, ttl time.Duration, payload []byte) (code string, err error) {
 	email = normalizeEmail(email)
@@ -126,68 +127,85 @@ func (s *Store) IssueIn(ctx context.Context, class ratelimit.Class, email, purpo
 	return code, nil
 }
 
-// Checks a guess and settles it in one statement. target locks the live code
+// Checks a guess and counts it in one statement. target locks the live code
 // row (an expired one is as good as absent), so concurrent guesses of one code
-// run one after another, each seeing the tries the one before left: two right
-// guesses cannot both succeed, and wrong guesses cannot get past MaxTries.
-// A right guess deletes the row (single use) and returns its payload; the
-// wrong guess that reaches MaxTries deletes it (the code is burned); any other
-// wrong guess counts a try. No row comes back unless the guess was right.
+// run one after another, each seeing the tries the one before left: wrong
+// guesses cannot get past MaxTries. A right guess leaves the row for the
+// caller's commit to use up (useSQL) and returns its payload; the wrong guess
+// that reaches MaxTries deletes it (the code is burned); any other wrong
+// guess counts a try. No row comes back unless the guess was right.
 //
 // The hashes are compared with = rather than in constant time. That is safe
 // because both sides are HMACs under a key the guesser does not have: how far
 // the comparison got says nothing about which code to try next.
-const consumeSQL = `
+const checkSQL = `
 WITH target AS (
-    SELECT email, purpose, tries, code_hash = $3 AS matched
+    SELECT email, purpose, tries, code_hash = $3 AS matched, payload
     FROM email_codes
     WHERE email = $1 AND purpose = $2 AND class = $6 AND expires_at > $4
     FOR UPDATE
-), used AS (
+), burned AS (
     DELETE FROM email_codes c USING target t
     WHERE c.email = t.email AND c.purpose = t.purpose AND c.class = $6
-      AND (t.matched OR t.tries + 1 >= $5)
-    RETURNING t.matched, c.payload
+      AND NOT t.matched AND t.tries + 1 >= $5
 ), tried AS (
     UPDATE email_codes c SET tries = t.tries + 1
     FROM target t
     WHERE c.email = t.email AND c.purpose = t.purpose AND c.class = $6
       AND NOT t.matched AND t.tries + 1 < $5
 )
-SELECT payload FROM used WHERE matched`
+SELECT payload FROM target WHERE matched`
 
-// Consume checks code against the live code for email and purpose, and on a
-// match uses it up and returns the payload it was issued with. Every failure
-// is ErrInvalidCode.
+// Uses up a code that Check found right: single use, because of two commits
+// holding the same right code only the first finds the row.
+const useSQL = `DELETE FROM email_codes WHERE email = $1 AND purpose = $2 AND class = $3 AND code_hash = $4 RETURNING true`
+
+// Check checks code against the live code for email and purpose. On a match
+// it returns the payload the code was issued with and the statement that
+// uses the code up, for the caller to commit with what the code earned
+// (eventstore.Change.Also): should that commit fail (the database restarted
+// under it), the code still works when the client tries again. That
+// statement fails its change with ErrInvalidCode when the code was used
+// meanwhile. Every failure of Check itself is ErrInvalidCode.
 //
 // Spaces and dashes in code are ignored ("123 456", "123-456"). Input that is
 // then not six digits cannot be the code, so it is refused without counting a
 // try: a typo does not burn the user's code, and it tells a guesser nothing.
 //
-// It checks the Unknown class's code: ConsumeIn checks a given class's.
-func (s *Store) Consume(ctx context.Context, email, purpose, code string) (payload []byte, err error) {
-	return s.ConsumeIn(ctx, ratelimit.Unknown, email, purpose, code)
+// It checks the Unknown class's code: CheckIn checks a given class's.
+func (s *Store) Check(ctx context.Context, email, purpose, code string) (payload []byte, use eventstore.Statement, err error) {
+	return s.CheckIn(ctx, ratelimit.Unknown, email, purpose, code)
 }
 
-// ConsumeIn is Consume of the code of class.
-func (s *Store) ConsumeIn(ctx context.Context, class ratelimit.Class, email, purpose, code string) (payload []byte, err error) {
+// CheckIn is Check of the code of class.
+func (s *Store) CheckIn(ctx context.Context, class ratelimit.Class, email, purpose, code string) (payload []byte, use eventstore.Statement, err error) {
 	code, ok := normalizeCode(code)
 	if !ok {
-		return nil, ErrInvalidCode
+		return nil, eventstore.Statement{}, ErrInvalidCode
 	}
 	email = normalizeEmail(email)
-	err = s.pool.QueryRow(ctx, consumeSQL, email, purpose, s.hash(email, purpose, code), s.now(), MaxTries, string(class)).Scan(&payload)
+	hash := s.hash(email, purpose, code)
+	err = s.pool.QueryRow(ctx, checkSQL, email, purpose, hash, s.now(), MaxTries, string(class)).Scan(&payload)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, ErrInvalidCode
+		return nil, eventstore.Statement{}, ErrInvalidCode
 	}
 	if err != nil {
-		return nil, fmt.Errorf("codes: check a %s code: %w", purpose, err)
+		return nil, eventstore.Statement{}, fmt.Errorf("codes: check a %s code: %w", purpose, err)
 	}
-	return payload, nil
+	use = eventstore.Statement{SQL: useSQL, Args: []any{email, purpose, string(class), hash}, Scan: func(row pgx.Row) error {
+		var used bool
+		if err := row.Scan(&used); errors.Is(err, pgx.ErrNoRows) {
+			return ErrInvalidCode
+		} else if err != nil {
+			return fmt.Errorf("codes: use a %s code: %w", purpose, err)
+		}
+		return nil
+	}}
+	return payload, use, nil
 }
 
 // WellFormed says whether code could be a code at all: six digits, give or
-// take the separators Consume ignores. One that cannot is no guess.
+// take the separators Check ignores. One that cannot is no guess.
 func WellFormed(code string) bool {
 	_, ok := normalizeCode(code)
 	return ok
@@ -220,7 +238,7 @@ func normalizeCode(code string) (string, bool) {
 // Deletes the codes nobody can use any more.
 const sweepSQL = `DELETE FROM email_codes WHERE expires_at <= $1`
 
-// Sweep deletes expired codes and returns how many. Consume ignores them
+// Sweep deletes expired codes and returns how many. Check ignores them
 // anyway; sweeping keeps the table small and drops their payloads.
 func (s *Store) Sweep(ctx context.Context) (int64, error) {
 	tag, err := s.pool.Exec(ctx, sweepSQL, s.now())

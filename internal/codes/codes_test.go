@@ -39,8 +39,18 @@ func issue(t *testing.T, s *Store, email, purpose string, payload []byte) string
 	return code
 }
 
+// consume checks code and, when it is right, commits its use alone, as a
+// caller commits it with its events.
 func consume(s *Store, email, purpose, code string) ([]byte, error) {
-	return s.Consume(context.Background(), email, purpose, code)
+	ctx := context.Background()
+	payload, use, err := s.Check(ctx, email, purpose, code)
+	if err != nil {
+		return nil, err
+	}
+	if err := use.Scan(s.pool.QueryRow(ctx, use.SQL, use.Args...)); err != nil {
+		return nil, err
+	}
+	return payload, nil
 }
 
 // wrong returns a well-formed code other than code.
@@ -123,7 +133,7 @@ func TestMalformedInputIsRefusedWithoutCountingATry(t *testing.T) {
 	code := issue(t, s, "a@example.com", "login", nil)
 	for _, bad := range []string{"", "12345", "1234567", "12a456", "١٢٣٤٥٦", "123456\x00", strings.Repeat("1", 1000), "+12345"} {
 		if _, err := consume(s, "a@example.com", "login", bad); !errors.Is(err, ErrInvalidCode) {
-			t.Fatalf("Consume(%q): err = %v", bad, err)
+			t.Fatalf("Check(%q): err = %v", bad, err)
 		}
 	}
 	if n, _ := tries(t, pool, "a@example.com", "login"); n != 0 {
@@ -131,7 +141,7 @@ func TestMalformedInputIsRefusedWithoutCountingATry(t *testing.T) {
 	}
 	spaced := code[:3] + " - " + code[3:]
 	if _, err := consume(s, "a@example.com", "login", spaced); err != nil {
-		t.Fatalf("Consume(%q) with separators: %v", spaced, err)
+		t.Fatalf("Check(%q) with separators: %v", spaced, err)
 	}
 }
 
@@ -364,4 +374,22 @@ func TestNewPanicsOnABadKey(t *testing.T) {
 		}
 	}()
 	New(nil, make([]byte, 16), time.Now)
+}
+
+// A right code is used up by the commit it is given to, not by the check:
+// when that commit never happens (the database restarted under it), the
+// client's retry with the same code still works, once.
+func TestARightCodeLivesUntilItsUseCommits(t *testing.T) {
+	t.Parallel()
+	s, _, _ := newStore(t)
+	code := issue(t, s, "retry@example.com", "register", []byte("p"))
+	if _, _, err := s.Check(context.Background(), "retry@example.com", "register", code); err != nil {
+		t.Fatalf("first check, whose commit then fails: %v", err)
+	}
+	if _, err := consume(s, "retry@example.com", "register", code); err != nil {
+		t.Fatalf("the retry with the same code: %v; want it to work", err)
+	}
+	if _, err := consume(s, "retry@example.com", "register", code); !errors.Is(err, ErrInvalidCode) {
+		t.Fatalf("a third use: %v; want ErrInvalidCode", err)
+	}
 }
