@@ -288,6 +288,9 @@ func TestAnEventThatCannotBeAppliedStopsTheProjection(t *testing.T) {
 	bad := h.append(t, "user-"+stranger.String(), 0, domain.EmailVerified{UserID: stranger})
 	after := h.registerUsers(t, 1)
 
+	// However slow the machine, the projection reaches the bad event and
+	// stops there: wait for the stop, not for a time.
+	testenv.Eventually(t, 30*time.Second, func() bool { return r.Statuses()[0].Err != nil })
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	if err := r.Wait(ctx, Users{}, after); err == nil {
