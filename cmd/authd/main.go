@@ -156,7 +156,13 @@ func serve(ctx context.Context, getenv func(string) string, logOut io.Writer, cp
 	if err := feed.Load(startCtx, pool); err != nil {
 		return err
 	}
-	limiter := ratelimit.New(pool, seal.Derive(keys[0], "rate-limit-keys"), time.Now)
+	// The rate limits' stored keys are HMACs under a secret of their own,
+	// which a rotation of the master key leaves as it is: the counters go on.
+	limiterKey, err := tokens.ServerSecret(startCtx, pool, sealer, "rate_limit_keys", time.Now())
+	if err != nil {
+		return err
+	}
+	limiter := ratelimit.New(pool, limiterKey, time.Now)
 	codeStore := codes.New(pool, seal.Derive(keys[0], "email-codes"), time.Now)
 	var sender mail.Sender = mail.NewLog(log)
 	if cfg.SMTPURL != "" {
