@@ -7,6 +7,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -123,4 +124,60 @@ func benchAppend(b *testing.B, store *eventstore.Store, writers int) {
 		b.Fatal(err)
 	}
 	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "appends/s")
+}
+
+// BenchmarkRelay measures the relay's throughput: each op relays a log of
+// relayBenchEvents registrations, each of its own user, from the start of
+// the log to a new stream on the machine's NATS, and stops the relay (which
+// saves its checkpoint). The log is appended once, outside the timing.
+func BenchmarkRelay(b *testing.B) {
+	const relayBenchEvents, perAppend = 20000, 100
+	store, pool := benchStore(b, 8)
+	ctx := context.Background()
+	tenant := uuid.New()
+	for i := range relayBenchEvents / perAppend {
+		batch := make([]eventstore.Event, perAppend)
+		for j := range batch {
+			_, batch[j] = benchRegistration(tenant)
+		}
+		if _, err := store.Append(ctx, fmt.Sprintf("bench-relay-%d", i), 0, batch...); err != nil {
+			b.Fatal(err)
+		}
+	}
+	var elapsed time.Duration
+	b.ResetTimer()
+	for range b.N {
+		b.StopTimer()
+		bus := testenv.NATS(b, testenv.MachineNATS)
+		stream, err := bus.EnsureStream(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := pool.Exec(ctx, `UPDATE relay_checkpoint SET tx_id = '0', position = 0`); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := pool.Exec(ctx, `TRUNCATE stream_messages`); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+		start := time.Now()
+		r := eventstore.NewRelay(store, bus, eventstore.RelayConfig{}, slog.New(slog.DiscardHandler), nil)
+		runCtx, cancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() { r.Run(runCtx); close(done) }()
+		for {
+			info, err := stream.Info(ctx)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if info.State.LastSeq >= relayBenchEvents {
+				break
+			}
+			time.Sleep(time.Millisecond)
+		}
+		cancel()
+		<-done
+		elapsed += time.Since(start)
+	}
+	b.ReportMetric(float64(b.N*relayBenchEvents)/elapsed.Seconds(), "events/s")
 }

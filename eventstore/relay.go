@@ -42,6 +42,11 @@ type RelayConfig struct {
 	// stream holds.
 	AckTimeout time.Duration
 	LagEvery   time.Duration // how often the lag metric is measured from the log (default 1s)
+	// ProjectionWait is how long at most an erasure waits for the
+	// projections to pass it before its user's messages are deleted from the
+	// stream they read (default 3s): one that is stopped must not hold the
+	// erasure up (API.md gives it 10 s), and one rebuilt later reads the log.
+	ProjectionWait time.Duration
 }
 
 func (c RelayConfig) withDefaults() RelayConfig {
@@ -64,6 +69,9 @@ func (c RelayConfig) withDefaults() RelayConfig {
 	}
 	if c.LagEvery <= 0 {
 		c.LagEvery = time.Second
+	}
+	if c.ProjectionWait <= 0 {
+		c.ProjectionWait = 3 * time.Second
 	}
 	return c
 }
@@ -92,6 +100,10 @@ type Relay struct {
 	// oldest is when the oldest committed event not yet published was
 	// appended, as last measured from the log; zero when there was none.
 	oldest time.Time
+	// erasures is how many erasures still have messages in the stream, and
+	// oldestErasure when the oldest of them was asked for, as last measured.
+	erasures      int64
+	oldestErasure time.Time
 
 	publishedTotal prometheus.Counter
 	failures       prometheus.Counter
@@ -112,7 +124,22 @@ func NewRelay(store *Store, bus Bus, cfg RelayConfig, log *slog.Logger, reg prom
 	// on, and on every instance, relaying or not.
 	f.NewGaugeFunc(prometheus.GaugeOpts{Name: "authd_relay_lag_seconds", Help: "Age of the oldest committed event not yet published (0 when caught up)."},
 		func() float64 { return r.Lag().Seconds() })
+	f.NewGaugeFunc(prometheus.GaugeOpts{Name: "authd_stream_erasures_pending", Help: "Erased users whose messages are still to be deleted from the stream."},
+		func() float64 { n, _ := r.ErasureLag(); return float64(n) })
+	f.NewGaugeFunc(prometheus.GaugeOpts{Name: "authd_stream_erasure_lag_seconds", Help: "Age of the oldest erasure whose messages are still in the stream (0 when none)."},
+		func() float64 { _, age := r.ErasureLag(); return age.Seconds() })
 	return r
+}
+
+// ErasureLag is how many erasures still have messages in the stream and how
+// long ago the oldest was asked for, as last measured (every LagEvery).
+func (r *Relay) ErasureLag() (pending int64, oldest time.Duration) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.erasures == 0 {
+		return 0, 0
+	}
+	return r.erasures, max(time.Since(r.oldestErasure), 0)
 }
 
 // Lag is the age of the oldest committed event not yet published, as last
@@ -242,15 +269,26 @@ func (r *Relay) setPublished(c Cursor) {
 }
 
 // publish sends events pipelined, at most Window awaiting their ack, each
-// expecting the stream to be exactly at the sequence before it.
-func (r *Relay) publish(ctx context.Context, events []Event, lastSeq uint64) error {
+// expecting the stream to be exactly at the sequence before it, and tells
+// acked each event's stream sequence in order.
+func (r *Relay) publish(ctx context.Context, events []Event, lastSeq uint64, acked func(e Event, seq uint64)) error {
 	js := r.bus.JetStream()
 	pending := make([]jetstream.PubAckFuture, 0, r.cfg.Window)
 	acks := r.newAcks()
 	defer acks.timeout.Stop()
+	done := 0
+	wait := func(f jetstream.PubAckFuture) error {
+		seq, err := acks.wait(ctx, f)
+		if err != nil {
+			return err
+		}
+		acked(events[done], seq)
+		done++
+		return nil
+	}
 	for i, e := range events {
 		if len(pending) == r.cfg.Window {
-			if err := acks.wait(ctx, pending[0]); err != nil {
+			if err := wait(pending[0]); err != nil {
 				return err
 			}
 			pending = pending[1:]
@@ -266,7 +304,7 @@ func (r *Relay) publish(ctx context.Context, events []Event, lastSeq uint64) err
 		pending = append(pending, f)
 	}
 	for _, f := range pending {
-		if err := acks.wait(ctx, f); err != nil {
+		if err := wait(f); err != nil {
 			return err
 		}
 	}
@@ -300,20 +338,21 @@ func (r *Relay) newAcks() acks {
 	return acks{timeout: time.NewTimer(r.cfg.AckTimeout), after: r.cfg.AckTimeout}
 }
 
-func (a acks) wait(ctx context.Context, f jetstream.PubAckFuture) error {
+// wait returns the stream sequence of f's message once it is stored.
+func (a acks) wait(ctx context.Context, f jetstream.PubAckFuture) (uint64, error) {
 	a.timeout.Reset(a.after)
 	select {
 	case ack := <-f.Ok():
 		if ack.Duplicate {
-			return fmt.Errorf("relay: JetStream already held event %s: another relay is running", f.Msg().Header.Get(nats.MsgIdHdr))
+			return 0, fmt.Errorf("relay: JetStream already held event %s: another relay is running", f.Msg().Header.Get(nats.MsgIdHdr))
 		}
-		return nil
+		return ack.Sequence, nil
 	case err := <-f.Err():
-		return fmt.Errorf("relay: publish event %s: %w", f.Msg().Header.Get(nats.MsgIdHdr), err)
+		return 0, fmt.Errorf("relay: publish event %s: %w", f.Msg().Header.Get(nats.MsgIdHdr), err)
 	case <-a.timeout.C:
-		return fmt.Errorf("relay: publish event %s: %w after %s", f.Msg().Header.Get(nats.MsgIdHdr), errNoAck, a.after)
+		return 0, fmt.Errorf("relay: publish event %s: %w after %s", f.Msg().Header.Get(nats.MsgIdHdr), errNoAck, a.after)
 	case <-ctx.Done():
-		return ctx.Err()
+		return 0, ctx.Err()
 	}
 }
 
@@ -323,43 +362,67 @@ var errNoAck = errors.New("no ack")
 
 // reconcile returns where to continue: the last event the stream actually
 // holds, which can be ahead of the saved checkpoint (a crash after publishing)
-// or behind it (a stream restored or recreated), and the stream's last sequence.
-func (r *Relay) reconcile(ctx context.Context, conn *pgxpool.Conn, stream jetstream.Stream) (Cursor, uint64, error) {
-	var saved Cursor
+// or behind it (a stream restored or recreated), its stream sequence, and the
+// stream's last sequence. Moving the checkpoint forward records the users'
+// messages published since the saved one, read back from the stream, in the
+// same statement: an erasure finds every message before the checkpoint.
+func (r *Relay) reconcile(ctx context.Context, conn *pgxpool.Conn, stream jetstream.Stream) (relayed, uint64, error) {
+	var saved relayed
 	var tx string
-	if err := conn.QueryRow(ctx, `SELECT tx_id::text, position FROM relay_checkpoint`).Scan(&tx, &saved.Position); err != nil {
-		return Cursor{}, 0, fmt.Errorf("relay: read checkpoint: %w", err)
+	var savedSeq int64
+	if err := conn.QueryRow(ctx, `SELECT tx_id::text, position, stream_seq FROM relay_checkpoint`).Scan(&tx, &saved.cp.Position, &savedSeq); err != nil {
+		return relayed{}, 0, fmt.Errorf("relay: read checkpoint: %w", err)
 	}
 	var err error
-	if saved.Tx, err = ParseTx(tx); err != nil {
-		return Cursor{}, 0, err
+	if saved.cp.Tx, err = ParseTx(tx); err != nil {
+		return relayed{}, 0, err
 	}
-	info, err := stream.Info(ctx)
+	saved.seq = uint64(savedSeq)
+	start, cancel := context.WithTimeout(ctx, StartTimeout)
+	defer cancel()
+	info, err := stream.Info(start)
 	if err != nil {
-		return Cursor{}, 0, fmt.Errorf("relay: stream info: %w", err)
+		return relayed{}, 0, fmt.Errorf("relay: stream info: %w", err)
 	}
 	lastSeq := info.State.LastSeq
-	held, found, err := lastRelayed(ctx, stream, lastSeq)
+	held, found, err := lastRelayed(start, stream, lastSeq)
 	if err != nil {
-		return Cursor{}, 0, err
+		return relayed{}, 0, err
 	}
 	if !found && lastSeq > 0 {
-		r.log.Warn("the stream's newest messages were not written by the relay; continuing from the saved checkpoint", "checkpoint", saved.String())
+		r.log.Warn("the stream's newest messages were not written by the relay; continuing from the saved checkpoint", "checkpoint", saved.cp.String())
 		return saved, lastSeq, nil
 	}
-	if held != saved {
-		r.log.Info("relay checkpoint reconciled with the stream", "saved", saved.String(), "stream_holds", held.String())
-		if _, err := conn.Exec(ctx, `UPDATE relay_checkpoint SET tx_id = $1::text::xid8, position = $2, updated_at = now()`,
-			held.txText(), held.Position); err != nil {
-			return Cursor{}, 0, fmt.Errorf("relay: save checkpoint: %w", err)
+	if held == saved {
+		return held, lastSeq, nil
+	}
+	r.log.Info("relay checkpoint reconciled with the stream", "saved", saved.cp.String(), "stream_holds", held.cp.String())
+	var records []streamRecord
+	if saved.seq < held.seq {
+		// Also what a checkpoint saved before stream_seq existed (0) needs:
+		// the whole stream is read once and recorded.
+		if records, err = readBack(ctx, stream, saved.seq+1, held.seq); err != nil {
+			return relayed{}, 0, err
 		}
+	}
+	// A stream behind the checkpoint was restored or recreated: records of
+	// sequences past what it holds name other messages now, or none.
+	forget := held.seq < saved.seq
+	if err := saveCheckpoint(ctx, conn, held, records, forget); err != nil {
+		return relayed{}, 0, err
 	}
 	return held, lastSeq, nil
 }
 
+// relayed is an event the stream holds: its place in the log and in the stream.
+type relayed struct {
+	cp  Cursor
+	seq uint64
+}
+
 // lastRelayed finds the newest message in the stream that the relay wrote,
 // looking back over a few in case something else published to the subjects.
-func lastRelayed(ctx context.Context, stream jetstream.Stream, lastSeq uint64) (Cursor, bool, error) {
+func lastRelayed(ctx context.Context, stream jetstream.Stream, lastSeq uint64) (relayed, bool, error) {
 	const lookBack = 100
 	for seq := lastSeq; seq > 0 && lastSeq-seq < lookBack; seq-- {
 		msg, err := stream.GetMsg(ctx, seq)
@@ -367,13 +430,13 @@ func lastRelayed(ctx context.Context, stream jetstream.Stream, lastSeq uint64) (
 			continue
 		}
 		if err != nil {
-			return Cursor{}, false, fmt.Errorf("relay: read stream message %d: %w", seq, err)
+			return relayed{}, false, fmt.Errorf("relay: read stream message %d: %w", seq, err)
 		}
 		e, err := FromMessage(msg.Header, msg.Data)
 		if err != nil {
 			continue
 		}
-		return e.Commit, true, nil
+		return relayed{cp: e.Commit, seq: seq}, true, nil
 	}
-	return Cursor{}, false, nil
+	return relayed{}, false, nil
 }

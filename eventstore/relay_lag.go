@@ -15,6 +15,7 @@ func (r *Relay) measureLag(ctx context.Context) {
 	defer t.Stop()
 	for {
 		r.measureOnce(ctx)
+		r.measureErasures(ctx)
 		select {
 		case <-ctx.Done():
 			return
@@ -53,4 +54,25 @@ func (r *Relay) measureOnce(ctx context.Context) {
 	r.mu.Lock()
 	r.oldest = oldest
 	r.mu.Unlock()
+}
+
+// measureErasures counts the erasures whose messages are still in the
+// stream and finds when the oldest was asked for, within LagEvery.
+func (r *Relay) measureErasures(ctx context.Context) {
+	q, cancel := context.WithTimeout(ctx, r.cfg.LagEvery)
+	defer cancel()
+	var n int64
+	var oldest *time.Time
+	if err := r.store.pool.QueryRow(q, `SELECT count(*), min(requested_at) FROM stream_erasures`).Scan(&n, &oldest); err != nil {
+		if ctx.Err() == nil {
+			r.log.Debug("measuring the pending stream erasures failed", "err", err)
+		}
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.erasures = n
+	if oldest != nil {
+		r.oldestErasure = *oldest
+	}
 }

@@ -25,6 +25,12 @@ CREATE TABLE stream_messages (
     PRIMARY KEY (user_id, seq)
 );
 
+-- The stream sequence of the relay's checkpoint event: after a crash between
+-- publish and checkpoint, the relay reads the stream from here to record what
+-- it published meanwhile; an erasure deletes only messages before it, so the
+-- stream's newest messages, from which the relay continues, are never gone.
+ALTER TABLE relay_checkpoint ADD COLUMN stream_seq bigint NOT NULL DEFAULT 0;
+
 -- Users whose stream messages are still to be deleted. tx_id is the erasing
 -- transaction: the relay must have published all of it first.
 CREATE TABLE stream_erasures (
@@ -35,6 +41,7 @@ CREATE TABLE stream_erasures (
 
 -- +goose Down
 DROP TABLE stream_erasures;
+ALTER TABLE relay_checkpoint DROP COLUMN stream_seq;
 DROP TABLE stream_messages;
 ALTER TABLE events DROP COLUMN personal;
 DROP TABLE user_keys;

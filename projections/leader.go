@@ -87,7 +87,7 @@ func (r *Runner) lead(ctx context.Context, conn *pgxpool.Conn, p Projection, st 
 		return streamError(err)
 	}
 	defer d.stop()
-	l := r.newLeader(conn, p, st, cp)
+	l := r.newLeader(conn, p, st, cp, cons.CachedInfo().Delivered.Consumer)
 	defer l.saveOnExit(ctx)
 	return l.loop(ctx, d)
 }
@@ -132,18 +132,22 @@ type leader struct {
 	// again.
 	unsaved   *Checkpoint
 	saveTimer *time.Timer
-	// expect is the stream sequence JetStream must deliver next; any will do
-	// while first, as a stream may have been purged.
+	// expect is the consumer sequence JetStream must deliver next, and
+	// taken the stream sequence of the last message taken. The stream's
+	// sequences have gaps where messages were deleted (an erasure's); the
+	// consumer's have none, as it counts what it delivers.
 	expect uint64
-	first  bool
+	taken  uint64
 }
 
-func (r *Runner) newLeader(conn *pgxpool.Conn, p Projection, st *state, cp Checkpoint) *leader {
+// newLeader starts a term from cp with a consumer that has delivered up to
+// its sequence delivered.
+func (r *Runner) newLeader(conn *pgxpool.Conn, p Projection, st *state, cp Checkpoint, delivered uint64) *leader {
 	saveTimer := time.NewTimer(time.Hour)
 	saveTimer.Stop()
 	return &leader{
 		r: r, conn: conn, p: p, st: st, stored: cp, saveTimer: saveTimer,
-		expect: cp.StreamSeq + 1, first: cp.StreamSeq == 0,
+		expect: delivered + 1, taken: cp.StreamSeq,
 	}
 }
 
@@ -201,7 +205,7 @@ func (l *leader) place(batch []jetstream.Msg) ([]eventstore.Event, error) {
 		if err != nil {
 			return nil, streamError(fmt.Errorf("projection %s: %w", l.p.Name(), err))
 		}
-		if err := l.inOrder(meta.Sequence.Stream); err != nil {
+		if err := l.inOrder(meta.Sequence.Stream, meta.Sequence.Consumer); err != nil {
 			return nil, streamError(err)
 		}
 		e, err := messageEvent(l.p, m)
@@ -213,15 +217,18 @@ func (l *leader) place(batch []jetstream.Msg) ([]eventstore.Event, error) {
 	return events, nil
 }
 
-// inOrder takes seq as delivered if it is the sequence the leader expects:
+// inOrder takes a message as delivered if it is the consumer sequence the
+// leader expects and comes later in the stream than the last one taken:
 // anything else (a message lost, or one from before a redelivery) could have
 // the projection skip an event, so the leader starts again from the
-// checkpoint.
-func (l *leader) inOrder(seq uint64) error {
-	if !l.first && seq != l.expect {
-		return fmt.Errorf("projection %s: JetStream delivered sequence %d, expected %d: restarting from the checkpoint", l.p.Name(), seq, l.expect)
+// checkpoint. A gap in the stream's sequences is a message deleted, which
+// JetStream skips: waiting for it stalled the projection for good.
+func (l *leader) inOrder(stream, consumer uint64) error {
+	if consumer != l.expect || stream <= l.taken {
+		return fmt.Errorf("projection %s: JetStream delivered stream sequence %d as its %d, expected its %d after stream sequence %d: restarting from the checkpoint",
+			l.p.Name(), stream, consumer, l.expect, l.taken)
 	}
-	l.first, l.expect = false, seq+1
+	l.expect, l.taken = consumer+1, stream
 	return nil
 }
 
@@ -248,7 +255,7 @@ func (l *leader) settle(ctx context.Context, events []eventstore.Event) (Checkpo
 	// A batch in hand is finished even when shutdown begins meanwhile.
 	applyCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
-	next, n, err := l.r.applyBatch(applyCtx, l.conn, l.p, events, l.expect-1, l.stored)
+	next, n, err := l.r.applyBatch(applyCtx, l.conn, l.p, events, l.taken, l.stored)
 	if err != nil {
 		return Checkpoint{}, 0, err
 	}
@@ -260,7 +267,7 @@ func (l *leader) settle(ctx context.Context, events []eventstore.Event) (Checkpo
 // skip moves the checkpoint past events p does not use, to be saved within
 // skipSave.
 func (l *leader) skip(events []eventstore.Event) Checkpoint {
-	next := Checkpoint{Cursor: events[len(events)-1].Commit, StreamSeq: l.expect - 1}
+	next := Checkpoint{Cursor: events[len(events)-1].Commit, StreamSeq: l.taken}
 	if l.unsaved == nil {
 		l.saveTimer.Reset(skipSave)
 	}

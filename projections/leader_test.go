@@ -36,7 +36,7 @@ func newLeaderOfUsers(t *testing.T) (h *harness, l *leader, nudges <-chan struct
 		t.Fatal(err)
 	}
 	t.Cleanup(stop)
-	return h, r.newLeader(conn, Users{}, r.states["users"], cp), nudges
+	return h, r.newLeader(conn, Users{}, r.states["users"], cp, 0), nudges
 }
 
 // appendEvents appends each event to a stream of its own and returns them as
@@ -143,28 +143,36 @@ func TestALeaderAppliesABatchOnceWithItsCheckpoint(t *testing.T) {
 	}
 }
 
-// The leader takes JetStream's messages only in stream order from its
-// checkpoint: after a gap it starts again rather than skip an event.
+// The leader takes JetStream's messages only in the consumer's order, later
+// in the stream each time: after a lost delivery or one from before, it
+// starts again rather than skip an event. A gap in the stream's sequences,
+// where messages were deleted, is no loss.
 func TestALeaderTakesTheStreamOnlyInOrder(t *testing.T) {
 	t.Parallel()
 	_, l, _ := newLeaderOfUsers(t)
-	// From an empty checkpoint the stream may have been purged: any
-	// sequence comes first.
-	for _, seq := range []uint64{7, 8, 9} {
-		if err := l.inOrder(seq); err != nil {
-			t.Fatalf("sequence %d: %v", seq, err)
+	// A new consumer delivers from its first; the stream may have been
+	// purged, so any stream sequence comes first.
+	for i, seq := range []uint64{7, 8, 10} {
+		if err := l.inOrder(seq, uint64(i+1)); err != nil {
+			t.Fatalf("stream sequence %d as the consumer's %d: %v", seq, i+1, err)
 		}
 	}
-	err := l.inOrder(11)
-	if err == nil || !strings.Contains(err.Error(), "expected 10") {
-		t.Fatalf("sequence 11 after 9 = %v, want an error expecting 10", err)
+	err := l.inOrder(12, 5)
+	if err == nil || !strings.Contains(err.Error(), "expected its 4") {
+		t.Fatalf("consumer sequence 5 after 3 = %v, want an error expecting 4", err)
+	}
+	if err := l.inOrder(9, 4); err == nil {
+		t.Fatal("the leader took stream sequence 9 after 10")
 	}
 
-	resumed := l.r.newLeader(l.conn, l.p, l.st, Checkpoint{StreamSeq: 20})
-	if err := resumed.inOrder(22); err == nil {
-		t.Fatal("a leader resuming after sequence 20 took 22")
+	resumed := l.r.newLeader(l.conn, l.p, l.st, Checkpoint{StreamSeq: 20}, 30)
+	if err := resumed.inOrder(22, 32); err == nil {
+		t.Fatal("a leader resuming after consumer sequence 30 took 32")
 	}
-	if err := resumed.inOrder(21); err != nil {
-		t.Fatalf("a leader resuming after sequence 20 refused 21: %v", err)
+	if err := resumed.inOrder(20, 31); err == nil {
+		t.Fatal("a leader resuming after stream sequence 20 took 20 again")
+	}
+	if err := resumed.inOrder(22, 31); err != nil {
+		t.Fatalf("a leader resuming after stream sequence 20 and consumer sequence 30 refused 22 as 31: %v", err)
 	}
 }

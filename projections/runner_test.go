@@ -609,3 +609,44 @@ func TestAProjectionsPullRequestsAskForFrequentHeartbeats(t *testing.T) {
 		t.Fatalf("pull request asks for heartbeats every %s and expires in %s; want a heartbeat each second at most and 5 s at most", req.Heartbeat, req.Expires)
 	}
 }
+
+// An erasure deletes messages from the stream that a projection which lags
+// has not read yet: JetStream skips them, and the projection goes on past the
+// gap rather than stall waiting for a sequence that will never come.
+func TestAProjectionGoesOnPastMessagesDeletedAhead(t *testing.T) {
+	t.Parallel()
+	for _, which := range testenv.NATSServers() {
+		t.Run(string(which), func(t *testing.T) {
+			t.Parallel()
+			h := newHarness(t, testenv.NATS(t, which))
+			h.startRelay(t)
+			r := NewRunner(h.pool, h.bus, All(), Config{Backoff: 50 * time.Millisecond}, testenv.Logger(t), nil)
+			stop := background(t, r.Run)
+			waitFor(t, r, "users", h.registerUsers(t, 4))
+			stop()
+			last := h.registerUsers(t, 6) // 9 messages, sequences 7 to 15
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			stream, err := h.bus.EnsureStream(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			testenv.Eventually(t, 20*time.Second, func() bool {
+				info, err := stream.Info(ctx)
+				return err == nil && info.State.LastSeq == 15
+			})
+			// Two users erased: the first of the batch, whose registration is
+			// the next message the projection needs, and one further on.
+			for _, seq := range []uint64{7, 8, 12} {
+				if err := stream.SecureDeleteMsg(ctx, seq); err != nil {
+					t.Fatal(err)
+				}
+			}
+			r = h.startRunner(t)
+			waitFor(t, r, "users", last)
+			if rows := dumpUsers(t, h.pool); len(rows) != 8 {
+				t.Fatalf("the users read model has %d users, want the 8 whose registration is in the stream", len(rows))
+			}
+		})
+	}
+}

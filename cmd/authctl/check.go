@@ -51,6 +51,7 @@ type streamCheck struct {
 	Messages   int64           `json:"messages"`     // read from the stream
 	Matched    int64           `json:"matched"`      // events found once, in their place
 	Missing    int64           `json:"missing"`      // committed, older than a published event, not in the stream
+	Erased     int64           `json:"erased"`       // not in the stream as their user was erased (DELETE /me, an expired signup); not an inconsistency
 	Duplicates int64           `json:"duplicates"`   // a second message of an event
 	OutOfOrder int64           `json:"out_of_order"` // an event's message after a later event's
 	Unknown    int64           `json:"unknown"`      // a relay message whose event the log does not have at that place
@@ -306,7 +307,15 @@ func checkStream(ctx context.Context, pool *pgxpool.Pool, store *eventstore.Stor
 		}
 		return 1
 	})
+	erased, err := erasedUsers(ctx, pool, missing)
+	if err != nil {
+		return sc, err
+	}
 	for _, e := range missing {
+		if erased[e.UserID] && eventstore.Erasable(e) {
+			sc.Erased++
+			continue
+		}
 		sc.Missing++
 		problem(streamProblem{Kind: "missing", EventID: e.ID, Commit: &e.Commit})
 	}
@@ -326,6 +335,38 @@ func checkStream(ctx context.Context, pool *pgxpool.Pool, store *eventstore.Stor
 	sc.Pending = pendingEvents{Events: n, OldestAgeSeconds: math.Round(age*1000) / 1000}
 	sc.Pending.Stalled = n > 0 && age > opt.pendingMax.Seconds()
 	return sc, nil
+}
+
+// erasedUsers is which of the users of events have been erased: the relay
+// deletes their messages from the stream, all but the one that ends the
+// account. Erasure destroys the user's data key (eventstore.Shred).
+func erasedUsers(ctx context.Context, pool *pgxpool.Pool, events []eventstore.Event) (map[uuid.UUID]bool, error) {
+	var users []uuid.UUID
+	for _, e := range events {
+		if e.UserID != uuid.Nil {
+			users = append(users, e.UserID)
+		}
+	}
+	erased := map[uuid.UUID]bool{}
+	if len(users) == 0 {
+		return erased, nil
+	}
+	rows, err := pool.Query(ctx, `SELECT user_id FROM user_keys WHERE user_id = ANY($1) AND erased_at IS NOT NULL`, users)
+	if err != nil {
+		return nil, fmt.Errorf("look up erased users: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var u uuid.UUID
+		if err := rows.Scan(&u); err != nil {
+			return nil, fmt.Errorf("look up erased users: %w", err)
+		}
+		erased[u] = true
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("look up erased users: %w", err)
+	}
+	return erased, nil
 }
 
 // logReader reads the log in relay order, a batch at a time.

@@ -411,3 +411,44 @@ func TestCheckThatCannotReachNATSExitsTwo(t *testing.T) {
 		t.Fatal(r)
 	}
 }
+
+// An erased user's messages are deleted from the stream, all but the
+// AccountDeleted: the check counts them as erased, not missing.
+func TestCheckCountsAnErasedUsersMessagesAsErased(t *testing.T) {
+	t.Parallel()
+	c := newChecked(t)
+	ctx := context.Background()
+	first, err := eventstore.FromMessage(c.msgAt(t, 1).Header, c.msgAt(t, 1).Data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := first.UserID
+	if _, err := c.store.Write(ctx, eventstore.Change{
+		Appends: []eventstore.StreamAppend{{Stream: "user-" + u.String(), Expected: 2,
+			Events: []eventstore.Event{userEvent(t, &domain.AccountDeleted{UserID: u, TenantID: first.TenantID}, u, first.TenantID)}}},
+		Also: []eventstore.Statement{eventstore.Shred(u), eventstore.QueueStreamErasure(u)},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	relay := eventstore.NewRelay(c.store, c.bus, eventstore.RelayConfig{ProjectionWait: time.Millisecond}, testenv.Logger(t), nil)
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { relay.Run(runCtx); close(done) }()
+	testenv.Eventually(t, 30*time.Second, func() bool {
+		var n int
+		if err := c.pool.QueryRow(ctx, `SELECT count(*) FROM stream_erasures`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n == 0
+	})
+	stop()
+	<-done
+
+	r, rep := runCheck(t, c.env)
+	if r.code != exitOK || !rep.Consistent {
+		t.Fatalf("check after an erasure:\n%s", r)
+	}
+	if s := rep.Stream; s.Erased != 3 || s.Missing != 0 || s.Matched != int64(c.events-2) {
+		t.Fatalf("stream part: %+v, want the user's 3 messages erased and the rest and its AccountDeleted matched", s)
+	}
+}

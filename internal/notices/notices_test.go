@@ -651,3 +651,35 @@ func TestTimedOutSendIsNeverSentAgain(t *testing.T) {
 		t.Fatalf("%d mails for a notice in doubt", n)
 	}
 }
+
+// An erasure deletes messages from the stream that the consumer may not have
+// read yet: it goes on past them, and mails about the rest.
+func TestTheConsumerGoesOnPastDeletedMessages(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	f.signIn(t, laptop, "Firefox on Linux", time.Now()) // right after signing up: none
+	want := f.everyNotice(t)
+	f.relayed(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	stream, err := f.bus.EnsureStream(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The PasswordReset and TotpEnabled the consumer would read first, after
+	// the signup's two messages and the sign-in, and the RefreshTokenReused
+	// further on.
+	for _, seq := range []uint64{4, 5, 11} {
+		if err := stream.SecureDeleteMsg(ctx, seq); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want = slices.DeleteFunc(want, func(typ string) bool {
+		return typ == domain.TypePasswordReset || typ == domain.TypeTotpEnabled || typ == domain.TypeRefreshTokenReused
+	})
+	run(t, f.consumer(t, Config{}, nil))
+	f.settled(t, "authd_notices")
+	if got := f.notices(t); !slices.Equal(got, sorted(want)) {
+		t.Fatalf("notices %v, want one each of %v", got, sorted(want))
+	}
+}
