@@ -46,6 +46,9 @@ type Accounts struct {
 	sessions *Sessions
 	// passkeys checks a passkey that re-authenticates the caller.
 	passkeys *Passkeys
+	// erase and farewells are what a deletion commits besides its events.
+	erase     eraser
+	farewells Farewells
 }
 
 // RegisterInput is POST /register's body.

@@ -51,6 +51,11 @@ type Throttle interface {
 	// Spend and Refund keep a key's daily guessing budget.
 	Spend(ctx context.Context, key string, perDay int) (bool, time.Duration, error)
 	Refund(ctx context.Context, key string) error
+	// RefundStatement is Refund to commit with the events the right guess
+	// earned.
+	RefundStatement(key string) eventstore.Statement
+	// Forget deletes the counts kept under keys, in an erasing commit.
+	Forget(keys ...string) eventstore.Statement
 	// Miss counts a user's wrong code towards the day's guessing notice.
 	Miss(ctx context.Context, user uuid.UUID) (ratelimit.Misses, error)
 }
@@ -84,7 +89,7 @@ type SessionReads interface {
 }
 
 // Deps is what the commands need, as the server wires them; every field is
-// required. New hands each part of App (Accounts, Sessions, TwoFactor,
+// required but Farewells. New hands each part of App (Accounts, Sessions, TwoFactor,
 // Passkeys, Google, Signups) only the fields its commands use.
 type Deps struct {
 	Store       *eventstore.Store
@@ -113,6 +118,10 @@ type Deps struct {
 	WaitTimeout time.Duration
 	// Product names the service in authenticator apps (AUTHD_PRODUCT_NAME).
 	Product string
+	// Farewells keeps a deleted account's address for its farewell notice;
+	// nil when this instance sends no notices (AUTHD_NOTICES=off), and then
+	// no address outlives the deletion's commit.
+	Farewells Farewells
 
 	TwoFactor TwoFactorConfig
 	Passkeys  PasskeyConfig
@@ -174,12 +183,13 @@ func New(d Deps) *App {
 	return &App{
 		core: c,
 		Accounts: &Accounts{guard: g, hasher: d.Hasher, codes: d.Codes, mail: d.Mail, limits: d.Limits,
-			mails: d.Mails, revoked: d.Revoked, twoFactor: twoFactor, sessions: sessions, passkeys: passkeys},
+			mails: d.Mails, revoked: d.Revoked, twoFactor: twoFactor, sessions: sessions, passkeys: passkeys,
+			erase: eraser{throttle: d.Throttle}, farewells: d.Farewells},
 		Sessions:  sessions,
 		TwoFactor: twoFactor,
 		Passkeys:  passkeys,
 		Google:    &Google{core: c, cfg: d.Google, twoFactor: twoFactor},
-		Signups:   &Signups{core: c},
+		Signups:   &Signups{core: c, erase: eraser{throttle: d.Throttle}},
 	}
 }
 

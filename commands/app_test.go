@@ -180,7 +180,7 @@ func newApp(t *testing.T, opts ...appOption) *testApp {
 		}
 		googleConfig = GoogleConfig{Verifier: v, ClientIDs: v.ClientIDs()}
 	}
-	limiter := ratelimit.New(pool, o.limitsNow)
+	limiter := ratelimit.New(pool, seal.Derive(env.master, "rate-limit-keys"), o.limitsNow)
 	app := New(Deps{
 		Store:        store,
 		Hasher:       password.NewHasher(password.OWASP(), 2, 8),

@@ -166,9 +166,9 @@ func (a *Google) loadGoogleUser(ctx context.Context, id uuid.UUID) (*domain.Goog
 	if err := a.load(ctx, domain.UserStream(id), u); err != nil {
 		return nil, err
 	}
-	if u.Expired {
-		// Its signup expired, releasing the email, after the lookup that
-		// led here: decide again.
+	if u.Expired || u.Deleted {
+		// Its signup expired or it was deleted, releasing its keys, after
+		// the lookup that led here: decide again.
 		return nil, eventstore.ErrConflict
 	}
 	if !u.Exists() {

@@ -113,7 +113,6 @@ func (a *Accounts) ChangePassword(ctx context.Context, caller tokens.Claims, new
 	}
 	var revoked []uuid.UUID
 	at, err := retry(ctx, func() (eventstore.Cursor, error) {
-		revoked = revoked[:0]
 		u, err := a.liveUser(ctx, caller.UserID)
 		if err != nil {
 			return eventstore.Cursor{}, err
@@ -122,26 +121,8 @@ func (a *Accounts) ChangePassword(ctx context.Context, caller tokens.Claims, new
 		if err := c.record(u, domain.UserStream(u.ID), u.TenantID, u.ID, u.ChangePassword(hash)...); err != nil {
 			return eventstore.Cursor{}, err
 		}
-		others, err := a.sessions.activeSessionIDs(ctx, u.ID)
-		if err != nil {
+		if revoked, err = a.sessions.revokeIn(ctx, c, u.ID, caller.SessionID, domain.RevokedByPasswordChange); err != nil {
 			return eventstore.Cursor{}, err
-		}
-		for _, id := range others {
-			if id == caller.SessionID {
-				continue
-			}
-			s, err := a.sessions.loadSession(ctx, id)
-			if err != nil {
-				return eventstore.Cursor{}, err
-			}
-			events := s.Revoke(domain.RevokedByPasswordChange)
-			if s.UserID != u.ID || len(events) == 0 {
-				continue // ended meanwhile
-			}
-			if err := c.record(s, domain.SessionStream(id), s.TenantID, s.UserID, events...); err != nil {
-				return eventstore.Cursor{}, err
-			}
-			revoked = append(revoked, id)
 		}
 		committed, err := a.commit(ctx, c)
 		return committed.Last, err
@@ -149,12 +130,7 @@ func (a *Accounts) ChangePassword(ctx context.Context, caller tokens.Claims, new
 	if err != nil {
 		return 0, err
 	}
-	for _, id := range revoked {
-		// Refused at once here; other instances learn it from the
-		// SessionRevoked events (internal/revocation).
-		a.revoked.RevokeSession(id)
-		a.sessions.cache.Remove(id)
-	}
+	a.sessions.revokedHere(revoked)
 	a.wait(ctx, at, projections.Sessions{})
 	return len(revoked), nil
 }

@@ -326,6 +326,45 @@ func (a *Sessions) activeSessionIDs(ctx context.Context, user uuid.UUID) ([]uuid
 	return ids, nil
 }
 
+// revokeIn records in c the revocation of every active session of user but
+// keep (uuid.Nil: none), for reason, and returns their ids: revoked in the
+// commit of the change that calls for it (revokedHere once it committed).
+func (a *Sessions) revokeIn(ctx context.Context, c *change, user, keep uuid.UUID, reason string) ([]uuid.UUID, error) {
+	active, err := a.activeSessionIDs(ctx, user)
+	if err != nil {
+		return nil, err
+	}
+	var revoked []uuid.UUID
+	for _, id := range active {
+		if id == keep {
+			continue
+		}
+		s, err := a.loadSession(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		events := s.Revoke(reason)
+		if s.UserID != user || len(events) == 0 {
+			continue // ended meanwhile
+		}
+		if err := c.record(s, domain.SessionStream(id), s.TenantID, s.UserID, events...); err != nil {
+			return nil, err
+		}
+		revoked = append(revoked, id)
+	}
+	return revoked, nil
+}
+
+// revokedHere refuses the committed revocations of sessions at once on this
+// instance; the others learn them from the SessionRevoked events
+// (internal/revocation).
+func (a *Sessions) revokedHere(ids []uuid.UUID) {
+	for _, id := range ids {
+		a.revoked.RevokeSession(id)
+		a.cache.Remove(id)
+	}
+}
+
 // RevokeOtherSessions revokes every active session of the caller but the one
 // making the request, and says how many it revoked.
 func (a *Sessions) RevokeOtherSessions(ctx context.Context, caller tokens.Claims, r Request) (int, error) {

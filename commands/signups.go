@@ -17,12 +17,15 @@ import (
 // Signups expires the signups nobody verified.
 type Signups struct {
 	*core
+	erase eraser
 }
 
 // ExpireSignup ends user id's signup when nobody verified it within ttl of
 // its last registration: SignupExpired goes to the user's stream at the
 // version the decision saw, and the email key is released in the same
-// append, so the address can sign up again at once. A verify that commits
+// append, so the address can sign up again at once. The account is erased
+// in that commit as a deleted one is (eraser): nobody verified the address,
+// so nobody is told. A verify that commits
 // first makes the append conflict, and the reloaded account is verified:
 // nothing expires. It reports whether the signup expired.
 func (a *Signups) ExpireSignup(ctx context.Context, id uuid.UUID, ttl time.Duration) (bool, error) {
@@ -40,6 +43,7 @@ func (a *Signups) ExpireSignup(ctx context.Context, id uuid.UUID, ttl time.Durat
 			return false, err
 		}
 		c.write.Releases = []eventstore.Claim{{Scope: emailScope, Key: u.Email, Owner: u.ID.String()}}
+		c.also(a.erase.statements(u)...)
 		_, err = a.commit(ctx, c)
 		return err == nil, err
 	})

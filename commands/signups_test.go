@@ -204,6 +204,9 @@ func TestUnverifiedSignupsExpireAndFreeTheirEmail(t *testing.T) {
 	if strings.Contains(meta, "ip") && strings.Contains(meta, ".") {
 		t.Errorf("SignupExpired metadata = %s; want no client details", meta)
 	}
+	// Erased as a deleted account is, in the same commit: data key
+	// shredded, stream purge queued, its code gone.
+	a.requireErased(t, old, "old@example.com")
 
 	// The address is free: it signs up again, verifies and signs in.
 	clk.Advance(time.Since(clk.Now()))

@@ -16,7 +16,6 @@ import (
 	"github.com/authd/authd/domain"
 	"github.com/authd/authd/eventstore"
 	"github.com/authd/authd/internal/challenges"
-	"github.com/authd/authd/internal/ratelimit"
 	"github.com/authd/authd/internal/tokens"
 	"github.com/authd/authd/internal/totp"
 	"github.com/authd/authd/projections"
@@ -373,7 +372,7 @@ func (a *TwoFactor) signInWithAnswer(ctx context.Context, ans *challengeAnswer, 
 	}
 	// The right code settles the try and uses the challenge up in the
 	// session's own transaction: two statements, no commits of their own.
-	c.also(a.throttle.ResetStatement(ans.key), ratelimit.RefundStatement(ans.key), a.challenges.FinishStatement(ans.token))
+	c.also(a.throttle.ResetStatement(ans.key), a.throttle.RefundStatement(ans.key), a.challenges.FinishStatement(ans.token))
 	ans.state, ans.opening = tf, c
 	if _, backup := events[0].(*domain.BackupCodeUsed); backup {
 		// The status read model counts backup codes: let the next read see it.

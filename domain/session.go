@@ -121,6 +121,8 @@ const (
 	// RevokedByPasswordChange: the user changed their password in another
 	// session (POST /me/password).
 	RevokedByPasswordChange = "password_changed"
+	// RevokedByErasure: the user deleted their account.
+	RevokedByErasure = "account_deleted"
 )
 
 // SessionRevoked ends a session: its refresh and access tokens stop working.

@@ -170,13 +170,16 @@ type User struct {
 	PendingEmail string
 	// Expired: the signup was never verified and has ended.
 	Expired bool
+	// Deleted: the owner erased the account (AccountDeleted).
+	Deleted bool
 	Version int64
 }
 
-// Exists reports whether the account exists: its stream has started, and
-// its signup has not expired. An expired signup's email is free, and
-// whoever loaded it through that email found it a moment too late.
-func (u *User) Exists() bool { return u.Version > 0 && !u.Expired }
+// Exists reports whether the account exists: its stream has started, its
+// signup has not expired and it has not been deleted. The email of an
+// account that ended is free, and whoever loaded it through that email found
+// it a moment too late.
+func (u *User) Exists() bool { return u.Version > 0 && !u.Expired && !u.Deleted }
 
 // Apply folds one event into the user; at is when it happened.
 func (u *User) Apply(e Event, at time.Time) {
@@ -194,6 +197,8 @@ func (u *User) Apply(e Event, at time.Time) {
 		u.PasswordHash = e.Secret.PasswordHash
 	case *SignupExpired:
 		u.Expired = true
+	case *AccountDeleted:
+		u.Deleted = true
 	case *ProfileUpdated:
 		if e.Name != nil {
 			u.Name = *e.Name
@@ -235,6 +240,20 @@ func (u *User) ExpireSignup(now time.Time, ttl time.Duration) []Event {
 		return nil
 	}
 	return []Event{&SignupExpired{UserID: u.ID}}
+}
+
+// ErrAccountGone refuses to delete an account that does not exist (never
+// made, expired or deleted already).
+var ErrAccountGone = errors.New("the account does not exist")
+
+// Delete decides the erasure of the account at its owner's request: the
+// AccountDeleted that every read model and audit consumer forgets the user
+// at. The sessions it ends and the keys it releases are the command's.
+func (u *User) Delete() ([]Event, error) {
+	if !u.Exists() {
+		return nil, ErrAccountGone
+	}
+	return []Event{&AccountDeleted{UserID: u.ID, TenantID: u.TenantID}}, nil
 }
 
 // UpdateProfile decides a profile change: a ProfileUpdated with the fields

@@ -1,6 +1,7 @@
 package domain
 
 import (
+	"errors"
 	"testing"
 	"time"
 
@@ -34,5 +35,28 @@ func TestVerifyCreatesTheSignupsTenantOnce(t *testing.T) {
 		if again, tenant := u.Verify(); again != nil || tenant != nil {
 			t.Errorf("verifying a verified user decided %v and %v; want nothing", again, tenant)
 		}
+	}
+}
+
+// Deleting an account decides AccountDeleted with ids only; the account then
+// loads as gone, and deleting it again decides nothing.
+func TestDeleteEndsTheAccount(t *testing.T) {
+	id, tenant := uuid.New(), uuid.New()
+	u := &User{}
+	u.Apply(&UserRegistered{UserID: id, TenantID: tenant, Email: "ada@example.com", Name: "Ada"}, time.Now())
+	u.Apply(&EmailVerified{UserID: id}, time.Now())
+	events, err := u.Delete()
+	if err != nil || len(events) != 1 {
+		t.Fatalf("Delete() = %v, %v; want one event", events, err)
+	}
+	if d, ok := events[0].(*AccountDeleted); !ok || *d != (AccountDeleted{UserID: id, TenantID: tenant}) {
+		t.Fatalf("decided %#v, want AccountDeleted of the user and tenant", events[0])
+	}
+	u.Apply(events[0], time.Now())
+	if u.Exists() {
+		t.Error("a deleted account still exists")
+	}
+	if again, err := u.Delete(); !errors.Is(err, ErrAccountGone) || again != nil {
+		t.Errorf("deleting a deleted account decided %v, %v; want ErrAccountGone", again, err)
 	}
 }

@@ -10,8 +10,9 @@ import (
 )
 
 // selfRoutes serves account self-service (API.md: PATCH /me, POST
-// /me/password, POST /me/email, POST /me/email/verify). A password or email
-// change needs a fresh authentication, checked before the body is read. The
+// /me/password, POST /me/email, POST /me/email/verify, DELETE /me). A
+// password or email change and a deletion need a fresh authentication,
+// checked before the body is read. The
 // per-IP limits bound the mail an email change sends and the code guesses
 // a stolen token can make from one address.
 func (a *Accounts) selfRoutes(r fiber.Router) {
@@ -21,6 +22,16 @@ func (a *Accounts) selfRoutes(r fiber.Router) {
 	r.Post("/me/password", a.authenticate, a.fresh, a.changePassword)
 	r.Post("/me/email", a.authenticate, a.fresh, a.limit("email_change", limitEmail), a.requestEmailChange)
 	r.Post("/me/email/verify", a.authenticate, a.limit("email_change_verify", limitCode), a.verifyEmailChange)
+	r.Delete("/me", a.authenticate, a.fresh, a.deleteAccount)
+}
+
+// deleteAccount is DELETE /me: the account is erased (commands.DeleteAccount)
+// and its tokens, this one included, are refused from now on.
+func (a *Accounts) deleteAccount(c *fiber.Ctx) error {
+	if err := a.App.DeleteAccount(c.UserContext(), claimsOf(c), a.request(c)); err != nil {
+		return err
+	}
+	return c.SendStatus(fiber.StatusNoContent)
 }
 
 // updateProfile is PATCH /me; an empty body changes nothing and answers the

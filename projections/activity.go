@@ -19,7 +19,9 @@ func (Activity) Name() string     { return "activity" }
 func (Activity) Tables() []string { return []string{"activity"} }
 
 // Uses lists the event types Apply acts on (Selective).
-func (a Activity) Uses(eventType string) bool { return slices.Contains(a.types(), eventType) }
+func (a Activity) Uses(eventType string) bool {
+	return slices.Contains(a.types(), eventType) || ends(eventType)
+}
 
 // types are the events listed; listing another is one line here. Left out:
 // SessionRefreshed, since a client refreshes every few minutes and would
@@ -66,11 +68,16 @@ func activityRow(e eventstore.Event, d domain.Event) (ActivityView, uuid.UUID, e
 	return v, user, nil
 }
 
-// Apply queues one insert per event: a row never changes afterwards. The
+// Apply queues one insert per event: a row never changes afterwards, and
+// all of a user's go when the account ends. The
 // device of a session's later rows is looked up when read (UserActivity),
 // not here, where a rebuild has no index to find it by.
 func (a Activity) Apply(b *Batch, events []eventstore.Event) error {
 	return eachUsed(a, events, func(e eventstore.Event, d domain.Event) error {
+		if ends(e.Type) {
+			forget(b, e, d, "activity")
+			return nil
+		}
 		v, user, err := activityRow(e, d)
 		if err != nil {
 			return err

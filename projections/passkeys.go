@@ -21,7 +21,9 @@ func (Passkeys) Name() string     { return "passkeys" }
 func (Passkeys) Tables() []string { return []string{"passkeys"} }
 
 // Uses lists the event types Apply acts on (Selective).
-func (pk Passkeys) Uses(eventType string) bool { return slices.Contains(pk.types(), eventType) }
+func (pk Passkeys) Uses(eventType string) bool {
+	return slices.Contains(pk.types(), eventType) || ends(eventType)
+}
 
 // types are the event types Apply acts on: also those whose being past the
 // checkpoint makes a user's passkey list stale (UserPasskeys).
@@ -47,6 +49,8 @@ func (pk Passkeys) Apply(b *Batch, events []eventstore.Event) error {
 			b.Row(e, `UPDATE passkeys SET last_used_at = $2 WHERE id = $1`, v.PasskeyID, e.OccurredAt)
 		case *domain.PasskeyRemoved:
 			b.Row(e, `DELETE FROM passkeys WHERE id = $1`, v.PasskeyID)
+		default:
+			forget(b, e, d, "passkeys")
 		}
 		return nil
 	})

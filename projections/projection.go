@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -79,6 +80,32 @@ func eachUsed(s Selective, events []eventstore.Event, apply func(e eventstore.Ev
 		}
 	}
 	return nil
+}
+
+// ends says whether an event of the type ends an account (an expired
+// signup, a deletion): every read model then forgets the user's rows, so a
+// read model holds nothing of a person who is gone (README: "Erasure").
+func ends(eventType string) bool {
+	return eventType == domain.TypeSignupExpired || eventType == domain.TypeAccountDeleted
+}
+
+// endedUser is the user an ending event (ends) is about.
+func endedUser(d domain.Event) (uuid.UUID, bool) {
+	switch v := d.(type) {
+	case *domain.SignupExpired:
+		return v.UserID, true
+	case *domain.AccountDeleted:
+		return v.UserID, true
+	}
+	return uuid.Nil, false
+}
+
+// forget queues the delete of the rows of an account that ended (ends) from
+// one of a read model's tables: as many as there are, none included.
+func forget(b *Batch, e eventstore.Event, d domain.Event, table string) {
+	if user, ok := endedUser(d); ok {
+		b.Any(e.Type+" "+e.ID.String(), `DELETE FROM `+table+` WHERE user_id = $1`, user)
+	}
 }
 
 // Checkpoint is how far a projection has applied the log.
@@ -180,6 +207,15 @@ func (b *Batch) Rows(what string, n int, sql string, args ...any) {
 	b.queued = append(b.queued, queued{what: what, rows: int64(n), sql: sql, args: args})
 }
 
+// anyRows is the count of a statement that may touch any number of rows.
+const anyRows = -1
+
+// Any queues a statement, described by what, that may touch any number of
+// rows: a delete of whatever a user left.
+func (b *Batch) Any(what string, sql string, args ...any) {
+	b.queued = append(b.queued, queued{what: what, rows: anyRows, sql: sql, args: args})
+}
+
 // queueOn appends b's statements to pb.
 func (b *Batch) queueOn(pb *pgx.Batch) {
 	for _, q := range b.queued {
@@ -194,7 +230,7 @@ func (b *Batch) results(br pgx.BatchResults, projection string) error {
 		if err != nil {
 			return fmt.Errorf("%s: %s: %w", projection, q.what, err)
 		}
-		if tag.RowsAffected() != q.rows {
+		if q.rows != anyRows && tag.RowsAffected() != q.rows {
 			return fmt.Errorf("%s: %s touched %d rows, want %d", projection, q.what, tag.RowsAffected(), q.rows)
 		}
 	}

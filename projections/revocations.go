@@ -45,17 +45,18 @@ func SessionsCheckpoint(ctx context.Context, pool *pgxpool.Pool) (eventstore.Cur
 	return cp.Cursor, nil
 }
 
-// passwordResetsSQL names the event type in its text, not as a parameter:
-// only then can the planner use the partial index events_password_resets
-// (migration 00011) instead of reading the whole log.
-const passwordResetsSQL = `SELECT id, type, data FROM events WHERE type = '` + domain.TypePasswordReset + `' AND occurred_at > $1`
+// userCutsSQL names the event types in its text, not as parameters: only
+// then can the planner use the partial index events_user_cuts (migration
+// 00022) instead of reading the whole log.
+const userCutsSQL = `SELECT id, type, data FROM events WHERE type IN ('` + domain.TypePasswordReset + `', '` +
+	domain.TypeAccountDeleted + `') AND occurred_at > $1`
 
-// PasswordResets reads from the log the password resets that happened after
-// since, public parts only: no read model keeps them.
-func PasswordResets(ctx context.Context, q Querier, since time.Time) ([]eventstore.Event, error) {
-	rows, err := q.Query(ctx, passwordResetsSQL, since)
+// UserCuts reads from the log the password resets and account deletions
+// that happened after since, public parts only: no read model keeps them.
+func UserCuts(ctx context.Context, q Querier, since time.Time) ([]eventstore.Event, error) {
+	rows, err := q.Query(ctx, userCutsSQL, since)
 	if err != nil {
-		return nil, fmt.Errorf("read password resets: %w", err)
+		return nil, fmt.Errorf("read password resets and deleted accounts: %w", err)
 	}
 	events, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (eventstore.Event, error) {
 		var e eventstore.Event
@@ -63,22 +64,22 @@ func PasswordResets(ctx context.Context, q Querier, since time.Time) ([]eventsto
 		return e, err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("read password resets: %w", err)
+		return nil, fmt.Errorf("read password resets and deleted accounts: %w", err)
 	}
 	return events, nil
 }
 
 // revocationsSQL names the event types in its text, not as parameters: only
-// then can the planner use the partial index events_revocations (migration
-// 00017). The snapshot's xmin comes from the statement's own snapshot: every
+// then can the planner use the partial index events_revocations_by_tx
+// (migration 00022). The snapshot's xmin comes from the statement's own snapshot: every
 // transaction older than it has ended, so all of its revocations were read.
 const revocationsSQL = `SELECT s.xmin::text, e.id, e.type, e.data
 	FROM (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin) s
-	LEFT JOIN events e ON e.type IN ('` + domain.TypeSessionRevoked + `', '` + domain.TypePasswordReset + `')
+	LEFT JOIN events e ON e.type IN ('` + domain.TypeSessionRevoked + `', '` + domain.TypePasswordReset + `', '` + domain.TypeAccountDeleted + `')
 		AND e.tx_id >= $1::text::xid8`
 
 // Revocations reads from the log, public parts only, every session
-// revocation and password reset written by transaction from or a later one,
+// revocation, password reset and account deletion written by transaction from or a later one,
 // and the xmin of the read's snapshot: every revocation of an older
 // transaction has been read, by this read or one that started at an
 // earlier from.

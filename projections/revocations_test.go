@@ -40,16 +40,16 @@ func explain(t *testing.T, sql string, args ...any) string {
 // not by reading every event.
 func TestRevocationsAreReadThroughTheirIndex(t *testing.T) {
 	t.Parallel()
-	if plan := explain(t, revocationsSQL, "0"); !strings.Contains(plan, "events_revocations") {
+	if plan := explain(t, revocationsSQL, "0"); !strings.Contains(plan, "events_revocations_by_tx") {
 		t.Fatalf("the revocations are not read through their index:\n%s", plan)
 	}
 }
 
-// On a log of millions of events, the resets are found through their
-// partial index, not by reading every event.
-func TestPasswordResetsAreReadThroughTheirIndex(t *testing.T) {
+// On a log of millions of events, the resets and deletions are found
+// through their partial index, not by reading every event.
+func TestUserCutsAreReadThroughTheirIndex(t *testing.T) {
 	t.Parallel()
-	if plan := explain(t, passwordResetsSQL, time.Now()); !strings.Contains(plan, "events_password_resets") {
-		t.Fatalf("the password resets are not read through their index:\n%s", plan)
+	if plan := explain(t, userCutsSQL, time.Now()); !strings.Contains(plan, "events_user_cuts") {
+		t.Fatalf("the password resets and deletions are not read through their index:\n%s", plan)
 	}
 }

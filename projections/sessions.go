@@ -17,7 +17,7 @@ func (Sessions) Uses(eventType string) bool {
 	case domain.TypeSessionStarted, domain.TypeSessionRefreshed, domain.TypeReauthenticated, domain.TypeSessionRevoked:
 		return true
 	}
-	return false
+	return ends(eventType)
 }
 
 // seenAgain moves a session's last use and address: a rotation of its refresh
@@ -25,7 +25,8 @@ func (Sessions) Uses(eventType string) bool {
 const seenAgain = `UPDATE sessions SET last_seen_at = $2, ip = CASE WHEN $3 = '' THEN ip ELSE $3 END WHERE id = $1`
 
 // Apply queues one statement per session event, each of which must touch
-// exactly one row.
+// exactly one row; an account that ends takes its sessions with it (their
+// revocations come before, in the same commit).
 func (s Sessions) Apply(b *Batch, events []eventstore.Event) error {
 	return eachUsed(s, events, func(e eventstore.Event, d domain.Event) error {
 		switch v := d.(type) {
@@ -39,6 +40,8 @@ func (s Sessions) Apply(b *Batch, events []eventstore.Event) error {
 			b.Row(e, seenAgain, v.SessionID, e.OccurredAt, v.IP)
 		case *domain.SessionRevoked:
 			b.Row(e, `UPDATE sessions SET revoked_at = $2 WHERE id = $1`, v.SessionID, e.OccurredAt)
+		default:
+			forget(b, e, d, "sessions")
 		}
 		return nil
 	})

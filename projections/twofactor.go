@@ -21,7 +21,9 @@ func (TwoFactor) Name() string     { return "twofactor" }
 func (TwoFactor) Tables() []string { return []string{"two_factor"} }
 
 // Uses lists the event types Apply acts on (Selective).
-func (tf TwoFactor) Uses(eventType string) bool { return slices.Contains(tf.types(), eventType) }
+func (tf TwoFactor) Uses(eventType string) bool {
+	return slices.Contains(tf.types(), eventType) || ends(eventType)
+}
 
 // types are the event types Apply acts on: also those whose being past the
 // checkpoint makes a user's two-factor state stale (UserReader).
@@ -54,6 +56,8 @@ func (tf TwoFactor) Apply(b *Batch, events []eventstore.Event) error {
 			b.Row(e, twoFactorCodesSQL, v.UserID, e.OccurredAt, v.BackupCodes)
 		case *domain.BackupCodeUsed:
 			b.Row(e, twoFactorCodesSQL, v.UserID, e.OccurredAt, v.Remaining)
+		default:
+			forget(b, e, d, "two_factor")
 		}
 		return nil
 	})

@@ -26,7 +26,8 @@ func (u Users) Uses(eventType string) bool { return slices.Contains(u.types(), e
 // checkpoint makes a user's row stale (UserReader).
 func (Users) types() []string {
 	return []string{domain.TypeUserRegistered, domain.TypeRegistrationRenewed, domain.TypeEmailVerified,
-		domain.TypeTenantCreated, domain.TypeSignupExpired, domain.TypeProfileUpdated, domain.TypeEmailChanged}
+		domain.TypeTenantCreated, domain.TypeSignupExpired, domain.TypeProfileUpdated, domain.TypeEmailChanged,
+		domain.TypeAccountDeleted}
 }
 
 type userRow struct {
@@ -52,7 +53,8 @@ func (u Users) Apply(b *Batch, events []eventstore.Event) error {
 	created := map[uuid.UUID]*userRow{}
 	var order []uuid.UUID
 	changed := map[uuid.UUID]*userChange{}
-	var gone []uuid.UUID // users of earlier batches whose signup expired
+	var gone []uuid.UUID   // users of earlier batches whose account ended
+	var owners []uuid.UUID // deleted users whose tenants of earlier batches go
 	var tenants []domain.TenantCreated
 	var tenantsAt []time.Time
 	change := func(id uuid.UUID, at time.Time) *userChange {
@@ -100,15 +102,23 @@ func (u Users) Apply(b *Batch, events []eventstore.Event) error {
 			}
 		case *domain.TenantCreated:
 			tenants, tenantsAt = append(tenants, *v), append(tenantsAt, e.OccurredAt)
-		case *domain.SignupExpired:
-			// The account is gone: its row goes, with the email and name in it.
-			if _, ok := created[v.UserID]; ok {
-				delete(created, v.UserID)
-				order = slices.DeleteFunc(order, func(id uuid.UUID) bool { return id == v.UserID })
+		case *domain.SignupExpired, *domain.AccountDeleted:
+			// The account is gone: its row goes, with the email and name in
+			// it, and so do the tenants it owns, which may be named after it.
+			id, _ := endedUser(d)
+			if _, ok := created[id]; ok {
+				delete(created, id)
+				order = slices.DeleteFunc(order, func(u uuid.UUID) bool { return u == id })
 			} else {
-				delete(changed, v.UserID)
-				gone = append(gone, v.UserID)
+				delete(changed, id)
+				gone = append(gone, id)
 			}
+			for i := len(tenants) - 1; i >= 0; i-- {
+				if tenants[i].OwnerID == id {
+					tenants, tenantsAt = slices.Delete(tenants, i, i+1), slices.Delete(tenantsAt, i, i+1)
+				}
+			}
+			owners = append(owners, id)
 		}
 		return nil
 	})
@@ -119,6 +129,7 @@ func (u Users) Apply(b *Batch, events []eventstore.Event) error {
 	updateUsers(b, changed)
 	deleteUsers(b, gone)
 	insertTenants(b, tenants, tenantsAt)
+	deleteTenants(b, owners)
 	return nil
 }
 
@@ -172,7 +183,19 @@ func deleteUsers(b *Batch, gone []uuid.UUID) {
 	for i, id := range gone {
 		ids[i] = pgUUID(id)
 	}
-	b.Rows(fmt.Sprintf("delete %d expired signups", len(gone)), len(gone), `DELETE FROM users WHERE id = ANY($1::uuid[])`, ids)
+	b.Rows(fmt.Sprintf("delete %d ended accounts", len(gone)), len(gone), `DELETE FROM users WHERE id = ANY($1::uuid[])`, ids)
+}
+
+// deleteTenants removes the tenants of earlier batches that the users owned.
+func deleteTenants(b *Batch, owners []uuid.UUID) {
+	if len(owners) == 0 {
+		return
+	}
+	ids := make([]pgtype.UUID, len(owners))
+	for i, id := range owners {
+		ids[i] = pgUUID(id)
+	}
+	b.Any(fmt.Sprintf("delete the tenants of %d ended accounts", len(owners)), `DELETE FROM tenants WHERE owner_id = ANY($1::uuid[])`, ids)
 }
 
 func insertTenants(b *Batch, tenants []domain.TenantCreated, at []time.Time) {

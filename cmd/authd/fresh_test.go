@@ -74,6 +74,7 @@ func freshSteps(passkeyID string) []freshStep {
 		{"DELETE", "/sessions", nil, "{"},
 		{"POST", "/me/password", map[string]any{"new_password": "a whole new passphrase"}, map[string]any{"new_password": 7}},
 		{"POST", "/me/email", map[string]any{"new_email": "elsewhere@example.com"}, "{"},
+		{"DELETE", "/me", nil, nil},
 	}
 }
 

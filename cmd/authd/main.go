@@ -156,7 +156,13 @@ func serve(ctx context.Context, getenv func(string) string, logOut io.Writer, cp
 	if err := feed.Load(startCtx, pool); err != nil {
 		return err
 	}
-	limiter := ratelimit.New(pool, time.Now)
+	// The rate limits' stored keys are HMACs under a secret of their own,
+	// which a rotation of the master key leaves as it is: the counters go on.
+	limiterKey, err := tokens.ServerSecret(startCtx, pool, sealer, "rate_limit_keys", time.Now())
+	if err != nil {
+		return err
+	}
+	limiter := ratelimit.New(pool, limiterKey, time.Now)
 	codeStore := codes.New(pool, seal.Derive(keys[0], "email-codes"), time.Now)
 	var sender mail.Sender = mail.NewLog(log)
 	if cfg.SMTPURL != "" {
@@ -171,6 +177,13 @@ func serve(ctx context.Context, getenv func(string) string, logOut io.Writer, cp
 	google, err := googleConfig(cfg)
 	if err != nil {
 		return err
+	}
+	// A deleted account's address is kept for its farewell only where
+	// notices are sent: with them off, none outlives the deletion's commit.
+	farewells := notices.NewFarewells(sealer)
+	var keepFarewells commands.Farewells
+	if cfg.Notices {
+		keepFarewells = farewells
 	}
 	app := commands.New(commands.Deps{
 		Store: store,
@@ -196,10 +209,11 @@ func serve(ctx context.Context, getenv func(string) string, logOut io.Writer, cp
 		TwoFactor:    twoFactorConfig(keys[0], pool),
 		Passkeys:     passkeys,
 		Google:       google,
+		Farewells:    keepFarewells,
 	})
 
 	notifier, noticeChecks := noticesConsumer(cfg, notices.Deps{
-		Pool: pool, Bus: bus, Store: store, Compose: mails, Mail: sender, Replicas: cfg.NATSReplicas, Log: log, Registry: reg,
+		Pool: pool, Bus: bus, Store: store, Farewells: farewells, Compose: mails, Mail: sender, Replicas: cfg.NATSReplicas, Log: log, Registry: reg,
 	})
 
 	background, stopBackground := context.WithCancel(context.Background())
@@ -216,7 +230,7 @@ func serve(ctx context.Context, getenv func(string) string, logOut io.Writer, cp
 		sweeper := &commands.SignupSweeper{App: app, Pool: pool, TTL: cfg.PendingSignupTTL, Every: opts.sweepEvery, Log: log}
 		sweeper.Run(background)
 	})
-	wg.Go(func() { housekeeping(background, log, keyring, revoked, limiter, codeStore) })
+	wg.Go(func() { housekeeping(background, log, keyring, revoked, limiter, codeStore, pool) })
 	defer func() {
 		// After the HTTP server has drained: nothing new is appended, so the
 		// relay flushes what is committed and the projections finish their batch.
@@ -322,8 +336,9 @@ func projectionErrors(runner *projections.Runner, stream bool) func(context.Cont
 }
 
 // housekeeping runs the periodic chores: picking up keys another instance
-// rotated, and forgetting expired revocations, rate-limit windows and codes.
-func housekeeping(ctx context.Context, log *slog.Logger, keys *tokens.Keyring, revoked *revocation.Set, limiter *ratelimit.Limiter, codeStore *codes.Store) {
+// rotated, and forgetting expired revocations, rate-limit windows, codes and
+// the addresses kept for farewell notices.
+func housekeeping(ctx context.Context, log *slog.Logger, keys *tokens.Keyring, revoked *revocation.Set, limiter *ratelimit.Limiter, codeStore *codes.Store, pool *pgxpool.Pool) {
 	t := time.NewTicker(tokens.ReloadEvery) // how stale a JWKS may be: tokens.ActivationDelay counts on it
 	defer t.Stop()
 	for n := 1; ; n++ {
@@ -342,6 +357,9 @@ func housekeeping(ctx context.Context, log *slog.Logger, keys *tokens.Keyring, r
 			}
 			if _, err := codeStore.Sweep(ctx); err != nil {
 				log.Warn("sweeping expired codes", "err", err)
+			}
+			if _, err := notices.SweepFarewells(ctx, pool); err != nil {
+				log.Warn("sweeping farewell addresses", "err", err)
 			}
 		}
 	}

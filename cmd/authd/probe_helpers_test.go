@@ -22,6 +22,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/authd/authd/internal/seal"
+	"github.com/authd/authd/internal/testenv"
 )
 
 // apiErrorCodes are the error codes API.md lists, with the status each goes
@@ -249,6 +250,23 @@ func (c *cluster) signupVerified(t *testing.T, in *instance, email, pw string, h
 		t.Fatalf("verify %s = %d %s", email, v.status, v.raw)
 	}
 	return v
+}
+
+// requireEnded fails the test unless the session whose Tokens answer is tok
+// has ended: its access token refused at once by here (the instance that
+// ended it), and by there within the revocation feed's bound, and its
+// refresh token refused.
+func requireEnded(t *testing.T, here, there *instance, tok response, what string) {
+	t.Helper()
+	if r := here.call(t, "GET", api+"/me", tok.str("access_token"), nil); r.status != 401 {
+		t.Fatalf("%s: the access token on the instance that ended it = %d %s; want 401 at once", what, r.status, r.raw)
+	}
+	testenv.Eventually(t, 15*time.Second, func() bool {
+		return there.call(t, "GET", api+"/me", tok.str("access_token"), nil).status == 401
+	})
+	if r := there.call(t, "POST", api+"/refresh", "", map[string]any{"refresh_token": tok.str("refresh_token")}); r.status != 401 {
+		t.Fatalf("%s: the refresh token = %d %s; want 401", what, r.status, r.raw)
+	}
 }
 
 // retryAfterSeconds parses the Retry-After header as integer seconds; -1

@@ -15,6 +15,21 @@ type account struct {
 	email    string // the address the account has now
 	locale   string // the language of its mails; empty: English
 	passkeys map[uuid.UUID]string
+	farewell *farewell // a deleted account's: what its notice needs
+}
+
+// farewell is a deleted account as its farewell notice sees it: the address
+// and locale it had, kept sealed for the notice (Farewells), or none to
+// tell when there is none kept.
+func (c *Consumer) farewell(ctx context.Context, user uuid.UUID) (account, error) {
+	if c.d.Farewells == nil {
+		return account{}, nil
+	}
+	fw, found, err := c.d.Farewells.open(ctx, c.d.Pool, user)
+	if err != nil || !found {
+		return account{}, err
+	}
+	return account{exists: true, email: fw.Email, locale: fw.Locale, farewell: &fw}, nil
 }
 
 // loadAccount reads the account from its own stream (public parts only), the

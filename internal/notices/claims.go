@@ -9,6 +9,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
+	"github.com/authd/authd/domain"
 	"github.com/authd/authd/eventstore"
 )
 
@@ -112,10 +113,12 @@ func reclaim(ctx context.Context, c *Consumer, e eventstore.Event, id uuid.UUID)
 
 // settle records how the send of a claimed notice ended, for the claim that
 // made it only: state is sent, pending (the server refused it: another try
-// may send it) or in_doubt.
+// may send it), in_doubt or skipped. A deleted account's address, kept for
+// its farewell, goes in the same statement once no other try will need it.
 func settle(ctx context.Context, c *Consumer, e eventstore.Event, id uuid.UUID, state string) error {
-	_, err := c.d.Pool.Exec(ctx, `UPDATE notices_sent SET state = $3, claim = NULL, lease_until = NULL, updated_at = now()
-		WHERE event_id = $1 AND claim = $2`, e.ID, id, state)
+	_, err := c.d.Pool.Exec(ctx, `WITH farewell AS (DELETE FROM farewells WHERE $4 AND user_id = $5 AND $3 <> 'pending')
+		UPDATE notices_sent SET state = $3, claim = NULL, lease_until = NULL, updated_at = now()
+		WHERE event_id = $1 AND claim = $2`, e.ID, id, state, e.Type == domain.TypeAccountDeleted, e.UserID)
 	if err != nil {
 		return fmt.Errorf("mark notice of %s %s: %w", e.ID, state, err)
 	}

@@ -28,6 +28,7 @@ func kinds() map[string]detail {
 		domain.TypePasskeyRemoved:         passkeyName,
 		domain.TypeRefreshTokenReused:     nothing,
 		domain.TypeCodeGuessingDetected:   guessing,
+		domain.TypeAccountDeleted:         nothing, // to the address kept for it: Farewells
 	}
 }
 

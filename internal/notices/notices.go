@@ -63,15 +63,18 @@ type Composer interface {
 
 // Deps are the consumer's collaborators.
 type Deps struct {
-	Pool     *pgxpool.Pool
-	Bus      Bus
-	Store    *eventstore.Store // the accounts' own streams: who to tell
-	Compose  Composer
-	Mail     mail.Sender
-	Replicas int // of the durable consumer (AUTHD_NATS_REPLICAS)
-	Log      *slog.Logger
-	Registry prometheus.Registerer // nil: no metrics registered
-	Now      func() time.Time
+	Pool  *pgxpool.Pool
+	Bus   Bus
+	Store *eventstore.Store // the accounts' own streams: who to tell
+	// Farewells opens the address of a deleted account (AccountDeleted's
+	// notice); nil: deleted accounts are not told.
+	Farewells *Farewells
+	Compose   Composer
+	Mail      mail.Sender
+	Replicas  int // of the durable consumer (AUTHD_NATS_REPLICAS)
+	Log       *slog.Logger
+	Registry  prometheus.Registerer // nil: no metrics registered
+	Now       func() time.Time
 }
 
 // Config tunes the consumer; the zero value is usable.
@@ -404,7 +407,13 @@ func (c *Consumer) claimFor(ctx context.Context, m jetstream.Msg, e eventstore.E
 
 // send mails the notice of e, claimed as id, and records how that went.
 func (c *Consumer) send(ctx context.Context, m jetstream.Msg, e eventstore.Event, d domain.Event, id uuid.UUID, tell detail, log *slog.Logger) outcome {
-	acc, err := c.loadAccount(ctx, e.UserID)
+	var acc account
+	var err error
+	if _, gone := d.(*domain.AccountDeleted); gone {
+		acc, err = c.farewell(ctx, e.UserID)
+	} else {
+		acc, err = c.loadAccount(ctx, e.UserID)
+	}
 	if err != nil {
 		log.Warn("notices: cannot read the account; trying again later", "err", err)
 		return c.release(ctx, m, e, id, log)
@@ -418,6 +427,9 @@ func (c *Consumer) send(ctx context.Context, m jetstream.Msg, e eventstore.Event
 	n := mail.Notice{When: e.OccurredAt, Device: e.Metadata.UserAgent, IP: e.Metadata.IP}
 	if s, ok := d.(*domain.SessionStarted); ok {
 		n.Device, n.IP = s.Device, s.IP
+	}
+	if acc.farewell != nil { // AccountDeleted keeps no metadata in the log
+		n.Device, n.IP = acc.farewell.Device, acc.farewell.IP
 	}
 	tell(d, acc, &n)
 	to := acc.email

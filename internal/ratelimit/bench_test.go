@@ -16,7 +16,7 @@ import (
 
 func BenchmarkAllow(b *testing.B) {
 	pool, _ := testenv.Database(b)
-	l := New(pool, time.Now)
+	l := New(pool, testSecret, time.Now)
 	ctx := context.Background()
 	// High enough that every request is allowed.
 	lim := Limit{Requests: 1 << 30, Window: time.Minute}
@@ -55,7 +55,7 @@ func BenchmarkAllow(b *testing.B) {
 // first refusal the instance answers from memory.
 func BenchmarkAllowFlood(b *testing.B) {
 	pool, _ := testenv.Database(b)
-	l := New(pool, time.Now)
+	l := New(pool, testSecret, time.Now)
 	ctx := context.Background()
 	lim := Limit{Requests: 10, Window: time.Hour}
 	b.SetParallelism(16)

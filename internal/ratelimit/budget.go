@@ -44,7 +44,7 @@ const refundSQL = `UPDATE guess_budgets SET guesses = greatest(guesses - 1, 0) W
 // "2fa:known:<user>"): each class of an account has a budget of its own.
 func (l *Limiter) Spend(ctx context.Context, key string, perDay int) (ok bool, retryAfter time.Duration, err error) {
 	now := l.now()
-	err = l.pool.QueryRow(ctx, spendSQL, key, now, now.Add(-GuessWindow), perDay).Scan(&ok)
+	err = l.pool.QueryRow(ctx, spendSQL, l.stored(key), now, now.Add(-GuessWindow), perDay).Scan(&ok)
 	if err == nil {
 		return true, 0, nil
 	}
@@ -52,7 +52,7 @@ func (l *Limiter) Spend(ctx context.Context, key string, perDay int) (ok bool, r
 		return false, 0, fmt.Errorf("ratelimit: spend a guess: %w", err)
 	}
 	var start time.Time
-	if err := l.pool.QueryRow(ctx, budgetStartSQL, key).Scan(&start); err != nil {
+	if err := l.pool.QueryRow(ctx, budgetStartSQL, l.stored(key)).Scan(&start); err != nil {
 		return false, 0, fmt.Errorf("ratelimit: read a guessing budget: %w", err)
 	}
 	return false, max(start.Add(GuessWindow).Sub(now), time.Second), nil
@@ -60,7 +60,7 @@ func (l *Limiter) Spend(ctx context.Context, key string, perDay int) (ok bool, r
 
 // Refund gives back a guess Spend took.
 func (l *Limiter) Refund(ctx context.Context, key string) error {
-	if _, err := l.pool.Exec(ctx, refundSQL, key); err != nil {
+	if _, err := l.pool.Exec(ctx, refundSQL, l.stored(key)); err != nil {
 		return fmt.Errorf("ratelimit: give a guess back: %w", err)
 	}
 	return nil
@@ -68,8 +68,8 @@ func (l *Limiter) Refund(ctx context.Context, key string) error {
 
 // RefundStatement is Refund to commit with the events the right guess
 // earned (eventstore.Change.Also).
-func RefundStatement(key string) eventstore.Statement {
-	return eventstore.Statement{SQL: refundSQL, Args: []any{key}}
+func (l *Limiter) RefundStatement(key string) eventstore.Statement {
+	return eventstore.Statement{SQL: refundSQL, Args: []any{l.stored(key)}}
 }
 
 // Counts a wrong code against a user's day (restarting a day that has

@@ -159,7 +159,7 @@ func (l *Limiter) Attempt(ctx context.Context, account string) (wait time.Durati
 		now := l.now()
 		var failures int
 		var last time.Time
-		err := l.pool.QueryRow(ctx, l.login.blocked, account, now.Add(-failureMemory)).Scan(&failures, &last)
+		err := l.pool.QueryRow(ctx, l.login.blocked, l.stored(account), now.Add(-failureMemory)).Scan(&failures, &last)
 		if errors.Is(err, pgx.ErrNoRows) {
 			continue // ended meanwhile
 		}
@@ -188,7 +188,7 @@ func (l *Limiter) AttemptStatement(account string) (st eventstore.Statement, adm
 	in := false
 	st = eventstore.Statement{
 		SQL:  l.login.attempt,
-		Args: []any{account, now, now.Add(-failureMemory), now.Add(-inFlightMemory), l.delays, freeFailures},
+		Args: []any{l.stored(account), now, now.Add(-failureMemory), now.Add(-inFlightMemory), l.delays, freeFailures},
 		Scan: func(row pgx.Row) error {
 			in = false // what an earlier, rolled-back run found is void
 			err := row.Scan(&in)
@@ -208,7 +208,7 @@ func (l *Limiter) AttemptStatement(account string) (st eventstore.Statement, adm
 // counts as a failure from now.
 func (l *Limiter) Fail(ctx context.Context, account string) error {
 	now := l.now()
-	if _, err := l.pool.Exec(ctx, l.login.fail, account, now, now.Add(-failureMemory), now.Add(-inFlightMemory)); err != nil {
+	if _, err := l.pool.Exec(ctx, l.login.fail, l.stored(account), now, now.Add(-failureMemory), now.Add(-inFlightMemory)); err != nil {
 		return fmt.Errorf("ratelimit: count login failure: %w", err)
 	}
 	return nil
@@ -247,5 +247,5 @@ func (l *Limiter) end(ctx context.Context, account, what string, clear bool) err
 
 func (l *Limiter) endStatement(account string, clear bool) eventstore.Statement {
 	now := l.now()
-	return eventstore.Statement{SQL: l.login.end, Args: []any{account, now.Add(-failureMemory), now.Add(-inFlightMemory), clear}}
+	return eventstore.Statement{SQL: l.login.end, Args: []any{l.stored(account), now.Add(-failureMemory), now.Add(-inFlightMemory), clear}}
 }

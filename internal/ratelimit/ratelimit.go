@@ -4,11 +4,16 @@ package ratelimit
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
 	"fmt"
 	"time"
 
 	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/authd/authd/eventstore"
 )
 
 // Limit allows Requests requests per key in each Window.
@@ -19,8 +24,14 @@ type Limit struct {
 
 // Limiter enforces limits with counters in the rate_limits table, and keeps
 // the per-account count of wrong passwords in login_failures.
+//
+// Keys name an address or an email (ip:login:192.0.2.9, login:known:<email>):
+// personal data, which an erasure must not leave behind in a table. The
+// tables hold an HMAC of each key instead (stored), so the counters of an
+// erased person name nobody, and an erasure can still delete them (Forget).
 type Limiter struct {
 	pool   *pgxpool.Pool
+	secret []byte // the key of the keys' HMAC
 	now    func() time.Time
 	delays []time.Duration // delayTable(), built once
 	login  loginSQL
@@ -35,10 +46,32 @@ type Limiter struct {
 // addresses than this is still refused, at a round trip each.
 const overKeys = 1 << 16
 
-// New returns a Limiter over pool that reads the time from now.
-func New(pool *pgxpool.Pool, now func() time.Time) *Limiter {
+// New returns a Limiter over pool that reads the time from now and stores
+// its keys as HMACs under secret (a key derived from the master key).
+func New(pool *pgxpool.Pool, secret []byte, now func() time.Time) *Limiter {
 	over, _ := lru.New[string, time.Time](overKeys) // fails only for a size below 1
-	return &Limiter{pool: pool, now: now, delays: delayTable(), login: newLoginSQL(), over: over}
+	return &Limiter{pool: pool, secret: secret, now: now, delays: delayTable(), login: newLoginSQL(), over: over}
+}
+
+// stored is how key is kept in the tables: its HMAC, so that no row names an
+// address or an email, while each key still has exactly one row.
+func (l *Limiter) stored(key string) string {
+	m := hmac.New(sha256.New, l.secret)
+	m.Write([]byte(key))
+	return base64.RawURLEncoding.EncodeToString(m.Sum(nil))
+}
+
+// Forget deletes every count kept under keys (request windows, login
+// failures, guessing budgets), to commit with an account's erasure
+// (eventstore.Change.Also).
+func (l *Limiter) Forget(keys ...string) eventstore.Statement {
+	stored := make([]string, len(keys))
+	for i, k := range keys {
+		stored[i] = l.stored(k)
+	}
+	return eventstore.Statement{SQL: `WITH windows AS (DELETE FROM rate_limits WHERE key = ANY($1)),
+		failures AS (DELETE FROM login_failures WHERE account = ANY($1))
+		DELETE FROM guess_budgets WHERE key = ANY($1)`, Args: []any{stored}}
 }
 
 // Counts one request in the key's current window and returns the count so
@@ -76,7 +109,7 @@ func (l *Limiter) Allow(ctx context.Context, key string, lim Limit) (ok bool, re
 	start := now.Truncate(lim.Window)
 	end := start.Add(lim.Window)
 	var count int64
-	if err := l.pool.QueryRow(ctx, countSQL, key, start, end).Scan(&count); err != nil {
+	if err := l.pool.QueryRow(ctx, countSQL, l.stored(key), start, end).Scan(&count); err != nil {
 		return false, 0, fmt.Errorf("ratelimit: count request: %w", err)
 	}
 	if count > int64(lim.Requests) {

@@ -22,7 +22,7 @@ func newLimiter(t *testing.T) (*Limiter, *testenv.Clock) {
 	t.Helper()
 	pool, _ := testenv.Database(t)
 	c := newClock()
-	return New(pool, c.Now), c
+	return New(pool, testSecret, c.Now), c
 }
 
 func allow(t *testing.T, l *Limiter, key string, lim Limit) (bool, time.Duration) {
@@ -35,6 +35,9 @@ func allow(t *testing.T, l *Limiter, key string, lim Limit) (bool, time.Duration
 }
 
 var perMinute3 = Limit{Requests: 3, Window: time.Minute}
+
+// testSecret keys the HMAC of the stored keys.
+var testSecret = []byte("ratelimit test secret, 32 bytes!")
 
 func TestAllowRefusesBeyondTheLimit(t *testing.T) {
 	t.Parallel()
@@ -138,7 +141,7 @@ func twoInstances(t *testing.T) (a, b *Limiter, c *testenv.Clock, pool *pgxpool.
 	}
 	t.Cleanup(other.Close)
 	c = newClock()
-	return New(pool, c.Now), New(other, c.Now), c, pool
+	return New(pool, testSecret, c.Now), New(other, testSecret, c.Now), c, pool
 }
 
 // Two Limiters with their own pools on one database stand for two authd
@@ -187,7 +190,7 @@ func TestAllowRemembersAKeyOverItsLimit(t *testing.T) {
 	a, b, c, pool := twoInstances(t)
 	count := func() (n int) {
 		t.Helper()
-		if err := pool.QueryRow(context.Background(), `SELECT coalesce(sum(count), 0) FROM rate_limits WHERE key = 'ip:login:192.0.2.9'`).Scan(&n); err != nil {
+		if err := pool.QueryRow(context.Background(), `SELECT coalesce(sum(count), 0) FROM rate_limits WHERE key = $1`, a.stored("ip:login:192.0.2.9")).Scan(&n); err != nil {
 			t.Fatal(err)
 		}
 		return n
@@ -217,7 +220,7 @@ func TestSweepDeletesOnlyWhatHasExpired(t *testing.T) {
 	t.Parallel()
 	pool, _ := testenv.Database(t)
 	c := newClock()
-	l := New(pool, c.Now)
+	l := New(pool, testSecret, c.Now)
 	ctx := context.Background()
 	sweep := func() int64 {
 		t.Helper()
@@ -263,10 +266,51 @@ func TestSweepDeletesOnlyWhatHasExpired(t *testing.T) {
 	if err := rows.Err(); err != nil {
 		t.Fatal(err)
 	}
-	if len(keys) != 1 || keys[0] != "hour" {
+	if len(keys) != 1 || keys[0] != l.stored("hour") {
 		t.Fatalf("rows left: %q, want only the hour window", keys)
 	}
 	if ok, _ := allow(t, l, "minute", perMinute3); !ok {
 		t.Fatal("key refused after its window was swept")
+	}
+}
+
+// No row of the limiter's tables names the address or email it counts, and
+// Forget deletes every count of the keys it is given, and only those.
+func TestKeysAreStoredAsHMACsAndForgotten(t *testing.T) {
+	t.Parallel()
+	l, _ := newLimiter(t)
+	ctx := context.Background()
+	allow(t, l, "ip:login:192.0.2.9", perMinute3)
+	allow(t, l, "codes:unknown:ada@example.com", perMinute3)
+	allow(t, l, "codes:unknown:bo@example.com", perMinute3)
+	if _, err := l.Attempt(ctx, "login:unknown:ada@example.com"); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Fail(ctx, "login:unknown:ada@example.com"); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := l.Spend(ctx, "email_code:unknown:ada@example.com", 10); err != nil {
+		t.Fatal(err)
+	}
+	var clear int
+	if err := l.pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM rate_limits WHERE key ~ '@|192')
+		+ (SELECT count(*) FROM login_failures WHERE account ~ '@')
+		+ (SELECT count(*) FROM guess_budgets WHERE key ~ '@')`).Scan(&clear); err != nil {
+		t.Fatal(err)
+	}
+	if clear != 0 {
+		t.Errorf("%d rows name an address or an email in clear", clear)
+	}
+	st := l.Forget("codes:unknown:ada@example.com", "login:unknown:ada@example.com", "email_code:unknown:ada@example.com")
+	if _, err := l.pool.Exec(ctx, st.SQL, st.Args...); err != nil {
+		t.Fatal(err)
+	}
+	var left int
+	if err := l.pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM rate_limits) + (SELECT count(*) FROM login_failures)
+		+ (SELECT count(*) FROM guess_budgets)`).Scan(&left); err != nil {
+		t.Fatal(err)
+	}
+	if left != 2 {
+		t.Errorf("%d rows left after forgetting ada's keys, want the address's and bo's", left)
 	}
 }

@@ -55,3 +55,38 @@ func TestLoadCutsTheUsersOfRecentPasswordResets(t *testing.T) {
 	}
 
 }
+
+// A deleted account's tokens are refused whenever they were issued, the
+// same second as the deletion included, and so is every session's refresh
+// (UserCut after all of them); an instance that starts later learns it from
+// the log, since the sessions read model forgets the account's sessions.
+func TestLoadRefusesEveryTokenOfARecentlyDeletedAccount(t *testing.T) {
+	t.Parallel()
+	pool, _ := testenv.Database(t)
+	ctx := context.Background()
+	store := eventstore.NewStore(pool, testenv.Sealer(t), nil)
+	now := time.Now().UTC().Truncate(time.Second)
+	gone, other := uuid.New(), uuid.New()
+	data, err := json.Marshal(domain.AccountDeleted{UserID: gone, TenantID: uuid.New()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := eventstore.Event{Type: domain.TypeAccountDeleted, Data: data, UserID: gone, OccurredAt: now.Add(-time.Hour)}
+	if _, err := store.Append(ctx, domain.UserStream(gone), eventstore.AnyVersion, e); err != nil {
+		t.Fatal(err)
+	}
+
+	s := New(func() time.Time { return now })
+	if err := s.Load(ctx, pool); err != nil {
+		t.Fatal(err)
+	}
+	if s.Allows(uuid.New(), gone, now) {
+		t.Error("a token of a deleted account, issued after the deletion, is allowed")
+	}
+	if !s.UserCut(gone).After(now.Add(domain.AccessTokenTTL)) {
+		t.Errorf("the deleted account's cut is %v: a session started before the deletion may refresh", s.UserCut(gone))
+	}
+	if !s.Allows(uuid.New(), other, now) {
+		t.Error("another user's token is refused")
+	}
+}

@@ -170,7 +170,7 @@ func Open(ctx context.Context, pool *pgxpool.Pool, sealer *seal.Sealer, o Option
 			jwt.WithTimeFunc(now),
 		),
 	}
-	secret, err := k.loadRefreshSecret(ctx)
+	secret, err := ServerSecret(ctx, k.pool, k.sealer, refreshSecretName, k.now())
 	if err != nil {
 		return nil, err
 	}
@@ -191,33 +191,39 @@ func Open(ctx context.Context, pool *pgxpool.Pool, sealer *seal.Sealer, o Option
 
 var errNoKey = errors.New("tokens: no signing key")
 
-func (k *Keyring) loadRefreshSecret(ctx context.Context) ([]byte, error) {
-	aad := []byte("token_secrets:" + refreshSecretName)
+// ServerSecret is the 32-byte random secret named name, shared by every
+// instance: kept sealed under the master key in token_secrets, made by
+// whichever instance asks first. Unlike a key derived from the master key,
+// it outlives a rotation of the master key (the rotated-out key still opens
+// it), so what it keys (the refresh tokens, the rate limits' stored keys)
+// does not start afresh.
+func ServerSecret(ctx context.Context, pool *pgxpool.Pool, sealer *seal.Sealer, name string, now time.Time) ([]byte, error) {
+	aad := []byte("token_secrets:" + name)
 	fresh := make([]byte, refreshSecretSize)
 	if _, err := rand.Read(fresh); err != nil {
-		return nil, fmt.Errorf("tokens: generate refresh secret: %w", err)
+		return nil, fmt.Errorf("tokens: generate secret %s: %w", name, err)
 	}
-	sealKID, sealed, err := k.sealer.Seal(fresh, aad)
+	sealKID, sealed, err := sealer.Seal(fresh, aad)
 	if err != nil {
-		return nil, fmt.Errorf("tokens: seal refresh secret: %w", err)
+		return nil, fmt.Errorf("tokens: seal secret %s: %w", name, err)
 	}
 	// Insert-then-read: whichever instance got there first, all use its secret.
-	if _, err := k.pool.Exec(ctx, `
+	if _, err := pool.Exec(ctx, `
 		INSERT INTO token_secrets (name, sealed, seal_kid, created_at) VALUES ($1, $2, $3, $4)
 		ON CONFLICT (name) DO NOTHING`,
-		refreshSecretName, sealed, sealKID, k.now()); err != nil {
-		return nil, fmt.Errorf("tokens: store refresh secret: %w", err)
+		name, sealed, sealKID, now); err != nil {
+		return nil, fmt.Errorf("tokens: store secret %s: %w", name, err)
 	}
-	if err := k.pool.QueryRow(ctx, `SELECT sealed, seal_kid FROM token_secrets WHERE name = $1`,
-		refreshSecretName).Scan(&sealed, &sealKID); err != nil {
-		return nil, fmt.Errorf("tokens: read refresh secret: %w", err)
+	if err := pool.QueryRow(ctx, `SELECT sealed, seal_kid FROM token_secrets WHERE name = $1`,
+		name).Scan(&sealed, &sealKID); err != nil {
+		return nil, fmt.Errorf("tokens: read secret %s: %w", name, err)
 	}
-	secret, err := k.sealer.Open(sealKID, sealed, aad)
+	secret, err := sealer.Open(sealKID, sealed, aad)
 	if err != nil {
-		return nil, fmt.Errorf("tokens: open refresh secret: %w", err)
+		return nil, fmt.Errorf("tokens: open secret %s: %w", name, err)
 	}
 	if len(secret) != refreshSecretSize {
-		return nil, fmt.Errorf("tokens: refresh secret is %d bytes, want %d", len(secret), refreshSecretSize)
+		return nil, fmt.Errorf("tokens: secret %s is %d bytes, want %d", name, len(secret), refreshSecretSize)
 	}
 	return secret, nil
 }

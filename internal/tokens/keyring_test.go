@@ -455,3 +455,39 @@ func issueWithKID(f *fixture, kid string, c Claims) (string, error) {
 	}
 	return signWith(f.k, kid, ed25519.NewKeyFromSeed(seed), c)
 }
+
+// A server secret is made once and read back by every later caller, also
+// after the master key is rotated (a new key first, the old one still
+// listed): what it keys does not start afresh.
+func TestServerSecretOutlivesAMasterKeyRotation(t *testing.T) {
+	t.Parallel()
+	pool, _ := testenv.Database(t)
+	ctx := context.Background()
+	oldKey, newKey := bytes.Repeat([]byte{1}, seal.KeySize), bytes.Repeat([]byte{2}, seal.KeySize)
+	before, err := seal.New(oldKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rotated, err := seal.New(newKey, oldKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, err := ServerSecret(ctx, pool, before, "test_secret", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := ServerSecret(ctx, pool, rotated, "test_secret", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(first, again) || len(first) != 32 {
+		t.Fatalf("the secret after the rotation differs (%d and %d bytes)", len(first), len(again))
+	}
+	other, err := ServerSecret(ctx, pool, rotated, "another_secret", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Equal(first, other) {
+		t.Fatal("two secrets of different names are the same")
+	}
+}
