@@ -111,11 +111,21 @@ func reclaim(ctx context.Context, c *Consumer, e eventstore.Event, id uuid.UUID)
 	return claimed{state: after, wait: time.Duration(wait * float64(time.Second))}, nil
 }
 
+// settleTimeout bounds the statement that records how a send ended.
+const settleTimeout = 5 * time.Second
+
 // settle records how the send of a claimed notice ended, for the claim that
 // made it only: state is sent, pending (the server refused it: another try
 // may send it), in_doubt or skipped. A deleted account's address, kept for
 // its farewell, goes in the same statement once no other try will need it.
+//
+// It has a deadline of its own: it follows a send that may have used up the
+// message's whole time (a send cut off is exactly when in_doubt must be
+// written), and a mark that missed its chance leaves the notice to its
+// lease.
 func settle(ctx context.Context, c *Consumer, e eventstore.Event, id uuid.UUID, state string) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)
+	defer cancel()
 	_, err := c.d.Pool.Exec(ctx, `WITH farewell AS (DELETE FROM farewells WHERE $4 AND user_id = $5 AND $3 <> 'pending')
 		UPDATE notices_sent SET state = $3, claim = NULL, lease_until = NULL, updated_at = now()
 		WHERE event_id = $1 AND claim = $2`, e.ID, id, state, e.Type == domain.TypeAccountDeleted, e.UserID)
