@@ -211,10 +211,12 @@ func deploy(t *testing.T, bins binaries, natsVersion string, pg *pgCluster, mail
 	for i, n := range d.nats {
 		urls[i] = n.URL
 	}
-	d.env = map[string]string{"DATABASE_URL": pg.url(d.database), "NATS_URL": strings.Join(urls, ",")}
+	// What authd and authctl share: authctl check opens personal fields of
+	// events, so it needs the master key as authd does.
+	d.env = map[string]string{"DATABASE_URL": pg.url(d.database), "NATS_URL": strings.Join(urls, ","), "AUTHD_MASTER_KEY": masterKey}
 	for i := range 3 {
 		env := map[string]string{
-			"AUTHD_NATS_REPLICAS": "3", "AUTHD_RATE_LIMIT": "off", "SMTP_URL": mail.SMTPURL(), "AUTHD_MASTER_KEY": masterKey,
+			"AUTHD_NATS_REPLICAS": "3", "AUTHD_RATE_LIMIT": "off", "SMTP_URL": mail.SMTPURL(),
 			// Requests are logged at 5xx only: the suite's own record says
 			// what was answered, and three instances share two cores.
 			"AUTHD_REQUEST_LOG": "0",
