@@ -403,6 +403,30 @@ func (a *Sessions) loadSession(ctx context.Context, id uuid.UUID) (*domain.Sessi
 	if err != nil {
 		return nil, err
 	}
+	return foldSession(events)
+}
+
+// loadSessions is loadSession of several sessions in one round trip.
+func (a *Sessions) loadSessions(ctx context.Context, ids []uuid.UUID) ([]*domain.Session, error) {
+	streams := make([]string, len(ids))
+	for i, id := range ids {
+		streams[i] = domain.SessionStream(id)
+	}
+	loaded, err := a.store.LoadEndsOf(ctx, streams, domain.SessionStateTail)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*domain.Session, len(ids))
+	for i, events := range loaded {
+		if out[i], err = foldSession(events); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// foldSession rebuilds a session from the ends of its stream.
+func foldSession(events []eventstore.Event) (*domain.Session, error) {
 	s := &domain.Session{}
 	if err := fold(events, s); err != nil {
 		return nil, err

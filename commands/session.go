@@ -334,15 +334,15 @@ func (a *Sessions) revokeIn(ctx context.Context, c *change, user, keep uuid.UUID
 	if err != nil {
 		return nil, err
 	}
+	active = slices.DeleteFunc(active, func(id uuid.UUID) bool { return id == keep })
+	// One round trip for all of them: a user may have many sessions.
+	sessions, err := a.loadSessions(ctx, active)
+	if err != nil {
+		return nil, err
+	}
 	var revoked []uuid.UUID
-	for _, id := range active {
-		if id == keep {
-			continue
-		}
-		s, err := a.loadSession(ctx, id)
-		if err != nil {
-			return nil, err
-		}
+	for i, s := range sessions {
+		id := active[i]
 		events := s.Revoke(reason)
 		if s.UserID != user || len(events) == 0 {
 			continue // ended meanwhile

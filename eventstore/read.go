@@ -168,19 +168,51 @@ func (s *Store) scanEvents(stream string, rows pgx.Rows) ([]Event, error) {
 // its stream began and on its latest events, so that loading it does not grow
 // with the stream (a session refreshed a thousand times, say).
 func (s *Store) LoadEnds(ctx context.Context, stream string, tail int) ([]Event, error) {
-	// Two index range reads: a condition on the stream's max version made
-	// Postgres fetch every event of the stream, so refreshes slowed down as
-	// their session grew.
-	return s.load(ctx, stream, `SELECT `+eventColumns+`, e.sealed, e.sealed_kid FROM `+eventsJoined+`
-		WHERE e.stream_id = $1 AND e.version = 1
-		UNION ALL
-		SELECT * FROM (SELECT `+eventColumns+`, e.sealed, e.sealed_kid FROM `+eventsJoined+`
-			WHERE e.stream_id = $1 AND e.version > 1 ORDER BY e.version DESC LIMIT $2) last
-		ORDER BY version`, stream, tail)
+	return s.load(ctx, stream, loadEndsSQL, stream, tail)
 }
 
-// ReadStream returns a stream's events in version order with their public
-// parts only: for operators, who need no master key to look at a stream.
+// loadEndsSQL is two index range reads: a condition on the stream's max
+// version made Postgres fetch every event of the stream, so refreshes slowed
+// down as their session grew.
+var loadEndsSQL = `SELECT ` + eventColumns + `, e.sealed, e.sealed_kid FROM ` + eventsJoined + `
+		WHERE e.stream_id = $1 AND e.version = 1
+		UNION ALL
+		SELECT * FROM (SELECT ` + eventColumns + `, e.sealed, e.sealed_kid FROM ` + eventsJoined + `
+			WHERE e.stream_id = $1 AND e.version > 1 ORDER BY e.version DESC LIMIT $2) last
+		ORDER BY version`
+
+// LoadEndsOf is LoadEnds of several streams in one round trip, each
+// stream's events in the order the streams are named: for a command that
+// decides on many sessions at once (revoking all of a user's).
+func (s *Store) LoadEndsOf(ctx context.Context, streams []string, tail int) ([][]Event, error) {
+	if len(streams) == 0 {
+		return nil, nil
+	}
+	b := &pgx.Batch{}
+	for _, stream := range streams {
+		b.Queue(loadEndsSQL, stream, tail)
+	}
+	br := s.pool.SendBatch(ctx, b)
+	defer br.Close()
+	out := make([][]Event, len(streams))
+	for i, stream := range streams {
+		rows, err := br.Query()
+		if err != nil {
+			return nil, fmt.Errorf("load stream %q: %w", stream, err)
+		}
+		if out[i], err = s.scanEvents(stream, rows); err != nil {
+			return nil, err
+		}
+	}
+	if err := br.Close(); err != nil {
+		return nil, fmt.Errorf("load the ends of %d streams: %w", len(streams), err)
+	}
+	return out, nil
+}
+
+// ReadStream returns a stream's events in version order without their
+// secrets, for operators (authctl events ls): personal fields are opened with
+// the store's master key, and a store without one leaves them out.
 func (s *Store) ReadStream(ctx context.Context, stream string) ([]Event, error) {
 	rows, err := s.pool.Query(ctx, `SELECT `+eventColumns+` FROM `+eventsJoined+` WHERE e.stream_id = $1 ORDER BY e.version`, stream)
 	if err != nil {

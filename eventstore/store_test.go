@@ -103,6 +103,36 @@ func TestLoadEndsReadsTheFirstAndLastEvents(t *testing.T) {
 	}
 }
 
+// LoadEndsOf gives each stream's ends, in the order the streams are named,
+// as LoadEnds gives them one by one; a stream with no events gives none.
+func TestLoadEndsOfReadsEachStreamsEnds(t *testing.T) {
+	t.Parallel()
+	s, _ := newStore(t)
+	ctx := context.Background()
+	for i, n := range map[string]int64{"session-x": 6, "session-y": 2} {
+		for v := range n {
+			if _, err := s.Append(ctx, i, v, ev("Tick", `{}`)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	got, err := s.LoadEndsOf(ctx, []string{"session-y", "session-none", "session-x"}, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var versions [][]int64
+	for _, events := range got {
+		var vs []int64
+		for _, e := range events {
+			vs = append(vs, e.Version)
+		}
+		versions = append(versions, vs)
+	}
+	if want := [][]int64{{1, 2}, nil, {1, 5, 6}}; !slices.EqualFunc(versions, want, slices.Equal) {
+		t.Fatalf("versions %v, want %v", versions, want)
+	}
+}
+
 func TestLoadStreamsReadsEachStreamInItsOrder(t *testing.T) {
 	t.Parallel()
 	s, _ := newStore(t)
