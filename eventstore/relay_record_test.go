@@ -78,7 +78,17 @@ func recorded(t *testing.T, pool *pgxpool.Pool) map[streamRecord]bool {
 
 func checkRecorded(t *testing.T, pool *pgxpool.Pool, bus *natsbus.Bus) {
 	t.Helper()
-	want, got := erasableIn(streamMessages(t, bus)), recorded(t, pool)
+	// A running relay saves its records with its checkpoint, a moment after
+	// it publishes: wait for that save rather than read before it.
+	var want, got map[streamRecord]bool
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		want, got = erasableIn(streamMessages(t, bus)), recorded(t, pool)
+		if maps.Equal(got, want) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 	if !maps.Equal(got, want) {
 		t.Fatalf("stream_messages holds %d records %v, want the %d erasable messages of the stream %v", len(got), got, len(want), want)
 	}
