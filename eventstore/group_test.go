@@ -134,26 +134,32 @@ func TestGroupsInFlightTogether(t *testing.T) {
 		name        string
 		first, then string     // what the other transaction takes, in order
 		changes     [][]string // the streams of the group's changes, in the order they came
-		deadlocks   float64
+		deadlocks   float64    // at least, and exactly when mayRepeat is false
+		mayRepeat   bool
 	}{
 		// A group takes its streams in their sorted order, whatever order
 		// its changes came in: against another writer that does so too,
 		// there is a wait and no deadlock.
-		{"same order", "a", "b", [][]string{{"b"}, {"a"}}, 0},
+		{"same order", "a", "b", [][]string{{"b"}, {"a"}}, 0, false},
 		// Against a writer that takes them the other way round, Postgres
 		// aborts the group to break the deadlock; it is sent again one
 		// change at a time, and every change in it commits.
-		{"opposite order", "b", "a", [][]string{{"a"}, {"b"}}, 1},
+		{"opposite order", "b", "a", [][]string{{"a"}, {"b"}}, 1, false},
 		// A lone change that takes both streams is sent again as it was.
-		{"one change of two streams", "b", "a", [][]string{{"a", "b"}}, 1},
+		// Sent again at once, it can take stream a before the other
+		// transaction's waiting insert of a wakes, which closes the same
+		// cycle a second time; Postgres then breaks it again, and the
+		// change still commits within its attempts.
+		{"one change of two streams", "b", "a", [][]string{{"a", "b"}}, 1, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			s, pool := newStore(t)
 			group := raceAnotherTransaction(t, s, pool, tc.first, tc.then, tc.changes)
 			checkCommitted(t, s, group, "a", "b")
-			if n := sample(t, s.deadlocks).GetCounter().GetValue(); n != tc.deadlocks {
-				t.Errorf("%v deadlocks counted, want %v", n, tc.deadlocks)
+			n := sample(t, s.deadlocks).GetCounter().GetValue()
+			if n < tc.deadlocks || (n > tc.deadlocks && !tc.mayRepeat) {
+				t.Errorf("%v deadlocks counted, want %v (more allowed: %v)", n, tc.deadlocks, tc.mayRepeat)
 			}
 		})
 	}
