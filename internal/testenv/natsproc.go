@@ -181,7 +181,9 @@ func (p *NATSProcess) Kill() {
 	if p.cmd == nil {
 		return
 	}
-	_ = p.cmd.Process.Signal(syscall.SIGCONT) // a frozen process dies just the same, but waits no longer
+	// No SIGCONT first: SIGKILL ends a frozen process where it stands,
+	// while one resumed even for a moment could still answer what it held
+	// (an ack a test means to be lost).
 	_ = p.cmd.Process.Kill()
 	_ = p.cmd.Wait()
 	p.cmd = nil
