@@ -298,7 +298,11 @@ func (s *Store) readLog(ctx context.Context, q Querier, after Cursor, limit int)
 		return nil, false, fmt.Errorf("read log after %s: %w", after, err)
 	}
 	defer rows.Close()
-	events = make([]Event, 0, min(limit, 1024))
+	// Room for a small batch: the relay reads one for every few commits,
+	// and a capacity of a thousand events (300 KB, zeroed) each time was
+	// half of what a refresh-heavy authd allocated. A rebuild's big batch
+	// grows by append.
+	events = make([]Event, 0, min(limit, 16))
 	for rows.Next() {
 		var r eventRow
 		var heldRow bool
