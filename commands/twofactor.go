@@ -25,8 +25,9 @@ import (
 type TwoFactorConfig struct {
 	// Challenges keeps the pending login challenges (challenges.Challenges).
 	Challenges Challenges
-	// BackupCodeKey is the HMAC key backup codes are hashed under, derived
-	// from the master key for that purpose alone (32 bytes).
+	// BackupCodeKey is the HMAC key backup codes are hashed under, a
+	// secret for that purpose alone that outlives master key rotations
+	// (32 bytes).
 	BackupCodeKey []byte
 	// Issuer names the service in authenticator apps; Deps.Product when empty.
 	Issuer string

@@ -163,7 +163,16 @@ func serve(ctx context.Context, getenv func(string) string, logOut io.Writer, cp
 		return err
 	}
 	limiter := ratelimit.New(pool, limiterKey, time.Now)
-	codeStore := codes.New(pool, seal.Derive(keys[0], "email-codes"), time.Now)
+	// Emailed codes, backup codes and 2FA challenge tokens are HMACs under
+	// secrets kept beside it: derived from the first master key, as they
+	// once were, a rotation would have made every backup code fail.
+	kept := map[string][]byte{}
+	for _, name := range []string{"email-codes", "backup-codes", "2fa-challenge-tokens"} {
+		if kept[name], err = tokens.KeptServerSecret(startCtx, pool, sealer, name, seal.Derive(keys[0], name), time.Now()); err != nil {
+			return err
+		}
+	}
+	codeStore := codes.New(pool, kept["email-codes"], time.Now)
 	var sender mail.Sender = mail.NewLog(log)
 	if cfg.SMTPURL != "" {
 		if sender, err = mail.NewSMTP(cfg.SMTPURL, cfg.MailFrom); err != nil {
@@ -206,7 +215,7 @@ func serve(ctx context.Context, getenv func(string) string, logOut io.Writer, cp
 		ReauthMaxAge: cfg.ReauthMaxAge,
 		WaitTimeout:  cfg.ReadYourWritesTimeout,
 		Product:      cfg.ProductName,
-		TwoFactor:    twoFactorConfig(keys[0], pool),
+		TwoFactor:    twoFactorConfig(pool, kept["2fa-challenge-tokens"], kept["backup-codes"]),
 		Passkeys:     passkeys,
 		Google:       google,
 		Farewells:    keepFarewells,

@@ -8,15 +8,14 @@ import (
 	"github.com/authd/authd/commands"
 	"github.com/authd/authd/domain"
 	"github.com/authd/authd/internal/challenges"
-	"github.com/authd/authd/internal/seal"
 )
 
 // twoFactorConfig wires TOTP two-factor authentication: the login challenges
-// in Postgres and the key backup codes are hashed under, derived from master,
-// the sealing key main derives the email-code key from as well.
-func twoFactorConfig(master []byte, pool *pgxpool.Pool) commands.TwoFactorConfig {
+// in Postgres, whose tokens are HMACs under challengeKey, and the key backup
+// codes are hashed under.
+func twoFactorConfig(pool *pgxpool.Pool, challengeKey, backupCodeKey []byte) commands.TwoFactorConfig {
 	return commands.TwoFactorConfig{
-		Challenges:    challenges.NewChallenges(pool, seal.Derive(master, "2fa-challenge-tokens"), time.Now, domain.ChallengeTTL, domain.ChallengeTries),
-		BackupCodeKey: seal.Derive(master, "backup-codes"),
+		Challenges:    challenges.NewChallenges(pool, challengeKey, time.Now, domain.ChallengeTTL, domain.ChallengeTries),
+		BackupCodeKey: backupCodeKey,
 	}
 }

@@ -198,11 +198,28 @@ var errNoKey = errors.New("tokens: no signing key")
 // it), so what it keys (the refresh tokens, the rate limits' stored keys)
 // does not start afresh.
 func ServerSecret(ctx context.Context, pool *pgxpool.Pool, sealer *seal.Sealer, name string, now time.Time) ([]byte, error) {
-	aad := []byte("token_secrets:" + name)
 	fresh := make([]byte, refreshSecretSize)
 	if _, err := rand.Read(fresh); err != nil {
 		return nil, fmt.Errorf("tokens: generate secret %s: %w", name, err)
 	}
+	return serverSecret(ctx, pool, sealer, name, fresh, now)
+}
+
+// KeptServerSecret is ServerSecret for a secret that authd used to derive
+// from the first master key: the instance that asks first stores seed, the
+// key it derived, so that what it keyed already (backup codes, codes in
+// flight) still checks; from then on it is a secret of its own, which a
+// rotation of the master key leaves as it is. Upgrade before rotating: an
+// instance first started with a new key first seeds it from that key.
+func KeptServerSecret(ctx context.Context, pool *pgxpool.Pool, sealer *seal.Sealer, name string, seed []byte, now time.Time) ([]byte, error) {
+	if len(seed) != refreshSecretSize {
+		return nil, fmt.Errorf("tokens: seed of secret %s is %d bytes, want %d", name, len(seed), refreshSecretSize)
+	}
+	return serverSecret(ctx, pool, sealer, name, seed, now)
+}
+
+func serverSecret(ctx context.Context, pool *pgxpool.Pool, sealer *seal.Sealer, name string, fresh []byte, now time.Time) ([]byte, error) {
+	aad := []byte("token_secrets:" + name)
 	sealKID, sealed, err := sealer.Seal(fresh, aad)
 	if err != nil {
 		return nil, fmt.Errorf("tokens: seal secret %s: %w", name, err)

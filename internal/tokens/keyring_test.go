@@ -463,15 +463,7 @@ func TestServerSecretOutlivesAMasterKeyRotation(t *testing.T) {
 	t.Parallel()
 	pool, _ := testenv.Database(t)
 	ctx := context.Background()
-	oldKey, newKey := bytes.Repeat([]byte{1}, seal.KeySize), bytes.Repeat([]byte{2}, seal.KeySize)
-	before, err := seal.New(oldKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rotated, err := seal.New(newKey, oldKey)
-	if err != nil {
-		t.Fatal(err)
-	}
+	before, rotated, _, _ := rotation(t)
 	first, err := ServerSecret(ctx, pool, before, "test_secret", time.Now())
 	if err != nil {
 		t.Fatal(err)
@@ -490,4 +482,47 @@ func TestServerSecretOutlivesAMasterKeyRotation(t *testing.T) {
 	if bytes.Equal(first, other) {
 		t.Fatal("two secrets of different names are the same")
 	}
+}
+
+// A kept secret starts as the seed its first caller gives (the key authd
+// used to derive) and stays that, whatever seed a later caller derives
+// after a rotation.
+func TestKeptServerSecretStartsFromItsFirstSeed(t *testing.T) {
+	t.Parallel()
+	pool, _ := testenv.Database(t)
+	ctx := context.Background()
+	before, rotated, oldKey, newKey := rotation(t)
+	seed := seal.Derive(oldKey, "kept")
+	first, err := KeptServerSecret(ctx, pool, before, "kept", seed, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(first, seed) {
+		t.Fatal("the first caller's secret is not its seed")
+	}
+	again, err := KeptServerSecret(ctx, pool, rotated, "kept", seal.Derive(newKey, "kept"), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(again, seed) {
+		t.Fatal("after the rotation the secret follows the new key")
+	}
+	if _, err := KeptServerSecret(ctx, pool, rotated, "short", seed[:16], time.Now()); err == nil {
+		t.Fatal("a 16-byte seed was taken")
+	}
+}
+
+// rotation is a master key rotation: a sealer on the old key alone, one
+// with the new key first and the old after it, and the two keys.
+func rotation(t *testing.T) (before, rotated *seal.Sealer, oldKey, newKey []byte) {
+	t.Helper()
+	oldKey, newKey = bytes.Repeat([]byte{1}, seal.KeySize), bytes.Repeat([]byte{2}, seal.KeySize)
+	before, err := seal.New(oldKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rotated, err = seal.New(newKey, oldKey); err != nil {
+		t.Fatal(err)
+	}
+	return before, rotated, oldKey, newKey
 }
