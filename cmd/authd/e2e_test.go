@@ -28,6 +28,9 @@ type instance struct {
 type cluster struct {
 	env  map[string]string
 	mail *testenv.MailpitServer
+	// limitsNow, when set, is the clock of the rate limits of the
+	// instances started after it is (see stillInOneWindow).
+	limitsNow func() time.Time
 }
 
 func newCluster(t *testing.T, extra map[string]string) *cluster {
@@ -78,16 +81,28 @@ func (c *cluster) startLogged(t *testing.T, logs io.Writer) *instance {
 	for k, v := range c.env {
 		env[k] = v
 	}
-	return runAuthd(t, env, fmt.Sprintf("http://127.0.0.1:%d", port), logs)
+	opts := realTime()
+	if c.limitsNow != nil {
+		opts.limitsNow = c.limitsNow
+	}
+	return runAuthdWith(t, env, fmt.Sprintf("http://127.0.0.1:%d", port), logs, opts)
 }
 
 // runAuthd runs authd in-process with env until the test ends and waits
 // until base answers ready.
 func runAuthd(t *testing.T, env map[string]string, base string, logs io.Writer) *instance {
 	t.Helper()
+	return runAuthdWith(t, env, base, logs, realTime())
+}
+
+// runAuthdWith is runAuthd with a test's options.
+func runAuthdWith(t *testing.T, env map[string]string, base string, logs io.Writer, opts options) *instance {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- run(ctx, func(k string) string { return env[k] }, logs, runtime.GOMAXPROCS(0)) }()
+	go func() {
+		done <- serve(ctx, func(k string) string { return env[k] }, logs, runtime.GOMAXPROCS(0), opts)
+	}()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {

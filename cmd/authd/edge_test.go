@@ -31,7 +31,15 @@ const (
 // limits on, and returns an instance and its log.
 func edgeInstance(t *testing.T) (*cluster, *instance, *logBuffer) {
 	t.Helper()
+	return edgeInstanceWith(t, nil)
+}
+
+// edgeInstanceWith is edgeInstance with limitsNow, when not nil, as the
+// clock of its rate limits.
+func edgeInstanceWith(t *testing.T, limitsNow func() time.Time) (*cluster, *instance, *logBuffer) {
+	t.Helper()
 	c := newCluster(t, map[string]string{"AUTHD_CORS_ORIGINS": corsAllowed + ", http://127.0.0.1:3000", "AUTHD_RATE_LIMIT": "on"})
+	c.limitsNow = limitsNow
 	logs := &logBuffer{}
 	return c, c.startLogged(t, logs), logs
 }
@@ -459,10 +467,9 @@ func corsHeaders(h http.Header) []string {
 // body.
 func TestRefusalsAreCountedAndLogged(t *testing.T) {
 	t.Parallel()
-	_, in, logs := edgeInstance(t)
+	_, in, logs := edgeInstanceWith(t, stillInOneWindow())
 	const secret = "refusal-secret-code-000111"
 	body := jsonBody(t, map[string]any{"email": "nobody@example.com", "code": secret})
-	roomInWindow(20 * time.Second)
 	start := time.Now()
 	limited := 0
 	for range 40 {

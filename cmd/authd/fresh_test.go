@@ -27,7 +27,7 @@ func freshInstance(t *testing.T) (*cluster, *instance, *testenv.Clock) {
 	t.Helper()
 	clk := testenv.NewClock(time.Now().Add(-time.Hour))
 	c := newCluster(t, nil)
-	return c, c.startWith(t, options{now: clk.Now, sweepEvery: time.Minute}), clk
+	return c, c.startWith(t, options{now: clk.Now, limitsNow: time.Now, sweepEvery: time.Minute}), clk
 }
 
 // staleBy is past the default AUTHD_REAUTH_MAX_AGE (10 minutes).

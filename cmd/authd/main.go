@@ -77,15 +77,22 @@ func main() {
 // run starts authd and blocks until ctx ends, then shuts down gracefully.
 // Password hashing and the request pool are sized for cpus CPUs.
 func run(ctx context.Context, getenv func(string) string, logOut io.Writer, cpus int) error {
-	return serve(ctx, getenv, logOut, cpus, options{now: time.Now, sweepEvery: time.Minute})
+	return serve(ctx, getenv, logOut, cpus, realTime())
+}
+
+// realTime is the options authd runs with outside tests.
+func realTime() options {
+	return options{now: time.Now, limitsNow: time.Now, sweepEvery: time.Minute}
 }
 
 // options are what a test may set that no operator needs to: the clock the
-// commands decide by, so a signup can be made days old without waiting, and
-// how often unverified signups are swept.
+// commands decide by, so a signup can be made days old without waiting; the
+// clock of the rate limits, so that a test's requests count in one fixed
+// window however slow the machine; and how often unverified signups are
+// swept.
 type options struct {
-	now        func() time.Time
-	sweepEvery time.Duration
+	now, limitsNow func() time.Time
+	sweepEvery     time.Duration
 }
 
 // serve is run with its options.
@@ -162,7 +169,7 @@ func serve(ctx context.Context, getenv func(string) string, logOut io.Writer, cp
 	if err != nil {
 		return err
 	}
-	limiter := ratelimit.New(pool, limiterKey, time.Now)
+	limiter := ratelimit.New(pool, limiterKey, opts.limitsNow)
 	// Emailed codes, backup codes and 2FA challenge tokens are HMACs under
 	// secrets kept beside it: derived from the first master key, as they
 	// once were, a rotation would have made every backup code fail.

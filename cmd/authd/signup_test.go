@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net/http"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -94,32 +92,7 @@ func (c *cluster) startWith(t *testing.T, opts options) *instance {
 	for k, v := range c.env {
 		env[k] = v
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- serve(ctx, func(k string) string { return env[k] }, io.Discard, runtime.GOMAXPROCS(0), opts)
-	}()
-	in := &instance{base: fmt.Sprintf("http://127.0.0.1:%d", port)}
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("authd at %s: %v", in.base, err)
-		}
-	})
-	testenv.Eventually(t, 30*time.Second, func() bool {
-		select {
-		case err := <-done:
-			t.Fatalf("authd exited: %v", err)
-		default:
-		}
-		resp, err := http.Get(in.base + "/readyz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	})
-	return in
+	return runAuthdWith(t, env, fmt.Sprintf("http://127.0.0.1:%d", port), io.Discard, opts)
 }
 
 // signupState is what the log and the read model say of the account an
@@ -170,7 +143,7 @@ func TestUnverifiedSignupsExpireAndFreeTheirEmail(t *testing.T) {
 	// The signups below are made days ago by the clock the commands go by,
 	// and end up in the present, where the access tokens are checked.
 	clock := testenv.NewClock(time.Now().Add(-ttl - time.Hour))
-	in := c.startWith(t, options{now: clock.Now, sweepEvery: 20 * time.Millisecond})
+	in := c.startWith(t, options{now: clock.Now, limitsNow: time.Now, sweepEvery: 20 * time.Millisecond})
 	pool := c.dbPool(t)
 	const pw = "correct horse battery staple"
 
