@@ -77,7 +77,19 @@ func TestStreamErasureDeletesTheUsersMessagesButItsEnd(t *testing.T) {
 
 		erase(t, s, alice)
 		appendFor(t, s, bob, userEv(bob, "SessionStarted"))
-		testenv.Eventually(t, 30*time.Second, func() bool { return erasuresPending(t, pool) == 0 })
+		// The purge may end before the relay publishes bob's newest event,
+		// which came after the erasure: wait for both.
+		testenv.Eventually(t, 30*time.Second, func() bool {
+			if erasuresPending(t, pool) != 0 {
+				return false
+			}
+			for _, e := range streamMessages(t, bus) {
+				if e.UserID == bob && e.Type == "SessionStarted" {
+					return true
+				}
+			}
+			return false
+		})
 		checkErased(t, pool, bus, before, alice)
 		now := streamMessages(t, bus)
 		if len(now) != 4 {

@@ -1,9 +1,11 @@
 package testenv
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"net"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -190,12 +192,44 @@ func (p *NATSProcess) Kill() {
 }
 
 // Freeze stops the server with SIGSTOP: connections stay open and nothing is
-// answered, as with a node that hangs or a network that drops everything.
+// answered, as with a node that hangs or a network that drops everything. It
+// returns once every thread of the server has stopped: the signal arrives
+// when it arrives, and a server still running a moment after it answered
+// what the test had just sent for it not to answer.
 func (p *NATSProcess) Freeze() {
 	p.t.Helper()
 	if err := p.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
 		p.t.Fatalf("freeze nats-server: %v", err)
 	}
+	deadline := time.Now().Add(30 * time.Second)
+	for !stopped(p.cmd.Process.Pid) {
+		if time.Now().After(deadline) {
+			p.t.Fatalf("nats-server (pid %d) still running 30 s after SIGSTOP", p.cmd.Process.Pid)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// stopped reports whether every thread of process pid is stopped, as
+// /proc/PID/task/TID/stat says (state T, or t under a tracer).
+func stopped(pid int) bool {
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil || len(tasks) == 0 {
+		return false
+	}
+	for _, task := range tasks {
+		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/stat", pid, task.Name()))
+		if err != nil {
+			return false
+		}
+		// The state follows the command's name, which is in parentheses
+		// and may itself hold any byte.
+		i := bytes.LastIndexByte(stat, ')')
+		if i < 0 || i+2 >= len(stat) || (stat[i+2] != 'T' && stat[i+2] != 't') {
+			return false
+		}
+	}
+	return true
 }
 
 // Thaw resumes a frozen server.
