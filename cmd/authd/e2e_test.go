@@ -106,6 +106,7 @@ func runAuthd(t *testing.T, env map[string]string, base string, logs io.Writer) 
 		}
 		select {
 		case err := <-done:
+			done <- nil // the cleanup waits for it: authd has stopped already
 			t.Fatalf("authd exited: %v", err)
 		default:
 		}
