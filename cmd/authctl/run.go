@@ -46,6 +46,7 @@ func commandTable() []command {
 		{"events tail", "[--type T] [--user ID] [--from-start]", "print events from JetStream as JSON lines until interrupted", setupTail},
 		{"events ls", "--stream S", "print a stream's events, without secrets, as JSON lines; an erased user's personal fields as [erased] (needs the master key)", setupList},
 		{"keys rotate", "[--retire-after D]", "add a new JWT signing key; old keys keep verifying until retired", setupRotate},
+		{"keys reseal", "[--dry-run] [--batch N]", "after a master key rotation, re-seal under the first key what is sealed under the others; JSON report, exit 0 when none is left (safe while authd runs; needs the master key)", setupReseal},
 		{"check", "[--timeout D] [--sample N] [--pending-max D]", "audit the log, the stream and every projection; JSON report, exit 0 clean, 1 inconsistent, 2 could not check (needs the master key)", setupCheck},
 		{"health", "[URL]", "GET URL (default /readyz on AUTHD_ADDR); exit 0 on 200, 1 otherwise", setupHealth},
 		{"help", "[COMMAND]", "show this text, or a command's flags", nil},

@@ -121,6 +121,7 @@ func runAuthdWith(t *testing.T, env map[string]string, base string, logs io.Writ
 		}
 		select {
 		case err := <-done:
+			done <- nil // the cleanup waits for it: authd has stopped already
 			t.Fatalf("authd exited: %v", err)
 		default:
 		}

@@ -219,7 +219,7 @@ func KeptServerSecret(ctx context.Context, pool *pgxpool.Pool, sealer *seal.Seal
 }
 
 func serverSecret(ctx context.Context, pool *pgxpool.Pool, sealer *seal.Sealer, name string, fresh []byte, now time.Time) ([]byte, error) {
-	aad := []byte("token_secrets:" + name)
+	aad := secretAAD(name)
 	sealKID, sealed, err := sealer.Seal(fresh, aad)
 	if err != nil {
 		return nil, fmt.Errorf("tokens: seal secret %s: %w", name, err)
@@ -521,6 +521,11 @@ func thumbprint(pub ed25519.PublicKey) string {
 	canonical := `{"crv":"Ed25519","kty":"OKP","x":"` + base64.RawURLEncoding.EncodeToString(pub) + `"}`
 	sum := sha256.Sum256([]byte(canonical))
 	return base64.RawURLEncoding.EncodeToString(sum[:])
+}
+
+// secretAAD binds a sealed token secret to its row.
+func secretAAD(name string) []byte {
+	return []byte("token_secrets:" + name)
 }
 
 // keyAAD binds a sealed private key to its row.
