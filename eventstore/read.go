@@ -251,14 +251,14 @@ func (s *Store) ReadStream(ctx context.Context, stream string) ([]Event, error) 
 // transaction holds the relay back, which is why authd's connections set
 // statement and idle-in-transaction timeouts.
 func (s *Store) ReadLog(ctx context.Context, after Cursor, limit int) ([]Event, error) {
-	events, _, err := s.readLog(ctx, s.pool, after, limit)
+	events, _, err := s.readLog(ctx, s.pool, after, limit, limit)
 	return events, err
 }
 
 // ReadLogIn is ReadLog through a given connection or transaction, for a
 // reader that must see the log and its own writes in one snapshot.
 func (s *Store) ReadLogIn(ctx context.Context, q Querier, after Cursor, limit int) ([]Event, error) {
-	events, _, err := s.readLog(ctx, q, after, limit)
+	events, _, err := s.readLog(ctx, q, after, limit, limit)
 	return events, err
 }
 
@@ -275,8 +275,9 @@ type Querier interface {
 // same snapshot. It states "after cursor" as an OR, not a row comparison:
 // given both, Postgres started the index scan at the cursor and walked every
 // readable event to the first held one, where a lone bound on tx_id makes it
-// one probe.
-func (s *Store) readLog(ctx context.Context, q Querier, after Cursor, limit int) (events []Event, held bool, err error) {
+// one probe. room is how many events to make room for before reading:
+// a rebuild's batches come full, the relay's mostly hold a few events.
+func (s *Store) readLog(ctx context.Context, q Querier, after Cursor, limit, room int) (events []Event, held bool, err error) {
 	// The batch is taken first and joined with its users' keys after: with
 	// the join inside, Postgres planned the batch's scan in parallel, and a
 	// rebuild read its log three times slower.
@@ -298,11 +299,7 @@ func (s *Store) readLog(ctx context.Context, q Querier, after Cursor, limit int)
 		return nil, false, fmt.Errorf("read log after %s: %w", after, err)
 	}
 	defer rows.Close()
-	// Room for a small batch: the relay reads one for every few commits,
-	// and a capacity of a thousand events (300 KB, zeroed) each time was
-	// half of what a refresh-heavy authd allocated. A rebuild's big batch
-	// grows by append.
-	events = make([]Event, 0, min(limit, 16))
+	events = make([]Event, 0, min(limit, room))
 	for rows.Next() {
 		var r eventRow
 		var heldRow bool

@@ -17,6 +17,9 @@ const maxRecheck = 50 * time.Millisecond
 // counts the relay's lag from it, is never more than that behind.
 const checkpointEvery = 250 * time.Millisecond
 
+// relayRoom is how many events a relay read makes room for at first.
+const relayRoom = 16
+
 // leadOnce takes the relay lock if it is free and relays until ctx ends or
 // something fails; when flushing, only until it has caught up.
 func (r *Relay) leadOnce(ctx context.Context, flushing bool) error {
@@ -147,7 +150,10 @@ type relayTerm struct {
 // them and saves the checkpoint when due. It returns how many it read and
 // whether an open transaction holds more back.
 func (t *relayTerm) relayBatch(ctx, db context.Context) (n int, held bool, err error) {
-	events, held, err := t.r.store.readLog(db, t.conn, t.cp.cp, t.r.cfg.BatchSize)
+	// Room for a few events, not a whole batch: the relay reads after
+	// every few commits, and room for a thousand (300 KB, zeroed) each time
+	// was half of what a refresh-heavy authd allocated.
+	events, held, err := t.r.store.readLog(db, t.conn, t.cp.cp, t.r.cfg.BatchSize, relayRoom)
 	if err != nil {
 		return 0, false, fmt.Errorf("relay: %w", err)
 	}
