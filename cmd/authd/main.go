@@ -171,15 +171,24 @@ func serve(ctx context.Context, getenv func(string) string, logOut io.Writer, cp
 	}
 	limiter := ratelimit.New(pool, limiterKey, opts.limitsNow)
 	// Emailed codes, backup codes and 2FA challenge tokens are HMACs under
-	// secrets kept beside it: derived from the first master key, as they
-	// once were, a rotation would have made every backup code fail.
-	kept := map[string][]byte{}
-	for _, name := range []string{"email-codes", "backup-codes", "2fa-challenge-tokens"} {
-		if kept[name], err = tokens.KeptServerSecret(startCtx, pool, sealer, name, seal.Derive(keys[0], name), time.Now()); err != nil {
-			return err
-		}
+	// secrets kept in token_secrets too: derived from the first master key,
+	// as they once were, a rotation made every backup code fail.
+	kept := func(name string) ([]byte, error) {
+		return tokens.KeptServerSecret(startCtx, pool, sealer, name, seal.Derive(keys[0], name), time.Now())
 	}
-	codeStore := codes.New(pool, kept["email-codes"], time.Now)
+	codeKey, err := kept("email-codes")
+	if err != nil {
+		return err
+	}
+	backupCodeKey, err := kept("backup-codes")
+	if err != nil {
+		return err
+	}
+	challengeKey, err := kept("2fa-challenge-tokens")
+	if err != nil {
+		return err
+	}
+	codeStore := codes.New(pool, codeKey, time.Now)
 	var sender mail.Sender = mail.NewLog(log)
 	if cfg.SMTPURL != "" {
 		if sender, err = mail.NewSMTP(cfg.SMTPURL, cfg.MailFrom); err != nil {
@@ -222,7 +231,7 @@ func serve(ctx context.Context, getenv func(string) string, logOut io.Writer, cp
 		ReauthMaxAge: cfg.ReauthMaxAge,
 		WaitTimeout:  cfg.ReadYourWritesTimeout,
 		Product:      cfg.ProductName,
-		TwoFactor:    twoFactorConfig(pool, kept["2fa-challenge-tokens"], kept["backup-codes"]),
+		TwoFactor:    twoFactorConfig(pool, challengeKey, backupCodeKey),
 		Passkeys:     passkeys,
 		Google:       google,
 		Farewells:    keepFarewells,
