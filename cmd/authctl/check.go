@@ -143,11 +143,7 @@ type checkOptions struct {
 func check(ctx context.Context, c *cli, cfg config.Config, opt checkOptions) (checkReport, error) {
 	report := checkReport{Options: checkOptionsInReport{Sample: opt.sample, PendingMaxSeconds: opt.pendingMax.Seconds()}}
 	// Comparing the read models with a rebuild reads personal fields.
-	sealer, err := openSealer(cfg)
-	if err != nil {
-		return report, err
-	}
-	pool, err := openDB(ctx, cfg.DatabaseURL)
+	sealer, pool, err := openSealedDB(ctx, cfg)
 	if err != nil {
 		return report, err
 	}

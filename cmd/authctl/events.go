@@ -189,11 +189,7 @@ func setupList(fs *flag.FlagSet) func(context.Context, *cli, []string) error {
 		}
 		// The master key opens the personal fields (ReadStream never reads
 		// the secrets): without it, they could not be shown.
-		sealer, err := openSealer(cfg)
-		if err != nil {
-			return err
-		}
-		pool, err := openDB(ctx, cfg.DatabaseURL)
+		sealer, pool, err := openSealedDB(ctx, cfg)
 		if err != nil {
 			return err
 		}

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"github.com/authd/authd/eventstore"
 	"github.com/authd/authd/internal/config"
 	"github.com/authd/authd/internal/notices"
@@ -30,11 +32,7 @@ func setupRotate(fs *flag.FlagSet) func(context.Context, *cli, []string) error {
 		if err != nil {
 			return err
 		}
-		sealer, err := openSealer(cfg)
-		if err != nil {
-			return err
-		}
-		pool, err := openDB(ctx, cfg.DatabaseURL)
+		sealer, pool, err := openSealedDB(ctx, cfg)
 		if err != nil {
 			return err
 		}
@@ -101,11 +99,7 @@ func setupReseal(fs *flag.FlagSet) func(context.Context, *cli, []string) error {
 		if err != nil {
 			return err
 		}
-		sealer, err := openSealer(cfg)
-		if err != nil {
-			return err
-		}
-		pool, err := openDB(ctx, cfg.DatabaseURL)
+		sealer, pool, err := openSealedDB(ctx, cfg)
 		if err != nil {
 			return err
 		}
@@ -153,6 +147,20 @@ func setupReseal(fs *flag.FlagSet) func(context.Context, *cli, []string) error {
 		}
 		return nil
 	}
+}
+
+// openSealedDB is openSealer and openDB, for the commands that read what
+// authd sealed in the database; the caller closes the pool.
+func openSealedDB(ctx context.Context, cfg config.Config) (*seal.Sealer, *pgxpool.Pool, error) {
+	sealer, err := openSealer(cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	pool, err := openDB(ctx, cfg.DatabaseURL)
+	if err != nil {
+		return nil, nil, err
+	}
+	return sealer, pool, nil
 }
 
 // openSealer is authd's master key, for the commands that open what authd

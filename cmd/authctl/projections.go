@@ -218,11 +218,7 @@ func setupRebuild(fs *flag.FlagSet) func(context.Context, *cli, []string) error 
 		}
 		log := c.logger(cfg)
 		// A rebuild applies personal fields too (a user's email, say).
-		sealer, err := openSealer(cfg)
-		if err != nil {
-			return err
-		}
-		pool, err := openDB(ctx, cfg.DatabaseURL)
+		sealer, pool, err := openSealedDB(ctx, cfg)
 		if err != nil {
 			return err
 		}
