@@ -16,22 +16,6 @@ import (
 )
 
 // masterKeys are two distinct master keys, old and new.
-func masterKeys(t *testing.T) (old, new []byte, sealerOld, sealerNewOld, sealerNew *seal.Sealer) {
-	t.Helper()
-	old, new = bytes.Repeat([]byte{1}, seal.KeySize), bytes.Repeat([]byte{2}, seal.KeySize)
-	var err error
-	if sealerOld, err = seal.New(old); err != nil {
-		t.Fatal(err)
-	}
-	if sealerNewOld, err = seal.New(new, old); err != nil {
-		t.Fatal(err)
-	}
-	if sealerNew, err = seal.New(new); err != nil {
-		t.Fatal(err)
-	}
-	return old, new, sealerOld, sealerNewOld, sealerNew
-}
-
 // sealedUser appends a registration of a new user, with personal fields and
 // a secret, and returns the user.
 func sealedUser(t *testing.T, s *Store) uuid.UUID {
@@ -70,17 +54,6 @@ func kidsOf(t *testing.T, pool *pgxpool.Pool) map[string]int {
 	return out
 }
 
-func reportOf(t *testing.T, reports []seal.ResealReport, table string) seal.ResealReport {
-	t.Helper()
-	for _, r := range reports {
-		if r.Table == table {
-			return r
-		}
-	}
-	t.Fatalf("no report of %s in %+v", table, reports)
-	return seal.ResealReport{}
-}
-
 // After a rotation (new key first), Reseal moves every data key and secret
 // to the new key, across several batches, and a store holding only the
 // new key reads every event as it was; a tombstone stays one, a dry run
@@ -89,7 +62,8 @@ func TestResealMovesDataKeysAndSecretsToTheFirstKey(t *testing.T) {
 	t.Parallel()
 	pool, _ := testenv.Database(t)
 	ctx := context.Background()
-	old, new, sealerOld, sealerNewOld, sealerNew := masterKeys(t)
+	keys := testenv.Rotation(t)
+	old, new, sealerOld, sealerNewOld, sealerNew := keys.Old, keys.New, keys.Before, keys.Rotated, keys.After
 	before := NewStore(pool, sealerOld, nil)
 	var users []uuid.UUID
 	for range 5 {
@@ -110,10 +84,10 @@ func TestResealMovesDataKeysAndSecretsToTheFirstKey(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r := reportOf(t, dry, "user_keys"); r.Left != 4 || r.Resealed != 0 {
+	if r := testenv.ResealReport(t, dry, "user_keys"); r.Left != 4 || r.Resealed != 0 {
 		t.Errorf("dry run, user_keys: %+v", r)
 	}
-	if r := reportOf(t, dry, "events"); r.Left != 5 || r.Resealed != 0 {
+	if r := testenv.ResealReport(t, dry, "events"); r.Left != 5 || r.Resealed != 0 {
 		t.Errorf("dry run, events: %+v", r)
 	}
 	if got := kidsOf(t, pool); !equalCounts(got, want) {
@@ -124,10 +98,10 @@ func TestResealMovesDataKeysAndSecretsToTheFirstKey(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r := reportOf(t, reports, "user_keys"); r.Resealed != 4 || r.Left != 0 || r.Failed != 0 {
+	if r := testenv.ResealReport(t, reports, "user_keys"); r.Resealed != 4 || r.Left != 0 || r.Failed != 0 {
 		t.Errorf("user_keys: %+v, want 4 re-sealed", r)
 	}
-	if r := reportOf(t, reports, "events"); r.Resealed != 5 || r.Left != 0 || r.Failed != 0 {
+	if r := testenv.ResealReport(t, reports, "events"); r.Resealed != 5 || r.Left != 0 || r.Failed != 0 {
 		t.Errorf("events: %+v, want 5 re-sealed", r)
 	}
 	want = map[string]int{"user_keys:" + newKID: 4, "user_keys:": 1, "events:" + newKID: 5}
@@ -196,7 +170,8 @@ func TestResealNeverUndoesAConcurrentErasure(t *testing.T) {
 	t.Parallel()
 	pool, _ := testenv.Database(t)
 	ctx := context.Background()
-	_, _, sealerOld, sealerNewOld, _ := masterKeys(t)
+	keys := testenv.Rotation(t)
+	sealerOld, sealerNewOld := keys.Before, keys.Rotated
 	user := sealedUser(t, NewStore(pool, sealerOld, nil))
 	rotated := NewStore(pool, sealerNewOld, nil)
 	table := rotated.userKeysTable()
@@ -227,7 +202,8 @@ func TestResealLeavesASecretChangedMeanwhile(t *testing.T) {
 	t.Parallel()
 	pool, _ := testenv.Database(t)
 	ctx := context.Background()
-	_, _, sealerOld, sealerNewOld, _ := masterKeys(t)
+	keys := testenv.Rotation(t)
+	sealerOld, sealerNewOld := keys.Before, keys.Rotated
 	user := sealedUser(t, NewStore(pool, sealerOld, nil))
 	var id uuid.UUID
 	var box []byte
@@ -273,7 +249,8 @@ func TestResealReportsWhatDoesNotOpen(t *testing.T) {
 	t.Parallel()
 	pool, _ := testenv.Database(t)
 	ctx := context.Background()
-	_, _, sealerOld, sealerNewOld, _ := masterKeys(t)
+	keys := testenv.Rotation(t)
+	sealerOld, sealerNewOld := keys.Before, keys.Rotated
 	lost := sealedUser(t, NewStore(pool, testenv.Sealer(t), nil))
 	kept := sealedUser(t, NewStore(pool, sealerOld, nil))
 	reports, err := NewStore(pool, sealerNewOld, nil).Reseal(ctx, seal.ResealOptions{Batch: 1})
@@ -281,12 +258,12 @@ func TestResealReportsWhatDoesNotOpen(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, table := range []string{"user_keys", "events"} {
-		r := reportOf(t, reports, table)
+		r := testenv.ResealReport(t, reports, table)
 		if r.Resealed != 1 || r.Failed != 1 || r.Left != 1 || len(r.Errors) != 1 {
 			t.Errorf("%s: %+v, want 1 re-sealed and 1 failed, left and named", table, r)
 		}
 	}
-	if r := reportOf(t, reports, "user_keys"); len(r.Errors) == 1 && !strings.Contains(r.Errors[0], lost.String()) {
+	if r := testenv.ResealReport(t, reports, "user_keys"); len(r.Errors) == 1 && !strings.Contains(r.Errors[0], lost.String()) {
 		t.Errorf("the error does not name the user: %s", r.Errors[0])
 	}
 	if _, err := NewStore(pool, sealerNewOld, nil).Load(ctx, domain.UserStream(kept)); err != nil {

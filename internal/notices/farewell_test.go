@@ -1,7 +1,6 @@
 package notices
 
 import (
-	"bytes"
 	"context"
 	"testing"
 
@@ -12,20 +11,12 @@ import (
 	"github.com/authd/authd/internal/testenv"
 )
 
-// rotation is a master key rotation: Farewells on the old key alone, on the
-// new key first and the old after it, and on the new key alone.
+// rotation is Farewells on each side of a master key rotation
+// (testenv.Rotation).
 func rotation(t *testing.T) (before, rotated, after *Farewells) {
 	t.Helper()
-	oldKey, newKey := bytes.Repeat([]byte{1}, seal.KeySize), bytes.Repeat([]byte{2}, seal.KeySize)
-	var sealers [3]*seal.Sealer
-	for i, keys := range [][][]byte{{oldKey}, {newKey, oldKey}, {newKey}} {
-		s, err := seal.New(keys...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		sealers[i] = s
-	}
-	return NewFarewells(sealers[0]), NewFarewells(sealers[1]), NewFarewells(sealers[2])
+	keys := testenv.Rotation(t)
+	return NewFarewells(keys.Before), NewFarewells(keys.Rotated), NewFarewells(keys.After)
 }
 
 func keep(t *testing.T, pool *pgxpool.Pool, f *Farewells, user uuid.UUID, email string) {

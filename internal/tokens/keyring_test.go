@@ -463,7 +463,8 @@ func TestServerSecretOutlivesAMasterKeyRotation(t *testing.T) {
 	t.Parallel()
 	pool, _ := testenv.Database(t)
 	ctx := context.Background()
-	before, rotated, _, _ := rotation(t)
+	keys := testenv.Rotation(t)
+	before, rotated := keys.Before, keys.Rotated
 	first, err := ServerSecret(ctx, pool, before, "test_secret", time.Now())
 	if err != nil {
 		t.Fatal(err)
@@ -491,7 +492,8 @@ func TestKeptServerSecretStartsFromItsFirstSeed(t *testing.T) {
 	t.Parallel()
 	pool, _ := testenv.Database(t)
 	ctx := context.Background()
-	before, rotated, oldKey, newKey := rotation(t)
+	keys := testenv.Rotation(t)
+	before, rotated, oldKey, newKey := keys.Before, keys.Rotated, keys.Old, keys.New
 	seed := seal.Derive(oldKey, "kept")
 	first, err := KeptServerSecret(ctx, pool, before, "kept", seed, time.Now())
 	if err != nil {
@@ -510,19 +512,4 @@ func TestKeptServerSecretStartsFromItsFirstSeed(t *testing.T) {
 	if _, err := KeptServerSecret(ctx, pool, rotated, "short", seed[:16], time.Now()); err == nil {
 		t.Fatal("a 16-byte seed was taken")
 	}
-}
-
-// rotation is a master key rotation: a sealer on the old key alone, one
-// with the new key first and the old after it, and the two keys.
-func rotation(t *testing.T) (before, rotated *seal.Sealer, oldKey, newKey []byte) {
-	t.Helper()
-	oldKey, newKey = bytes.Repeat([]byte{1}, seal.KeySize), bytes.Repeat([]byte{2}, seal.KeySize)
-	before, err := seal.New(oldKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if rotated, err = seal.New(newKey, oldKey); err != nil {
-		t.Fatal(err)
-	}
-	return before, rotated, oldKey, newKey
 }

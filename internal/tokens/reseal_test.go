@@ -12,17 +12,6 @@ import (
 	"github.com/authd/authd/internal/testenv"
 )
 
-func resealReportOf(t *testing.T, reports []seal.ResealReport, table string) seal.ResealReport {
-	t.Helper()
-	for _, r := range reports {
-		if r.Table == table {
-			return r
-		}
-	}
-	t.Fatalf("no report of %s in %+v", table, reports)
-	return seal.ResealReport{}
-}
-
 // After a rotation of the master key, Reseal moves every signing key (a
 // retired one too) and every server secret to the new key: a Keyring
 // opened with the new key alone signs and verifies with the same keys and
@@ -31,7 +20,8 @@ func TestResealMovesSigningKeysAndSecretsToTheFirstKey(t *testing.T) {
 	t.Parallel()
 	pool, _ := testenv.Database(t)
 	ctx := context.Background()
-	before, rotated, _, newKey := rotation(t)
+	keys := testenv.Rotation(t)
+	before, rotated, newKey := keys.Before, keys.Rotated, keys.New
 	clock := newClock()
 	k := openKeyring(t, pool, before, clock.Now)
 	if _, err := k.RotateNow(ctx); err != nil {
@@ -59,10 +49,10 @@ func TestResealMovesSigningKeysAndSecretsToTheFirstKey(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r := resealReportOf(t, reports, "signing_keys"); r.Resealed != 3 || r.Left != 0 || r.Failed != 0 {
+	if r := testenv.ResealReport(t, reports, "signing_keys"); r.Resealed != 3 || r.Left != 0 || r.Failed != 0 {
 		t.Errorf("signing_keys: %+v, want 3 re-sealed", r)
 	}
-	if r := resealReportOf(t, reports, "token_secrets"); r.Resealed != 2 || r.Left != 0 || r.Failed != 0 {
+	if r := testenv.ResealReport(t, reports, "token_secrets"); r.Resealed != 2 || r.Left != 0 || r.Failed != 0 {
 		t.Errorf("token_secrets: %+v, want 2 re-sealed", r)
 	}
 	var stale int
@@ -107,7 +97,8 @@ func TestResealLeavesASigningKeyChangedMeanwhile(t *testing.T) {
 	t.Parallel()
 	pool, _ := testenv.Database(t)
 	ctx := context.Background()
-	before, rotated, oldKey, _ := rotation(t)
+	keys := testenv.Rotation(t)
+	before, rotated, oldKey := keys.Before, keys.Rotated, keys.Old
 	k := openKeyring(t, pool, before, time.Now)
 	kid := k.SigningKID()
 	var box []byte
@@ -149,7 +140,8 @@ func TestResealReportsASecretThatDoesNotOpen(t *testing.T) {
 	t.Parallel()
 	pool, _ := testenv.Database(t)
 	ctx := context.Background()
-	before, rotated, _, _ := rotation(t)
+	keys := testenv.Rotation(t)
+	before, rotated := keys.Before, keys.Rotated
 	openKeyring(t, pool, before, time.Now)
 	if _, err := ServerSecret(ctx, pool, testenv.Sealer(t), "lost", time.Now()); err != nil {
 		t.Fatal(err)
@@ -158,10 +150,10 @@ func TestResealReportsASecretThatDoesNotOpen(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r := resealReportOf(t, reports, "token_secrets"); r.Resealed != 1 || r.Failed != 1 || r.Left != 1 || len(r.Errors) != 1 {
+	if r := testenv.ResealReport(t, reports, "token_secrets"); r.Resealed != 1 || r.Failed != 1 || r.Left != 1 || len(r.Errors) != 1 {
 		t.Errorf("token_secrets: %+v, want 1 re-sealed, 1 failed and left", r)
 	}
-	if r := resealReportOf(t, reports, "signing_keys"); r.Resealed != 1 || r.Left != 0 {
+	if r := testenv.ResealReport(t, reports, "signing_keys"); r.Resealed != 1 || r.Left != 0 {
 		t.Errorf("signing_keys: %+v, want 1 re-sealed", r)
 	}
 }
