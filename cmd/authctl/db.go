@@ -11,7 +11,9 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/authd/authd/internal/config"
 	"github.com/authd/authd/internal/pgpool"
+	"github.com/authd/authd/internal/seal"
 )
 
 // connectTimeout bounds the wait for Postgres to answer at all, so a wrong
@@ -54,4 +56,34 @@ func schemaHint(err error) error {
 		return fmt.Errorf("%w (is the database migrated? run: authctl migrate)", err)
 	}
 	return err
+}
+
+// openSealedDB is openSealer and openDB, for the commands that read what
+// authd sealed in the database; the caller closes the pool.
+func openSealedDB(ctx context.Context, cfg config.Config) (*seal.Sealer, *pgxpool.Pool, error) {
+	sealer, err := openSealer(cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	pool, err := openDB(ctx, cfg.DatabaseURL)
+	if err != nil {
+		return nil, nil, err
+	}
+	return sealer, pool, nil
+}
+
+// openSealer is authd's master key, for the commands that open what authd
+// sealed: keys, and the personal fields of events (events ls, projections
+// rebuild, check). Without it they refuse to run rather than show or
+// rebuild from events whose personal fields they cannot read.
+func openSealer(cfg config.Config) (*seal.Sealer, error) {
+	keys, created, err := cfg.SealingKeys()
+	if err != nil {
+		return nil, err
+	}
+	if created {
+		// Development: there was no key authd generated in the same data dir.
+		return nil, fmt.Errorf("no AUTHD_MASTER_KEY and no dev key in %s: run authctl with authd's environment", cfg.DataDir)
+	}
+	return seal.New(keys...)
 }
