@@ -235,9 +235,20 @@ func (t *relayTerm) saveInBackground(db context.Context) error {
 	}
 	p := &pendingSave{to: t.cp, records: t.records, done: make(chan error, 1)}
 	t.inFlight, t.records = p, nil
-	go func() { p.done <- saveCheckpoint(db, t.r.store.pool, p.to, p.records, false) }()
+	go func() {
+		// Bounded, the wait for a connection included: the term's end
+		// waits for this save before it lets the relay lock go, so that a
+		// late save never moves a new leader's checkpoint back.
+		ctx, cancel := context.WithTimeout(db, backgroundSaveTimeout)
+		defer cancel()
+		p.done <- saveCheckpoint(ctx, t.r.store.pool, p.to, p.records, false)
+	}()
 	return nil
 }
+
+// backgroundSaveTimeout bounds a checkpoint save made beside the relay's
+// work.
+const backgroundSaveTimeout = 5 * time.Second
 
 // settle takes the end of the save in flight. Its records go back to be
 // saved with the next checkpoint when it failed: that checkpoint is past
@@ -254,17 +265,13 @@ func (t *relayTerm) settle(err error) error {
 	return nil
 }
 
-// save waits for the save in flight, if any, then saves the checkpoint and
-// the records not saved yet, on the relay's connection.
+// save waits for the save in flight, if any (backgroundSaveTimeout bounds
+// it), then saves the checkpoint and the records not saved yet, on the
+// relay's connection.
 func (t *relayTerm) save(ctx context.Context) error {
 	if t.inFlight != nil {
-		select {
-		case err := <-t.inFlight.done:
-			if err := t.settle(err); err != nil {
-				return err
-			}
-		case <-ctx.Done():
-			return ctx.Err()
+		if err := t.settle(<-t.inFlight.done); err != nil {
+			return err
 		}
 	}
 	if t.cp == t.saved {
