@@ -478,3 +478,41 @@ func TestAVerifyWhoseCommitFailedWorksWhenTriedAgain(t *testing.T) {
 		t.Fatalf("the code a third time: %v; want ErrInvalidCode (used)", err)
 	}
 }
+
+// A password reset revokes every session in its own commit, and revoking
+// the other sessions is one commit too: nothing a crash can split, leaving
+// sessions alive after a reset it let through.
+func TestRevocationsCommitWithWhatCallsForThem(t *testing.T) {
+	t.Parallel()
+	a := newApp(t)
+	ctx := t.Context()
+	const email, pw = "one-commit@example.com", "correct horse battery"
+	mine := a.signUp(t, email, pw)
+	a.login(t, email, pw)
+	a.login(t, email, pw)
+	revokedIn := func(types ...string) int {
+		t.Helper()
+		var txs int
+		if err := a.pool.QueryRow(ctx, `SELECT count(DISTINCT tx_id) FROM events
+			WHERE type = ANY($1) AND position > coalesce((SELECT max(position) FROM events WHERE type = 'SessionStarted'), 0)`, types).Scan(&txs); err != nil {
+			t.Fatal(err)
+		}
+		return txs
+	}
+	if n, err := a.revokeOthers(ctx, a.claims(t, mine.AccessToken)); err != nil || n != 2 {
+		t.Fatalf("revoked %d (%v), want 2", n, err)
+	}
+	if txs := revokedIn("SessionRevoked"); txs != 1 {
+		t.Errorf("the 2 other sessions were revoked in %d commits, want 1", txs)
+	}
+	a.login(t, email, pw)
+	if err := a.SendCode(ctx, email, PurposeReset, request); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.resetPassword(ctx, email, a.nextCode(t, email), "a brand new passphrase"); err != nil {
+		t.Fatal(err)
+	}
+	if txs := revokedIn("SessionRevoked", "PasswordReset"); txs != 1 {
+		t.Errorf("the reset and its revocations took %d commits, want 1", txs)
+	}
+}

@@ -366,31 +366,26 @@ func (a *Sessions) revokedHere(ids []uuid.UUID) {
 }
 
 // RevokeOtherSessions revokes every active session of the caller but the one
-// making the request, and says how many it revoked.
+// making the request, in one commit, and says how many it revoked.
 func (a *Sessions) RevokeOtherSessions(ctx context.Context, caller tokens.Claims, r Request) (int, error) {
-	active, err := a.activeSessionIDs(ctx, caller.UserID)
+	var revoked []uuid.UUID
+	at, err := retry(ctx, func() (eventstore.Cursor, error) {
+		c := a.newChange(r)
+		var err error
+		if revoked, err = a.revokeIn(ctx, c, caller.UserID, caller.SessionID, domain.RevokedByUser); err != nil || len(revoked) == 0 {
+			return eventstore.Cursor{}, err
+		}
+		committed, err := a.commit(ctx, c)
+		return committed.Last, err
+	})
 	if err != nil {
 		return 0, err
 	}
-	n := 0
-	var last eventstore.Cursor
-	for _, id := range active {
-		if id == caller.SessionID {
-			continue
-		}
-		at, err := a.revoke(ctx, caller.UserID, id, domain.RevokedByUser, r)
-		if errors.Is(err, ErrNotFound) {
-			continue // ended meanwhile
-		}
-		if err != nil {
-			return n, err
-		}
-		n, last = n+1, at
+	if len(revoked) > 0 {
+		a.revokedHere(revoked)
+		a.wait(ctx, at, projections.Sessions{})
 	}
-	if n > 0 {
-		a.wait(ctx, last, projections.Sessions{})
-	}
-	return n, nil
+	return len(revoked), nil
 }
 
 func (a *Sessions) revoke(ctx context.Context, user, session uuid.UUID, reason string, r Request) (eventstore.Cursor, error) {
