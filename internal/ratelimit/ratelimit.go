@@ -47,7 +47,8 @@ type Limiter struct {
 const overKeys = 1 << 16
 
 // New returns a Limiter over pool that reads the time from now and stores
-// its keys as HMACs under secret (a key derived from the master key).
+// its keys as HMACs under secret (a secret of its own, kept in
+// token_secrets, which a master key rotation leaves as it is).
 func New(pool *pgxpool.Pool, secret []byte, now func() time.Time) *Limiter {
 	over, _ := lru.New[string, time.Time](overKeys) // fails only for a size below 1
 	return &Limiter{pool: pool, secret: secret, now: now, delays: delayTable(), login: newLoginSQL(), over: over}
