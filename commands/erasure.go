@@ -48,11 +48,13 @@ func (e eraser) statements(u *domain.User) []eventstore.Statement {
 	return append([]eventstore.Statement{
 		eventstore.Shred(u.ID),
 		eventstore.QueueStreamErasure(u.ID),
-		{SQL: `WITH codes AS (DELETE FROM email_codes WHERE email = ANY($2)),
+		// The codes of its addresses, and those of any new address it asked
+		// to move to (a payload of its id), an earlier one too.
+		{SQL: `WITH codes AS (DELETE FROM email_codes WHERE email = ANY($2) OR (purpose = $3 AND payload = $4)),
 			networks AS (DELETE FROM known_networks WHERE user_id = $1),
 			guessing AS (DELETE FROM code_guessing WHERE user_id = $1),
 			challenges AS (DELETE FROM two_factor_challenges WHERE user_id = $1)
-			DELETE FROM webauthn_ceremonies WHERE user_id = $1`, Args: []any{u.ID, emails}},
+			DELETE FROM webauthn_ceremonies WHERE user_id = $1`, Args: []any{u.ID, emails, PurposeEmailChange, u.ID[:]}},
 		e.throttle.Forget(keys...),
 	}, notices.ForgetDevices(u.ID)...)
 }
@@ -101,19 +103,15 @@ func (a *Accounts) DeleteAccount(ctx context.Context, caller tokens.Claims, r Re
 			return eventstore.Committed{}, err
 		}
 		u := &acc.google.User
-		if !u.Exists() {
-			return eventstore.Committed{}, ErrSessionEnded
-		}
-		c := a.newChange(Request{RequestID: r.RequestID})
-		var err error
-		if revoked, err = a.sessions.revokeIn(ctx, c, u.ID, uuid.Nil, domain.RevokedByErasure); err != nil {
-			return eventstore.Committed{}, err
-		}
-		email, locale := u.Email, u.Locale
 		events, err := u.Delete()
 		if err != nil {
 			return eventstore.Committed{}, ErrSessionEnded
 		}
+		c := a.newChange(Request{RequestID: r.RequestID})
+		if revoked, err = a.sessions.revokeIn(ctx, c, u.ID, uuid.Nil, domain.RevokedByErasure); err != nil {
+			return eventstore.Committed{}, err
+		}
+		email, locale := u.Email, u.Locale
 		if err := c.record(acc, domain.UserStream(u.ID), u.TenantID, u.ID, events...); err != nil {
 			return eventstore.Committed{}, err
 		}

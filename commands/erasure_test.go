@@ -133,3 +133,27 @@ func TestDeletedGoogleAccountSignsUpAnew(t *testing.T) {
 		t.Fatal("the Google account signed in to the deleted account")
 	}
 }
+
+// The code of every address the account asked to move to is erased with it,
+// an earlier one's too: it holds the address in clear.
+func TestDeleteAccountErasesTheCodesOfEveryNewAddressAskedFor(t *testing.T) {
+	t.Parallel()
+	a := newApp(t)
+	const email, pw = "mover@example.com", "correct horse battery"
+	caller := a.claims(t, a.signUp(t, email, pw).AccessToken)
+	for _, next := range []string{"first-move@example.com", "second-move@example.com"} {
+		if err := a.RequestEmailChange(t.Context(), caller, next, request); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := a.DeleteAccount(t.Context(), caller, request); err != nil {
+		t.Fatal(err)
+	}
+	var left int
+	if err := a.pool.QueryRow(t.Context(), `SELECT count(*) FROM email_codes WHERE email LIKE '%move@example.com'`).Scan(&left); err != nil {
+		t.Fatal(err)
+	}
+	if left != 0 {
+		t.Errorf("%d codes of addresses the deleted account asked to move to are left", left)
+	}
+}
