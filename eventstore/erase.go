@@ -11,7 +11,7 @@ import "github.com/google/uuid"
 func Shred(user uuid.UUID) Statement {
 	return Statement{SQL: `INSERT INTO user_keys (user_id, kid, sealed_key, erased_at) VALUES ($1, NULL, NULL, now())
 		ON CONFLICT (user_id) DO UPDATE SET kid = NULL, sealed_key = NULL, erased_at = coalesce(user_keys.erased_at, now())`,
-		Args: []any{user}}
+		Args: []any{user}, erases: user}
 }
 
 // QueueStreamErasure asks the relay to delete user's messages from the

@@ -396,3 +396,34 @@ func TestAPersonalPartOpensOnlyInItsOwnEvent(t *testing.T) {
 		t.Fatalf("a moved personal part opened: %v", err)
 	}
 }
+
+// The store that commits an erasure forgets the user's data key it held
+// opened: what it appends for the user afterwards (a racing failed login,
+// say) is not sealed under the destroyed key, its personal fields dropped.
+func TestTheErasingStoreForgetsTheKey(t *testing.T) {
+	t.Parallel()
+	s, _, pool, _ := sealStores(t)
+	ctx := context.Background()
+	user := uuid.New()
+	appendFor(t, s, user, owned(t, registered(user), user)) // the key is now cached
+	if _, err := s.Write(ctx, Change{Also: []Statement{Shred(user)}}); err != nil {
+		t.Fatal(err)
+	}
+	// Appended without loading the user first, which would read the
+	// tombstone: the store decides on its own cache.
+	name := sealName
+	if _, err := s.Write(ctx, Change{Appends: []StreamAppend{{Stream: "user-" + user.String(), Expected: 1,
+		Events: []Event{owned(t, &domain.ProfileUpdated{UserID: user, Name: &name}, user)}}}}); err != nil {
+		t.Fatal(err)
+	}
+	if k, ok := s.keys.Get(user); !ok || k.aead != nil {
+		t.Error("the store still holds the erased user's data key opened")
+	}
+	var sealed int
+	if err := pool.QueryRow(ctx, `SELECT count(*) FROM events WHERE user_id = $1 AND version = 2 AND personal IS NOT NULL`, user).Scan(&sealed); err != nil {
+		t.Fatal(err)
+	}
+	if sealed != 0 {
+		t.Error("an event appended after the erasure was sealed under the destroyed key")
+	}
+}

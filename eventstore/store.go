@@ -123,6 +123,9 @@ type Statement struct {
 	// none) for the part that wrote it; its error fails the call like the
 	// statement's own.
 	Scan func(pgx.Row) error
+	// erases is the user whose data key the statement destroys (Shred):
+	// once the change commits, the store forgets the key it holds opened.
+	erases uuid.UUID
 }
 
 // ExpectVersion is a Statement that fails its change with ErrConflict when
@@ -232,6 +235,11 @@ func (s *Store) Write(ctx context.Context, ch Change) (Committed, error) {
 		if err == nil {
 			for user, k := range p.newKeys {
 				s.keys.Add(user, userKey{aead: k})
+			}
+			for _, st := range ch.Also {
+				if st.erases != uuid.Nil {
+					s.keys.Add(st.erases, userKey{})
+				}
 			}
 		}
 		return c, err
