@@ -155,17 +155,11 @@ func (s *Store) openPersonal(e *Event, r *SealedPart) error {
 	if err != nil {
 		return fmt.Errorf("event %s: %w", e.ID, err)
 	}
+	// A user's data key is never replaced (a second one fails its insert,
+	// and a re-seal keeps the key itself), so a cached one is the row's.
 	plain, err := openPersonal(aead, r.personal, e.ID[:])
 	if err != nil {
-		// The cached key may not be the one in the row: try the row's.
-		s.keys.Remove(e.UserID)
-		if aead, err = s.keyFromRow(e.UserID, r.kid, r.key); err == nil {
-			plain, err = openPersonal(aead, r.personal, e.ID[:])
-		}
-		if err != nil {
-			s.keys.Remove(e.UserID)
-			return fmt.Errorf("open the personal part of event %s: %w", e.ID, err)
-		}
+		return fmt.Errorf("open the personal part of event %s: %w", e.ID, err)
 	}
 	if err := unmarshalPersonal(e, plain); err != nil {
 		return fmt.Errorf("event %s: %w", e.ID, err)

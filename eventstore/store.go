@@ -264,7 +264,6 @@ func (s *Store) prepare(ch Change) (*pending, error) {
 	for _, c := range ch.Releases {
 		p.batch = append(p.batch, Statement{SQL: releaseSQL, Args: []any{c.Scope, c.Key, c.Owner}})
 	}
-	appends := make([]Statement, 0, len(ch.Appends))
 	for i := range ch.Appends {
 		a := &ch.Appends[i]
 		if len(a.Events) == 0 {
@@ -274,9 +273,8 @@ func (s *Store) prepare(ch Change) (*pending, error) {
 		if err != nil {
 			return nil, err
 		}
-		appends = append(appends, Statement{SQL: query, Args: args})
+		p.batch = append(p.batch, Statement{SQL: query, Args: args})
 	}
-	p.batch = append(p.batch, appends...)
 	p.batch = append(p.batch, ch.Also...)
 	return p, nil
 }
