@@ -47,10 +47,13 @@ type Tokens struct {
 
 // startSession adds a new session for user to the change. The session
 // starts only on the account the sign-in decided on: if the user's stream
-// moved meanwhile (a password change or reset, an email change, a deletion),
-// the change fails with a conflict. A sign-in that checked the old password
-// while the change committed would otherwise hold a session that change
-// never saw, and so never revoked.
+// moved before this change commits (a password change or reset, an email
+// change, a deletion), it fails with a conflict. That narrows, and does not
+// close, the race with a change that revokes every session: the version is
+// read without a lock, so a sign-in that commits after such a change listed
+// the sessions, and before it committed, keeps a session that change never
+// saw. A reset and a deletion also cut the user's tokens by time, which
+// covers it until the cut is swept; a password change does not.
 func (a *Sessions) startSession(c *change, u *domain.User, amr []string, r Request) (uuid.UUID, error) {
 	id := uuid.New()
 	err := c.record(&domain.Session{}, domain.SessionStream(id), u.TenantID, u.ID,

@@ -44,7 +44,8 @@ func New(now func() time.Time) *Set {
 // was issued: a cut at the time of the deletion would let a token issued in
 // the same second through (tokens carry whole seconds). Its sessions are
 // revoked in the deletion's commit too; this also covers one started by a
-// sign-in that raced the deletion.
+// sign-in that raced the deletion, until Sweep forgets the user (a
+// day and a minute later) or the process restarts.
 func (s *Set) EraseUser(id uuid.UUID) {
 	s.mu.Lock()
 	if _, known := s.erased[id]; !known {
