@@ -37,59 +37,8 @@ func (s *Store) Reseal(ctx context.Context, o seal.ResealOptions) ([]seal.Reseal
 // is never read, and the update's compare on sealed_key fails once Shred
 // has emptied it, so an erasure is never undone.
 func (s *Store) userKeysTable() seal.ResealTable[uuid.UUID] {
-	return seal.ResealTable[uuid.UUID]{
-		Name: "user_keys",
-		Next: func(ctx context.Context, after uuid.UUID, n int, current string) ([]seal.ResealRow[uuid.UUID], uuid.UUID, bool, error) {
-			rows, err := s.pool.Query(ctx, `SELECT user_id, kid, sealed_key FROM user_keys
-				WHERE user_id > $1 AND sealed_key IS NOT NULL AND kid IS DISTINCT FROM $2
-				ORDER BY user_id LIMIT $3`, after, current, n)
-			if err != nil {
-				return nil, after, false, fmt.Errorf("read user_keys: %w", err)
-			}
-			out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (seal.ResealRow[uuid.UUID], error) {
-				var r seal.ResealRow[uuid.UUID]
-				var kid *string
-				if err := row.Scan(&r.Key, &kid, &r.Box); err != nil {
-					return r, err
-				}
-				if kid != nil {
-					r.KID = *kid
-				}
-				r.AAD = append([]byte(nil), r.Key[:]...)
-				return r, nil
-			})
-			if err != nil {
-				return nil, after, false, fmt.Errorf("read user_keys: %w", err)
-			}
-			if len(out) < n {
-				return out, after, true, nil
-			}
-			return out, out[len(out)-1].Key, false, nil
-		},
-		Swap: func(ctx context.Context, rows []seal.ResealRow[uuid.UUID]) ([]uuid.UUID, error) {
-			users, oldKIDs, oldBoxes, kids, boxes := seal.ResealColumns(rows)
-			out, err := s.pool.Query(ctx, `UPDATE user_keys k SET kid = u.kid, sealed_key = u.box
-				FROM unnest($1::uuid[], $2::text[], $3::bytea[], $4::text[], $5::bytea[]) AS u(user_id, old_kid, old_box, kid, box)
-				WHERE k.user_id = u.user_id AND k.kid = u.old_kid AND k.sealed_key = u.old_box
-				RETURNING k.user_id`, users, oldKIDs, oldBoxes, kids, boxes)
-			if err != nil {
-				return nil, fmt.Errorf("update user_keys: %w", err)
-			}
-			written, err := pgx.CollectRows(out, pgx.RowTo[uuid.UUID])
-			if err != nil {
-				return nil, fmt.Errorf("update user_keys: %w", err)
-			}
-			return written, nil
-		},
-		Stale: func(ctx context.Context, users []uuid.UUID, current string) (int64, error) {
-			var n int64
-			if err := s.pool.QueryRow(ctx, `SELECT count(*) FROM user_keys
-				WHERE user_id = ANY($1) AND sealed_key IS NOT NULL AND kid IS DISTINCT FROM $2`, users, current).Scan(&n); err != nil {
-				return 0, fmt.Errorf("recount user_keys: %w", err)
-			}
-			return n, nil
-		},
-	}
+	return seal.SealedColumn[uuid.UUID]{Table: "user_keys", Key: "user_id", KeyType: "uuid", KID: "kid", Box: "sealed_key",
+		Where: "sealed_key IS NOT NULL", AAD: func(user uuid.UUID) []byte { return user[:] }}.ResealTable(s.pool)
 }
 
 // eventSecretsTable walks events by position, a window of n positions at a

@@ -103,52 +103,8 @@ func (f *Farewells) Reseal(ctx context.Context, pool *pgxpool.Pool, o seal.Resea
 	return r, nil
 }
 
-// farewellsTable walks farewells by user id; there are only the accounts
-// deleted in the last FarewellTTL.
+// farewellsTable is the farewells as a re-seal walks them; there are only
+// the accounts deleted in the last FarewellTTL.
 func farewellsTable(pool *pgxpool.Pool) seal.ResealTable[uuid.UUID] {
-	return seal.ResealTable[uuid.UUID]{
-		Name: "farewells",
-		Next: func(ctx context.Context, after uuid.UUID, n int, current string) ([]seal.ResealRow[uuid.UUID], uuid.UUID, bool, error) {
-			rows, err := pool.Query(ctx, `SELECT user_id, kid, sealed FROM farewells
-				WHERE user_id > $1 AND kid <> $2 ORDER BY user_id LIMIT $3`, after, current, n)
-			if err != nil {
-				return nil, after, false, fmt.Errorf("read farewells: %w", err)
-			}
-			out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (seal.ResealRow[uuid.UUID], error) {
-				var r seal.ResealRow[uuid.UUID]
-				err := row.Scan(&r.Key, &r.KID, &r.Box)
-				r.AAD = farewellAAD(r.Key)
-				return r, err
-			})
-			if err != nil {
-				return nil, after, false, fmt.Errorf("read farewells: %w", err)
-			}
-			if len(out) < n {
-				return out, after, true, nil
-			}
-			return out, out[len(out)-1].Key, false, nil
-		},
-		Swap: func(ctx context.Context, rows []seal.ResealRow[uuid.UUID]) ([]uuid.UUID, error) {
-			users, oldKIDs, oldBoxes, kids, boxes := seal.ResealColumns(rows)
-			out, err := pool.Query(ctx, `UPDATE farewells f SET kid = u.kid, sealed = u.box
-				FROM unnest($1::uuid[], $2::text[], $3::bytea[], $4::text[], $5::bytea[]) AS u(user_id, old_kid, old_box, kid, box)
-				WHERE f.user_id = u.user_id AND f.kid = u.old_kid AND f.sealed = u.old_box
-				RETURNING f.user_id`, users, oldKIDs, oldBoxes, kids, boxes)
-			if err != nil {
-				return nil, fmt.Errorf("update farewells: %w", err)
-			}
-			written, err := pgx.CollectRows(out, pgx.RowTo[uuid.UUID])
-			if err != nil {
-				return nil, fmt.Errorf("update farewells: %w", err)
-			}
-			return written, nil
-		},
-		Stale: func(ctx context.Context, users []uuid.UUID, current string) (int64, error) {
-			var n int64
-			if err := pool.QueryRow(ctx, `SELECT count(*) FROM farewells WHERE user_id = ANY($1) AND kid <> $2`, users, current).Scan(&n); err != nil {
-				return 0, fmt.Errorf("recount farewells: %w", err)
-			}
-			return n, nil
-		},
-	}
+	return seal.SealedColumn[uuid.UUID]{Table: "farewells", Key: "user_id", KeyType: "uuid", KID: "kid", Box: "sealed", AAD: farewellAAD}.ResealTable(pool)
 }
